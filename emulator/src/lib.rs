@@ -1,0 +1,311 @@
+//! An in-process emulator of the Microsoft Entra ID (Azure AD) v2.0 token
+//! endpoint, plus a demo API protected by its tokens.
+//!
+//! It speaks Entra's wire protocol — the client credentials grant on
+//! `POST /{tenant}/oauth2/v2.0/token`, Entra's error JSON (`AADSTS` codes,
+//! trace and correlation IDs), RS256 access tokens, JWKS and OpenID discovery
+//! documents — so that OAuth clients can be tested against realistic behaviour,
+//! including failures injected on demand ([`Fault`]).
+//!
+//! The server listens on `127.0.0.1` on a random port and lives on the Tokio
+//! runtime that called [`Emulator::start`]; it stops when the last clone of the
+//! [`Emulator`] handle is dropped.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use entra_emulator::{App, Emulator};
+//!
+//! # async fn demo() {
+//! let emulator = Emulator::start().await;
+//! let app = emulator.register_app(
+//!     &emulator.tenant_id(),
+//!     App::new("daemon").with_secret("s3cret").with_roles(&[Emulator::DEMO_API_ROLE]),
+//! );
+//!
+//! // Any HTTP client works; this is the raw protocol.
+//! let token_url = emulator.token_url(&app.tenant_id);
+//! let form = [
+//!     ("grant_type", "client_credentials"),
+//!     ("client_id", app.client_id.as_str()),
+//!     ("client_secret", "s3cret"),
+//!     ("scope", Emulator::DEMO_API_SCOPE),
+//! ];
+//! # let _ = (token_url, form);
+//! // POST `form` to `token_url`, then call `emulator.demo_api_url()` with
+//! // `Authorization: Bearer <access_token>`.
+//! assert_eq!(emulator.token_requests(), 0);
+//! # }
+//! ```
+#![warn(missing_docs)]
+
+mod api;
+mod app;
+mod fault;
+mod jwt;
+mod net;
+mod state;
+mod token;
+mod util;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{any, get};
+use tokio::sync::oneshot;
+
+pub use app::{App, RegisteredApp};
+pub use fault::Fault;
+
+use state::{AppRecord, Resource, Shared, State, Tenant};
+
+/// A running emulator. Cheap to clone (all clones share one server); the
+/// server shuts down when the last clone is dropped.
+#[derive(Clone)]
+pub struct Emulator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    default_tenant: String,
+    port: u16,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("authority_host", &self.authority_host())
+            .field("tenant_id", &self.inner.default_tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    /// Scope of the demo API (for the `scope` form field).
+    pub const DEMO_API_SCOPE: &'static str = "api://entra-emulator-demo/.default";
+    /// The app role the demo API requires.
+    pub const DEMO_API_ROLE: &'static str = "Demo.Read";
+
+    /// Starts an emulator on `127.0.0.1` (random port) with one tenant.
+    ///
+    /// `https://graph.microsoft.com`, `https://management.azure.com` and the
+    /// demo API are registered as resources.
+    ///
+    /// # Panics
+    ///
+    /// If no port can be bound, or when called outside a Tokio runtime.
+    pub async fn start() -> Emulator {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap_or_else(|e| panic!("entra-emulator: cannot bind 127.0.0.1:0: {e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("entra-emulator: no local address: {e}"))
+            .port();
+        // Generate (or fetch) the signing key before serving, off the async threads.
+        let _ = tokio::task::spawn_blocking(jwt::emulator_key).await;
+
+        let authority = format!("http://127.0.0.1:{port}");
+        let default_tenant = util::guid();
+        let mut state = State::new();
+        state
+            .tenants
+            .insert(default_tenant.clone(), Tenant::default());
+        for (uri, roles) in [
+            (
+                "https://graph.microsoft.com",
+                &[
+                    "User.Read.All",
+                    "User.ReadWrite.All",
+                    "Group.Read.All",
+                    "Directory.Read.All",
+                    "Application.Read.All",
+                    "Mail.Send",
+                    "Mail.Read",
+                    "Sites.Read.All",
+                    "Files.Read.All",
+                ][..],
+            ),
+            ("https://management.azure.com", &[][..]),
+            (api::DEMO_API_URI, &[Emulator::DEMO_API_ROLE][..]),
+        ] {
+            register_resource(&mut state, uri, roles);
+        }
+        let shared = Arc::new(Shared::new(authority, state));
+
+        let router = Router::new()
+            .route("/{tenant}/oauth2/v2.0/token", any(token::token_endpoint))
+            .route("/{tenant}/discovery/v2.0/keys", get(api::jwks))
+            .route(
+                "/{tenant}/v2.0/.well-known/openid-configuration",
+                get(api::openid_configuration),
+            )
+            .route("/api/hello", get(api::hello))
+            .with_state(shared.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = axum::serve(
+            net::KillableListener(listener),
+            router.into_make_service_with_connect_info::<net::Conn>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.await;
+        });
+        tokio::spawn(async move {
+            let _ = server.await;
+        });
+        Emulator {
+            inner: Arc::new(Inner {
+                shared,
+                default_tenant,
+                port,
+                shutdown: Some(tx),
+            }),
+        }
+    }
+
+    /// The authority host, e.g. `http://127.0.0.1:12345` (no trailing slash).
+    pub fn authority_host(&self) -> String {
+        format!("http://127.0.0.1:{}", self.inner.port)
+    }
+
+    /// The tenant (a GUID) created at start.
+    pub fn tenant_id(&self) -> String {
+        self.inner.default_tenant.clone()
+    }
+
+    /// Creates another tenant and returns its ID (a GUID).
+    pub fn add_tenant(&self) -> String {
+        let id = util::guid();
+        self.inner
+            .shared
+            .lock()
+            .tenants
+            .insert(id.clone(), Tenant::default());
+        id
+    }
+
+    /// The v2.0 token endpoint of `tenant_id`:
+    /// `{authority_host}/{tenant_id}/oauth2/v2.0/token`.
+    pub fn token_url(&self, tenant_id: &str) -> String {
+        format!("{}/{tenant_id}/oauth2/v2.0/token", self.authority_host())
+    }
+
+    /// Registers `app` in `tenant_id` (with a service principal, and admin
+    /// consent for its roles) and returns its fresh client ID.
+    ///
+    /// # Panics
+    ///
+    /// If `tenant_id` is not a tenant of this emulator.
+    pub fn register_app(&self, tenant_id: &str, app: App) -> RegisteredApp {
+        let client_id = util::guid();
+        let tenant_key = tenant_id.to_ascii_lowercase();
+        let mut st = self.inner.shared.lock();
+        let Some(tenant) = st.tenants.get_mut(&tenant_key) else {
+            panic!("entra-emulator: register_app: unknown tenant '{tenant_id}'");
+        };
+        tenant
+            .apps
+            .insert(client_id.clone(), AppRecord::from_app(app));
+        RegisteredApp {
+            client_id,
+            tenant_id: tenant_key,
+        }
+    }
+
+    /// URL of the demo protected API (`GET`), e.g. `http://127.0.0.1:12345/api/hello`.
+    ///
+    /// It accepts access tokens for [`Emulator::DEMO_API_SCOPE`] and requires the
+    /// [`Emulator::DEMO_API_ROLE`] role: `401` with a `WWW-Authenticate: Bearer …`
+    /// challenge when the token is missing, invalid, expired or revoked; `403`
+    /// with a Graph-shaped error body when the role is missing; else `200`
+    /// `{"message":"hello from the demo API","appid":"…","roles":[…]}`.
+    pub fn demo_api_url(&self) -> String {
+        format!("{}/api/hello", self.authority_host())
+    }
+
+    /// Sets `expires_in` / `ext_expires_in` (whole seconds) and the `exp` of
+    /// tokens issued from now on. Default: 3599 s.
+    pub fn set_token_lifetime(&self, expires_in: Duration) {
+        self.inner.shared.lock().token_lifetime = expires_in;
+    }
+
+    /// Sets the `refresh_in` field of token responses (whole seconds); `None`
+    /// (the default) omits it.
+    pub fn set_refresh_in(&self, refresh_in: Option<Duration>) {
+        self.inner.shared.lock().refresh_in = refresh_in;
+    }
+
+    /// Sends `expires_in`, `ext_expires_in` and `refresh_in` as JSON strings
+    /// (`"3599"`), as some Microsoft endpoints do.
+    pub fn set_numbers_as_strings(&self, yes: bool) {
+        self.inner.shared.lock().numbers_as_strings = yes;
+    }
+
+    /// Delays every token endpoint answer by `latency` (with
+    /// `tokio::time::sleep`, so a paused test clock applies).
+    pub fn set_latency(&self, latency: Duration) {
+        self.inner.shared.lock().latency = latency;
+    }
+
+    /// Queues a fault: each token request takes the oldest queued fault, if
+    /// any, and answers with it instead of processing the request.
+    pub fn push_fault(&self, fault: Fault) {
+        self.inner.shared.lock().faults.push_back(fault);
+    }
+
+    /// Number of `POST`s received by token endpoints (of any tenant, faults included).
+    pub fn token_requests(&self) -> usize {
+        self.inner.shared.lock().token_requests
+    }
+
+    /// Number of requests received by the demo API.
+    pub fn api_requests(&self) -> usize {
+        self.inner.shared.lock().api_requests
+    }
+
+    /// The decoded form fields of the latest token request, in order.
+    pub fn last_token_request(&self) -> Option<Vec<(String, String)>> {
+        self.inner.shared.lock().last_token_request.clone()
+    }
+
+    /// Revokes every token issued so far: the demo API answers them with
+    /// `401` `invalid_token`. Tokens issued afterwards are valid.
+    pub fn revoke_issued_tokens(&self) {
+        let mut st = self.inner.shared.lock();
+        st.revoked_below = st.next_seq;
+    }
+
+    /// Registers (or redefines) a resource API that tokens can be requested
+    /// for, with scope `{app_id_uri}/.default`, defining the app roles `roles`.
+    pub fn register_api(&self, app_id_uri: &str, roles: &[&str]) {
+        register_resource(&mut self.inner.shared.lock(), app_id_uri, roles);
+    }
+
+    /// The JWKS (`{"keys":[…]}`) with the key access tokens are signed with,
+    /// as served at `{authority_host}/{tenant}/discovery/v2.0/keys`.
+    pub fn signing_jwks(&self) -> serde_json::Value {
+        serde_json::json!({ "keys": [jwt::emulator_key().jwk()] })
+    }
+}
+
+fn register_resource(state: &mut State, uri: &str, roles: &[&str]) {
+    let uri = uri.trim_end_matches('/');
+    state.resources.insert(
+        uri.to_ascii_lowercase(),
+        Resource {
+            uri: uri.to_owned(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        },
+    );
+}

@@ -1,0 +1,96 @@
+//! Shared mutable state of one emulator instance.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::app::{App, Secret};
+use crate::fault::Fault;
+
+/// State shared between the [`Emulator`](crate::Emulator) handle and the server.
+pub(crate) struct Shared {
+    pub(crate) authority: String,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    pub(crate) fn new(authority: String, state: State) -> Shared {
+        Shared {
+            authority,
+            state: Mutex::new(state),
+        }
+    }
+
+    /// Locks the state (a poisoned lock is recovered: the state stays usable).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) tenants: HashMap<String, Tenant>,
+    /// Resources (APIs) keyed by application ID URI.
+    pub(crate) resources: HashMap<String, Resource>,
+    pub(crate) token_lifetime: Duration,
+    pub(crate) refresh_in: Option<Duration>,
+    pub(crate) numbers_as_strings: bool,
+    pub(crate) latency: Duration,
+    pub(crate) faults: VecDeque<Fault>,
+    pub(crate) token_requests: usize,
+    pub(crate) api_requests: usize,
+    pub(crate) last_token_request: Option<Vec<(String, String)>>,
+    /// Sequence number the next issued token gets.
+    pub(crate) next_seq: u64,
+    /// Tokens with a sequence number below this are revoked.
+    pub(crate) revoked_below: u64,
+}
+
+impl State {
+    pub(crate) fn new() -> State {
+        State {
+            tenants: HashMap::new(),
+            resources: HashMap::new(),
+            token_lifetime: Duration::from_secs(3599),
+            refresh_in: None,
+            numbers_as_strings: false,
+            latency: Duration::ZERO,
+            faults: VecDeque::new(),
+            token_requests: 0,
+            api_requests: 0,
+            last_token_request: None,
+            next_seq: 1,
+            revoked_below: 0,
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Tenant {
+    pub(crate) apps: HashMap<String, AppRecord>,
+}
+
+pub(crate) struct AppRecord {
+    pub(crate) display_name: String,
+    pub(crate) secrets: Vec<Secret>,
+    pub(crate) roles: Vec<String>,
+    /// Object ID of the app's service principal in the tenant (`oid`/`sub`).
+    pub(crate) object_id: String,
+}
+
+impl AppRecord {
+    pub(crate) fn from_app(app: App) -> AppRecord {
+        AppRecord {
+            display_name: app.display_name,
+            secrets: app.secrets,
+            roles: app.roles,
+            object_id: crate::util::guid(),
+        }
+    }
+}
+
+pub(crate) struct Resource {
+    /// The application ID URI as registered (the `aud` of its tokens).
+    pub(crate) uri: String,
+    /// App roles (application permissions) the resource defines.
+    pub(crate) roles: Vec<String>,
+}

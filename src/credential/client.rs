@@ -1,0 +1,106 @@
+//! The part every confidential-client credential shares: the endpoint, the form, the transport.
+
+use std::time::Duration;
+
+use url::Url;
+
+use crate::authority::{AuthorityHost, check_client_id, parse_authority_host, token_url};
+use crate::credential::TokenRequest;
+use crate::endpoint::{GRANT_TYPE, JWT_BEARER};
+use crate::error::TokenError;
+use crate::token::AccessToken;
+use crate::transport::{DEFAULT_TIMEOUT, Transport};
+
+/// How the client authenticates one token request.
+pub(crate) enum ClientAuth<'a> {
+    /// `client_secret`.
+    Secret(&'a str),
+    /// `client_assertion` (a signed JWT or a federated token) with the jwt-bearer type.
+    #[allow(dead_code)] // used by the certificate and federated credentials
+    Assertion(&'a str),
+}
+
+/// Builder options shared by the credential builders.
+#[derive(Debug, Clone)]
+pub(crate) struct ConfidentialClientOptions {
+    pub(crate) authority_host: String,
+    pub(crate) timeout: Duration,
+    pub(crate) http_client: Option<reqwest::Client>,
+}
+
+impl Default for ConfidentialClientOptions {
+    fn default() -> Self {
+        ConfidentialClientOptions {
+            authority_host: AuthorityHost::AZURE_PUBLIC_CLOUD.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            http_client: None,
+        }
+    }
+}
+
+/// A tenant + client id bound to its token endpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct ConfidentialClient {
+    tenant_id: String,
+    client_id: String,
+    token_url: Url,
+    transport: Transport,
+}
+
+impl ConfidentialClient {
+    pub(crate) fn new(
+        tenant_id: &str,
+        client_id: &str,
+        options: ConfidentialClientOptions,
+    ) -> Result<Self, TokenError> {
+        check_client_id(client_id)?;
+        if options.timeout.is_zero() {
+            return Err(TokenError::configuration(
+                "the token request timeout is zero; use a positive duration (the default is 30 s)",
+            ));
+        }
+        let host = parse_authority_host(&options.authority_host)?;
+        Ok(ConfidentialClient {
+            token_url: token_url(&host, tenant_id)?,
+            tenant_id: tenant_id.to_owned(),
+            client_id: client_id.to_owned(),
+            transport: Transport::new(options.http_client, options.timeout)?,
+        })
+    }
+
+    pub(crate) fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
+
+    pub(crate) fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The token endpoint: also the `aud` of a client assertion.
+    pub(crate) fn token_url(&self) -> &Url {
+        &self.token_url
+    }
+
+    pub(crate) async fn request_token(
+        &self,
+        request: TokenRequest<'_>,
+        auth: ClientAuth<'_>,
+    ) -> Result<AccessToken, TokenError> {
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", GRANT_TYPE),
+            ("client_id", &self.client_id),
+            ("scope", request.scope),
+        ];
+        match auth {
+            ClientAuth::Secret(secret) => form.push(("client_secret", secret)),
+            ClientAuth::Assertion(assertion) => {
+                form.push(("client_assertion_type", JWT_BEARER));
+                form.push(("client_assertion", assertion));
+            }
+        }
+        if let Some(claims) = request.claims {
+            form.push(("claims", claims));
+        }
+        self.transport.request_token(&self.token_url, &form).await
+    }
+}

@@ -1,0 +1,82 @@
+//! Credentials: how this app proves who it is to Entra.
+//!
+//! A [`Credential`] asks Entra for a new token each time it is called; caching, single-flight
+//! and refresh belong to [`TokenProvider`](crate::TokenProvider).
+
+mod client;
+mod client_secret;
+mod environment;
+
+use std::fmt;
+
+use futures::future::BoxFuture;
+
+pub use client_secret::{ClientSecretCredential, ClientSecretCredentialBuilder};
+pub use environment::EnvironmentCredential;
+
+pub(crate) use client::{ClientAuth, ConfidentialClient, ConfidentialClientOptions};
+
+use crate::error::TokenError;
+use crate::token::AccessToken;
+
+/// What a token is requested for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenRequest<'a> {
+    /// The scope: `<application ID URI>/.default`.
+    pub scope: &'a str,
+    /// Extra claims to request (a JSON object; e.g. a Continuous Access Evaluation challenge).
+    pub claims: Option<&'a str>,
+}
+
+impl<'a> TokenRequest<'a> {
+    /// A request for `scope` with no extra claims.
+    pub fn new(scope: &'a str) -> Self {
+        TokenRequest {
+            scope,
+            claims: None,
+        }
+    }
+
+    /// The same request with `claims` (a JSON object) added.
+    pub fn with_claims(mut self, claims: &'a str) -> Self {
+        self.claims = Some(claims);
+        self
+    }
+}
+
+/// Something that can get a new token from Entra.
+///
+/// Implement it for a credential this crate does not ship. `request_token` must send a new
+/// request each time (no caching: [`TokenProvider`](crate::TokenProvider) does that), and its
+/// `Debug` must not show secrets.
+///
+/// ```
+/// use futures::future::BoxFuture;
+/// use std::time::Duration;
+/// use tower_entra::{AccessToken, Credential, TokenError, TokenRequest};
+///
+/// #[derive(Debug)]
+/// struct Fixed;
+///
+/// impl Credential for Fixed {
+///     fn request_token<'a>(
+///         &'a self,
+///         _request: TokenRequest<'a>,
+///     ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
+///         Box::pin(async { AccessToken::new("token-from-elsewhere", Duration::from_secs(3600)) })
+///     }
+/// }
+/// ```
+pub trait Credential: fmt::Debug + Send + Sync + 'static {
+    /// Requests a new token.
+    fn request_token<'a>(
+        &'a self,
+        request: TokenRequest<'a>,
+    ) -> BoxFuture<'a, Result<AccessToken, TokenError>>;
+
+    /// The tenant and client ids, for tracing (never secrets). `None` if not applicable.
+    fn identity(&self) -> Option<(&str, &str)> {
+        None
+    }
+}

@@ -1,0 +1,56 @@
+//! Tower middleware that authenticates requests to Microsoft APIs (Microsoft Graph, Azure
+//! Resource Manager, any API registered in Entra ID) with the OAuth 2.0 client credentials flow
+//! of Microsoft Entra ID.
+//!
+//! - [`EntraAuthLayer`] wraps any `tower::Service` over `http::Request` (hyper-util, tonic,
+//!   reqwest) and puts `Authorization: Bearer <token>` on each request.
+//! - [`TokenProvider`] caches the token for one scope: one token request however many requests
+//!   arrive at once, refreshed in the background ahead of expiry.
+//! - Credentials: [`ClientSecretCredential`], [`EnvironmentCredential`], or your own
+//!   [`Credential`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use std::time::Duration;
+//! use tower::ServiceBuilder;
+//! use tower_entra::{EntraAuthLayer, EnvironmentCredential, TokenProvider};
+//!
+//! let provider = TokenProvider::new(
+//!     EnvironmentCredential::new()?,
+//!     "https://graph.microsoft.com/.default",
+//! )?;
+//! let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+//!     .build_http::<String>();
+//! let service = ServiceBuilder::new()
+//!     .timeout(Duration::from_secs(10))
+//!     .layer(EntraAuthLayer::new(provider))
+//!     .service(client);
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod authority;
+mod authorize;
+mod credential;
+mod endpoint;
+mod error;
+mod future;
+mod layer;
+mod provider;
+mod service;
+mod token;
+mod transport;
+
+pub use authority::AuthorityHost;
+pub use authorize::{AuthorizeRequest, InspectResponse};
+pub use credential::{
+    ClientSecretCredential, ClientSecretCredentialBuilder, Credential, EnvironmentCredential,
+    TokenRequest,
+};
+pub use error::{EntraError, Error, TokenError, TokenErrorKind};
+pub use future::ResponseFuture;
+pub use layer::EntraAuthLayer;
+pub use provider::{ProviderStats, TokenProvider, TokenProviderBuilder};
+pub use service::EntraAuth;
+pub use token::AccessToken;
