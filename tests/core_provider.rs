@@ -1,0 +1,408 @@
+//! TokenProvider against the Entra emulator: single flight, refresh ahead, backoff, errors.
+
+mod support;
+
+use std::time::Duration;
+
+use entra_emulator::{App, Emulator, Fault};
+use support::{SECRET, credential, setup};
+use tokio::time::Instant;
+use tower_entra::{
+    ClientSecretCredential, Credential, TokenErrorKind, TokenProvider, TokenRequest,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_cold_callers_make_one_token_request() {
+    let s = setup().await;
+    s.emulator.set_latency(Duration::from_millis(100));
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let p = s.provider.clone();
+            tokio::spawn(async move { p.token().await })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for t in tasks {
+        tokens.push(t.await.unwrap().unwrap());
+    }
+    assert_eq!(s.emulator.token_requests(), 1);
+    assert!(tokens.iter().all(|t| t.same_token(&tokens[0])));
+    assert_eq!(s.provider.stats().fetches, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_window_serves_the_old_token_without_waiting_and_refreshes_once() {
+    let s = setup().await;
+    s.emulator.set_token_lifetime(Duration::from_secs(3600));
+    let first = s.provider.token().await.unwrap();
+    assert_eq!(s.emulator.token_requests(), 1);
+
+    // 5 minutes before expiry is the refresh point for a 1 h token; go just past it.
+    s.emulator.set_latency(Duration::from_millis(200));
+    tokio::time::advance(Duration::from_secs(3300) + Duration::from_millis(1)).await;
+    let before = Instant::now();
+    for _ in 0..100 {
+        let t = s.provider.token().await.unwrap();
+        assert!(t.same_token(&first), "a request waited for the refresh");
+    }
+    // On the paused clock, any wait for the 200 ms endpoint would have moved time.
+    assert_eq!(
+        Instant::now(),
+        before,
+        "requests waited for the token endpoint"
+    );
+
+    // Let the background refresh land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = s.provider.token().await.unwrap();
+    assert!(
+        !second.same_token(&first),
+        "the refresh did not replace the token"
+    );
+    assert_eq!(
+        s.emulator.token_requests(),
+        2,
+        "exactly one refresh request"
+    );
+    assert_eq!(s.provider.stats().refreshes_ahead, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_in_from_entra_decides_when_to_refresh() {
+    let s = setup().await;
+    s.emulator.set_token_lifetime(Duration::from_secs(86_400));
+    s.emulator.set_refresh_in(Some(Duration::from_secs(43_200)));
+    s.emulator.set_numbers_as_strings(true);
+    let first = s.provider.token().await.unwrap();
+    tokio::time::advance(Duration::from_secs(43_199)).await;
+    s.provider.token().await.unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(
+        s.emulator.token_requests(),
+        1,
+        "refreshed before refresh_in"
+    );
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(s.provider.token().await.unwrap().same_token(&first));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        s.emulator.token_requests(),
+        2,
+        "did not refresh at refresh_in"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_background_refresh_keeps_the_old_token_and_honours_retry_after() {
+    let s = setup().await;
+    s.emulator.set_token_lifetime(Duration::from_secs(3600));
+    let first = s.provider.token().await.unwrap();
+    for _ in 0..3 {
+        s.emulator.push_fault(Fault::status(503).retry_after(120));
+    }
+
+    tokio::time::advance(Duration::from_secs(3301)).await;
+    assert!(s.provider.token().await.unwrap().same_token(&first));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(s.emulator.token_requests(), 2, "the refresh did not start");
+
+    // Within Retry-After: requests succeed on the old token and no new attempt goes out.
+    for _ in 0..119 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(s.provider.token().await.unwrap().same_token(&first));
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(s.emulator.token_requests(), 2, "retried before Retry-After");
+    let stats = s.provider.stats();
+    assert_eq!(stats.last_error.unwrap().kind(), TokenErrorKind::Transient);
+
+    // After it: the next request starts one attempt (503 again), still on the old token.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(s.provider.token().await.unwrap().same_token(&first));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(s.emulator.token_requests(), 3);
+
+    // Until expiry no request fails; the faults run out and the refresh succeeds.
+    let mut refreshed = None;
+    while refreshed.is_none() {
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let t = s
+            .provider
+            .token()
+            .await
+            .expect("a request failed before the old token expired");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if !t.same_token(&first) {
+            refreshed = Some(t);
+        }
+        assert!(Instant::now() < first.expires_at());
+    }
+    assert_eq!(s.emulator.token_requests(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cold_fetch_retries_transient_failures_then_succeeds() {
+    let s = setup().await;
+    s.emulator.push_fault(Fault::status(500));
+    s.emulator.push_fault(Fault::status(429).retry_after(3));
+    let started = Instant::now();
+    s.provider.token().await.unwrap();
+    assert_eq!(s.emulator.token_requests(), 3);
+    assert!(
+        Instant::now() - started >= Duration::from_secs(3),
+        "Retry-After not honoured"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_caller_that_started_the_fetch_cancels_nothing() {
+    let s = setup().await;
+    s.emulator.set_latency(Duration::from_millis(200));
+    let p = s.provider.clone();
+    let starter = tokio::spawn(async move { p.token().await });
+    // Let the starter begin the fetch, then drop it mid-flight.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!starter.is_finished());
+    starter.abort();
+    assert!(starter.await.unwrap_err().is_cancelled());
+
+    let waiters: Vec<_> = (0..10)
+        .map(|_| {
+            let p = s.provider.clone();
+            tokio::spawn(async move { p.token().await })
+        })
+        .collect();
+    for w in waiters {
+        w.await
+            .unwrap()
+            .expect("a waiter lost the token when the starter was dropped");
+    }
+    assert_eq!(s.emulator.token_requests(), 1);
+}
+
+/// Many concurrent waiters on a failing configuration: one request, the same typed error for all.
+async fn concurrent_error(provider: TokenProvider, emulator: &Emulator) -> tower_entra::TokenError {
+    emulator.set_latency(Duration::from_millis(50));
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let p = provider.clone();
+            tokio::spawn(async move { p.token().await })
+        })
+        .collect();
+    let mut errors = Vec::new();
+    for t in tasks {
+        errors.push(
+            t.await
+                .unwrap()
+                .expect_err("a bad configuration produced a token"),
+        );
+    }
+    assert_eq!(
+        emulator.token_requests(),
+        1,
+        "waiters did not share one request"
+    );
+    let first = errors[0].to_string();
+    assert!(errors.iter().all(|e| e.to_string() == first));
+    errors.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secret_is_aadsts7000215_with_hint() {
+    let s = setup().await;
+    let p = TokenProvider::new(
+        credential(&s.emulator, &s.app, "not-the-secret"),
+        Emulator::DEMO_API_SCOPE,
+    )
+    .unwrap();
+    let e = concurrent_error(p, &s.emulator).await;
+    assert_eq!(e.kind(), TokenErrorKind::Authentication);
+    assert_eq!(e.aadsts_codes(), &[7000215]);
+    assert!(e.hint().unwrap().contains("Value"), "{e}");
+    assert!(e.trace_id().is_some() && e.correlation_id().is_some());
+    let shown = format!("{e} {e:?}");
+    assert!(
+        !shown.contains("not-the-secret") && !shown.contains(SECRET),
+        "{shown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_tenant_is_aadsts90002_with_hint() {
+    let s = setup().await;
+    let cred = ClientSecretCredential::builder(
+        "11111111-2222-3333-4444-555555555555",
+        &s.app.client_id,
+        SECRET,
+    )
+    .authority_host(s.emulator.authority_host())
+    .build()
+    .unwrap();
+    let e = concurrent_error(
+        TokenProvider::new(cred, Emulator::DEMO_API_SCOPE).unwrap(),
+        &s.emulator,
+    )
+    .await;
+    assert_eq!(e.kind(), TokenErrorKind::Authentication);
+    assert_eq!(e.aadsts_codes(), &[90002]);
+    assert!(e.hint().unwrap().contains("AZURE_TENANT_ID"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_client_is_aadsts700016_with_hint() {
+    let s = setup().await;
+    let cred = ClientSecretCredential::builder(
+        &s.app.tenant_id,
+        "99999999-0000-0000-0000-000000000000",
+        SECRET,
+    )
+    .authority_host(s.emulator.authority_host())
+    .build()
+    .unwrap();
+    let e = concurrent_error(
+        TokenProvider::new(cred, Emulator::DEMO_API_SCOPE).unwrap(),
+        &s.emulator,
+    )
+    .await;
+    assert_eq!(e.kind(), TokenErrorKind::Authentication);
+    assert_eq!(e.aadsts_codes(), &[700016]);
+    assert!(e.hint().unwrap().contains("AZURE_CLIENT_ID"), "{e}");
+}
+
+#[tokio::test]
+async fn scope_without_default_is_refused_up_front_and_by_entra() {
+    let s = setup().await;
+    let e = TokenProvider::new(
+        credential(&s.emulator, &s.app, SECRET),
+        "https://graph.microsoft.com/User.Read",
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), TokenErrorKind::InvalidScope);
+    assert!(e.to_string().contains("/.default"), "{e}");
+    assert_eq!(s.emulator.token_requests(), 0);
+
+    // A credential used directly reaches Entra, which says the same with its code.
+    let e = credential(&s.emulator, &s.app, SECRET)
+        .request_token(TokenRequest::new("https://graph.microsoft.com/User.Read"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), TokenErrorKind::InvalidScope);
+    assert_eq!(e.aadsts_codes(), &[1002012]);
+    assert!(e.hint().unwrap().contains("/.default"), "{e}");
+}
+
+#[tokio::test]
+async fn expired_secret_and_unknown_resource_have_their_codes() {
+    let s = setup().await;
+    let app = s.emulator.register_app(
+        &s.emulator.tenant_id(),
+        App::new("old").with_secret_expired("old-secret"),
+    );
+    let e = TokenProvider::new(
+        credential(&s.emulator, &app, "old-secret"),
+        Emulator::DEMO_API_SCOPE,
+    )
+    .unwrap()
+    .token()
+    .await
+    .unwrap_err();
+    assert_eq!(e.aadsts_codes(), &[7000222]);
+    assert!(e.hint().unwrap().contains("expired"));
+
+    let e = TokenProvider::new(
+        credential(&s.emulator, &s.app, SECRET),
+        "api://no-such-api/.default",
+    )
+    .unwrap()
+    .token()
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), TokenErrorKind::InvalidScope);
+    assert_eq!(e.aadsts_codes(), &[500011]);
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_answers_are_typed_errors() {
+    let s = setup().await;
+    let cases = [
+        Fault::status(200)
+            .body("<html>captive portal</html>")
+            .content_type("text/html"),
+        Fault::status(200).body(r#"{"token_type":"mac","expires_in":60,"access_token":"abc"}"#),
+        Fault::status(200).body(format!(
+            r#"{{"token_type":"Bearer","expires_in":60,"access_token":"{}"}}"#,
+            "a".repeat(2 << 20)
+        )),
+        Fault::status(302).body(""),
+    ];
+    for fault in cases {
+        s.emulator.push_fault(fault);
+        let e = credential(&s.emulator, &s.app, SECRET)
+            .request_token(TokenRequest::new(Emulator::DEMO_API_SCOPE))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), TokenErrorKind::InvalidResponse, "{e}");
+    }
+}
+
+#[tokio::test]
+async fn secrets_and_tokens_never_reach_debug_display_or_errors() {
+    let s = setup().await;
+    let token = s.provider.token().await.unwrap();
+    let raw = token.secret().to_owned();
+    assert!(raw.len() > 100, "not a JWT");
+    let cred = credential(&s.emulator, &s.app, SECRET);
+    let shown = [
+        format!("{token:?}"),
+        format!("{:?}", s.provider),
+        format!("{cred:?}"),
+        format!("{:?}", s.provider.stats()),
+        format!("{:?}", token.header_value()),
+    ];
+    for text in shown {
+        assert!(!text.contains(&raw[..40]), "token in {text}");
+        assert!(!text.contains(SECRET), "secret in {text}");
+    }
+    // An error after a token was held carries neither.
+    s.emulator.push_fault(
+        Fault::status(400)
+            .body(r#"{"error":"invalid_request","error_description":"AADSTS900144: nope"}"#),
+    );
+    let e = cred
+        .request_token(TokenRequest::new(Emulator::DEMO_API_SCOPE))
+        .await
+        .unwrap_err();
+    let text = format!("{e} {e:?}");
+    assert!(
+        !text.contains(SECRET) && !text.contains(&raw[..40]),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn invalidate_drops_only_the_current_token() {
+    let s = setup().await;
+    let first = s.provider.token().await.unwrap();
+    s.provider.invalidate(&first);
+    let second = s.provider.token().await.unwrap();
+    assert!(!second.same_token(&first));
+    assert_eq!(s.emulator.token_requests(), 2);
+    // A stale token's invalidation leaves the new one alone.
+    s.provider.invalidate(&first);
+    assert!(s.provider.token().await.unwrap().same_token(&second));
+    assert_eq!(s.emulator.token_requests(), 2);
+    assert_eq!(s.provider.stats().invalidations, 1);
+}
+
+#[tokio::test]
+async fn the_request_is_the_documented_form() {
+    let s = setup().await;
+    s.provider.token().await.unwrap();
+    let form = s.emulator.last_token_request().unwrap();
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("grant_type"), Some("client_credentials"));
+    assert_eq!(get("client_id"), Some(s.app.client_id.as_str()));
+    assert_eq!(get("client_secret"), Some(SECRET));
+    assert_eq!(get("scope"), Some(Emulator::DEMO_API_SCOPE));
+    assert_eq!(form.len(), 4);
+}
