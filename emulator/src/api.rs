@@ -77,6 +77,8 @@ enum Refusal {
     /// No (bearer) credentials at all: challenge without an error code (RFC 6750 §3.1).
     Missing,
     InvalidToken(String),
+    /// Revoked by `cae_revoke` and CAE-capable: claims challenge demanding this `nbf`.
+    InsufficientClaims(u64),
     Forbidden,
 }
 
@@ -93,6 +95,16 @@ pub(crate) async fn hello(State(shared): State<Arc<Shared>>, headers: HeaderMap)
         Err(Refusal::Forbidden) => forbidden(&headers),
         Err(Refusal::Missing) => challenge(&shared.authority, None),
         Err(Refusal::InvalidToken(why)) => challenge(&shared.authority, Some(&why)),
+        Err(Refusal::InsufficientClaims(nbf)) => {
+            use base64::Engine as _;
+            let claims =
+                format!(r#"{{"access_token":{{"nbf":{{"essential":true,"value":"{nbf}"}}}}}}"#);
+            let claims = base64::engine::general_purpose::STANDARD.encode(claims);
+            challenge_with(format!(
+                "Bearer realm=\"\", authorization_uri=\"{}/common/oauth2/authorize\", error=\"insufficient_claims\", claims=\"{claims}\"",
+                shared.authority
+            ))
+        }
     }
 }
 
@@ -104,7 +116,9 @@ fn authenticate(
         .get(header::AUTHORIZATION)
         .ok_or(Refusal::Missing)?
         .to_str()
-        .map_err(|_| Refusal::InvalidToken("The Authorization header is not valid ASCII.".into()))?;
+        .map_err(|_| {
+            Refusal::InvalidToken("The Authorization header is not valid ASCII.".into())
+        })?;
     let (scheme, token) = value.split_once(' ').ok_or(Refusal::Missing)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Refusal::Missing);
@@ -140,7 +154,11 @@ fn authenticate(
             )));
         }
     }
-    let seq = parsed.claims.get(SEQ_CLAIM).and_then(Value::as_u64).unwrap_or(0);
+    let seq = parsed
+        .claims
+        .get(SEQ_CLAIM)
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     {
         let st = shared.lock();
         let tid = parsed.claim_str("tid").unwrap_or("");
@@ -152,12 +170,27 @@ fn authenticate(
         if seq < st.revoked_below {
             return Err(invalid("The token has been revoked."));
         }
+        if seq < st.cae_revoked_below {
+            let cae_capable = parsed
+                .claims
+                .get("xms_cc")
+                .and_then(Value::as_array)
+                .is_some_and(|c| c.iter().any(|v| v.as_str() == Some("cp1")));
+            return Err(if cae_capable {
+                Refusal::InsufficientClaims(st.cae_nbf)
+            } else {
+                invalid("The token has been revoked.")
+            });
+        }
     }
     let has_role = parsed
         .claims
         .get("roles")
         .and_then(Value::as_array)
-        .is_some_and(|r| r.iter().any(|v| v.as_str() == Some(Emulator::DEMO_API_ROLE)));
+        .is_some_and(|r| {
+            r.iter()
+                .any(|v| v.as_str() == Some(Emulator::DEMO_API_ROLE))
+        });
     if !has_role {
         return Err(Refusal::Forbidden);
     }
@@ -170,9 +203,8 @@ fn quote(s: &str) -> String {
 
 /// 401 with an RFC 6750 `WWW-Authenticate` challenge.
 fn challenge(authority: &str, error_description: Option<&str>) -> Response {
-    let mut value = format!(
-        "Bearer realm=\"\", authorization_uri=\"{authority}/common/oauth2/authorize\""
-    );
+    let mut value =
+        format!("Bearer realm=\"\", authorization_uri=\"{authority}/common/oauth2/authorize\"");
     if let Some(d) = error_description {
         value.push_str(&format!(
             ", error=\"invalid_token\", error_description=\"{}\"",

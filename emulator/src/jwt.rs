@@ -93,7 +93,8 @@ pub(crate) struct Parsed {
 /// Splits and decodes a compact JWS. Errors describe what is malformed.
 pub(crate) fn parse(token: &str) -> Result<Parsed, &'static str> {
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("the token is not a JWS in compact serialization (three dot-separated parts)");
     };

@@ -11,6 +11,45 @@
 //! runtime that called [`Emulator::start`]; it stops when the last clone of the
 //! [`Emulator`] handle is dropped.
 //!
+//! # What it checks
+//!
+//! Token requests (`application/x-www-form-urlencoded`; `client_secret_post`,
+//! `client_secret_basic`, or `private_key_jwt`) are checked in this order; each
+//! failure is answered with Entra's error JSON (`error`, `error_description`
+//! ending in `\r\nTrace ID: …\r\nCorrelation ID: …\r\nTimestamp: …`,
+//! `error_codes`, `timestamp`, `trace_id`, `correlation_id`, `error_uri`):
+//!
+//! | condition | status | `error` | code |
+//! | --- | --- | --- | --- |
+//! | method is not `POST` | 400 | `invalid_request` | `AADSTS900561` |
+//! | tenant unknown | 400 | `invalid_request` | `AADSTS90002` |
+//! | `grant_type` missing / not `client_credentials` | 400 | `invalid_request` / `unsupported_grant_type` | `AADSTS900144` / `AADSTS70003` |
+//! | `client_id` missing | 400 | `invalid_request` | `AADSTS900144` |
+//! | client not in the tenant | 400 | `unauthorized_client` | `AADSTS700016` |
+//! | both a secret and an assertion | 400 | `invalid_request` | `AADSTS90013` |
+//! | no credential | 401 | `invalid_client` | `AADSTS7000216` |
+//! | wrong / expired secret | 401 | `invalid_client` | `AADSTS7000215` / `AADSTS7000222` |
+//! | `client_assertion_type` missing / not jwt-bearer | 400 | `invalid_request` | `AADSTS900144` / `AADSTS90013` |
+//! | assertion malformed, no `exp`, no `jti` | 401 | `invalid_client` | `AADSTS50027` |
+//! | assertion `alg` not RS256/PS256 | 400 | `invalid_request` | `AADSTS5002738` |
+//! | certificate not found (`x5t#S256`, `x5t`, `x5c`) or bad signature | 401 | `invalid_client` | `AADSTS700027` |
+//! | `iss`/`sub` not the client ID | 401 | `invalid_client` | `AADSTS700021` |
+//! | `aud` not this tenant's token endpoint | 401 | `invalid_client` | `AADSTS700023` |
+//! | `exp`/`nbf` out of range (5 min skew), lifetime over 1 day | 401 | `invalid_client` | `AADSTS700024` |
+//! | `jti` replayed | 401 | `invalid_client` | `AADSTS50013` |
+//! | external assertion matches no federated credential | 400 | `invalid_client` | `AADSTS70021` |
+//! | `scope` missing | 400 | `invalid_request` | `AADSTS900144` |
+//! | a scope without `/.default` | 400 | `invalid_scope` | `AADSTS1002012` |
+//! | scopes of several resources | 400 | `invalid_scope` | `AADSTS70011` |
+//! | resource unknown | 400 | `invalid_resource` | `AADSTS500011` |
+//! | `claims` not a JSON object | 400 | `invalid_request` | `AADSTS90100` |
+//!
+//! Access tokens are v1.0-shaped RS256 JWTs (`aud`, `iss`
+//! `https://sts.windows.net/{tenant}/`, `iat`, `nbf`, `exp`, `tid`, `appid`,
+//! `azp`, `appidacr`, `oid`, `sub`, `roles`, `uti`, `jti`, `ver`, `xms_cc` for
+//! CAE-capable requests) plus `xms_emu_seq`, an emulator-specific issue
+//! sequence number the demo API uses for revocation.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -41,7 +80,10 @@
 
 mod api;
 mod app;
+mod assertion;
+mod cert;
 mod fault;
+mod federated;
 mod jwt;
 mod net;
 mod state;
@@ -56,7 +98,9 @@ use axum::routing::{any, get};
 use tokio::sync::oneshot;
 
 pub use app::{App, RegisteredApp};
+pub use cert::TestCertificate;
 pub use fault::Fault;
+pub use federated::FederatedIssuer;
 
 use state::{AppRecord, Resource, Shared, State, Tenant};
 
@@ -290,6 +334,39 @@ impl Emulator {
     /// for, with scope `{app_id_uri}/.default`, defining the app roles `roles`.
     pub fn register_api(&self, app_id_uri: &str, roles: &[&str]) {
         register_resource(&mut self.inner.shared.lock(), app_id_uri, roles);
+    }
+
+    /// Trusts `issuer` for federated identity credentials, with its public
+    /// keys `jwks` (`{"keys":[…]}`, RSA JWKs; `kid` selects the key). Calling
+    /// it again for the same issuer replaces the keys.
+    pub fn add_trusted_issuer_jwks(&self, issuer: &str, jwks: serde_json::Value) {
+        self.inner
+            .shared
+            .lock()
+            .trusted_issuers
+            .insert(issuer.to_owned(), jwks);
+    }
+
+    /// Continuous access evaluation: a critical event (say, the app's
+    /// credentials were reset) revokes every token issued so far.
+    ///
+    /// Afterwards the demo API answers CAE-capable tokens (issued for a
+    /// request whose `claims` asked for `xms_cc` `cp1`) with `401` and a claims
+    /// challenge: `WWW-Authenticate: Bearer realm="", authorization_uri="…",
+    /// error="insufficient_claims", claims="<base64 of
+    /// {"access_token":{"nbf":{"essential":true,"value":"<unix secs>"}}}>"`;
+    /// other revoked tokens get a plain `invalid_token`. Tokens issued after
+    /// the call are accepted.
+    pub fn cae_revoke(&self) {
+        let mut st = self.inner.shared.lock();
+        st.cae_revoked_below = st.next_seq;
+        st.cae_nbf = util::unix_now();
+    }
+
+    /// The `claims` parameter of the latest token request, parsed as JSON
+    /// (`None` if it had none, or it was not a JSON object).
+    pub fn last_token_request_claims(&self) -> Option<serde_json::Value> {
+        self.inner.shared.lock().last_token_request_claims.clone()
     }
 
     /// The JWKS (`{"keys":[…]}`) with the key access tokens are signed with,

@@ -4,7 +4,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::app::{App, Secret};
+use crate::app::{App, FederatedCredential, Secret};
+use crate::cert::CertInfo;
 use crate::fault::Fault;
 
 /// State shared between the [`Emulator`](crate::Emulator) handle and the server.
@@ -43,6 +44,16 @@ pub(crate) struct State {
     pub(crate) next_seq: u64,
     /// Tokens with a sequence number below this are revoked.
     pub(crate) revoked_below: u64,
+    /// CAE: tokens below this sequence number were revoked by `cae_revoke`.
+    pub(crate) cae_revoked_below: u64,
+    /// CAE: the `nbf` value (Unix seconds) demanded in claims challenges.
+    pub(crate) cae_nbf: u64,
+    /// The `claims` parameter of the latest token request, parsed.
+    pub(crate) last_token_request_claims: Option<serde_json::Value>,
+    /// JWKS of trusted external issuers, by issuer URL.
+    pub(crate) trusted_issuers: HashMap<String, serde_json::Value>,
+    /// Client assertion `jti`s seen, by (client id, jti), with their expiry.
+    pub(crate) used_jtis: HashMap<(String, String), i64>,
 }
 
 impl State {
@@ -60,6 +71,11 @@ impl State {
             last_token_request: None,
             next_seq: 1,
             revoked_below: 0,
+            cae_revoked_below: 0,
+            cae_nbf: 0,
+            last_token_request_claims: None,
+            trusted_issuers: HashMap::new(),
+            used_jtis: HashMap::new(),
         }
     }
 }
@@ -75,6 +91,9 @@ pub(crate) struct AppRecord {
     pub(crate) roles: Vec<String>,
     /// Object ID of the app's service principal in the tenant (`oid`/`sub`).
     pub(crate) object_id: String,
+    pub(crate) certificates: Vec<CertInfo>,
+    pub(crate) trusted_subjects: Vec<String>,
+    pub(crate) federated: Vec<FederatedCredential>,
 }
 
 impl AppRecord {
@@ -84,6 +103,9 @@ impl AppRecord {
             secrets: app.secrets,
             roles: app.roles,
             object_id: crate::util::guid(),
+            certificates: app.certificates,
+            trusted_subjects: app.trusted_subjects,
+            federated: app.federated,
         }
     }
 }

@@ -43,14 +43,23 @@ impl Ctx {
     }
 
     /// A response with Entra's standard headers.
-    pub(crate) fn response(&self, status: u16, content_type: Option<&str>, body: String) -> Response {
+    pub(crate) fn response(
+        &self,
+        status: u16,
+        content_type: Option<&str>,
+        body: String,
+    ) -> Response {
         let mut resp = Response::new(Body::from(body));
-        *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        *resp.status_mut() =
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let h = resp.headers_mut();
         if let Some(ct) = content_type.and_then(|ct| HeaderValue::from_str(ct).ok()) {
             h.insert(header::CONTENT_TYPE, ct);
         }
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store, no-cache"));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store, no-cache"),
+        );
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         if let Ok(v) = HeaderValue::from_str(&self.trace_id) {
             h.insert("x-ms-request-id", v);
@@ -72,7 +81,12 @@ pub(crate) struct EntraError {
 }
 
 impl EntraError {
-    pub(crate) fn new(status: u16, error: &'static str, code: u32, message: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        status: u16,
+        error: &'static str,
+        code: u32,
+        message: impl Into<String>,
+    ) -> Self {
         EntraError {
             status,
             error,
@@ -133,9 +147,10 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Vec<(String, String)> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| {
-            ct.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+            ct.split(';').next().is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
         });
     if !is_form {
         return Vec::new();
@@ -179,7 +194,9 @@ pub(crate) async fn token_endpoint(
             400,
             "invalid_request",
             900561,
-            format!("The endpoint only accepts POST, OPTIONS requests. Received a {method} request."),
+            format!(
+                "The endpoint only accepts POST, OPTIONS requests. Received a {method} request."
+            ),
         )
         .response(&ctx);
     }
@@ -188,6 +205,10 @@ pub(crate) async fn token_endpoint(
         let mut st = shared.lock();
         st.token_requests += 1;
         st.last_token_request = Some(form.0.clone());
+        st.last_token_request_claims = form
+            .get("claims")
+            .and_then(|c| serde_json::from_str::<Value>(c).ok())
+            .filter(Value::is_object);
         (st.faults.pop_front(), st.latency)
     };
     if !latency.is_zero() {
@@ -227,7 +248,7 @@ pub(crate) async fn token_endpoint(
     let basic = basic_credentials(&headers);
     let result = {
         let mut st = shared.lock();
-        issue(&mut st, &tenant, &form, basic)
+        issue(&mut st, &shared.authority, &tenant, &form, basic)
     };
     match result {
         Ok(body) => ctx.response(200, Some(JSON_UTF8), body),
@@ -255,8 +276,12 @@ fn default_fault_error(status: u16) -> Option<EntraError> {
             50000,
             "There was an error issuing a token or an issue with our sign-in service.",
         ),
-        400..=499 => e("invalid_request", 90013, "Invalid input received from the user."),
-        500..=599 => e(
+        400..=499 => e(
+            "invalid_request",
+            90013,
+            "Invalid input received from the user.",
+        ),
+        501..=599 => e(
             "temporarily_unavailable",
             90033,
             "A transient error has occurred. Please try again.",
@@ -268,6 +293,7 @@ fn default_fault_error(status: u16) -> Option<EntraError> {
 /// Validates a token request in Entra's order and, on success, returns the JSON body.
 fn issue(
     st: &mut EmuState,
+    authority: &str,
     tenant_in_path: &str,
     form: &Form,
     basic: Option<(String, String)>,
@@ -312,27 +338,74 @@ fn issue(
             ),
         ));
     };
-    let secret = form.get("client_secret").or(basic_secret.filter(|s| !s.is_empty()));
-    if form.get("client_assertion").is_some() {
-        return Err(EntraError::new(
-            401,
-            "invalid_client",
-            700027,
-            "Client assertion failed signature validation. (Reason - The key was not found.)",
-        ));
-    }
-    let Some(secret) = secret else {
-        return Err(EntraError::new(
-            401,
-            "invalid_client",
-            7000216,
-            "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
-        ));
+    let client_key = client_id.to_ascii_lowercase();
+    let secret = form
+        .get("client_secret")
+        .or(basic_secret.filter(|s| !s.is_empty()));
+    let appidacr = if form.get("client_assertion").is_some() {
+        if secret.is_some() {
+            return Err(EntraError::new(
+                400,
+                "invalid_request",
+                90013,
+                "Invalid input received from the user. Only one client authentication method may be used: send either 'client_secret' or 'client_assertion', not both.",
+            ));
+        }
+        let audiences = [
+            format!("{authority}/{tenant_in_path}/oauth2/v2.0/token"),
+            format!("{authority}/{tenant_key}/oauth2/v2.0/token"),
+            format!("{authority}/{tenant_in_path}/oauth2/token"),
+            format!("{authority}/{tenant_key}/oauth2/token"),
+        ];
+        let record = crate::assertion::validate(
+            app,
+            client_id,
+            form,
+            &audiences,
+            &st.trusted_issuers,
+            &st.used_jtis,
+        )?;
+        if let Some((key, exp)) = record {
+            let now = unix_now() as i64;
+            st.used_jtis.retain(|_, e| *e + 300 >= now);
+            st.used_jtis.insert(key, exp);
+        }
+        "2"
+    } else {
+        let Some(secret) = secret else {
+            return Err(EntraError::new(
+                401,
+                "invalid_client",
+                7000216,
+                "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
+            ));
+        };
+        check_secret(app, client_id, secret)?;
+        "1"
     };
-    check_secret(app, client_id, secret)?;
 
     let resource = resolve_scope(st, form, tenant_in_path)?;
-    Ok(mint(st, &tenant_key, client_id, &resource, "1"))
+    let cp1 = match form.get("claims") {
+        None => false,
+        Some(raw) => {
+            let claims: Value = serde_json::from_str(raw)
+                .ok()
+                .filter(Value::is_object)
+                .ok_or_else(|| {
+                    EntraError::new(
+                        400,
+                        "invalid_request",
+                        90100,
+                        "claims parameter is empty or not valid. It must be a JSON object.",
+                    )
+                })?;
+            claims
+                .pointer("/access_token/xms_cc/values")
+                .and_then(Value::as_array)
+                .is_some_and(|v| v.iter().any(|c| c.as_str() == Some("cp1")))
+        }
+    };
+    Ok(mint(st, &tenant_key, &client_key, &resource, appidacr, cp1))
 }
 
 fn check_secret(app: &AppRecord, client_id: &str, secret: &str) -> Result<(), EntraError> {
@@ -409,7 +482,14 @@ pub(crate) const SEQ_CLAIM: &str = "xms_emu_seq";
 
 /// Issues an access token for `client_id` to `resource` and renders the success body.
 /// `appidacr`: "1" for a secret, "2" for a certificate / assertion.
-fn mint(st: &mut EmuState, tenant: &str, client_id: &str, resource: &str, appidacr: &str) -> String {
+fn mint(
+    st: &mut EmuState,
+    tenant: &str,
+    client_id: &str,
+    resource: &str,
+    appidacr: &str,
+    cp1: bool,
+) -> String {
     let seq = st.next_seq;
     st.next_seq += 1;
     let now = unix_now();
@@ -456,6 +536,9 @@ fn mint(st: &mut EmuState, tenant: &str, client_id: &str, resource: &str, appida
     });
     if !roles.is_empty() {
         claims["roles"] = json!(roles);
+    }
+    if cp1 {
+        claims["xms_cc"] = json!(["cp1"]);
     }
     let key = emulator_key();
     let header = json!({"typ": "JWT", "alg": "RS256", "x5t": key.kid(), "kid": key.kid()});

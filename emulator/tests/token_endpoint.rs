@@ -19,7 +19,9 @@ async fn issues_a_token() {
     );
     let text = resp.text().await.unwrap();
     assert!(
-        text.starts_with(r#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":""#),
+        text.starts_with(
+            r#"{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":""#
+        ),
         "{text}"
     );
     let body: Value = serde_json::from_str(&text).unwrap();
@@ -218,7 +220,11 @@ async fn unsupported_grant_type_is_70003() {
     assert!(description(&body).contains("'password'"));
 
     // No grant_type at all: a missing parameter.
-    let resp = post_form(&em.token_url(&app.tenant_id), &[("client_id", &app.client_id)]).await;
+    let resp = post_form(
+        &em.token_url(&app.tenant_id),
+        &[("client_id", &app.client_id)],
+    )
+    .await;
     let body = assert_entra_error(resp, 400, "invalid_request", 900144).await;
     assert!(description(&body).contains("'grant_type'"));
 }
@@ -394,7 +400,11 @@ async fn checks_run_in_entra_order() {
     .await;
     assert_entra_error(resp, 401, "invalid_client", 7000215).await;
     // Unknown tenant beats everything.
-    let resp = post_form(&em.token_url("contoso.example"), &[("grant_type", "password")]).await;
+    let resp = post_form(
+        &em.token_url("contoso.example"),
+        &[("grant_type", "password")],
+    )
+    .await;
     assert_entra_error(resp, 400, "invalid_request", 90002).await;
 }
 
@@ -405,7 +415,9 @@ async fn metadata_endpoints() {
     let base = em.authority_host();
     assert!(base.starts_with("http://127.0.0.1:") && !base.ends_with('/'));
     let conf: Value = client()
-        .get(format!("{base}/{tenant}/v2.0/.well-known/openid-configuration"))
+        .get(format!(
+            "{base}/{tenant}/v2.0/.well-known/openid-configuration"
+        ))
         .send()
         .await
         .unwrap()
@@ -430,7 +442,9 @@ async fn metadata_endpoints() {
     assert_eq!(key["e"], "AQAB");
 
     let resp = client()
-        .get(format!("{base}/not-a-tenant/v2.0/.well-known/openid-configuration"))
+        .get(format!(
+            "{base}/not-a-tenant/v2.0/.well-known/openid-configuration"
+        ))
         .send()
         .await
         .unwrap();

@@ -47,7 +47,10 @@ pub async fn demo_token(em: &Emulator, app: &RegisteredApp) -> String {
     let resp = request_token(em, app, Emulator::DEMO_API_SCOPE).await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.expect("json");
-    body["access_token"].as_str().expect("access_token").to_owned()
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
 }
 
 /// Decodes a JWT part (0 = header, 1 = claims) without verifying anything.
@@ -77,7 +80,11 @@ pub async fn assert_entra_error(
         .to_owned();
     let body: Value = resp.json().await.expect("json body");
     assert_eq!(body["error"], error, "error in {body}");
-    assert_eq!(body["error_codes"], serde_json::json!([code]), "codes in {body}");
+    assert_eq!(
+        body["error_codes"],
+        serde_json::json!([code]),
+        "codes in {body}"
+    );
     let description = body["error_description"].as_str().expect("description");
     assert!(
         description.starts_with(&format!("AADSTS{code}: ")),
@@ -101,4 +108,32 @@ pub async fn assert_entra_error(
 
 pub fn description(body: &Value) -> &str {
     body["error_description"].as_str().unwrap_or_default()
+}
+
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// A client-assertion token request for the demo API.
+pub async fn request_with_assertion(
+    em: &Emulator,
+    app: &RegisteredApp,
+    assertion: &str,
+) -> reqwest::Response {
+    post_form(
+        &em.token_url(&app.tenant_id),
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", &app.client_id),
+            ("client_assertion_type", JWT_BEARER),
+            ("client_assertion", assertion),
+            ("scope", Emulator::DEMO_API_SCOPE),
+        ],
+    )
+    .await
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
