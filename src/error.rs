@@ -392,6 +392,21 @@ fn hint_for(code: u32) -> Option<&'static str> {
         70021 => {
             "no federated credential matches the token's issuer, subject and audience: check the federated credential on the app registration"
         }
+        700023 => {
+            "the client assertion's `aud` is not this token endpoint: sign it for the token URL (`<authority host>/<tenant>/oauth2/v2.0/token`) of the tenant and cloud you call"
+        }
+        700021 => {
+            "the client assertion's `iss` and `sub` must both be the client id (AZURE_CLIENT_ID)"
+        }
+        50013 => {
+            "the client assertion is invalid or was already used (same `jti`): sign a new assertion for every token request"
+        }
+        1000502 | 7000274 => {
+            "the certificate is outside its validity period: create a new one and upload it (`az ad app credential reset --id <client-id> --cert @cert.pem --append`)"
+        }
+        5002738 => {
+            "the assertion's signature algorithm is not accepted: Entra verifies RS256 and PS256 (RSA keys) only"
+        }
         _ => return None,
     })
 }
@@ -416,7 +431,7 @@ mod tests {
     fn every_documented_code_has_a_hint() {
         for code in [
             700016, 7000215, 7000222, 70011, 1002012, 700022, 90002, 50049, 700024, 700027,
-            7000218, 500011, 53003, 50196,
+            7000218, 500011, 53003, 50196, 700023, 700021, 50013, 1000502, 7000274, 5002738,
         ] {
             assert!(hint_for(code).is_some(), "no hint for AADSTS{code}");
         }

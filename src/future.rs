@@ -7,7 +7,8 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::authorize::{AuthorizeRequest, InspectResponse, challenge_has_error};
+use crate::authorize::{AuthorizeRequest, InspectResponse};
+use crate::challenge::{Reaction, reaction};
 use crate::error::{Error, TokenError};
 use crate::provider::{Acquire, TokenProvider};
 use crate::token::AccessToken;
@@ -40,8 +41,15 @@ pin_project! {
         Calling {
             #[pin]
             future: S::Future,
-            // Kept to drop this token from the cache if the API answers invalid_token.
+            // Kept to drop this token from the cache if the API answers invalid_token, or to
+            // replace it after a claims challenge.
             used: Option<(TokenProvider, AccessToken)>,
+        },
+        // A claims challenge came back: a token with those claims is fetched before the
+        // response is returned, so that a replay carries it.
+        Reauthorizing {
+            acquire: Acquire,
+            response: Option<S::Response>,
         },
         Failed {
             error: Option<TokenError>,
@@ -123,16 +131,33 @@ where
                 }
                 StateProj::Calling { future, used } => {
                     let response = ready!(future.poll(cx)).map_err(Error::Inner)?;
-                    if let Some((provider, token)) = used.take() {
-                        if response
-                            .bearer_challenges()
-                            .iter()
-                            .any(|c| challenge_has_error(c, "invalid_token"))
-                        {
+                    let Some((provider, token)) = used.take() else {
+                        return Poll::Ready(Ok(response));
+                    };
+                    match reaction(&response.bearer_challenges()) {
+                        Reaction::None => return Poll::Ready(Ok(response)),
+                        Reaction::Invalidate => {
                             provider.invalidate(&token);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Reaction::Reauthorize(claims) => {
+                            let acquire = provider.reauthorize(&token, &claims);
+                            this.state.set(State::Reauthorizing {
+                                acquire,
+                                response: Some(response),
+                            });
                         }
                     }
-                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Reauthorizing { acquire, response } => {
+                    if let Err(e) = ready!(Pin::new(acquire).poll(cx)) {
+                        return Poll::Ready(Err(Error::Token(e)));
+                    }
+                    return Poll::Ready(response.take().ok_or_else(|| {
+                        Error::Token(TokenError::configuration(
+                            "response future polled after completion",
+                        ))
+                    }));
                 }
                 StateProj::Failed { error } => {
                     let error = error.take().unwrap_or_else(|| {

@@ -32,8 +32,11 @@
 //! # Ok(()) }
 //! ```
 
+use std::sync::Arc;
+
 use tower_layer::Layer;
 
+use crate::destination::{HostPattern, ProviderRoutes, Targets, UnlistedHost};
 use crate::provider::TokenProvider;
 use crate::service::EntraAuth;
 
@@ -42,20 +45,77 @@ use crate::service::EntraAuth;
 /// Cheap to clone: every service it makes shares the provider's token cache. In a
 /// `ServiceBuilder`, put it below retry and timeout and right above the client, so that each
 /// retry carries a current token and a timeout bounds the token fetch too.
+///
+/// Where tokens go is described in [`destination`](crate::destination): https or loopback
+/// only, optionally only to [allowed hosts](Self::allow_hosts), or [routed by
+/// host](Self::routed) to one of several providers.
 #[derive(Debug, Clone)]
 pub struct EntraAuthLayer {
-    provider: TokenProvider,
+    targets: Arc<Targets>,
 }
 
 impl EntraAuthLayer {
-    /// A layer that takes tokens from `provider`.
+    /// A layer that takes tokens from `provider`, for any https (or loopback) host.
     pub fn new(provider: TokenProvider) -> Self {
-        EntraAuthLayer { provider }
+        EntraAuthLayer {
+            targets: Arc::new(Targets::one(provider)),
+        }
     }
 
-    /// The provider tokens come from.
-    pub fn provider(&self) -> &TokenProvider {
-        &self.provider
+    /// A layer that picks the provider by the request's host; hosts without a route get no
+    /// token (see [`unlisted_hosts`](Self::unlisted_hosts)).
+    pub fn routed(routes: ProviderRoutes) -> Self {
+        EntraAuthLayer {
+            targets: Arc::new(Targets::routed(routes)),
+        }
+    }
+
+    /// Attaches tokens only to these hosts (`graph.microsoft.com`, `*.vault.azure.net` for
+    /// every subdomain, `127.0.0.1`; compared without port). Requests to other hosts are
+    /// refused, or sent without a token, as [`unlisted_hosts`](Self::unlisted_hosts) says.
+    /// Requests with a relative URI (a tonic `Channel` fixes the host itself) still get the
+    /// token. Calls add up. Ignored by a [routed](Self::routed) layer, whose routes are its
+    /// allow-list.
+    ///
+    /// ```
+    /// # fn demo(provider: tower_entra::TokenProvider) {
+    /// use tower_entra::{EntraAuthLayer, UnlistedHost};
+    ///
+    /// let layer = EntraAuthLayer::new(provider)
+    ///     .allow_hosts(["graph.microsoft.com"])
+    ///     .unlisted_hosts(UnlistedHost::SendWithoutToken);
+    /// # }
+    /// ```
+    pub fn allow_hosts<I>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        Arc::make_mut(&mut self.targets)
+            .allow(hosts.into_iter().map(|h| HostPattern::parse(h.as_ref())));
+        self
+    }
+
+    /// What happens to requests for hosts outside the allow-list or routes. Default:
+    /// [`UnlistedHost::Refuse`].
+    pub fn unlisted_hosts(mut self, unlisted: UnlistedHost) -> Self {
+        Arc::make_mut(&mut self.targets).set_unlisted(unlisted);
+        self
+    }
+
+    /// The provider tokens come from; `None` for a [routed](Self::routed) layer.
+    pub fn provider(&self) -> Option<&TokenProvider> {
+        self.targets.provider()
+    }
+
+    /// The routes of a [routed](Self::routed) layer.
+    pub fn routes(&self) -> Option<&ProviderRoutes> {
+        self.targets.routes()
+    }
+
+    #[cfg_attr(not(feature = "reqwest-middleware"), allow(dead_code))]
+    pub(crate) fn targets(&self) -> &Arc<Targets> {
+        &self.targets
     }
 }
 
@@ -63,6 +123,6 @@ impl<S> Layer<S> for EntraAuthLayer {
     type Service = EntraAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        EntraAuth::new(inner, self.provider.clone())
+        EntraAuth::with_targets(inner, self.targets.clone())
     }
 }

@@ -32,25 +32,41 @@
 
 mod authority;
 mod authorize;
+mod challenge;
 mod credential;
+pub mod destination;
 mod endpoint;
 mod error;
 mod future;
 mod layer;
 mod provider;
+#[cfg(feature = "reqwest-middleware")]
+mod reqwest_middleware;
+#[cfg(feature = "retry")]
+pub mod retry;
 mod service;
 mod token;
+#[cfg(feature = "tonic")]
+pub mod tonic;
 mod transport;
 
 pub use authority::AuthorityHost;
 pub use authorize::{AuthorizeRequest, InspectResponse};
+pub use challenge::BearerChallenge;
 pub use credential::{
+    AssertionAlgorithm, ClientAssertionCredential, ClientAssertionCredentialBuilder,
+    ClientCertificate, ClientCertificateCredential, ClientCertificateCredentialBuilder,
     ClientSecretCredential, ClientSecretCredentialBuilder, Credential, EnvironmentCredential,
-    TokenRequest,
+    TokenRequest, WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder,
 };
+pub use destination::{ProviderRoutes, UnlistedHost};
 pub use error::{EntraError, Error, TokenError, TokenErrorKind};
 pub use future::ResponseFuture;
 pub use layer::EntraAuthLayer;
 pub use provider::{ProviderStats, TokenProvider, TokenProviderBuilder};
+#[cfg(feature = "reqwest-middleware")]
+pub use reqwest_middleware::EntraAuthMiddleware;
+#[cfg(feature = "retry")]
+pub use retry::RetryOnChallenge;
 pub use service::EntraAuth;
 pub use token::AccessToken;

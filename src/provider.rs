@@ -30,6 +30,8 @@ use crate::credential::{Credential, TokenRequest};
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 
+mod claims;
+
 /// Hands out tokens for one scope, from one credential.
 ///
 /// Clone it freely: clones share one cache, so one token request serves them all. Needs a tokio
@@ -57,6 +59,8 @@ struct Shared_ {
     state: Mutex<FetchState>,
     options: ProviderOptions,
     counters: Counters,
+    /// Client capabilities and claims-challenge fetches (see `claims.rs`).
+    cae: claims::Cae,
 }
 
 /// A token with the instants the hot path compares against.
@@ -83,6 +87,7 @@ struct Counters {
     failures: AtomicU64,
     refreshes_ahead: AtomicU64,
     invalidations: AtomicU64,
+    claims_challenges: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +123,8 @@ pub struct ProviderStats {
     pub refreshes_ahead: u64,
     /// Tokens dropped by [`TokenProvider::invalidate`].
     pub invalidations: u64,
+    /// Token fetches started for a claims challenge (Continuous Access Evaluation).
+    pub claims_challenges: u64,
     /// When the cached token expires, if one is held.
     pub token_expires_on: Option<std::time::SystemTime>,
     /// The last fetch error, cleared by the next success.
@@ -158,6 +165,7 @@ impl TokenProvider {
             credential,
             scope: scope.into(),
             options: ProviderOptions::default(),
+            client_capabilities: Vec::new(),
         }
     }
 
@@ -222,6 +230,7 @@ impl TokenProvider {
             failures: c.failures.load(Ordering::Relaxed),
             refreshes_ahead: c.refreshes_ahead.load(Ordering::Relaxed),
             invalidations: c.invalidations.load(Ordering::Relaxed),
+            claims_challenges: c.claims_challenges.load(Ordering::Relaxed),
             token_expires_on: self
                 .shared
                 .current
@@ -327,7 +336,7 @@ async fn run_fetch(shared: Arc<Shared_>, mode: Mode) -> Result<AccessToken, Toke
         shared.counters.fetches.fetch_add(1, Ordering::Relaxed);
         let result = shared
             .credential
-            .request_token(TokenRequest::new(&shared.scope))
+            .request_token(shared.token_request())
             .await;
         let error = match result {
             Ok(token) => break Ok(token),
@@ -452,6 +461,7 @@ pub struct TokenProviderBuilder {
     credential: Arc<dyn Credential>,
     scope: String,
     options: ProviderOptions,
+    client_capabilities: Vec<String>,
 }
 
 impl TokenProviderBuilder {
@@ -500,6 +510,7 @@ impl TokenProviderBuilder {
                 state: Mutex::new(FetchState::default()),
                 options: self.options,
                 counters: Counters::default(),
+                cae: claims::Cae::new(&self.client_capabilities),
             }),
         })
     }

@@ -4,9 +4,11 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-use crate::authority::is_loopback_host;
+use std::sync::Arc;
+
 use crate::authorize::{AuthorizeRequest, InspectResponse};
-use crate::error::{Error, TokenError, TokenErrorKind};
+use crate::destination::{Decision, ProviderRoutes, Targets};
+use crate::error::Error;
 use crate::future::ResponseFuture;
 use crate::provider::TokenProvider;
 
@@ -17,20 +19,34 @@ use crate::provider::TokenProvider;
 /// response future (a clone takes its place) and is called when the token arrives, so an
 /// unreadied clone is never called and token errors never surface from `poll_ready`.
 ///
-/// Requests are refused with [`TokenErrorKind::UnsafeDestination`] when they name a plain-http
-/// host that is not a loopback address. A request that already has an `Authorization` header
-/// passes unchanged. A 401 response whose challenge says `error="invalid_token"` drops the token
-/// it carried from the cache.
+/// Which requests get a token, and from which provider, is described in
+/// [`destination`](crate::destination): never over plain http to a remote host
+/// ([`TokenErrorKind::UnsafeDestination`](crate::TokenErrorKind::UnsafeDestination)), only to
+/// allowed or routed hosts when so configured, and a request that already has an
+/// `Authorization` header passes unchanged.
+///
+/// A 401 response whose Bearer challenge says `error="invalid_token"` drops the token it
+/// carried from the cache; one that says `error="insufficient_claims"` with a `claims` value (a
+/// Continuous Access Evaluation challenge) makes the provider fetch a token carrying those
+/// claims before the response is returned. Either way the next request, or a replay by
+/// `RetryOnChallenge` (feature `retry`), carries a new token.
 #[derive(Debug, Clone)]
 pub struct EntraAuth<S> {
     inner: S,
-    provider: TokenProvider,
+    targets: Arc<Targets>,
 }
 
 impl<S> EntraAuth<S> {
-    /// Wraps `inner`.
+    /// Wraps `inner`, with tokens from `provider` for every host (https or loopback).
     pub fn new(inner: S, provider: TokenProvider) -> Self {
-        EntraAuth { inner, provider }
+        EntraAuth {
+            inner,
+            targets: Arc::new(Targets::one(provider)),
+        }
+    }
+
+    pub(crate) fn with_targets(inner: S, targets: Arc<Targets>) -> Self {
+        EntraAuth { inner, targets }
     }
 
     /// The inner service.
@@ -48,9 +64,14 @@ impl<S> EntraAuth<S> {
         self.inner
     }
 
-    /// The provider tokens come from.
-    pub fn provider(&self) -> &TokenProvider {
-        &self.provider
+    /// The provider tokens come from; `None` for a [routed](crate::EntraAuthLayer::routed) layer.
+    pub fn provider(&self) -> Option<&TokenProvider> {
+        self.targets.provider()
+    }
+
+    /// The routes of a [routed](crate::EntraAuthLayer::routed) layer.
+    pub fn routes(&self) -> Option<&ProviderRoutes> {
+        self.targets.routes()
     }
 }
 
@@ -72,43 +93,25 @@ where
         if request.has_authorization() {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
-        if let Err(e) = check_destination(&request) {
-            return ResponseFuture::failed(e);
-        }
-        match self.provider.cached() {
+        let provider = match self.targets.decide(&request) {
+            Decision::Attach(provider) => provider,
+            Decision::SendWithoutToken => {
+                return ResponseFuture::passthrough(self.inner.call(request));
+            }
+            Decision::Refuse(e) => return ResponseFuture::failed(e),
+        };
+        match provider.cached() {
             Some(token) => {
                 request.set_authorization(token.header_value().clone());
                 let future = self.inner.call(request);
-                ResponseFuture::calling(future, self.provider.clone(), token)
+                ResponseFuture::calling(future, provider.clone(), token)
             }
             None => {
                 // Take the service that poll_ready readied; leave a fresh clone for the next call.
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::acquiring(
-                    self.provider.acquire(),
-                    ready,
-                    request,
-                    self.provider.clone(),
-                )
+                ResponseFuture::acquiring(provider.acquire(), ready, request, provider.clone())
             }
         }
-    }
-}
-
-/// A token goes only over https, or plain http to a loopback address.
-fn check_destination<R: AuthorizeRequest>(request: &R) -> Result<(), TokenError> {
-    match request.destination() {
-        (Some(scheme), host) if scheme.eq_ignore_ascii_case("http") => match host {
-            Some(h) if is_loopback_host(h) => Ok(()),
-            _ => Err(TokenError::new(
-                TokenErrorKind::UnsafeDestination,
-                format!(
-                    "refusing to send a bearer token over plain http to {}; use https (plain http is allowed only for loopback addresses)",
-                    host.unwrap_or("an unnamed host")
-                ),
-            )),
-        },
-        _ => Ok(()),
     }
 }

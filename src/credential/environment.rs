@@ -3,7 +3,8 @@
 use futures::future::BoxFuture;
 
 use crate::credential::{
-    ClientSecretCredential, ConfidentialClientOptions, Credential, TokenRequest,
+    ClientCertificate, ClientCertificateCredential, ClientSecretCredential, Credential,
+    TokenRequest, WorkloadIdentityCredential,
 };
 use crate::error::TokenError;
 use crate::token::AccessToken;
@@ -15,9 +16,25 @@ use crate::token::AccessToken;
 /// | `AZURE_TENANT_ID` | the Directory (tenant) ID (required) |
 /// | `AZURE_CLIENT_ID` | the Application (client) ID (required) |
 /// | `AZURE_CLIENT_SECRET` | a client secret's Value |
+/// | `AZURE_CLIENT_CERTIFICATE_PATH` | a PEM (certificate + RSA key) or PKCS#12 / PFX file, told apart by content |
+/// | `AZURE_CLIENT_CERTIFICATE_PASSWORD` | the PFX's password, or the encrypted PKCS#8 key's (optional) |
+/// | `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN` | `true` / `1` to send the `x5c` chain, for subject name + issuer authentication (optional) |
+/// | `AZURE_FEDERATED_TOKEN_FILE` | a federated token file, as the AKS workload identity webhook sets it |
 /// | `AZURE_AUTHORITY_HOST` | optional; default `https://login.microsoftonline.com` |
 ///
-/// A missing or empty required variable is an error that names it.
+/// Which credential is used, in order of precedence:
+///
+/// 1. `AZURE_CLIENT_SECRET` → [`ClientSecretCredential`];
+/// 2. `AZURE_CLIENT_CERTIFICATE_PATH` → [`ClientCertificateCredential`];
+/// 3. `AZURE_FEDERATED_TOKEN_FILE` → [`WorkloadIdentityCredential`], only when neither of the
+///    above is set (the AKS webhook injects it into every pod of an annotated service account, so
+///    a credential set explicitly wins).
+///
+/// Setting both `AZURE_CLIENT_SECRET` and `AZURE_CLIENT_CERTIFICATE_PATH` is ambiguous and an
+/// error, as is a half-set configuration (`AZURE_CLIENT_CERTIFICATE_PASSWORD` or
+/// `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN` without `AZURE_CLIENT_CERTIFICATE_PATH`, a chain flag
+/// that is not a boolean). A missing or empty required variable is an error that names it. The
+/// certificate file is read once, here.
 ///
 /// ```no_run
 /// let credential = tower_entra::EnvironmentCredential::new()?;
@@ -32,7 +49,15 @@ pub struct EnvironmentCredential {
 #[derive(Debug, Clone)]
 enum Inner {
     Secret(ClientSecretCredential),
+    Certificate(ClientCertificateCredential),
+    Workload(WorkloadIdentityCredential),
 }
+
+const SECRET: &str = "AZURE_CLIENT_SECRET";
+const CERT_PATH: &str = "AZURE_CLIENT_CERTIFICATE_PATH";
+const CERT_PASSWORD: &str = "AZURE_CLIENT_CERTIFICATE_PASSWORD";
+const SEND_CHAIN: &str = "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN";
+const TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
 
 impl EnvironmentCredential {
     /// Reads the process environment.
@@ -58,19 +83,75 @@ impl EnvironmentCredential {
             "AZURE_CLIENT_ID",
             "the Application (client) ID from the app registration's Overview page",
         )?;
-        let mut options = ConfidentialClientOptions::default();
-        if let Some(host) = var("AZURE_AUTHORITY_HOST") {
-            options.authority_host = host;
+        let authority_host = var("AZURE_AUTHORITY_HOST");
+        let secret = var(SECRET);
+        let cert_path = var(CERT_PATH);
+        // A password may legitimately be blank; its presence is what matters.
+        let cert_password = lookup(CERT_PASSWORD).filter(|p| !p.is_empty());
+        let send_chain = var(SEND_CHAIN);
+
+        if secret.is_some() && cert_path.is_some() {
+            return Err(TokenError::configuration(format!(
+                "both {SECRET} and {CERT_PATH} are set, so which credential to use is ambiguous; unset one of them"
+            )));
         }
-        let secret = required(
-            "AZURE_CLIENT_SECRET",
-            "a client secret's Value from the app registration's Certificates & secrets page",
-        )?;
-        let mut builder = ClientSecretCredential::builder(tenant_id, client_id, secret);
-        builder = builder.authority_host(options.authority_host);
-        Ok(EnvironmentCredential {
-            inner: Inner::Secret(builder.build()?),
-        })
+        if cert_path.is_none() {
+            for (name, set) in [
+                (CERT_PASSWORD, cert_password.is_some()),
+                (SEND_CHAIN, send_chain.is_some()),
+            ] {
+                if set {
+                    return Err(TokenError::configuration(format!(
+                        "{name} is set but {CERT_PATH} is not; set {CERT_PATH} to the certificate file, or unset {name}"
+                    )));
+                }
+            }
+        }
+
+        if let Some(secret) = secret {
+            let mut builder = ClientSecretCredential::builder(tenant_id, client_id, secret);
+            if let Some(host) = authority_host {
+                builder = builder.authority_host(host);
+            }
+            return Ok(EnvironmentCredential {
+                inner: Inner::Secret(builder.build()?),
+            });
+        }
+        if let Some(path) = cert_path {
+            let send_chain = match send_chain.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
+                None => false,
+                Some(v) if v == "true" || v == "1" => true,
+                Some(v) if v == "false" || v == "0" => false,
+                Some(_) => {
+                    return Err(TokenError::configuration(format!(
+                        "{SEND_CHAIN} must be true, false, 1 or 0"
+                    )));
+                }
+            };
+            let certificate = ClientCertificate::from_file(&path, cert_password.as_deref())
+                .map_err(|e| TokenError::configuration(format!("{CERT_PATH}: {}", e.message())))?;
+            let mut builder =
+                ClientCertificateCredential::builder(tenant_id, client_id, certificate)
+                    .send_certificate_chain(send_chain);
+            if let Some(host) = authority_host {
+                builder = builder.authority_host(host);
+            }
+            return Ok(EnvironmentCredential {
+                inner: Inner::Certificate(builder.build()?),
+            });
+        }
+        if let Some(file) = var(TOKEN_FILE) {
+            let mut builder = WorkloadIdentityCredential::builder(tenant_id, client_id, file);
+            if let Some(host) = authority_host {
+                builder = builder.authority_host(host);
+            }
+            return Ok(EnvironmentCredential {
+                inner: Inner::Workload(builder.build()?),
+            });
+        }
+        Err(TokenError::configuration(format!(
+            "no credential is configured: set {SECRET} (a client secret's Value), {CERT_PATH} (a PEM or PFX certificate file) or {TOKEN_FILE} (a federated token file)"
+        )))
     }
 }
 
@@ -81,12 +162,16 @@ impl Credential for EnvironmentCredential {
     ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
         match &self.inner {
             Inner::Secret(c) => c.request_token(request),
+            Inner::Certificate(c) => c.request_token(request),
+            Inner::Workload(c) => c.request_token(request),
         }
     }
 
     fn identity(&self) -> Option<(&str, &str)> {
         match &self.inner {
             Inner::Secret(c) => c.identity(),
+            Inner::Certificate(c) => c.identity(),
+            Inner::Workload(c) => c.identity(),
         }
     }
 }
@@ -139,5 +224,90 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.to_string().contains("plain http"), "{e}");
+    }
+
+    fn fixture(name: &str) -> String {
+        format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    const IDS: [(&str, &str); 2] = [("AZURE_TENANT_ID", "t"), ("AZURE_CLIENT_ID", "c")];
+
+    fn with_ids(extra: &[(&'static str, &str)]) -> Result<EnvironmentCredential, TokenError> {
+        let mut vars = IDS.to_vec();
+        vars.extend_from_slice(extra);
+        from(&vars)
+    }
+
+    #[test]
+    fn reads_a_pem_or_pfx_certificate_told_apart_by_content() {
+        let pem = fixture("client-pkcs8.pem");
+        let c = with_ids(&[(CERT_PATH, &pem)]).unwrap();
+        assert!(matches!(c.inner, Inner::Certificate(_)), "{c:?}");
+        let pfx = fixture("client-aes.pfx");
+        let c = with_ids(&[
+            (CERT_PATH, &pfx),
+            (CERT_PASSWORD, "fixture-password"),
+            (SEND_CHAIN, "True"),
+        ])
+        .unwrap();
+        let debug = format!("{c:?}");
+        assert!(debug.contains("send_certificate_chain: true"), "{debug}");
+        assert!(!debug.contains("fixture-password"), "{debug}");
+        let enc = fixture("client-encrypted.pem");
+        with_ids(&[(CERT_PATH, &enc), (CERT_PASSWORD, "fixture-password")]).unwrap();
+    }
+
+    #[test]
+    fn certificate_errors_name_the_variable() {
+        let e = with_ids(&[(CERT_PATH, &fixture("client-aes.pfx"))]).unwrap_err();
+        assert!(
+            e.to_string().contains(CERT_PATH) && e.to_string().contains("password is wrong"),
+            "{e}"
+        );
+        let e = with_ids(&[(CERT_PATH, &fixture("nope.pem"))]).unwrap_err();
+        assert!(e.to_string().contains("nope.pem"), "{e}");
+        let e = with_ids(&[(CERT_PATH, &fixture("cert.pem")), (SEND_CHAIN, "yes")]).unwrap_err();
+        assert!(e.to_string().contains(SEND_CHAIN), "{e}");
+    }
+
+    #[test]
+    fn ambiguous_or_half_set_configuration_is_an_error_naming_the_variables() {
+        let pem = fixture("client-pkcs8.pem");
+        let e = with_ids(&[(SECRET, "s"), (CERT_PATH, &pem)]).unwrap_err();
+        assert!(
+            e.to_string().contains(SECRET) && e.to_string().contains(CERT_PATH),
+            "{e}"
+        );
+        for half in [CERT_PASSWORD, SEND_CHAIN] {
+            let e = with_ids(&[(SECRET, "s"), (half, "true")]).unwrap_err();
+            assert!(
+                e.to_string().contains(half) && e.to_string().contains(CERT_PATH),
+                "{e}"
+            );
+        }
+        let e = with_ids(&[]).unwrap_err();
+        for name in [SECRET, CERT_PATH, TOKEN_FILE] {
+            assert!(e.to_string().contains(name), "{e}");
+        }
+    }
+
+    #[test]
+    fn precedence_secret_then_certificate_then_federated_token_file() {
+        let c = with_ids(&[(SECRET, "s"), (TOKEN_FILE, "/var/run/token")]).unwrap();
+        assert!(matches!(c.inner, Inner::Secret(_)), "{c:?}");
+        let pem = fixture("client-pkcs8.pem");
+        let c = with_ids(&[(CERT_PATH, &pem), (TOKEN_FILE, "/var/run/token")]).unwrap();
+        assert!(matches!(c.inner, Inner::Certificate(_)), "{c:?}");
+        let c = with_ids(&[
+            (TOKEN_FILE, "/var/run/token"),
+            ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us"),
+        ])
+        .unwrap();
+        assert!(matches!(c.inner, Inner::Workload(_)), "{c:?}");
+        let debug = format!("{c:?}");
+        assert!(
+            debug.contains("/var/run/token") && debug.contains("login.microsoftonline.us"),
+            "{debug}"
+        );
     }
 }

@@ -3,16 +3,26 @@
 //! A [`Credential`] asks Entra for a new token each time it is called; caching, single-flight
 //! and refresh belong to [`TokenProvider`](crate::TokenProvider).
 
+mod assertion;
+mod certificate;
+mod certificate_key;
 mod client;
+mod client_assertion;
 mod client_secret;
 mod environment;
+mod workload_identity;
 
 use std::fmt;
 
 use futures::future::BoxFuture;
 
+pub use assertion::AssertionAlgorithm;
+pub use certificate::{ClientCertificateCredential, ClientCertificateCredentialBuilder};
+pub use certificate_key::ClientCertificate;
+pub use client_assertion::{ClientAssertionCredential, ClientAssertionCredentialBuilder};
 pub use client_secret::{ClientSecretCredential, ClientSecretCredentialBuilder};
 pub use environment::EnvironmentCredential;
+pub use workload_identity::{WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder};
 
 pub(crate) use client::{ClientAuth, ConfidentialClient, ConfidentialClientOptions};
 

@@ -1,0 +1,100 @@
+//! A tonic `Channel` with `EntraAuthLayer` and a generated client (gRPC health checking),
+//! against a tonic server started here whose interceptor requires a bearer token, with tokens
+//! from the in-process Entra emulator.
+//!
+//! ```sh
+//! cargo run --example tonic_client --features tonic
+//! ```
+
+// tonic's interceptor signature returns Result<_, Status>.
+#![allow(clippy::result_large_err)]
+
+use entra_emulator::{App, Emulator};
+use tonic::transport::{Endpoint, Server};
+use tonic::{Request, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tower::ServiceBuilder;
+use tower_entra::{ClientSecretCredential, EntraAuthLayer, TokenProvider};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let emulator = Emulator::start().await;
+    let app = emulator.register_app(
+        &emulator.tenant_id(),
+        App::new("tonic-example")
+            .with_secret("example-secret")
+            .with_roles(&[Emulator::DEMO_API_ROLE]),
+    );
+
+    // A gRPC server that refuses calls without a bearer token (a real one would verify it).
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let require_bearer = |req: Request<()>| -> Result<Request<()>, Status> {
+        match req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(v) if v.starts_with("Bearer ey") => Ok(req),
+            _ => Err(Status::unauthenticated("no bearer token")),
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(
+        Server::builder()
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                health,
+                require_bearer,
+            ))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+
+    let credential =
+        ClientSecretCredential::builder(&app.tenant_id, &app.client_id, "example-secret")
+            .authority_host(emulator.authority_host())
+            .build()?;
+    let provider = TokenProvider::new(credential, Emulator::DEMO_API_SCOPE)?;
+
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    // `.grpc()`: a token failure reaches the caller as Unauthenticated/Unavailable with a hint.
+    let channel = ServiceBuilder::new()
+        .layer(EntraAuthLayer::new(provider).grpc())
+        .service(channel);
+    let mut client = HealthClient::new(channel);
+    let response = client.check(HealthCheckRequest::default()).await?;
+    println!("health check: {:?}", response.into_inner().status());
+    println!(
+        "token requests sent to Entra: {}",
+        emulator.token_requests()
+    );
+
+    // And what a caller sees when the token cannot be had.
+    let bad = ClientSecretCredential::builder(&app.tenant_id, &app.client_id, "wrong-secret")
+        .authority_host(emulator.authority_host())
+        .build()?;
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let mut client = HealthClient::new(
+        ServiceBuilder::new()
+            .layer(EntraAuthLayer::new(TokenProvider::new(bad, Emulator::DEMO_API_SCOPE)?).grpc())
+            .service(channel),
+    );
+    let status = client
+        .check(HealthCheckRequest::default())
+        .await
+        .err()
+        .ok_or("expected a failure")?;
+    println!(
+        "with a wrong secret: {:?}: {}",
+        status.code(),
+        status.message()
+    );
+    Ok(())
+}

@@ -1,0 +1,418 @@
+//! [`BearerChallenge`]: what a 401 response's `WWW-Authenticate` headers say about the token.
+//!
+//! A protected API refuses a token with `401` and a Bearer challenge (RFC 6750 §3):
+//!
+//! - `error="invalid_token"`: the token expired or was revoked. Drop it; a new one will do.
+//! - `error="insufficient_claims", claims="<base64 JSON>"`: a Continuous Access Evaluation
+//!   (CAE) claims challenge. A new token must be requested with those claims (sent as the
+//!   `claims` parameter of the token request); the cached token will not do.
+//!
+//! The middleware reads these itself; this type is public for code that drives its own
+//! retries.
+//!
+//! ```
+//! use tower_entra::BearerChallenge;
+//!
+//! // {"access_token":{"nbf":{"essential":true,"value":"1700000000"}}}, base64url without padding
+//! let header = r#"Bearer realm="", error="insufficient_claims", claims="eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwidmFsdWUiOiIxNzAwMDAwMDAwIn19fQ""#;
+//! let challenge = BearerChallenge::find([header]).expect("a Bearer challenge");
+//! assert!(challenge.is_insufficient_claims());
+//! assert_eq!(
+//!     challenge.claims(),
+//!     Some(r#"{"access_token":{"nbf":{"essential":true,"value":"1700000000"}}}"#)
+//! );
+//! ```
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use serde_json::{Map, Value};
+
+/// A Bearer challenge read from `WWW-Authenticate` headers.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerChallenge {
+    error: Option<String>,
+    claims: Option<String>,
+}
+
+impl std::fmt::Debug for BearerChallenge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BearerChallenge")
+            .field("error", &self.error)
+            .field("claims", &self.claims)
+            .finish()
+    }
+}
+
+impl BearerChallenge {
+    /// The first Bearer challenge in `values` (the `WWW-Authenticate` header values of a
+    /// response, in order; one value may hold several comma-separated challenges). A challenge
+    /// with an `error` is preferred over one without.
+    pub fn find<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<BearerChallenge> {
+        let mut first = None;
+        for value in values {
+            for (scheme, params) in parse_challenges(value) {
+                if !scheme.eq_ignore_ascii_case("bearer") {
+                    continue;
+                }
+                let mut challenge = BearerChallenge {
+                    error: None,
+                    claims: None,
+                };
+                for (name, value) in params {
+                    if name.eq_ignore_ascii_case("error") {
+                        challenge.error = Some(value);
+                    } else if name.eq_ignore_ascii_case("claims") {
+                        challenge.claims = decode_claims(&value);
+                    }
+                }
+                if challenge.error.is_some() {
+                    return Some(challenge);
+                }
+                first.get_or_insert(challenge);
+            }
+        }
+        first
+    }
+
+    /// The `error` parameter, e.g. `invalid_token` or `insufficient_claims`.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// The decoded `claims` parameter (a JSON object), when present and well-formed.
+    pub fn claims(&self) -> Option<&str> {
+        self.claims.as_deref()
+    }
+
+    /// `error="invalid_token"`: the token expired or was revoked.
+    pub fn is_invalid_token(&self) -> bool {
+        self.error() == Some("invalid_token")
+    }
+
+    /// `error="insufficient_claims"`: a claims challenge (Continuous Access Evaluation).
+    pub fn is_insufficient_claims(&self) -> bool {
+        self.error() == Some("insufficient_claims")
+    }
+}
+
+/// What the middleware does about a response.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Reaction {
+    /// Nothing to do.
+    None,
+    /// Drop the token that was used.
+    Invalidate,
+    /// Fetch a new token carrying these claims (decoded JSON).
+    Reauthorize(String),
+}
+
+/// Decides what a 401's challenges ask for. An `insufficient_claims` challenge whose claims
+/// cannot be read still means the token will not do: it is dropped.
+pub(crate) fn reaction(challenges: &[&str]) -> Reaction {
+    if challenges.is_empty() {
+        return Reaction::None;
+    }
+    match BearerChallenge::find(challenges.iter().copied()) {
+        Some(c) if c.is_insufficient_claims() => match c.claims {
+            Some(claims) => Reaction::Reauthorize(claims),
+            None => Reaction::Invalidate,
+        },
+        Some(c) if c.is_invalid_token() => Reaction::Invalidate,
+        _ => Reaction::None,
+    }
+}
+
+/// Decodes a `claims` value: base64 (standard or url alphabet, padded or not) of a JSON object;
+/// a bare JSON object is accepted too. Returns compact JSON.
+pub(crate) fn decode_claims(value: &str) -> Option<String> {
+    let value = value.trim();
+    let json = if value.starts_with('{') {
+        value.as_bytes().to_vec()
+    } else {
+        let unpadded = value.trim_end_matches('=');
+        STANDARD_NO_PAD
+            .decode(unpadded)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(unpadded))
+            .ok()?
+    };
+    match serde_json::from_slice::<Value>(&json).ok()? {
+        v @ Value::Object(_) => serde_json::to_string(&v).ok(),
+        _ => None,
+    }
+}
+
+/// The `claims` JSON that asks for client capabilities, e.g.
+/// `{"access_token":{"xms_cc":{"values":["cp1"]}}}`.
+pub(crate) fn capabilities_claims(capabilities: &[String]) -> Option<String> {
+    if capabilities.is_empty() {
+        return None;
+    }
+    let v = serde_json::json!({ "access_token": { "xms_cc": { "values": capabilities } } });
+    serde_json::to_string(&v).ok()
+}
+
+/// Merges two `claims` JSON objects (deeply; `extra` wins on conflicting leaves). `None` when
+/// either is not a JSON object.
+pub(crate) fn merge_claims(base: Option<&str>, extra: &str) -> Option<String> {
+    let mut merged: Value = match base {
+        Some(b) => serde_json::from_str(b).ok()?,
+        None => Value::Object(Map::new()),
+    };
+    let extra: Value = serde_json::from_str(extra).ok()?;
+    if !merged.is_object() || !extra.is_object() {
+        return None;
+    }
+    merge_into(&mut merged, extra);
+    serde_json::to_string(&merged).ok()
+}
+
+fn merge_into(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(b), Value::Object(e)) => {
+            for (k, v) in e {
+                match b.get_mut(&k) {
+                    Some(existing) => merge_into(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, e) => *b = e,
+    }
+}
+
+/// Splits a `WWW-Authenticate` value into challenges: `(scheme, [(name, value)])`, with quoted
+/// values unquoted. Lenient: a malformed tail is dropped, never an error.
+fn parse_challenges(value: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut out: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    let mut p = Parser {
+        s: value.as_bytes(),
+        i: 0,
+    };
+    loop {
+        p.skip(|b| b == b' ' || b == b'\t' || b == b',');
+        let scheme = p.token();
+        if scheme.is_empty() {
+            break;
+        }
+        let mut params = Vec::new();
+        loop {
+            p.skip(|b| b == b' ' || b == b'\t');
+            let save = p.i;
+            // A param is `name = value`; anything else ends this challenge.
+            let name = p.token();
+            p.skip(|b| b == b' ' || b == b'\t');
+            if name.is_empty() || !p.eat(b'=') {
+                // A token68 (e.g. `Negotiate abc+/`) or the end: skip it.
+                p.i = save;
+                let _ = p.token68();
+                break;
+            }
+            p.skip(|b| b == b' ' || b == b'\t');
+            let value = if p.peek() == Some(b'"') {
+                p.quoted()
+            } else {
+                p.token68()
+            };
+            params.push((name, value));
+            p.skip(|b| b == b' ' || b == b'\t');
+            if !p.eat(b',') {
+                break;
+            }
+            // After a comma: another param of this challenge, or the next challenge's scheme.
+            let save = p.i;
+            p.skip(|b| b == b' ' || b == b'\t' || b == b',');
+            let _ = p.token();
+            p.skip(|b| b == b' ' || b == b'\t');
+            let is_param = p.peek() == Some(b'=');
+            p.i = save;
+            if !is_param {
+                break;
+            }
+        }
+        // Every turn consumes a non-empty scheme or stops, so this ends.
+        out.push((scheme, params));
+    }
+    out
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.i).copied()
+    }
+    fn eat(&mut self, b: u8) -> bool {
+        if self.peek() == Some(b) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+    fn skip(&mut self, f: impl Fn(u8) -> bool) {
+        while self.peek().is_some_and(&f) {
+            self.i += 1;
+        }
+    }
+    fn take(&mut self, f: impl Fn(u8) -> bool) -> String {
+        let start = self.i;
+        self.skip(f);
+        String::from_utf8_lossy(&self.s[start..self.i]).into_owned()
+    }
+    /// RFC 7230 tchar.
+    fn token(&mut self) -> String {
+        self.take(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    }
+    /// token68 (letters, digits, `-._~+/` and trailing `=`).
+    fn token68(&mut self) -> String {
+        self.take(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b))
+    }
+    fn quoted(&mut self) -> String {
+        let _ = self.eat(b'"');
+        let mut out = Vec::new();
+        while let Some(b) = self.peek() {
+            self.i += 1;
+            match b {
+                b'"' => break,
+                b'\\' => {
+                    if let Some(n) = self.peek() {
+                        out.push(n);
+                        self.i += 1;
+                    }
+                }
+                _ => out.push(b),
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+
+    // Contains bytes that encode to `+`/`/` in standard base64 and need padding.
+    const CLAIMS: &str = r#"{"access_token":{"nbf":{"essential":true,"value":"1726077595"},"xms_caeerror":{"value":"10012"}},"k":">>>??"}"#;
+
+    fn challenge(claims: &str) -> String {
+        format!(
+            r#"Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", client_id="00000003-0000-0000-c000-000000000000", error="insufficient_claims", claims="{claims}""#
+        )
+    }
+
+    fn compact(json: &str) -> String {
+        serde_json::to_string(&serde_json::from_str::<Value>(json).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn claims_parse_in_every_base64_variant() {
+        let bytes = CLAIMS.as_bytes();
+        let variants = [
+            STANDARD.encode(bytes),
+            STANDARD_NO_PAD.encode(bytes),
+            URL_SAFE.encode(bytes),
+            URL_SAFE_NO_PAD.encode(bytes),
+        ];
+        // The test data must actually exercise padding and both alphabets.
+        assert!(variants[0].ends_with('='), "{}", variants[0]);
+        assert!(variants[0].contains('+') || variants[0].contains('/'));
+        assert!(variants[2].contains('-') || variants[2].contains('_'));
+        for v in &variants {
+            let header = challenge(v);
+            assert_eq!(
+                reaction(&[&header]),
+                Reaction::Reauthorize(compact(CLAIMS)),
+                "{v}"
+            );
+        }
+        // A bare JSON object, quoted with escapes, is read too.
+        let raw = format!(
+            r#"Bearer error="insufficient_claims", claims="{}""#,
+            CLAIMS.replace('"', "\\\"")
+        );
+        assert_eq!(reaction(&[&raw]), Reaction::Reauthorize(compact(CLAIMS)));
+    }
+
+    #[test]
+    fn finds_the_bearer_challenge_among_several_headers_and_schemes() {
+        let b64 = URL_SAFE_NO_PAD.encode(CLAIMS);
+        let bearer = challenge(&b64);
+        let headers = [
+            r#"Basic realm="api""#.to_owned(),
+            r#"Bearer realm="api""#.to_owned(),
+            bearer.clone(),
+        ];
+        let refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+        assert_eq!(reaction(&refs), Reaction::Reauthorize(compact(CLAIMS)));
+
+        // Several challenges in one value.
+        let one = format!(r#"Basic realm="x", Negotiate, {bearer}, PoP nonce="n""#);
+        assert_eq!(reaction(&[&one]), Reaction::Reauthorize(compact(CLAIMS)));
+        // token68 scheme before the Bearer one.
+        let one = format!(r#"Basic dXNlcjpwYXNz=, {bearer}"#);
+        assert_eq!(reaction(&[&one]), Reaction::Reauthorize(compact(CLAIMS)));
+    }
+
+    #[test]
+    fn invalid_token_and_others() {
+        assert_eq!(
+            reaction(&[
+                r#"Bearer error="invalid_token", error_description="The token expired, at 12:00""#
+            ]),
+            Reaction::Invalidate
+        );
+        assert_eq!(
+            reaction(&["bearer error=invalid_token"]),
+            Reaction::Invalidate
+        );
+        assert_eq!(reaction(&[r#"Bearer realm="""#]), Reaction::None);
+        assert_eq!(
+            reaction(&[r#"Basic error="invalid_token""#]),
+            Reaction::None
+        );
+        assert_eq!(reaction(&[]), Reaction::None);
+        // Unreadable claims: the token is dropped instead.
+        assert_eq!(
+            reaction(&[r#"Bearer error="insufficient_claims", claims="%%%""#]),
+            Reaction::Invalidate
+        );
+        assert_eq!(
+            reaction(&[r#"Bearer error="insufficient_claims", claims="WzEsMl0""#]), // [1,2]
+            Reaction::Invalidate
+        );
+        // Garbage does not hang or panic.
+        for junk in [
+            "=",
+            ",,,",
+            "Bearer ,=,",
+            "\"",
+            "Bearer error=\"unterminated",
+        ] {
+            let _ = reaction(&[junk]);
+        }
+    }
+
+    #[test]
+    fn claims_merge_with_client_capabilities() {
+        let cp1 = capabilities_claims(&["cp1".to_owned()]).unwrap();
+        assert_eq!(cp1, r#"{"access_token":{"xms_cc":{"values":["cp1"]}}}"#);
+        let merged = merge_claims(Some(&cp1), &compact(CLAIMS)).unwrap();
+        let v: Value = serde_json::from_str(&merged).unwrap();
+        assert_eq!(v["access_token"]["xms_cc"]["values"][0], "cp1");
+        assert_eq!(v["access_token"]["nbf"]["value"], "1726077595");
+        assert_eq!(v["access_token"]["xms_caeerror"]["value"], "10012");
+        assert_eq!(v["k"], ">>>??");
+        assert_eq!(
+            merge_claims(None, r#"{"a":1}"#).as_deref(),
+            Some(r#"{"a":1}"#)
+        );
+        assert!(merge_claims(None, "[1]").is_none());
+        assert!(capabilities_claims(&[]).is_none());
+    }
+}

@@ -1,0 +1,127 @@
+//! [`EntraAuthMiddleware`]: the same token handling for `reqwest_middleware::ClientBuilder`
+//! (feature `reqwest-middleware`).
+//!
+//! It shares the provider (and so the cache) and the destination rules of
+//! [`EntraAuthLayer`](crate::EntraAuthLayer), and replays a request once after a 401 Bearer
+//! challenge (`invalid_token`, or a Continuous Access Evaluation `insufficient_claims`
+//! challenge, for which a token carrying the claims is fetched first) when the request can be
+//! cloned (any non-streaming body).
+//!
+//! ```no_run
+//! # async fn demo(provider: tower_entra::TokenProvider) -> Result<(), Box<dyn std::error::Error>> {
+//! use reqwest_middleware::ClientBuilder;
+//! use tower_entra::EntraAuthMiddleware;
+//!
+//! let client = ClientBuilder::new(reqwest::Client::new())
+//!     .with(EntraAuthMiddleware::new(provider))
+//!     .build();
+//! let response = client.get("https://graph.microsoft.com/v1.0/organization").send().await?;
+//! # let _ = response;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+use http::Extensions;
+use reqwest_middleware::{Middleware, Next};
+
+use crate::authorize::{AuthorizeRequest, InspectResponse};
+use crate::challenge::{Reaction, reaction};
+use crate::destination::{Decision, Targets};
+use crate::layer::EntraAuthLayer;
+use crate::provider::TokenProvider;
+use crate::token::AccessToken;
+
+/// A `reqwest_middleware` middleware that sets `Authorization: Bearer <token>`.
+#[derive(Debug, Clone)]
+pub struct EntraAuthMiddleware {
+    targets: Arc<Targets>,
+    replay: bool,
+}
+
+impl EntraAuthMiddleware {
+    /// Tokens from `provider` for any https (or loopback) host.
+    pub fn new(provider: TokenProvider) -> Self {
+        EntraAuthMiddleware {
+            targets: Arc::new(Targets::one(provider)),
+            replay: true,
+        }
+    }
+
+    /// The provider(s), allow-list or routes of `layer`.
+    pub fn from_layer(layer: &EntraAuthLayer) -> Self {
+        EntraAuthMiddleware {
+            targets: layer.targets().clone(),
+            replay: true,
+        }
+    }
+
+    /// Whether to replay a request once after a 401 Bearer challenge. Default: yes.
+    pub fn replay_on_challenge(mut self, replay: bool) -> Self {
+        self.replay = replay;
+        self
+    }
+}
+
+/// Acts on the response's challenge; true when a replay would carry a new token.
+async fn react(
+    provider: &TokenProvider,
+    token: &AccessToken,
+    response: &reqwest::Response,
+) -> Result<bool, reqwest_middleware::Error> {
+    match reaction(&response.bearer_challenges()) {
+        Reaction::None => Ok(false),
+        Reaction::Invalidate => {
+            provider.invalidate(token);
+            Ok(true)
+        }
+        Reaction::Reauthorize(claims) => {
+            provider
+                .reauthorize(token, &claims)
+                .await
+                .map_err(reqwest_middleware::Error::middleware)?;
+            Ok(true)
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for EntraAuthMiddleware {
+    async fn handle(
+        &self,
+        mut req: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        if req.has_authorization() {
+            return next.run(req, extensions).await;
+        }
+        let provider = match self.targets.decide(&req) {
+            Decision::Attach(p) => p.clone(),
+            Decision::SendWithoutToken => return next.run(req, extensions).await,
+            Decision::Refuse(e) => return Err(reqwest_middleware::Error::middleware(e)),
+        };
+        let replay = if self.replay { req.try_clone() } else { None };
+        let token = provider
+            .token()
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        req.set_authorization(token.header_value().clone());
+        let response = next.clone().run(req, extensions).await?;
+        let renewed = react(&provider, &token, &response).await?;
+        let Some(mut replay) = replay.filter(|_| renewed) else {
+            return Ok(response);
+        };
+        drop(response);
+        tracing::debug!("401 with a Bearer challenge; replaying the request with a new token");
+        let token = provider
+            .token()
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        replay.set_authorization(token.header_value().clone());
+        let response = next.run(replay, extensions).await?;
+        // No second replay, but a refused token is still dealt with for the next request.
+        react(&provider, &token, &response).await?;
+        Ok(response)
+    }
+}

@@ -1,0 +1,244 @@
+//! Where tokens go: https or loopback only, the allow-list, routing by host, and requests that
+//! bring their own Authorization header.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use http::{Request, Response};
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+use tower_entra::{
+    AccessToken, Credential, EntraAuthLayer, Error, ProviderRoutes, TokenError, TokenErrorKind,
+    TokenProvider, TokenRequest, UnlistedHost,
+};
+
+/// A credential whose token names the scope it was asked for, and that counts requests.
+#[derive(Debug, Default)]
+struct ScopeEcho {
+    requests: Mutex<usize>,
+}
+
+impl Credential for ScopeEcho {
+    fn request_token<'a>(
+        &'a self,
+        request: TokenRequest<'a>,
+    ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
+        *self.requests.lock().unwrap() += 1;
+        let token = format!(
+            "token-for-{}",
+            request.scope.replace("://", "-").replace('/', "-")
+        );
+        Box::pin(async move { AccessToken::new(token, Duration::from_secs(3600)) })
+    }
+}
+
+type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+/// A client that records (uri, Authorization) and answers 200.
+fn recording_client(
+    seen: Seen,
+) -> impl tower::Service<
+    Request<String>,
+    Response = Response<String>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    service_fn(move |req: Request<String>| {
+        let seen = seen.clone();
+        async move {
+            let auth = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.to_str().unwrap().to_owned());
+            seen.lock().unwrap().push((req.uri().to_string(), auth));
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }
+    })
+}
+
+fn get(uri: &str) -> Request<String> {
+    Request::get(uri).body(String::new()).unwrap()
+}
+
+fn token_error<E: std::fmt::Debug>(r: Result<Response<String>, Error<E>>) -> TokenError {
+    match r {
+        Err(Error::Token(e)) => e,
+        other => panic!("expected a token error, got {other:?}"),
+    }
+}
+
+const GRAPH: &str = "https://graph.microsoft.com/.default";
+const ARM: &str = "https://management.azure.com/.default";
+
+#[tokio::test]
+async fn token_refused_for_a_plain_http_remote_host() {
+    let credential = Arc::new(ScopeEcho::default());
+    let provider = TokenProvider::builder_shared(credential.clone(), GRAPH)
+        .build()
+        .unwrap();
+    let seen = Seen::default();
+    let svc = ServiceBuilder::new()
+        .layer(EntraAuthLayer::new(provider))
+        .service(recording_client(seen.clone()));
+
+    let e = token_error(
+        svc.clone()
+            .oneshot(get("http://graph.microsoft.com/v1.0/me"))
+            .await,
+    );
+    assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
+    assert!(e.to_string().contains("use https"), "{e}");
+    assert!(seen.lock().unwrap().is_empty(), "nothing was sent");
+    assert_eq!(
+        *credential.requests.lock().unwrap(),
+        0,
+        "no token was even fetched"
+    );
+
+    // https and loopback http get the token.
+    for uri in [
+        "https://graph.microsoft.com/v1.0/me",
+        "http://127.0.0.1:8080/x",
+        "http://localhost/x",
+        "http://[::1]:9/x",
+    ] {
+        svc.clone().oneshot(get(uri)).await.unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 4);
+    assert!(
+        seen.iter()
+            .all(|(_, a)| a.as_deref()
+                == Some("Bearer token-for-https-graph.microsoft.com-.default"))
+    );
+}
+
+#[tokio::test]
+async fn token_not_attached_to_a_host_outside_the_allow_list() {
+    let provider = TokenProvider::new(ScopeEcho::default(), GRAPH).unwrap();
+    let seen = Seen::default();
+    let refuse = ServiceBuilder::new()
+        .layer(
+            EntraAuthLayer::new(provider.clone())
+                .allow_hosts(["graph.microsoft.com", "*.graph.microsoft.us"]),
+        )
+        .service(recording_client(seen.clone()));
+
+    let e = token_error(
+        refuse
+            .clone()
+            .oneshot(get("https://attacker.example/steal"))
+            .await,
+    );
+    assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
+    assert!(
+        e.to_string().contains("attacker.example") && e.to_string().contains("allow_hosts"),
+        "{e}"
+    );
+    let e = token_error(
+        refuse
+            .clone()
+            .oneshot(get("https://graph.microsoft.com.attacker.example/"))
+            .await,
+    );
+    assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
+    assert!(seen.lock().unwrap().is_empty());
+
+    refuse
+        .clone()
+        .oneshot(get("https://GRAPH.microsoft.com/v1.0/users"))
+        .await
+        .unwrap();
+    refuse
+        .clone()
+        .oneshot(get("https://dod.graph.microsoft.us/v1.0/users"))
+        .await
+        .unwrap();
+    assert!(seen.lock().unwrap().iter().all(|(_, a)| a.is_some()));
+
+    // Or sent without a token.
+    let seen = Seen::default();
+    let pass = ServiceBuilder::new()
+        .layer(
+            EntraAuthLayer::new(provider)
+                .allow_hosts(["graph.microsoft.com"])
+                .unlisted_hosts(UnlistedHost::SendWithoutToken),
+        )
+        .service(recording_client(seen.clone()));
+    pass.clone()
+        .oneshot(get("https://public.example/data"))
+        .await
+        .unwrap();
+    pass.oneshot(get("https://graph.microsoft.com/v1.0/users"))
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0], ("https://public.example/data".to_owned(), None));
+    assert!(seen[1].1.is_some());
+}
+
+#[tokio::test]
+async fn an_existing_authorization_header_is_kept() {
+    let credential = Arc::new(ScopeEcho::default());
+    let provider = TokenProvider::builder_shared(credential.clone(), GRAPH)
+        .build()
+        .unwrap();
+    let seen = Seen::default();
+    let svc = ServiceBuilder::new()
+        .layer(EntraAuthLayer::new(provider).allow_hosts(["graph.microsoft.com"]))
+        .service(recording_client(seen.clone()));
+    let mut request = get("https://graph.microsoft.com/v1.0/me");
+    request.headers_mut().insert(
+        http::header::AUTHORIZATION,
+        "Bearer my-own".parse().unwrap(),
+    );
+    svc.oneshot(request).await.unwrap();
+    assert_eq!(seen.lock().unwrap()[0].1.as_deref(), Some("Bearer my-own"));
+    assert_eq!(*credential.requests.lock().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn one_client_routes_each_host_to_its_provider() {
+    // One app registration (one credential), two APIs.
+    let app: Arc<dyn Credential> = Arc::new(ScopeEcho::default());
+    let graph = TokenProvider::builder_shared(app.clone(), GRAPH)
+        .build()
+        .unwrap();
+    let arm = TokenProvider::builder_shared(app, ARM).build().unwrap();
+    let seen = Seen::default();
+    let svc = ServiceBuilder::new()
+        .layer(EntraAuthLayer::routed(
+            ProviderRoutes::new()
+                .route("graph.microsoft.com", graph)
+                .route("https://management.azure.com/", arm),
+        ))
+        .service(recording_client(seen.clone()));
+
+    svc.clone()
+        .oneshot(get("https://graph.microsoft.com/v1.0/users"))
+        .await
+        .unwrap();
+    svc.clone()
+        .oneshot(get(
+            "https://management.azure.com/subscriptions?api-version=2022-12-01",
+        ))
+        .await
+        .unwrap();
+    let e = token_error(svc.clone().oneshot(get("https://other.example/")).await);
+    assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
+    assert!(e.to_string().contains("routes"), "{e}");
+    let e = token_error(svc.clone().oneshot(get("/relative/path")).await);
+    assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
+
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[0].1.as_deref(),
+        Some("Bearer token-for-https-graph.microsoft.com-.default")
+    );
+    assert_eq!(
+        seen[1].1.as_deref(),
+        Some("Bearer token-for-https-management.azure.com-.default")
+    );
+}
