@@ -70,6 +70,33 @@ struct Cached {
     refresh_at: Instant,
 }
 
+impl Cached {
+    /// The cache entry for a token fetched at `now`: usable until a margin before expiry
+    /// (at most a quarter of its lifetime), refreshed from its `refresh_at` moved earlier by
+    /// random jitter (at most a fifth of the refresh window) so that a fleet spreads out.
+    fn new(options: &ProviderOptions, token: &AccessToken, now: Instant) -> Cached {
+        let lifetime = token.expires_at().saturating_duration_since(now);
+        let margin = options.expiry_margin.min(lifetime / 4);
+        let window = token
+            .expires_at()
+            .saturating_duration_since(token.refresh_at());
+        let jitter = options
+            .refresh_jitter
+            .min(window / 5)
+            .mul_f64(fastrand::f64());
+        let refresh_at = token
+            .refresh_at()
+            .checked_sub(jitter)
+            .unwrap_or(now)
+            .max(now);
+        Cached {
+            usable_until: token.expires_at() - margin,
+            refresh_at,
+            token: token.clone(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct FetchState {
     inflight: Option<SharedFetch>,
@@ -287,14 +314,19 @@ impl Shared_ {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Mode {
     /// No usable token: callers wait; transient failures are retried within the fetch.
     Cold,
     /// A usable token is held: one attempt; on failure the next waits for a backoff.
     Ahead,
+    /// A claims challenge: a token carrying these (merged) claims, bypassing the cache; callers
+    /// wait, so transient failures are retried as for `Cold`.
+    Claims(String),
 }
 
+/// Starts one fetch in a spawned task, so that dropping the caller cancels nothing, and returns
+/// a future every waiter can share.
 fn spawn_fetch(shared: Arc<Shared_>, mode: Mode) -> SharedFetch {
     let (tenant, client) = shared.credential.identity().unwrap_or(("", ""));
     let span = tracing::info_span!(
@@ -302,7 +334,7 @@ fn spawn_fetch(shared: Arc<Shared_>, mode: Mode) -> SharedFetch {
         tenant_id = %tenant,
         client_id = %client,
         scope = %shared.scope,
-        mode = ?mode,
+        mode = mode.name(),
         attempts = tracing::field::Empty,
         outcome = tracing::field::Empty,
         aadsts = tracing::field::Empty,
@@ -327,6 +359,16 @@ fn spawn_fetch(shared: Arc<Shared_>, mode: Mode) -> SharedFetch {
     .shared()
 }
 
+impl Mode {
+    fn name(&self) -> &'static str {
+        match self {
+            Mode::Cold => "cold",
+            Mode::Ahead => "ahead",
+            Mode::Claims(_) => "claims",
+        }
+    }
+}
+
 async fn run_fetch(shared: Arc<Shared_>, mode: Mode) -> Result<AccessToken, TokenError> {
     let started = Instant::now();
     let span = tracing::Span::current();
@@ -334,17 +376,17 @@ async fn run_fetch(shared: Arc<Shared_>, mode: Mode) -> Result<AccessToken, Toke
     let result = loop {
         attempt += 1;
         shared.counters.fetches.fetch_add(1, Ordering::Relaxed);
-        let result = shared
-            .credential
-            .request_token(shared.token_request())
-            .await;
-        let error = match result {
+        let request = match &mode {
+            Mode::Claims(claims) => TokenRequest::new(&shared.scope).with_claims(claims),
+            Mode::Cold | Mode::Ahead => shared.token_request(),
+        };
+        let error = match shared.credential.request_token(request).await {
             Ok(token) => break Ok(token),
             Err(e) => e,
         };
         shared.counters.failures.fetch_add(1, Ordering::Relaxed);
         let delay = retry_delay(&shared.options, attempt, &error);
-        let retry = mode == Mode::Cold
+        let retry = mode != Mode::Ahead
             && error.is_transient()
             && attempt < shared.options.max_attempts
             && delay <= shared.options.max_backoff.max(Duration::from_secs(60));
@@ -358,30 +400,9 @@ async fn run_fetch(shared: Arc<Shared_>, mode: Mode) -> Result<AccessToken, Toke
     let now = Instant::now();
     span.record("attempts", attempt);
     span.record("duration_ms", (now - started).as_millis() as u64);
-    let mut state = shared.lock_state();
     match &result {
-        Ok(token) => {
+        Ok(_) => {
             span.record("outcome", "ok");
-            let lifetime = token.expires_at().saturating_duration_since(now);
-            let margin = shared.options.expiry_margin.min(lifetime / 4);
-            let window = token
-                .expires_at()
-                .saturating_duration_since(token.refresh_at());
-            let jitter_max = shared.options.refresh_jitter.min(window / 5);
-            let jitter = jitter_max.mul_f64(fastrand::f64());
-            let refresh_at = token
-                .refresh_at()
-                .checked_sub(jitter)
-                .unwrap_or(now)
-                .max(now);
-            shared.current.store(Some(Arc::new(Cached {
-                usable_until: token.expires_at() - margin,
-                refresh_at,
-                token: token.clone(),
-            })));
-            state.refresh_not_before = None;
-            state.consecutive_failures = 0;
-            state.last_error = None;
         }
         Err(error) => {
             span.record("outcome", tracing::field::debug(error.kind()));
@@ -394,6 +415,24 @@ async fn run_fetch(shared: Arc<Shared_>, mode: Mode) -> Result<AccessToken, Toke
                     span.record("correlation_id", c);
                 }
             }
+        }
+    }
+    if let Mode::Claims(claims) = mode {
+        claims::finish(&shared, claims, &result, now);
+        return result;
+    }
+
+    let mut state = shared.lock_state();
+    match &result {
+        Ok(token) => {
+            shared
+                .current
+                .store(Some(Arc::new(Cached::new(&shared.options, token, now))));
+            state.refresh_not_before = None;
+            state.consecutive_failures = 0;
+            state.last_error = None;
+        }
+        Err(error) => {
             state.consecutive_failures = state.consecutive_failures.saturating_add(1);
             let backoff = retry_delay(&shared.options, state.consecutive_failures, error);
             state.refresh_not_before = Some(now + backoff);

@@ -143,7 +143,7 @@ async fn the_fetch_span_is_seen_and_no_token_or_secret_anywhere() {
         "{out}"
     );
     assert!(
-        out.contains("mode=\"Claims\"") || out.contains("mode=Claims"),
+        out.contains("mode=\"claims\"") || out.contains("mode=claims"),
         "{out}"
     );
     assert!(out.contains("7000215"), "AADSTS code recorded: {out}");

@@ -49,29 +49,6 @@ impl Shared_ {
     }
 }
 
-/// The cache entry for `token`, with the same margin and refresh jitter as any fetch.
-fn cache_entry(options: &ProviderOptions, token: &AccessToken, now: Instant) -> Cached {
-    let lifetime = token.expires_at().saturating_duration_since(now);
-    let margin = options.expiry_margin.min(lifetime / 4);
-    let window = token
-        .expires_at()
-        .saturating_duration_since(token.refresh_at());
-    let jitter = options
-        .refresh_jitter
-        .min(window / 5)
-        .mul_f64(fastrand::f64());
-    let refresh_at = token
-        .refresh_at()
-        .checked_sub(jitter)
-        .unwrap_or(now)
-        .max(now);
-    Cached {
-        usable_until: token.expires_at() - margin,
-        refresh_at,
-        token: token.clone(),
-    }
-}
-
 impl TokenProviderBuilder {
     /// Declares client capabilities, sent with every token request as the `claims` parameter.
     /// `["cp1"]` says this client handles Continuous Access Evaluation claims challenges, so
@@ -161,91 +138,28 @@ impl TokenProvider {
             .claims_challenges
             .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(scope = %self.shared.scope, "claims challenge; fetching a token with the claims, bypassing the cache");
-        let fetch = spawn_claims_fetch(self.shared.clone(), merged.clone());
+        let fetch = spawn_fetch(self.shared.clone(), Mode::Claims(merged.clone()));
         state.inflight = Some((merged, fetch.clone()));
         fetch
     }
 }
 
-fn spawn_claims_fetch(shared: Arc<Shared_>, claims: String) -> SharedFetch {
-    let (tenant, client) = shared.credential.identity().unwrap_or(("", ""));
-    let span = tracing::info_span!(
-        "entra_token_fetch",
-        tenant_id = %tenant,
-        client_id = %client,
-        scope = %shared.scope,
-        mode = "Claims",
-        attempts = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-        aadsts = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-        correlation_id = tracing::field::Empty,
-        duration_ms = tracing::field::Empty,
-    );
-    let task = tokio::spawn(run_claims_fetch(shared, claims).instrument(span));
-    async move {
-        task.await.unwrap_or_else(|e| {
-            Err(TokenError::new(
-                TokenErrorKind::Connection,
-                if e.is_cancelled() {
-                    "the token fetch was cancelled (the runtime is shutting down)"
-                } else {
-                    "the token fetch panicked"
-                },
-            ))
-        })
-    }
-    .boxed()
-    .shared()
-}
-
-async fn run_claims_fetch(shared: Arc<Shared_>, claims: String) -> Result<AccessToken, TokenError> {
-    let started = Instant::now();
-    let span = tracing::Span::current();
-    let mut attempt = 0;
-    let result = loop {
-        attempt += 1;
-        shared.counters.fetches.fetch_add(1, Ordering::Relaxed);
-        let request = TokenRequest::new(&shared.scope).with_claims(&claims);
-        let error = match shared.credential.request_token(request).await {
-            Ok(token) => break Ok(token),
-            Err(e) => e,
-        };
-        shared.counters.failures.fetch_add(1, Ordering::Relaxed);
-        let delay = retry_delay(&shared.options, attempt, &error);
-        if !(error.is_transient()
-            && attempt < shared.options.max_attempts
-            && delay <= shared.options.max_backoff.max(Duration::from_secs(60)))
-        {
-            break Err(error);
-        }
-        tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, error = %error, "token request with claims failed; retrying");
-        tokio::time::sleep(delay).await;
-    };
-
-    let now = Instant::now();
-    span.record("attempts", attempt);
-    span.record("duration_ms", (now - started).as_millis() as u64);
+/// Records the end of a claims fetch: on success its token replaces the cached one.
+pub(super) fn finish(
+    shared: &Shared_,
+    claims: String,
+    result: &Result<AccessToken, TokenError>,
+    now: Instant,
+) {
     let mut state = shared.cae.lock();
-    match &result {
+    match result {
         Ok(token) => {
-            span.record("outcome", "ok");
             shared
                 .current
-                .store(Some(Arc::new(cache_entry(&shared.options, token, now))));
+                .store(Some(Arc::new(Cached::new(&shared.options, token, now))));
             state.done = Some((claims.clone(), token.clone()));
         }
         Err(error) => {
-            span.record("outcome", tracing::field::debug(error.kind()));
-            if let Some(e) = error.entra() {
-                span.record("aadsts", tracing::field::debug(e.codes()));
-                if let Some(t) = e.trace_id() {
-                    span.record("trace_id", t);
-                }
-                if let Some(c) = e.correlation_id() {
-                    span.record("correlation_id", c);
-                }
-            }
             tracing::warn!(error = %error, "token request with the claims of a claims challenge failed");
             shared.lock_state().last_error = Some(error.clone());
         }
@@ -253,5 +167,4 @@ async fn run_claims_fetch(shared: Arc<Shared_>, claims: String) -> Result<Access
     if state.inflight.as_ref().is_some_and(|(c, _)| *c == claims) {
         state.inflight = None;
     }
-    result
 }
