@@ -70,3 +70,13 @@ pub use reqwest_middleware::EntraAuthMiddleware;
 pub use retry::RetryOnChallenge;
 pub use service::EntraAuth;
 pub use token::AccessToken;
+
+// The README's examples compile as doctests (they use every optional feature).
+#[cfg(all(
+    doctest,
+    feature = "retry",
+    feature = "tonic",
+    feature = "reqwest-middleware"
+))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
