@@ -1,12 +1,12 @@
 //! tonic integration (feature `tonic`): token failures reach gRPC callers as a meaningful
-//! [`Status`](tonic::Status) instead of `Unknown`.
+//! [`tonic::Status`] instead of `Unknown`.
 //!
-//! [`EntraAuthLayer`](crate::EntraAuthLayer) works on a tonic `Channel` without this feature;
+//! [`crate::EntraAuthLayer`] works on a tonic `Channel` without this feature;
 //! a token failure then reaches the generated client as `Code::Unknown`. With
 //! [`GrpcStatusLayer`] above it (or [`EntraAuthLayer::grpc`](crate::EntraAuthLayer::grpc)), it
 //! becomes `Code::Unavailable` when a retry may help (Entra or the network failed) and
 //! `Code::Unauthenticated` otherwise, with the message and fix hint of the
-//! [`TokenError`](crate::TokenError).
+//! [`crate::TokenError`].
 //!
 //! ```no_run
 //! # async fn demo(provider: tower_entra::TokenProvider) -> Result<(), Box<dyn std::error::Error>> {

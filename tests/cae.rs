@@ -2,14 +2,14 @@
 //! revoked CAE token with a claims challenge, the layer fetches a token carrying the claims and
 //! `RetryOnChallenge` replays the request.
 
-mod stack_support;
+mod support;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use stack_support::setup_with;
+use support::setup_with;
 use tower::retry::RetryLayer;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_entra::{EntraAuthLayer, RetryOnChallenge};

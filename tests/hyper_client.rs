@@ -1,7 +1,7 @@
 //! `EntraAuthLayer` over a hyper-util client, against a real hyper server on 127.0.0.1 that
 //! verifies the token's signature, audience, expiry and role.
 
-mod stack_support;
+mod support;
 
 use std::sync::atomic::Ordering;
 
@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use stack_support::{CheckingServer, DEMO_AUDIENCE, TokenChecker, setup};
+use support::{CheckingServer, DEMO_AUDIENCE, TokenChecker, setup};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_entra::EntraAuthLayer;
 

@@ -1,12 +1,12 @@
 //! `EntraAuthLayer` over `reqwest::Client` as a `tower::Service<reqwest::Request>`, and
 //! (feature `reqwest-middleware`) `EntraAuthMiddleware` in a `reqwest_middleware` client.
 
-mod stack_support;
+mod support;
 
 use std::sync::atomic::Ordering;
 
 use reqwest::{Method, Url};
-use stack_support::{CheckingServer, DEMO_AUDIENCE, TokenChecker, setup};
+use support::{CheckingServer, DEMO_AUDIENCE, TokenChecker, setup};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_entra::EntraAuthLayer;
 

@@ -1,7 +1,7 @@
 //! The full stack `Retry -> Timeout -> Buffer -> ConcurrencyLimit -> EntraAuth -> client`
 //! compiles and serves; `RetryOnChallenge` replays a request refused with `invalid_token`.
 
-mod stack_support;
+mod support;
 
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use stack_support::setup;
+use support::setup;
 use tower::retry::RetryLayer;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_entra::{EntraAuthLayer, RetryOnChallenge};
@@ -65,8 +65,8 @@ async fn retry_timeout_buffer_limit_auth_client_serves_and_replays_after_invalid
 async fn the_policy_replays_only_once() {
     // A server that refuses every token: the request is sent twice, then the 401 is returned.
     let s = setup().await;
-    let checker = stack_support::TokenChecker::new(&s.emulator, "api://some-other-audience");
-    let server = stack_support::CheckingServer::start(checker).await;
+    let checker = support::TokenChecker::new(&s.emulator, "api://some-other-audience");
+    let server = support::CheckingServer::start(checker).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let service = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryOnChallenge::new()))

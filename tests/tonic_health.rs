@@ -4,12 +4,12 @@
 // tonic's interceptor signature returns Result<_, Status>.
 #![allow(clippy::result_large_err)]
 
-mod stack_support;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use stack_support::{DEMO_AUDIENCE, TokenChecker, setup};
+use support::{DEMO_AUDIENCE, TokenChecker, setup};
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Status};
 use tonic_health::pb::HealthCheckRequest;
@@ -116,7 +116,7 @@ async fn token_failures_reach_the_caller_as_unauthenticated_or_unavailable() {
 
     // A wrong secret: permanent, so Unauthenticated, with the fix hint.
     let wrong = TokenProvider::new(
-        stack_support::credential(&s.emulator, &s.app, "not-the-secret"),
+        support::credential(&s.emulator, &s.app, "not-the-secret"),
         entra_emulator::Emulator::DEMO_API_SCOPE,
     )
     .unwrap();
@@ -140,7 +140,7 @@ async fn token_failures_reach_the_caller_as_unauthenticated_or_unavailable() {
 
     // Entra unavailable: transient, so Unavailable.
     let flaky = TokenProvider::builder(
-        stack_support::credential(&s.emulator, &s.app, stack_support::SECRET),
+        support::credential(&s.emulator, &s.app, support::SECRET),
         entra_emulator::Emulator::DEMO_API_SCOPE,
     )
     .max_attempts(1)

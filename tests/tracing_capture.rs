@@ -1,7 +1,7 @@
 //! A tracing subscriber captured in a test sees the token-fetch span with its fields, and no
 //! token or secret anywhere — not in events, spans, errors, or Debug output.
 
-mod stack_support;
+mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use stack_support::{SECRET, setup_with};
+use support::{SECRET, setup_with};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_entra::{EntraAuthLayer, TokenProvider};
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -122,7 +122,7 @@ async fn the_fetch_span_is_seen_and_no_token_or_secret_anywhere() {
 
     // A failed fetch (wrong secret).
     let wrong = TokenProvider::new(
-        stack_support::credential(&s.emulator, &s.app, "wrong-Secret-9~also-never-logged"),
+        support::credential(&s.emulator, &s.app, "wrong-Secret-9~also-never-logged"),
         entra_emulator::Emulator::DEMO_API_SCOPE,
     )
     .unwrap();

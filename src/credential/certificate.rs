@@ -2,9 +2,11 @@
 
 use std::fmt;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use futures::future::BoxFuture;
+
+use crate::credential::confidential_client_builder_methods;
 
 use crate::credential::assertion::{AssertionAlgorithm, sign_assertion};
 use crate::credential::certificate_key::ClientCertificate;
@@ -182,26 +184,7 @@ pub struct ClientCertificateCredentialBuilder {
 }
 
 impl ClientCertificateCredentialBuilder {
-    /// The authority host: one of [`AuthorityHost`](crate::AuthorityHost)'s clouds or your own
-    /// (`https`, or `http` only for a loopback emulator). Default: the public cloud.
-    pub fn authority_host(mut self, host: impl Into<String>) -> Self {
-        self.options.authority_host = host.into();
-        self
-    }
-
-    /// The bound on one token request, connecting included. Default 30 s.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = timeout;
-        self
-    }
-
-    /// The `reqwest::Client` to send token requests with (proxies, TLS roots). Build it with
-    /// `.redirect(reqwest::redirect::Policy::none())`: a token endpoint never redirects, and a
-    /// followed redirect is refused as an error.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.options.http_client = Some(client);
-        self
-    }
+    confidential_client_builder_methods!();
 
     /// Whether each assertion carries the certificate chain (`x5c`, leaf first, standard base64
     /// DER). Needed for subject name + issuer (SNI) authentication, where the app trusts a

@@ -20,6 +20,33 @@ pub(crate) enum ClientAuth<'a> {
     Assertion(&'a str),
 }
 
+/// The builder methods every confidential-client credential shares, over its `options` field.
+macro_rules! confidential_client_builder_methods {
+    () => {
+        /// The authority host: one of [`AuthorityHost`](crate::AuthorityHost)'s clouds or your
+        /// own (`https`, or `http` only for a loopback emulator). Default: the public cloud.
+        pub fn authority_host(mut self, host: impl Into<String>) -> Self {
+            self.options.authority_host = host.into();
+            self
+        }
+
+        /// The bound on one token request, connecting included. Default 30 s.
+        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.options.timeout = timeout;
+            self
+        }
+
+        /// The `reqwest::Client` to send token requests with (proxies, TLS roots). Build it
+        /// with `.redirect(reqwest::redirect::Policy::none())`: a token endpoint never
+        /// redirects, and a followed redirect is refused as an error.
+        pub fn http_client(mut self, client: reqwest::Client) -> Self {
+            self.options.http_client = Some(client);
+            self
+        }
+    };
+}
+pub(crate) use confidential_client_builder_methods;
+
 /// Builder options shared by the credential builders.
 #[derive(Debug, Clone)]
 pub(crate) struct ConfidentialClientOptions {

@@ -4,9 +4,10 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
+
+use crate::credential::confidential_client_builder_methods;
 use zeroize::Zeroizing;
 
 use crate::credential::{
@@ -146,25 +147,7 @@ pub struct ClientAssertionCredentialBuilder {
 }
 
 impl ClientAssertionCredentialBuilder {
-    /// The authority host: one of [`AuthorityHost`](crate::AuthorityHost)'s clouds or your own
-    /// (`https`, or `http` only for a loopback emulator). Default: the public cloud.
-    pub fn authority_host(mut self, host: impl Into<String>) -> Self {
-        self.options.authority_host = host.into();
-        self
-    }
-
-    /// The bound on one token request, connecting included (not the callback). Default 30 s.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = timeout;
-        self
-    }
-
-    /// The `reqwest::Client` to send token requests with (proxies, TLS roots). Build it with
-    /// `.redirect(reqwest::redirect::Policy::none())`.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.options.http_client = Some(client);
-        self
-    }
+    confidential_client_builder_methods!();
 
     /// Checks the settings and builds the credential.
     pub fn build(self) -> Result<ClientAssertionCredential, TokenError> {

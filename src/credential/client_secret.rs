@@ -1,9 +1,10 @@
 //! [`ClientSecretCredential`]: the app proves itself with a client secret.
 
 use std::fmt;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
+
+use crate::credential::confidential_client_builder_methods;
 use zeroize::Zeroizing;
 
 use crate::credential::{
@@ -100,26 +101,7 @@ pub struct ClientSecretCredentialBuilder {
 }
 
 impl ClientSecretCredentialBuilder {
-    /// The authority host: one of [`AuthorityHost`](crate::AuthorityHost)'s clouds or your own
-    /// (`https`, or `http` only for a loopback emulator). Default: the public cloud.
-    pub fn authority_host(mut self, host: impl Into<String>) -> Self {
-        self.options.authority_host = host.into();
-        self
-    }
-
-    /// The bound on one token request, connecting included. Default 30 s.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = timeout;
-        self
-    }
-
-    /// The `reqwest::Client` to send token requests with (proxies, TLS roots). Build it with
-    /// `.redirect(reqwest::redirect::Policy::none())`: a token endpoint never redirects, and a
-    /// followed redirect is refused as an error.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.options.http_client = Some(client);
-        self
-    }
+    confidential_client_builder_methods!();
 
     /// Checks the settings and builds the credential.
     pub fn build(self) -> Result<ClientSecretCredential, TokenError> {

@@ -24,7 +24,9 @@ pub use client_secret::{ClientSecretCredential, ClientSecretCredentialBuilder};
 pub use environment::EnvironmentCredential;
 pub use workload_identity::{WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder};
 
-pub(crate) use client::{ClientAuth, ConfidentialClient, ConfidentialClientOptions};
+pub(crate) use client::{
+    ClientAuth, ConfidentialClient, ConfidentialClientOptions, confidential_client_builder_methods,
+};
 
 use crate::error::TokenError;
 use crate::token::AccessToken;

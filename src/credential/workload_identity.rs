@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
+
+use crate::credential::confidential_client_builder_methods;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
@@ -147,25 +149,7 @@ pub struct WorkloadIdentityCredentialBuilder {
 }
 
 impl WorkloadIdentityCredentialBuilder {
-    /// The authority host: one of [`AuthorityHost`](crate::AuthorityHost)'s clouds or your own
-    /// (`https`, or `http` only for a loopback emulator). Default: the public cloud.
-    pub fn authority_host(mut self, host: impl Into<String>) -> Self {
-        self.options.authority_host = host.into();
-        self
-    }
-
-    /// The bound on one token request, connecting included. Default 30 s.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.timeout = timeout;
-        self
-    }
-
-    /// The `reqwest::Client` to send token requests with (proxies, TLS roots). Build it with
-    /// `.redirect(reqwest::redirect::Policy::none())`.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.options.http_client = Some(client);
-        self
-    }
+    confidential_client_builder_methods!();
 
     /// Checks the settings and builds the credential. The file is not read yet (the platform
     /// may write it after the process starts); a missing file fails the first token request.

@@ -1,17 +1,32 @@
-//! Shared set-up for the core tests: an emulator, an app, and a provider for the demo API.
+//! Shared set-up for the integration tests: an emulator with a consented app and a provider for
+//! its demo API, a hyper-util client, and real servers on 127.0.0.1 that verify the bearer token
+//! they receive.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use entra_emulator::{App, Emulator, RegisteredApp};
-use http_body_util::Empty;
+use http_body_util::{Empty, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rsa::pkcs1v15::{Signature, VerifyingKey};
+use rsa::signature::Verifier;
+use rsa::{BigUint, RsaPublicKey};
+use serde_json::Value;
+use sha2::Sha256;
 use tower_entra::{ClientSecretCredential, TokenProvider};
 
-pub const SECRET: &str = "emulator-secret-Qx7~do-not-log";
+pub const SECRET: &str = "stack-secret-Zq8~never-in-logs";
+/// The demo API's `aud`.
+pub const DEMO_AUDIENCE: &str = "api://entra-emulator-demo";
 
 pub struct Setup {
     pub emulator: Emulator,
@@ -19,23 +34,25 @@ pub struct Setup {
     pub provider: TokenProvider,
 }
 
-/// An emulator with one consented app, and a provider for the demo API (no refresh jitter, and a
-/// token request timeout long enough that a paused clock's auto-advance does not fire it).
-pub async fn setup() -> Setup {
+/// An emulator, one consented app, and a provider for the demo API; `cp1` declares the CAE
+/// client capability.
+pub async fn setup_with(cp1: bool) -> Setup {
     let emulator = Emulator::start().await;
     let app = emulator.register_app(
         &emulator.tenant_id(),
-        App::new("daemon")
+        App::new("stack")
             .with_secret(SECRET)
             .with_roles(&[Emulator::DEMO_API_ROLE]),
     );
-    let provider = TokenProvider::builder(
+    let mut builder = TokenProvider::builder(
         credential(&emulator, &app, SECRET),
         Emulator::DEMO_API_SCOPE,
     )
-    .refresh_jitter(Duration::ZERO)
-    .build()
-    .unwrap();
+    .refresh_jitter(Duration::ZERO);
+    if cp1 {
+        builder = builder.client_capabilities(["cp1"]);
+    }
+    let provider = builder.build().expect("provider");
     Setup {
         emulator,
         app,
@@ -43,16 +60,154 @@ pub async fn setup() -> Setup {
     }
 }
 
+pub async fn setup() -> Setup {
+    setup_with(false).await
+}
+
 pub fn credential(
     emulator: &Emulator,
     app: &RegisteredApp,
     secret: &str,
 ) -> ClientSecretCredential {
+    // A token request timeout long enough that a paused clock's auto-advance does not fire it.
     ClientSecretCredential::builder(&app.tenant_id, &app.client_id, secret)
         .authority_host(emulator.authority_host())
         .timeout(Duration::from_secs(24 * 3600))
         .build()
-        .unwrap()
+        .expect("credential")
+}
+
+/// Checks access tokens the way a resource server does: RS256 signature against the emulator's
+/// JWKS, audience, expiry, and the demo role.
+#[derive(Clone)]
+pub struct TokenChecker {
+    key: VerifyingKey<Sha256>,
+    audience: String,
+}
+
+impl TokenChecker {
+    pub fn new(emulator: &Emulator, audience: &str) -> TokenChecker {
+        let jwks = emulator.signing_jwks();
+        let jwk = &jwks["keys"][0];
+        let b = |f: &str| {
+            BigUint::from_bytes_be(
+                &URL_SAFE_NO_PAD
+                    .decode(jwk[f].as_str().expect("jwk field"))
+                    .expect("jwk base64"),
+            )
+        };
+        let key = RsaPublicKey::new(b("n"), b("e")).expect("rsa key");
+        TokenChecker {
+            key: VerifyingKey::new(key),
+            audience: audience.to_owned(),
+        }
+    }
+
+    /// The claims of a valid `Authorization: Bearer <jwt>` value, or why it is refused.
+    pub fn check(&self, authorization: Option<&str>) -> Result<Value, String> {
+        let value = authorization.ok_or("no Authorization header")?;
+        let jwt = value
+            .strip_prefix("Bearer ")
+            .ok_or("not a Bearer authorization")?;
+        let mut parts = jwt.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("not a JWT".into());
+        };
+        let sig = URL_SAFE_NO_PAD.decode(s).map_err(|e| e.to_string())?;
+        let sig = Signature::try_from(sig.as_slice()).map_err(|e| e.to_string())?;
+        self.key
+            .verify(format!("{h}.{p}").as_bytes(), &sig)
+            .map_err(|_| "bad signature".to_string())?;
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        if claims["aud"] != self.audience.as_str() {
+            return Err(format!("wrong audience {}", claims["aud"]));
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        if claims["exp"].as_u64().is_none_or(|exp| exp <= now) {
+            return Err("expired".into());
+        }
+        let roles = claims["roles"].as_array().cloned().unwrap_or_default();
+        if !roles.iter().any(|r| r == Emulator::DEMO_API_ROLE) {
+            return Err("missing role".into());
+        }
+        Ok(claims)
+    }
+}
+
+/// A hyper HTTP/1 server on 127.0.0.1 that answers 200 to a valid token, 401 `invalid_token`
+/// otherwise; it counts the requests it accepted.
+pub struct CheckingServer {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    pub refused: Arc<AtomicUsize>,
+}
+
+impl CheckingServer {
+    pub async fn start(checker: TokenChecker) -> CheckingServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let (a, r) = (accepted.clone(), refused.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (checker, a, r) = (checker.clone(), a.clone(), r.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let auth = req
+                                .headers()
+                                .get(http::header::AUTHORIZATION)
+                                .and_then(|v| v.to_str().ok());
+                            let response = match checker.check(auth) {
+                                Ok(claims) => {
+                                    a.fetch_add(1, Ordering::SeqCst);
+                                    http::Response::new(Full::new(Bytes::from(format!(
+                                        "hello {}",
+                                        claims["appid"].as_str().unwrap_or_default()
+                                    ))))
+                                }
+                                Err(why) => {
+                                    r.fetch_add(1, Ordering::SeqCst);
+                                    http::Response::builder()
+                                    .status(401)
+                                    .header(
+                                        http::header::WWW_AUTHENTICATE,
+                                        format!(r#"Bearer error="invalid_token", error_description="{why}""#),
+                                    )
+                                    .body(Full::new(Bytes::new()))
+                                    .unwrap()
+                                }
+                            };
+                            async move { Ok::<_, Infallible>(response) }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        CheckingServer {
+            addr,
+            accepted,
+            refused,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
 }
 
 pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
