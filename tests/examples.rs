@@ -1,5 +1,5 @@
 //! Runs the examples as a user would, with no Azure account: each must exit 0 and say what
-//! happened. `cargo test` builds the examples before it runs this.
+//! happened; bad input must fail clearly. `cargo test` builds the examples before it runs this.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -114,4 +114,100 @@ async fn get_token_prints_the_typed_error_and_exits_1() {
         "{stderr}"
     );
     assert!(!stderr.contains("wrong-secret-value"), "{stderr}");
+}
+
+/// Runs an example with no arguments; it must exit 0. Returns its standard output.
+fn run_ok(name: &str) -> String {
+    let (out, stdout, stderr) = run(example(name));
+    assert!(out.status.success(), "{name} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+#[test]
+fn hyper_client_example_shares_one_token_request() {
+    let stdout = run_ok("hyper_client");
+    assert!(stdout.contains("20 requests answered 200"), "{stdout}");
+    assert!(
+        stdout.contains("token requests sent to Entra: 1"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn reqwest_client_example_serves_both_ways() {
+    let stdout = run_ok("reqwest_client");
+    assert!(stdout.contains("tower service: 200 OK"), "{stdout}");
+    assert!(stdout.contains("reqwest-middleware: 200 OK"), "{stdout}");
+    assert!(
+        stdout.contains("token requests sent to Entra: 1"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn tonic_client_example_checks_health_and_maps_token_errors() {
+    let stdout = run_ok("tonic_client");
+    assert!(stdout.contains("health check: Serving"), "{stdout}");
+    assert!(
+        stdout.contains("with a wrong secret: Unauthenticated"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("AADSTS7000215"), "{stdout}");
+}
+
+#[test]
+fn retry_timeout_example_replays_after_revocation_and_cae() {
+    let stdout = run_ok("retry_timeout");
+    assert!(
+        stdout.contains("after revocation: 200 OK, replayed once (token requests: 2)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("after a CAE event: 200 OK"), "{stdout}");
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+#[test]
+fn makes_a_certificate_and_gets_a_token_with_it() {
+    let out = example("certificate").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("token obtained with a PS256 certificate assertion"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("200 OK"), "{stdout}");
+}
+
+#[test]
+fn loads_a_pfx_given_on_the_command_line() {
+    let out = example("certificate")
+        .arg(fixture("client-aes.pfx"))
+        .arg("fixture-password")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let thumbprint = std::fs::read_to_string(fixture("cert.sha1")).unwrap();
+    assert!(stdout.contains(thumbprint.trim()), "{stdout}");
+    assert!(stdout.contains("PS256"), "{stdout}");
+}
+
+#[test]
+fn an_ec_key_exits_1_saying_rsa_is_required() {
+    let out = example("certificate")
+        .arg(fixture("ec.pem"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("RSA") && stderr.contains("ec.pem"),
+        "{stderr}"
+    );
 }
