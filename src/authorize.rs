@@ -11,9 +11,12 @@ pub trait AuthorizeRequest {
     fn has_authorization(&self) -> bool;
     /// Sets the `Authorization` header.
     fn set_authorization(&mut self, value: HeaderValue);
-    /// The URI scheme and host, when the request names them (a relative URI, as tonic sends to
-    /// a `Channel`, names neither).
-    fn destination(&self) -> (Option<&str>, Option<&str>);
+    /// The URI scheme, when the request names one (a relative URI, as tonic sends to a
+    /// `Channel`, does not).
+    fn scheme(&self) -> Option<&str>;
+    /// The URI host, when the request names one. Only asked for when the layer needs it (plain
+    /// http, an allow-list or routes): parsing it is most of the layer's per-request cost.
+    fn host(&self) -> Option<&str>;
 }
 
 impl<B> AuthorizeRequest for http::Request<B> {
@@ -23,8 +26,11 @@ impl<B> AuthorizeRequest for http::Request<B> {
     fn set_authorization(&mut self, value: HeaderValue) {
         self.headers_mut().insert(AUTHORIZATION, value);
     }
-    fn destination(&self) -> (Option<&str>, Option<&str>) {
-        (self.uri().scheme_str(), self.uri().host())
+    fn scheme(&self) -> Option<&str> {
+        self.uri().scheme_str()
+    }
+    fn host(&self) -> Option<&str> {
+        self.uri().host()
     }
 }
 
@@ -36,8 +42,11 @@ impl AuthorizeRequest for reqwest::Request {
     fn set_authorization(&mut self, value: HeaderValue) {
         self.headers_mut().insert(AUTHORIZATION, value);
     }
-    fn destination(&self) -> (Option<&str>, Option<&str>) {
-        (Some(self.url().scheme()), self.url().host_str())
+    fn scheme(&self) -> Option<&str> {
+        Some(self.url().scheme())
+    }
+    fn host(&self) -> Option<&str> {
+        self.url().host_str()
     }
 }
 

@@ -229,7 +229,20 @@ impl Targets {
 
     /// Decides whether, and from which provider, `request` gets a token.
     pub(crate) fn decide<R: AuthorizeRequest>(&self, request: &R) -> Decision<'_> {
-        let (scheme, host) = request.destination();
+        let scheme = request.scheme();
+        let plain_http = scheme.is_some_and(|s| s.eq_ignore_ascii_case("http"));
+        if let (
+            Source::One {
+                provider,
+                allow: None,
+            },
+            false,
+        ) = (&self.source, plain_http)
+        {
+            // The common case needs no host: one provider, no allow-list, not plain http.
+            return Decision::Attach(provider);
+        }
+        let host = request.host();
         let provider = match (&self.source, host) {
             (Source::One { provider, allow }, host) => match (allow, host) {
                 (None, _) | (Some(_), None) => Some(provider),
@@ -260,18 +273,18 @@ impl Targets {
                 )),
             };
         };
-        match scheme {
-            Some(s) if s.eq_ignore_ascii_case("http") => match host {
-                Some(h) if is_loopback_host(h) => Decision::Attach(provider),
-                _ => Decision::Refuse(TokenError::new(
-                    TokenErrorKind::UnsafeDestination,
-                    format!(
-                        "refusing to send a bearer token over plain http to {}; use https (plain http is allowed only for loopback addresses)",
-                        host.unwrap_or("an unnamed host")
-                    ),
-                )),
-            },
-            _ => Decision::Attach(provider),
+        if !plain_http {
+            return Decision::Attach(provider);
+        }
+        match host {
+            Some(h) if is_loopback_host(h) => Decision::Attach(provider),
+            _ => Decision::Refuse(TokenError::new(
+                TokenErrorKind::UnsafeDestination,
+                format!(
+                    "refusing to send a bearer token over plain http to {}; use https (plain http is allowed only for loopback addresses)",
+                    host.unwrap_or("an unnamed host")
+                ),
+            )),
         }
     }
 }

@@ -32,11 +32,9 @@ pin_project! {
     where
         S: Service<R>,
     {
+        // Boxed: only the cold path pays for it, and the cached path's future stays small.
         Acquiring {
-            acquire: Acquire,
-            service: Option<S>,
-            request: Option<R>,
-            provider: TokenProvider,
+            waiting: Box<Waiting<S, R>>,
         },
         Calling {
             #[pin]
@@ -55,6 +53,14 @@ pin_project! {
             error: Option<TokenError>,
         },
     }
+}
+
+/// A request waiting for a token, with the ready service that will send it.
+struct Waiting<S, R> {
+    acquire: Acquire,
+    service: Option<S>,
+    request: Option<R>,
+    provider: TokenProvider,
 }
 
 impl<S: Service<R>, R> ResponseFuture<S, R> {
@@ -81,10 +87,12 @@ impl<S: Service<R>, R> ResponseFuture<S, R> {
     ) -> Self {
         ResponseFuture {
             state: State::Acquiring {
-                acquire,
-                service: Some(service),
-                request: Some(request),
-                provider,
+                waiting: Box::new(Waiting {
+                    acquire,
+                    service: Some(service),
+                    request: Some(request),
+                    provider,
+                }),
             },
         }
     }
@@ -108,12 +116,13 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Acquiring {
-                    acquire,
-                    service,
-                    request,
-                    provider,
-                } => {
+                StateProj::Acquiring { waiting } => {
+                    let Waiting {
+                        acquire,
+                        service,
+                        request,
+                        provider,
+                    } = &mut **waiting;
                     let token = match ready!(Pin::new(acquire).poll(cx)) {
                         Ok(token) => token,
                         Err(e) => return Poll::Ready(Err(Error::Token(e))),
