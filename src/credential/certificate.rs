@@ -155,16 +155,14 @@ impl Credential for ClientCertificateCredential {
     }
 
     fn identity(&self) -> Option<(&str, &str)> {
-        Some((self.client.tenant_id(), self.client.client_id()))
+        self.client.identity()
     }
 }
 
 impl fmt::Debug for ClientCertificateCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientCertificateCredential")
-            .field("tenant_id", &self.client.tenant_id())
-            .field("client_id", &self.client.client_id())
-            .field("token_url", &self.client.token_url().as_str())
+        self.client
+            .debug_struct(f, "ClientCertificateCredential")
             .field("certificate", &self.certificate)
             .field("algorithm", &self.algorithm)
             .field("send_certificate_chain", &self.send_chain)

@@ -95,8 +95,23 @@ impl ConfidentialClient {
         })
     }
 
-    pub(crate) fn tenant_id(&self) -> &str {
-        &self.tenant_id
+    /// The tenant and client ids, for [`Credential::identity`](crate::Credential::identity).
+    pub(crate) fn identity(&self) -> Option<(&str, &str)> {
+        Some((&self.tenant_id, &self.client_id))
+    }
+
+    /// A `Debug` builder for the credential `name` with the ids and endpoint filled in; the
+    /// credential adds its own (non-secret) fields.
+    pub(crate) fn debug_struct<'a, 'b>(
+        &self,
+        f: &'a mut std::fmt::Formatter<'b>,
+        name: &str,
+    ) -> std::fmt::DebugStruct<'a, 'b> {
+        let mut d = f.debug_struct(name);
+        d.field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("token_url", &self.token_url.as_str());
+        d
     }
 
     pub(crate) fn client_id(&self) -> &str {

@@ -124,16 +124,14 @@ impl Credential for ClientAssertionCredential {
     }
 
     fn identity(&self) -> Option<(&str, &str)> {
-        Some((self.client.tenant_id(), self.client.client_id()))
+        self.client.identity()
     }
 }
 
 impl fmt::Debug for ClientAssertionCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientAssertionCredential")
-            .field("tenant_id", &self.client.tenant_id())
-            .field("client_id", &self.client.client_id())
-            .field("token_url", &self.client.token_url().as_str())
+        self.client
+            .debug_struct(f, "ClientAssertionCredential")
             .finish_non_exhaustive()
     }
 }

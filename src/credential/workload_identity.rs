@@ -124,16 +124,14 @@ impl Credential for WorkloadIdentityCredential {
     }
 
     fn identity(&self) -> Option<(&str, &str)> {
-        Some((self.client.tenant_id(), self.client.client_id()))
+        self.client.identity()
     }
 }
 
 impl fmt::Debug for WorkloadIdentityCredential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WorkloadIdentityCredential")
-            .field("tenant_id", &self.client.tenant_id())
-            .field("client_id", &self.client.client_id())
-            .field("token_url", &self.client.token_url().as_str())
+        self.client
+            .debug_struct(f, "WorkloadIdentityCredential")
             .field("token_file", &self.file.path)
             .finish()
     }
