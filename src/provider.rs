@@ -342,7 +342,14 @@ fn spawn_fetch(shared: Arc<Shared_>, mode: Mode) -> SharedFetch {
         correlation_id = tracing::field::Empty,
         duration_ms = tracing::field::Empty,
     );
-    let task = tokio::spawn(run_fetch(shared, mode).instrument(span));
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        // Without a runtime there is nothing to run the fetch on; say so instead of panicking.
+        let error = TokenError::configuration(
+            "TokenProvider fetches tokens on the tokio runtime, and none is running here; use it from within a tokio runtime (e.g. #[tokio::main])",
+        );
+        return futures::future::ready(Err(error)).boxed().shared();
+    };
+    let task = runtime.spawn(run_fetch(shared, mode).instrument(span));
     async move {
         task.await.unwrap_or_else(|e| {
             Err(TokenError::new(

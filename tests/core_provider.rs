@@ -406,3 +406,16 @@ async fn the_request_is_the_documented_form() {
     assert_eq!(get("scope"), Some(Emulator::DEMO_API_SCOPE));
     assert_eq!(form.len(), 4);
 }
+
+#[test]
+fn without_a_tokio_runtime_the_error_says_so_instead_of_panicking() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let s = runtime.block_on(setup());
+    let provider = s.provider.clone();
+    drop(runtime);
+    let e = futures::FutureExt::now_or_never(provider.token())
+        .expect("the error is immediate")
+        .unwrap_err();
+    assert_eq!(e.kind(), TokenErrorKind::Configuration);
+    assert!(e.to_string().contains("tokio runtime"), "{e}");
+}
