@@ -94,11 +94,17 @@ impl AccessToken {
             Some(r) if r < expires_in => r,
             _ => expires_in - expires_in.min(Duration::from_secs(300)).min(expires_in / 2),
         };
+        let out_of_range = || {
+            TokenError::invalid_response(format!(
+                "the token's lifetime ({} s) is out of range; Entra issues tokens for minutes to hours",
+                expires_in.as_secs()
+            ))
+        };
         Ok(AccessToken {
             header,
-            expires_at: now + expires_in,
-            refresh_at: now + refresh_after,
-            expires_on: wall_now + expires_in,
+            expires_at: now.checked_add(expires_in).ok_or_else(out_of_range)?,
+            refresh_at: now.checked_add(refresh_after).ok_or_else(out_of_range)?,
+            expires_on: wall_now.checked_add(expires_in).ok_or_else(out_of_range)?,
         })
     }
 
@@ -177,6 +183,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.refresh_at() - now, Duration::from_secs(43200));
+    }
+
+    #[test]
+    fn an_absurd_lifetime_is_an_error_not_a_panic() {
+        let e = AccessToken::new("a.b.c", Duration::from_secs(u64::MAX)).unwrap_err();
+        assert_eq!(e.kind(), crate::TokenErrorKind::InvalidResponse);
+        assert!(e.to_string().contains("out of range"), "{e}");
     }
 
     #[test]

@@ -134,8 +134,16 @@ fn send_error(e: reqwest::Error) -> TokenError {
     TokenError::new(kind, "the token request failed in transit").with_source(e)
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
+/// The longest `Retry-After` honoured; a longer one is read as this (a token endpoint that asks
+/// for more is misbehaving, and the value feeds timer arithmetic).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` as delta-seconds or an HTTP date, at most [`MAX_RETRY_AFTER`].
 fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    parse_retry_after(headers).map(|d| d.min(MAX_RETRY_AFTER))
+}
+
+fn parse_retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let value = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
@@ -171,6 +179,10 @@ fn httpdate(s: &str) -> Option<SystemTime> {
     let year: i64 = parts.next()?.parse().ok()?;
     let mut hms = parts.next()?.split(':').map(|p| p.parse::<u64>().ok());
     let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    // Bounded so that the arithmetic below cannot overflow on hostile input.
+    if !(1970..=9999).contains(&year) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
     // Days from civil (Howard Hinnant's algorithm).
     let (y, mo) = if month <= 2 {
         (year - 1, month + 9)
@@ -222,6 +234,18 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(http::header::RETRY_AFTER, "soon".parse().unwrap());
         assert_eq!(retry_after(&h), None);
+        h.insert(
+            http::header::RETRY_AFTER,
+            "18446744073709551615".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+        for hostile in [
+            "Sun, 06 Nov 99999999999999 08:49:37 GMT",
+            "Sun, 99999999999 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 99999999999:49:37 GMT",
+        ] {
+            assert_eq!(httpdate(hostile), None, "{hostile}");
+        }
     }
 
     #[test]

@@ -419,3 +419,26 @@ fn without_a_tokio_runtime_the_error_says_so_instead_of_panicking() {
     assert_eq!(e.kind(), TokenErrorKind::Configuration);
     assert!(e.to_string().contains("tokio runtime"), "{e}");
 }
+
+#[tokio::test]
+async fn hostile_numbers_from_the_endpoint_are_errors_not_panics() {
+    let s = setup().await;
+    s.emulator.push_fault(
+        Fault::status(200).body(
+            r#"{"token_type":"Bearer","expires_in":18446744073709551615,"access_token":"abc"}"#,
+        ),
+    );
+    let e = credential(&s.emulator, &s.app, SECRET)
+        .request_token(TokenRequest::new(Emulator::DEMO_API_SCOPE))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), TokenErrorKind::InvalidResponse, "{e}");
+
+    // A Retry-After beyond any clock is capped, and the provider keeps working.
+    s.emulator
+        .push_fault(Fault::status(503).retry_after(u64::MAX));
+    let e = s.provider.token().await.unwrap_err();
+    assert!(e.is_transient());
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(3600)));
+    s.provider.token().await.unwrap();
+}
