@@ -10,7 +10,10 @@
 //! - With no usable token, every caller joins the one fetch in flight, or starts it. The fetch
 //!   runs in a spawned task, so dropping the caller that started it cancels nothing; its result,
 //!   error included, goes to every waiter. Transient failures are retried inside it with
-//!   exponential backoff and jitter, within a bounded number of attempts.
+//!   exponential backoff and jitter, within a bounded number of attempts. After a failed fetch,
+//!   callers with no usable token get its error at once until the backoff passes (at most
+//!   `max_backoff`), so a broken configuration costs Entra one request per backoff, not one per
+//!   request.
 
 use std::fmt;
 use std::future::Future;
@@ -102,6 +105,9 @@ struct FetchState {
     inflight: Option<SharedFetch>,
     /// No refresh ahead starts before this (backoff after a failed one).
     refresh_not_before: Option<Instant>,
+    /// With no usable token, callers get `last_error` at once until this (the same backoff,
+    /// capped at `max_backoff`), so a broken configuration does not flood Entra.
+    cold_retry_at: Option<Instant>,
     consecutive_failures: u32,
     last_error: Option<TokenError>,
 }
@@ -293,11 +299,17 @@ impl TokenProvider {
         if let Some(fetch) = &state.inflight {
             return fetch.clone();
         }
+        let now = Instant::now();
         // A fetch may have finished between the cache miss and the lock.
         if let Some(cached) = self.shared.current.load().as_ref() {
-            if Instant::now() < cached.usable_until {
+            if now < cached.usable_until {
                 let token = cached.token.clone();
                 return futures::future::ready(Ok(token)).boxed().shared();
+            }
+        }
+        if let (Some(at), Some(error)) = (state.cold_retry_at, &state.last_error) {
+            if now < at {
+                return futures::future::ready(Err(error.clone())).boxed().shared();
             }
         }
         tracing::debug!(scope = %self.shared.scope, "no usable token; fetching");
@@ -436,6 +448,7 @@ async fn run_fetch(shared: Arc<Shared_>, mode: Mode) -> Result<AccessToken, Toke
                 .current
                 .store(Some(Arc::new(Cached::new(&shared.options, token, now))));
             state.refresh_not_before = None;
+            state.cold_retry_at = None;
             state.consecutive_failures = 0;
             state.last_error = None;
         }
@@ -443,6 +456,7 @@ async fn run_fetch(shared: Arc<Shared_>, mode: Mode) -> Result<AccessToken, Toke
             state.consecutive_failures = state.consecutive_failures.saturating_add(1);
             let backoff = retry_delay(&shared.options, state.consecutive_failures, error);
             state.refresh_not_before = Some(now + backoff);
+            state.cold_retry_at = Some(now + backoff.min(shared.options.max_backoff));
             state.last_error = Some(error.clone());
             if mode == Mode::Ahead {
                 tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "refresh ahead of expiry failed; still using the cached token");
@@ -532,7 +546,8 @@ impl TokenProviderBuilder {
         self
     }
 
-    /// The longest backoff between attempts. Default 30 s.
+    /// The longest backoff between attempts, and the longest time a failed fetch's error is
+    /// handed out at once to callers with no usable token. Default 30 s.
     pub fn max_backoff(mut self, backoff: Duration) -> Self {
         self.options.max_backoff = backoff;
         self

@@ -420,7 +420,7 @@ fn without_a_tokio_runtime_the_error_says_so_instead_of_panicking() {
     assert!(e.to_string().contains("tokio runtime"), "{e}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn hostile_numbers_from_the_endpoint_are_errors_not_panics() {
     let s = setup().await;
     s.emulator.push_fault(
@@ -440,5 +440,29 @@ async fn hostile_numbers_from_the_endpoint_are_errors_not_panics() {
     let e = s.provider.token().await.unwrap_err();
     assert!(e.is_transient());
     assert_eq!(e.retry_after(), Some(Duration::from_secs(3600)));
+    tokio::time::advance(Duration::from_secs(31)).await;
     s.provider.token().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_cold_fetch_is_not_repeated_for_every_request() {
+    let s = setup().await;
+    let provider = TokenProvider::new(
+        credential(&s.emulator, &s.app, "revoked-secret"),
+        Emulator::DEMO_API_SCOPE,
+    )
+    .unwrap();
+    let first = provider.token().await.unwrap_err();
+    for _ in 0..50 {
+        let again = provider.token().await.unwrap_err();
+        assert_eq!(again.to_string(), first.to_string());
+    }
+    assert_eq!(s.emulator.token_requests(), 1, "each request went to Entra");
+
+    // After the backoff, one new attempt; then the backoff grows.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    provider.token().await.unwrap_err();
+    provider.token().await.unwrap_err();
+    assert_eq!(s.emulator.token_requests(), 2);
+    assert_eq!(provider.stats().failures, 2);
 }

@@ -145,6 +145,8 @@ async fn token_failures_reach_the_caller_as_unauthenticated_or_unavailable() {
     )
     .max_attempts(1)
     .initial_backoff(Duration::from_millis(1))
+    // No backoff: the next call may try Entra again at once.
+    .max_backoff(Duration::ZERO)
     .build()
     .unwrap();
     s.emulator.push_fault(Fault::status(503));
