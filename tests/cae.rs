@@ -4,43 +4,23 @@
 
 mod support;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use support::setup_with;
+use support::{get, setup_with};
 use tower::retry::RetryLayer;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_entra::{EntraAuthLayer, RetryOnChallenge};
-
-fn get(url: &str) -> http::Request<Full<Bytes>> {
-    http::Request::get(url)
-        .body(Full::new(Bytes::new()))
-        .unwrap()
-}
 
 #[tokio::test]
 async fn claims_challenge_fetches_a_token_with_the_claims_and_the_replay_succeeds() {
     let s = setup_with(true).await;
     let url = s.emulator.demo_api_url();
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let client = support::http_client();
     let mut service = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryOnChallenge::new()))
         .layer(EntraAuthLayer::new(s.provider.clone()))
         .service(client);
 
-    assert_eq!(
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(get(&url))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(support::status(&mut service, get(&url)).await, 200);
     // Every token request declares the cp1 capability.
     let claims = s.emulator.last_token_request_claims().expect("claims sent");
     assert_eq!(
@@ -82,17 +62,7 @@ async fn claims_challenge_fetches_a_token_with_the_claims_and_the_replay_succeed
     assert_eq!(s.provider.stats().claims_challenges, 1);
 
     // The new token is cached: no more fetches.
-    assert_eq!(
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(get(&url))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(support::status(&mut service, get(&url)).await, 200);
     assert_eq!(s.emulator.token_requests(), 2);
 }
 
@@ -100,7 +70,7 @@ async fn claims_challenge_fetches_a_token_with_the_claims_and_the_replay_succeed
 async fn concurrent_claims_challenges_share_one_token_request() {
     let s = setup_with(true).await;
     let url = s.emulator.demo_api_url();
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let client = support::http_client();
     let service = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryOnChallenge::new()))
         .layer(EntraAuthLayer::new(s.provider.clone()))
@@ -131,20 +101,10 @@ async fn concurrent_claims_challenges_share_one_token_request() {
 async fn without_a_retry_layer_the_next_request_carries_the_new_token() {
     let s = setup_with(true).await;
     let url = s.emulator.demo_api_url();
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let client = support::http_client();
     let layer = EntraAuthLayer::new(s.provider.clone());
     let mut service = tower::Layer::layer(&layer, client);
-    assert_eq!(
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(get(&url))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(support::status(&mut service, get(&url)).await, 200);
     s.emulator.cae_revoke();
     let refused = service
         .ready()
@@ -159,16 +119,6 @@ async fn without_a_retry_layer_the_next_request_carries_the_new_token() {
         2,
         "the claims fetch ran before the 401 returned"
     );
-    assert_eq!(
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(get(&url))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(support::status(&mut service, get(&url)).await, 200);
     assert_eq!(s.emulator.token_requests(), 2);
 }

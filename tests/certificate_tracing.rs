@@ -1,29 +1,15 @@
 //! With every tracing event captured, a certificate and a workload identity token fetch (one
 //! accepted, one refused) log no assertion, key, password or token.
 
-use std::io::Write;
+mod support;
+
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use entra_emulator::{App, Emulator, FederatedIssuer};
 use tower_entra::{
     ClientCertificate, ClientCertificateCredential, TokenProvider, WorkloadIdentityCredential,
 };
-use tracing_subscriber::fmt::format::FmtSpan;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -43,16 +29,8 @@ fn sent_assertion(emulator: &Emulator) -> String {
 
 #[tokio::test]
 async fn no_assertion_key_or_token_in_any_log() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_span_events(FmtSpan::FULL)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
     // current_thread runtime: the provider's spawned fetches run on this thread, under it.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = support::LogCapture::start();
 
     let emulator = Emulator::start().await;
     let cert = ClientCertificate::from_pkcs12(
@@ -123,7 +101,7 @@ async fn no_assertion_key_or_token_in_any_log() {
         .nth(1)
         .unwrap()
         .to_owned();
-    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    let logs = capture.text();
     assert!(
         logs.contains("refused as expected") && logs.contains("federated token file"),
         "the capture saw nothing: {logs}"

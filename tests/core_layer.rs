@@ -83,7 +83,7 @@ async fn an_existing_authorization_header_is_kept() {
 async fn plain_http_to_a_remote_host_gets_no_token() {
     let s = setup().await;
     let mut service = EntraAuthLayer::new(s.provider.clone()).layer(tower::service_fn(
-        |_req: http::Request<http_body_util::Empty<bytes::Bytes>>| async {
+        |_req: http::Request<http_body_util::Full<bytes::Bytes>>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new(()))
         },
     ));
@@ -161,13 +161,13 @@ async fn an_outer_timeout_bounds_a_slow_token_fetch() {
 struct RetryOn401(bool);
 
 impl<B, E>
-    tower::retry::Policy<http::Request<http_body_util::Empty<bytes::Bytes>>, http::Response<B>, E>
+    tower::retry::Policy<http::Request<http_body_util::Full<bytes::Bytes>>, http::Response<B>, E>
     for RetryOn401
 {
     type Future = std::future::Ready<()>;
     fn retry(
         &mut self,
-        _req: &mut http::Request<http_body_util::Empty<bytes::Bytes>>,
+        _req: &mut http::Request<http_body_util::Full<bytes::Bytes>>,
         result: &mut Result<http::Response<B>, E>,
     ) -> Option<Self::Future> {
         match result {
@@ -180,9 +180,9 @@ impl<B, E>
     }
     fn clone_request(
         &mut self,
-        req: &http::Request<http_body_util::Empty<bytes::Bytes>>,
-    ) -> Option<http::Request<http_body_util::Empty<bytes::Bytes>>> {
-        let mut clone = http::Request::new(http_body_util::Empty::new());
+        req: &http::Request<http_body_util::Full<bytes::Bytes>>,
+    ) -> Option<http::Request<http_body_util::Full<bytes::Bytes>>> {
+        let mut clone = http::Request::new(http_body_util::Full::default());
         *clone.uri_mut() = req.uri().clone();
         *clone.headers_mut() = req.headers().clone();
         Some(clone)
@@ -198,14 +198,7 @@ async fn an_outer_retry_attaches_the_current_token_on_each_attempt() {
         .service(http_client());
     let url = s.emulator.demo_api_url();
     assert_eq!(
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(get(&url))
-            .await
-            .unwrap()
-            .status(),
+        support::status(&mut service, get(&url)).await,
         StatusCode::OK
     );
     s.emulator.revoke_issued_tokens();

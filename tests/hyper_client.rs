@@ -7,17 +7,15 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use support::{CheckingServer, DEMO_AUDIENCE, TokenChecker, setup};
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{ServiceBuilder, ServiceExt};
 use tower_entra::EntraAuthLayer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hyper_client_100_concurrent_requests_one_token_fetch() {
     let s = setup().await;
     let server = CheckingServer::start(TokenChecker::new(&s.emulator, DEMO_AUDIENCE)).await;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let client = support::http_client();
     let service = ServiceBuilder::new()
         .layer(EntraAuthLayer::new(s.provider.clone()))
         .service(client);
@@ -54,52 +52,19 @@ async fn hyper_client_100_concurrent_requests_one_token_fetch() {
 #[tokio::test]
 async fn a_refused_token_is_dropped_and_the_next_request_gets_a_new_one() {
     let s = setup().await;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let client = support::http_client();
     let mut service = ServiceBuilder::new()
         .layer(EntraAuthLayer::new(s.provider.clone()))
         .service(client);
-    let get = || {
-        http::Request::get(s.emulator.demo_api_url())
-            .body(Full::new(Bytes::new()))
-            .unwrap()
-    };
+    let url = s.emulator.demo_api_url();
+    let get = || support::get(&url);
 
-    assert_eq!(
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(get())
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(support::status(&mut service, get()).await, 200);
     s.emulator.revoke_issued_tokens();
     // The demo API answers 401 invalid_token: the token is dropped from the cache...
-    assert_eq!(
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(get())
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(support::status(&mut service, get()).await, 401);
     assert_eq!(s.provider.stats().invalidations, 1);
     // ...and the next request carries a new one.
-    assert_eq!(
-        service
-            .ready()
-            .await
-            .unwrap()
-            .call(get())
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(support::status(&mut service, get()).await, 200);
     assert_eq!(s.emulator.token_requests(), 2);
 }

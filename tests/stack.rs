@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use support::setup;
 use tower::retry::RetryLayer;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -17,7 +15,7 @@ use tower_entra::{EntraAuthLayer, RetryOnChallenge};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_timeout_buffer_limit_auth_client_serves_and_replays_after_invalid_token() {
     let s = setup().await;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let client = support::http_client();
     let mut service = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryOnChallenge::new()))
         .timeout(Duration::from_secs(30))
@@ -25,11 +23,8 @@ async fn retry_timeout_buffer_limit_auth_client_serves_and_replays_after_invalid
         .concurrency_limit(8)
         .layer(EntraAuthLayer::new(s.provider.clone()))
         .service(client);
-    let get = || {
-        http::Request::get(s.emulator.demo_api_url())
-            .body(Full::new(Bytes::new()))
-            .unwrap()
-    };
+    let url = s.emulator.demo_api_url();
+    let get = || support::get(&url);
 
     // Serves, concurrently, through the buffer and the limit, with one token fetch.
     let mut tasks = Vec::new();
@@ -67,7 +62,7 @@ async fn the_policy_replays_only_once() {
     let s = setup().await;
     let checker = support::TokenChecker::new(&s.emulator, "api://some-other-audience");
     let server = support::CheckingServer::start(checker).await;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let client = support::http_client();
     let service = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryOnChallenge::new()))
         .layer(EntraAuthLayer::new(s.provider.clone()))

@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use entra_emulator::{App, Emulator, RegisteredApp};
-use http_body_util::{Empty, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -210,12 +210,64 @@ impl CheckingServer {
     }
 }
 
-pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+/// A hyper-util client; its body type is clonable, so `RetryOnChallenge` can replay requests.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 pub fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-pub fn get(url: &str) -> http::Request<Empty<Bytes>> {
-    http::Request::get(url).body(Empty::new()).unwrap()
+pub fn get(url: &str) -> http::Request<Full<Bytes>> {
+    http::Request::get(url).body(Full::default()).unwrap()
+}
+
+/// Readies `service`, sends `request` through it, and returns the response's status.
+pub async fn status<S, B, RB>(service: &mut S, request: http::Request<B>) -> http::StatusCode
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Error: std::fmt::Debug,
+{
+    use tower::ServiceExt;
+    service
+        .ready()
+        .await
+        .unwrap()
+        .call(request)
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Everything tracing writes, at TRACE level with span opens and closes, while the guard lives.
+/// On a current_thread runtime the provider's spawned fetches run under it too.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    pub fn start() -> (LogCapture, tracing::subscriber::DefaultGuard) {
+        let capture = LogCapture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        (capture, guard)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
