@@ -59,12 +59,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             .build()?;
     let provider = TokenProvider::new(credential, Emulator::DEMO_API_SCOPE)?;
 
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
-    // `.grpc()`: a token failure reaches the caller as Unauthenticated/Unavailable with a hint.
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
+    let channel = endpoint.connect().await?;
+    // The generated client sends relative URIs: `.origin()` tells the layer where they go, so it
+    // can check https (or loopback). `.grpc()`: a token failure reaches the caller as
+    // Unauthenticated/Unavailable with a hint.
     let channel = ServiceBuilder::new()
-        .layer(EntraAuthLayer::new(provider).grpc())
+        .layer(
+            EntraAuthLayer::new(provider)
+                .origin(endpoint.uri().clone())
+                .grpc(),
+        )
         .service(channel);
     let mut client = HealthClient::new(channel);
     let response = client.check(HealthCheckRequest::default()).await?;
@@ -78,12 +83,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let bad = ClientSecretCredential::builder(&app.tenant_id, &app.client_id, "wrong-secret")
         .authority_host(emulator.authority_host())
         .build()?;
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
+    let channel = endpoint.connect().await?;
     let mut client = HealthClient::new(
         ServiceBuilder::new()
-            .layer(EntraAuthLayer::new(TokenProvider::new(bad, Emulator::DEMO_API_SCOPE)?).grpc())
+            .layer(
+                EntraAuthLayer::new(TokenProvider::new(bad, Emulator::DEMO_API_SCOPE)?)
+                    .origin(endpoint.uri().clone())
+                    .grpc(),
+            )
             .service(channel),
     );
     let status = client

@@ -50,16 +50,37 @@ impl AuthorizeRequest for reqwest::Request {
     }
 }
 
-/// A response the layer can read a bearer challenge from. Implemented for `http::Response<B>`
-/// and, with the `reqwest` feature, `reqwest::Response`.
+/// A response the layer can read a bearer challenge from, and mark when it renewed the token the
+/// request carried (so that a retry policy knows a replay would carry a new one). Implemented
+/// for `http::Response<B>` and, with the `reqwest` feature, `reqwest::Response`.
 pub trait InspectResponse {
-    /// The `WWW-Authenticate` values of a 401 response; empty for any other status.
+    /// The `WWW-Authenticate` values of a 401 response (or of a gRPC `UNAUTHENTICATED` answer,
+    /// status 16 in the headers); empty for any other response.
     fn bearer_challenges(&self) -> Vec<&str>;
+
+    /// Records that the layer renewed the token this response refused.
+    fn mark_token_renewed(&mut self) {}
+
+    /// Whether [`mark_token_renewed`](Self::mark_token_renewed) was called: a replay of the
+    /// request would carry a new token.
+    fn token_renewed(&self) -> bool {
+        false
+    }
 }
+
+/// The response extension that marks a renewed token.
+#[derive(Debug, Clone, Copy)]
+struct TokenRenewed;
 
 impl<B> InspectResponse for http::Response<B> {
     fn bearer_challenges(&self) -> Vec<&str> {
         challenges(self.status(), self.headers())
+    }
+    fn mark_token_renewed(&mut self) {
+        self.extensions_mut().insert(TokenRenewed);
+    }
+    fn token_renewed(&self) -> bool {
+        self.extensions().get::<TokenRenewed>().is_some()
     }
 }
 
@@ -68,10 +89,19 @@ impl InspectResponse for reqwest::Response {
     fn bearer_challenges(&self) -> Vec<&str> {
         challenges(self.status(), self.headers())
     }
+    fn mark_token_renewed(&mut self) {
+        self.extensions_mut().insert(TokenRenewed);
+    }
+    fn token_renewed(&self) -> bool {
+        self.extensions().get::<TokenRenewed>().is_some()
+    }
 }
 
 fn challenges(status: http::StatusCode, headers: &http::HeaderMap) -> Vec<&str> {
-    if status != http::StatusCode::UNAUTHORIZED {
+    // gRPC answers HTTP 200 and says UNAUTHENTICATED (16) in `grpc-status`, in the headers of a
+    // trailers-only response.
+    let grpc_unauthenticated = || headers.get("grpc-status").is_some_and(|v| v == "16");
+    if status != http::StatusCode::UNAUTHORIZED && !grpc_unauthenticated() {
         return Vec::new();
     }
     headers

@@ -13,8 +13,8 @@
 //!    to any other host is refused with [`TokenErrorKind::UnsafeDestination`].
 //!
 //! A request with a relative URI (as tonic's generated clients send into a `Channel`, which
-//! adds the origin itself) names no host: a single-provider layer attaches its token, since the
-//! service below fixes the host; a routed layer refuses it, having nothing to route by.
+//! adds the origin itself) names neither scheme nor host: it is judged by the layer's
+//! [origin](crate::EntraAuthLayer::origin), and refused when none is set.
 //!
 //! [`EntraAuth`]: crate::EntraAuth
 
@@ -69,10 +69,11 @@ impl HostPattern {
         match self {
             HostPattern::Exact(h) => host.eq_ignore_ascii_case(h),
             HostPattern::Subdomains(suffix) => {
+                // Bytes, not str slices: a host is any &str here, and may not be ASCII.
+                let (host, suffix) = (host.as_bytes(), suffix.as_bytes());
                 host.len() > suffix.len() + 1
-                    && host.is_char_boundary(host.len() - suffix.len() - 1)
                     && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
-                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                    && host[host.len() - suffix.len() - 1] == b'.'
             }
         }
     }
@@ -165,6 +166,8 @@ impl fmt::Debug for ProviderRoutes {
 pub(crate) struct Targets {
     source: Source,
     unlisted: UnlistedHost,
+    /// Where requests with a relative URI go (a tonic `Channel`'s endpoint).
+    origin: Option<http::Uri>,
 }
 
 #[derive(Clone, Debug)]
@@ -191,6 +194,7 @@ impl Targets {
                 allow: None,
             },
             unlisted: UnlistedHost::Refuse,
+            origin: None,
         }
     }
 
@@ -198,7 +202,12 @@ impl Targets {
         Targets {
             source: Source::Routed(routes),
             unlisted: UnlistedHost::Refuse,
+            origin: None,
         }
+    }
+
+    pub(crate) fn set_origin(&mut self, origin: http::Uri) {
+        self.origin = Some(origin);
     }
 
     /// Adds hosts to the allow-list (a routed layer's routes are its allow-list already).
@@ -229,7 +238,21 @@ impl Targets {
 
     /// Decides whether, and from which provider, `request` gets a token.
     pub(crate) fn decide<R: AuthorizeRequest>(&self, request: &R) -> Decision<'_> {
-        let scheme = request.scheme();
+        // A relative URI (tonic's) goes where the inner service says; the layer must be told.
+        let origin = match (request.scheme(), &self.origin) {
+            (Some(_), _) => None,
+            (None, Some(origin)) => Some(origin),
+            (None, None) => {
+                return Decision::Refuse(TokenError::new(
+                    TokenErrorKind::UnsafeDestination,
+                    "the request has a relative URI, so where it goes (and whether over https) is unknown here; tell the layer the origin its inner service sends to, e.g. `EntraAuthLayer::new(provider).origin(endpoint.uri().clone())` for a tonic Channel",
+                ));
+            }
+        };
+        let scheme = match origin {
+            Some(o) => o.scheme_str(),
+            None => request.scheme(),
+        };
         let plain_http = scheme.is_some_and(|s| s.eq_ignore_ascii_case("http"));
         if let (
             Source::One {
@@ -242,7 +265,10 @@ impl Targets {
             // The common case needs no host: one provider, no allow-list, not plain http.
             return Decision::Attach(provider);
         }
-        let host = request.host();
+        let host = match origin {
+            Some(o) => o.host(),
+            None => request.host(),
+        };
         let provider = match (&self.source, host) {
             (Source::One { provider, allow }, host) => match (allow, host) {
                 (None, _) | (Some(_), None) => Some(provider),
@@ -311,5 +337,8 @@ mod tests {
         let v6 = HostPattern::parse("[::1]");
         assert!(v6.matches("[::1]"));
         assert!(HostPattern::parse("127.0.0.1").matches("127.0.0.1"));
+        // Not ASCII: no panic, no match.
+        assert!(!HostPattern::parse("*.b").matches("xé"));
+        assert!(HostPattern::parse("*.b").matches("é.b"));
     }
 }

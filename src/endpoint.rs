@@ -49,8 +49,8 @@ struct RawTokenResponse {
     access_token: Option<String>,
     token_type: Option<String>,
     expires_in: Option<Seconds>,
-    #[allow(dead_code)] // parsed so a malformed value is caught; not used for caching
-    ext_expires_in: Option<Seconds>,
+    // `ext_expires_in` (the lifetime during an Entra outage) is not read: unused, and a malformed
+    // value must not fail an otherwise valid token.
     refresh_in: Option<Seconds>,
 }
 
@@ -110,12 +110,27 @@ pub(crate) fn parse_token_response(
 struct RawEntraError {
     error: Option<String>,
     error_description: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_codes")]
     error_codes: Vec<u32>,
     trace_id: Option<String>,
     correlation_id: Option<String>,
     timestamp: Option<String>,
     error_uri: Option<String>,
+}
+
+/// `error_codes` as numbers or numeric strings; anything else (null, a string, other types) is
+/// skipped, so that a quirk there does not lose the rest of the error body (trace and
+/// correlation ids).
+fn lenient_codes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    let code = |v: &serde_json::Value| match v {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Array(values) => values.iter().filter_map(code).collect(),
+        single => code(&single).into_iter().collect(),
+    })
 }
 
 /// Turns a non-2xx answer into a typed error: Entra's JSON when it is one, else the status.
@@ -243,5 +258,45 @@ mod tests {
         let e = parse_error_response(503, b"<html>", Some(Duration::from_secs(7)));
         assert!(e.is_transient());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn a_malformed_ext_expires_in_is_ignored() {
+        let now = Instant::now();
+        for ext in [r#""soon""#, "-1", "null", "{}", "1e999999"] {
+            let body = format!(
+                r#"{{"token_type":"Bearer","expires_in":3599,"ext_expires_in":{ext},"access_token":"abc"}}"#
+            );
+            let t = parse_token_response(body.as_bytes(), now, SystemTime::now())
+                .unwrap_or_else(|e| panic!("ext_expires_in {ext}: {e}"));
+            assert_eq!(t.expires_at() - now, Duration::from_secs(3599));
+        }
+    }
+
+    #[test]
+    fn error_codes_are_parsed_leniently() {
+        let body = |codes: &str| {
+            format!(
+                r#"{{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.","error_codes":{codes},"trace_id":"t-1","correlation_id":"c-1"}}"#
+            )
+        };
+        for (codes, expected) in [
+            ("[7000215]", &[7000215][..]),
+            (r#"["7000215"]"#, &[7000215]),
+            (r#"[" 7000215 ", 50011]"#, &[7000215, 50011]),
+            (r#"[null, "x", -1, 1.5, 99999999999, 50011]"#, &[50011]),
+            ("7000215", &[7000215]),
+            // Nothing usable: fall back to the code in the description.
+            ("null", &[7000215]),
+            (r#""AADSTS""#, &[7000215]),
+            ("{}", &[7000215]),
+            ("[]", &[7000215]),
+        ] {
+            let e = parse_error_response(401, body(codes).as_bytes(), None);
+            assert_eq!(e.kind(), TokenErrorKind::Authentication, "{codes}");
+            assert_eq!(e.aadsts_codes(), expected, "{codes}");
+            assert_eq!(e.trace_id(), Some("t-1"), "{codes}");
+            assert_eq!(e.correlation_id(), Some("c-1"), "{codes}");
+        }
     }
 }

@@ -8,9 +8,8 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::authorize::{AuthorizeRequest, InspectResponse};
-use crate::challenge::{Reaction, reaction};
 use crate::error::{Error, TokenError};
-use crate::provider::{Acquire, TokenProvider};
+use crate::provider::{Acquire, Renewal, TokenProvider};
 use crate::token::AccessToken;
 
 pin_project! {
@@ -139,18 +138,17 @@ where
                     this.state.set(State::Calling { future, used });
                 }
                 StateProj::Calling { future, used } => {
-                    let response = ready!(future.poll(cx)).map_err(Error::Inner)?;
+                    let mut response = ready!(future.poll(cx)).map_err(Error::Inner)?;
                     let Some((provider, token)) = used.take() else {
                         return Poll::Ready(Ok(response));
                     };
-                    match reaction(&response.bearer_challenges()) {
-                        Reaction::None => return Poll::Ready(Ok(response)),
-                        Reaction::Invalidate => {
-                            provider.invalidate(&token);
+                    match provider.on_challenge(&token, &response.bearer_challenges()) {
+                        Renewal::None => return Poll::Ready(Ok(response)),
+                        Renewal::Renewed => {
+                            response.mark_token_renewed();
                             return Poll::Ready(Ok(response));
                         }
-                        Reaction::Reauthorize(claims) => {
-                            let acquire = provider.reauthorize(&token, &claims);
+                        Renewal::Fetching(acquire) => {
                             this.state.set(State::Reauthorizing {
                                 acquire,
                                 response: Some(response),
@@ -159,14 +157,18 @@ where
                     }
                 }
                 StateProj::Reauthorizing { acquire, response } => {
-                    if let Err(e) = ready!(Pin::new(acquire).poll(cx)) {
-                        return Poll::Ready(Err(Error::Token(e)));
-                    }
-                    return Poll::Ready(response.take().ok_or_else(|| {
-                        Error::Token(TokenError::configuration(
+                    let renewed = ready!(Pin::new(acquire).poll(cx)).is_ok();
+                    let Some(mut response) = response.take() else {
+                        return Poll::Ready(Err(Error::Token(TokenError::configuration(
                             "response future polled after completion",
-                        ))
-                    }));
+                        ))));
+                    };
+                    // A failed claims fetch is in the provider's stats and logs; the caller
+                    // still gets the API's own answer.
+                    if renewed {
+                        response.mark_token_renewed();
+                    }
+                    return Poll::Ready(Ok(response));
                 }
                 StateProj::Failed { error } => {
                     let error = error.take().unwrap_or_else(|| {

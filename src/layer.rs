@@ -73,8 +73,7 @@ impl EntraAuthLayer {
     /// Attaches tokens only to these hosts (`graph.microsoft.com`, `*.vault.azure.net` for
     /// every subdomain, `127.0.0.1`; compared without port). Requests to other hosts are
     /// refused, or sent without a token, as [`unlisted_hosts`](Self::unlisted_hosts) says.
-    /// Requests with a relative URI (a tonic `Channel` fixes the host itself) still get the
-    /// token. Calls add up. Ignored by a [routed](Self::routed) layer, whose routes are its
+    /// Requests with a relative URI are judged by the [`origin`](Self::origin). Calls add up. Ignored by a [routed](Self::routed) layer, whose routes are its
     /// allow-list.
     ///
     /// ```
@@ -93,6 +92,24 @@ impl EntraAuthLayer {
     {
         Arc::make_mut(&mut self.targets)
             .allow(hosts.into_iter().map(|h| HostPattern::parse(h.as_ref())));
+        self
+    }
+
+    /// Where requests with a relative URI go: a tonic generated client sends path-only URIs to
+    /// its `Channel`, which adds the endpoint below this layer. The origin's scheme and host are
+    /// checked as an absolute URI's would be (https or loopback, allow-list, routes). Without
+    /// it, a request with a relative URI is refused with
+    /// [`TokenErrorKind::UnsafeDestination`](crate::TokenErrorKind::UnsafeDestination): the
+    /// layer cannot tell whether the token would travel over https.
+    ///
+    /// ```
+    /// # fn demo(provider: tower_entra::TokenProvider) {
+    /// let layer = tower_entra::EntraAuthLayer::new(provider)
+    ///     .origin(http::Uri::from_static("https://grpc.contoso.com:443"));
+    /// # }
+    /// ```
+    pub fn origin(mut self, origin: http::Uri) -> Self {
+        Arc::make_mut(&mut self.targets).set_origin(origin);
         self
     }
 

@@ -14,6 +14,11 @@
 //!   callers with no usable token get its error at once until the backoff passes (at most
 //!   `max_backoff`), so a broken configuration costs Entra one request per backoff, not one per
 //!   request.
+//! - Every fetch has an id in start order, and a token is cached only if no later-started
+//!   fetch's token is: a slow refresh never replaces the token of a claims challenge.
+//! - An API's refusal (a 401 `invalid_token`, or a claims challenge) forces a new token at most
+//!   once per [`FORCED_RENEWAL_INTERVAL`], so a resource that refuses every token cannot turn
+//!   each request into a token request.
 
 use std::fmt;
 use std::future::Future;
@@ -27,18 +32,29 @@ use arc_swap::ArcSwapOption;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::credential::{Credential, TokenRequest};
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 
+mod builder;
 mod claims;
+mod fetch;
+
+pub use builder::TokenProviderBuilder;
+pub(crate) use claims::Renewal;
+
+use builder::ProviderOptions;
+use fetch::{Mode, spawn_fetch};
+
+/// How often an API's refusal of a token may force a new one (see the module docs).
+pub(crate) const FORCED_RENEWAL_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Hands out tokens for one scope, from one credential.
 ///
 /// Clone it freely: clones share one cache, so one token request serves them all. Needs a tokio
-/// runtime (fetches run in spawned tasks).
+/// runtime (fetches run in spawned tasks); outside one, [`token`](Self::token) returns a
+/// `Configuration` error.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), tower_entra::TokenError> {
@@ -58,12 +74,12 @@ pub struct TokenProvider {
 struct Shared_ {
     credential: Arc<dyn Credential>,
     scope: String,
+    /// The `claims` JSON of the client capabilities (`cp1`), sent with every ordinary fetch.
+    capabilities: Option<String>,
     current: ArcSwapOption<Cached>,
     state: Mutex<FetchState>,
     options: ProviderOptions,
     counters: Counters,
-    /// Client capabilities and claims-challenge fetches (see `claims.rs`).
-    cae: claims::Cae,
 }
 
 /// A token with the instants the hot path compares against.
@@ -71,15 +87,27 @@ struct Cached {
     token: AccessToken,
     usable_until: Instant,
     refresh_at: Instant,
+    /// The id of the fetch that got it: a token is only replaced by a later-started fetch's.
+    id: u64,
+    /// The (merged) claims it was fetched with, for a claims challenge; `None` otherwise.
+    claims: Option<String>,
 }
 
 impl Cached {
     /// The cache entry for a token fetched at `now`: usable until a margin before expiry
     /// (at most a quarter of its lifetime), refreshed from its `refresh_at` moved earlier by
-    /// random jitter (at most a fifth of the refresh window) so that a fleet spreads out.
-    fn new(options: &ProviderOptions, token: &AccessToken, now: Instant) -> Cached {
+    /// random jitter (at most a fifth of the refresh window) so that a fleet spreads out, and
+    /// never later than it stops being usable.
+    fn new(
+        options: &ProviderOptions,
+        token: &AccessToken,
+        now: Instant,
+        id: u64,
+        claims: Option<String>,
+    ) -> Cached {
         let lifetime = token.expires_at().saturating_duration_since(now);
         let margin = options.expiry_margin.min(lifetime / 4);
+        let usable_until = token.expires_at() - margin;
         let window = token
             .expires_at()
             .saturating_duration_since(token.refresh_at());
@@ -91,25 +119,56 @@ impl Cached {
             .refresh_at()
             .checked_sub(jitter)
             .unwrap_or(now)
-            .max(now);
+            .clamp(now, usable_until.max(now));
         Cached {
-            usable_until: token.expires_at() - margin,
-            refresh_at,
             token: token.clone(),
+            usable_until,
+            refresh_at,
+            id,
+            claims,
         }
     }
 }
 
 #[derive(Default)]
 struct FetchState {
-    inflight: Option<SharedFetch>,
+    /// The ordinary (cold or ahead) fetch in flight, with its id.
+    inflight: Option<(u64, SharedFetch)>,
+    /// The claims fetch in flight, with its id and merged claims.
+    claims_inflight: Option<(u64, String, SharedFetch)>,
+    next_id: u64,
     /// No refresh ahead starts before this (backoff after a failed one).
     refresh_not_before: Option<Instant>,
-    /// With no usable token, callers get `last_error` at once until this (the same backoff,
+    /// With no usable token, callers get this error at once until the instant (the backoff,
     /// capped at `max_backoff`), so a broken configuration does not flood Entra.
-    cold_retry_at: Option<Instant>,
+    cold_error: Option<(Instant, TokenError)>,
     consecutive_failures: u32,
     last_error: Option<TokenError>,
+    /// When an API's refusal last dropped the cached token.
+    last_invalidation: Option<Instant>,
+    /// The merged claims of the last claims fetch, and when it started.
+    last_claims: Option<(String, Instant)>,
+}
+
+impl FetchState {
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Frees the slot of fetch `id`, if it still holds it.
+    fn free(&mut self, id: u64) {
+        if self.inflight.as_ref().is_some_and(|(i, _)| *i == id) {
+            self.inflight = None;
+        }
+        if self
+            .claims_inflight
+            .as_ref()
+            .is_some_and(|(i, _, _)| *i == id)
+        {
+            self.claims_inflight = None;
+        }
+    }
 }
 
 type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, TokenError>>>;
@@ -121,27 +180,6 @@ struct Counters {
     refreshes_ahead: AtomicU64,
     invalidations: AtomicU64,
     claims_challenges: AtomicU64,
-}
-
-#[derive(Debug, Clone)]
-struct ProviderOptions {
-    expiry_margin: Duration,
-    max_attempts: u32,
-    initial_backoff: Duration,
-    max_backoff: Duration,
-    refresh_jitter: Duration,
-}
-
-impl Default for ProviderOptions {
-    fn default() -> Self {
-        ProviderOptions {
-            expiry_margin: Duration::from_secs(30),
-            max_attempts: 4,
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
-            refresh_jitter: Duration::from_secs(60),
-        }
-    }
 }
 
 /// Counters for health endpoints and dashboards. Taken with [`TokenProvider::stats`].
@@ -194,12 +232,7 @@ impl TokenProvider {
         credential: Arc<dyn Credential>,
         scope: impl Into<String>,
     ) -> TokenProviderBuilder {
-        TokenProviderBuilder {
-            credential,
-            scope: scope.into(),
-            options: ProviderOptions::default(),
-            client_capabilities: Vec::new(),
-        }
+        TokenProviderBuilder::new(credential, scope.into())
     }
 
     /// The scope tokens are for.
@@ -235,24 +268,52 @@ impl TokenProvider {
     }
 
     /// Drops `token` from the cache if it is still the cached one (the API said it is no longer
-    /// valid, e.g. a 401 with `error="invalid_token"`). The next request fetches a new token.
+    /// valid, e.g. a 401 with `error="invalid_token"`), so that the next request fetches a new
+    /// token. At most one drop per 30 s: a resource that refuses every token does not turn each
+    /// request into a token request.
     pub fn invalidate(&self, token: &AccessToken) {
-        let current = self.shared.current.load();
-        if let Some(cached) = current.as_ref() {
-            if cached.token.same_token(token) {
-                let prev = self
-                    .shared
-                    .current
-                    .compare_and_swap(&*current, None::<Arc<Cached>>);
-                if arc_swap::Guard::into_inner(prev).is_some_and(|p| p.token.same_token(token)) {
-                    self.shared
-                        .counters
-                        .invalidations
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(scope = %self.shared.scope, "token invalidated; the next request fetches a new one");
-                }
-            }
+        self.try_invalidate(token);
+    }
+
+    /// [`invalidate`](Self::invalidate), saying whether the token was dropped.
+    pub(crate) fn try_invalidate(&self, token: &AccessToken) -> bool {
+        let mut state = self.shared.lock_state();
+        let now = Instant::now();
+        if state
+            .last_invalidation
+            .is_some_and(|at| now < at + FORCED_RENEWAL_INTERVAL)
+        {
+            tracing::debug!(scope = %self.shared.scope, "token refused again within 30 s of the last drop; keeping it");
+            return false;
         }
+        let current = self.shared.current.load();
+        if !current.as_ref().is_some_and(|c| c.token.same_token(token)) {
+            return false;
+        }
+        let prev = self
+            .shared
+            .current
+            .compare_and_swap(&*current, None::<Arc<Cached>>);
+        if !arc_swap::Guard::into_inner(prev).is_some_and(|p| p.token.same_token(token)) {
+            return false;
+        }
+        state.last_invalidation = Some(now);
+        self.shared
+            .counters
+            .invalidations
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(scope = %self.shared.scope, "token invalidated; the next request fetches a new one");
+        true
+    }
+
+    /// Whether the cached token is a different one than `token` (a replay would not resend it).
+    pub(crate) fn replaced(&self, token: &AccessToken) -> bool {
+        !self
+            .shared
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|c| c.token.same_token(token))
     }
 
     /// Counters and the last error, for health endpoints.
@@ -282,41 +343,49 @@ impl TokenProvider {
         if state.inflight.is_some() || state.refresh_not_before.is_some_and(|t| now < t) {
             return;
         }
-        if tokio::runtime::Handle::try_current().is_err() {
+        let id = state.next_id();
+        // Without a runtime there is nothing to refresh on; the token is still usable.
+        let Ok(fetch) = spawn_fetch(self.shared.clone(), Mode::Ahead, id) else {
             return;
-        }
+        };
         self.shared
             .counters
             .refreshes_ahead
             .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(scope = %self.shared.scope, "token in its refresh window; refreshing in the background");
-        let fetch = spawn_fetch(self.shared.clone(), Mode::Ahead);
-        state.inflight = Some(fetch);
+        state.inflight = Some((id, fetch));
     }
 
     fn join_or_start_fetch(&self) -> SharedFetch {
         let mut state = self.shared.lock_state();
-        if let Some(fetch) = &state.inflight {
+        if let Some((_, fetch)) = &state.inflight {
             return fetch.clone();
         }
         let now = Instant::now();
         // A fetch may have finished between the cache miss and the lock.
-        if let Some(cached) = self.shared.current.load().as_ref() {
-            if now < cached.usable_until {
-                let token = cached.token.clone();
-                return futures::future::ready(Ok(token)).boxed().shared();
-            }
+        if let Some(token) = self.shared.usable(now) {
+            return ready(Ok(token));
         }
-        if let (Some(at), Some(error)) = (state.cold_retry_at, &state.last_error) {
-            if now < at {
-                return futures::future::ready(Err(error.clone())).boxed().shared();
+        if let Some((until, error)) = &state.cold_error {
+            if now < *until {
+                return ready(Err(error.clone()));
             }
         }
         tracing::debug!(scope = %self.shared.scope, "no usable token; fetching");
-        let fetch = spawn_fetch(self.shared.clone(), Mode::Cold);
-        state.inflight = Some(fetch.clone());
-        fetch
+        let id = state.next_id();
+        match spawn_fetch(self.shared.clone(), Mode::Cold, id) {
+            Ok(fetch) => {
+                state.inflight = Some((id, fetch.clone()));
+                fetch
+            }
+            Err(e) => ready(Err(e)),
+        }
     }
+}
+
+/// A fetch that is already over.
+fn ready(result: Result<AccessToken, TokenError>) -> SharedFetch {
+    futures::future::ready(result).boxed().shared()
 }
 
 impl Shared_ {
@@ -324,161 +393,33 @@ impl Shared_ {
         // The state is consistent at every unlock, so a panic elsewhere does not poison it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Mode {
-    /// No usable token: callers wait; transient failures are retried within the fetch.
-    Cold,
-    /// A usable token is held: one attempt; on failure the next waits for a backoff.
-    Ahead,
-    /// A claims challenge: a token carrying these (merged) claims, bypassing the cache; callers
-    /// wait, so transient failures are retried as for `Cold`.
-    Claims(String),
-}
-
-/// Starts one fetch in a spawned task, so that dropping the caller cancels nothing, and returns
-/// a future every waiter can share.
-fn spawn_fetch(shared: Arc<Shared_>, mode: Mode) -> SharedFetch {
-    let (tenant, client) = shared.credential.identity().unwrap_or(("", ""));
-    let span = tracing::info_span!(
-        "entra_token_fetch",
-        tenant_id = %tenant,
-        client_id = %client,
-        scope = %shared.scope,
-        mode = mode.name(),
-        attempts = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-        aadsts = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-        correlation_id = tracing::field::Empty,
-        duration_ms = tracing::field::Empty,
-    );
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        // Without a runtime there is nothing to run the fetch on; say so instead of panicking.
-        let error = TokenError::configuration(
-            "TokenProvider fetches tokens on the tokio runtime, and none is running here; use it from within a tokio runtime (e.g. #[tokio::main])",
-        );
-        return futures::future::ready(Err(error)).boxed().shared();
-    };
-    let task = runtime.spawn(run_fetch(shared, mode).instrument(span));
-    async move {
-        task.await.unwrap_or_else(|e| {
-            Err(TokenError::new(
-                TokenErrorKind::Connection,
-                if e.is_cancelled() {
-                    "the token fetch was cancelled (the runtime is shutting down)"
-                } else {
-                    "the token fetch panicked"
-                },
-            ))
-        })
-    }
-    .boxed()
-    .shared()
-}
-
-impl Mode {
-    fn name(&self) -> &'static str {
-        match self {
-            Mode::Cold => "cold",
-            Mode::Ahead => "ahead",
-            Mode::Claims(_) => "claims",
-        }
-    }
-}
-
-async fn run_fetch(shared: Arc<Shared_>, mode: Mode) -> Result<AccessToken, TokenError> {
-    let started = Instant::now();
-    let span = tracing::Span::current();
-    let mut attempt = 0;
-    let result = loop {
-        attempt += 1;
-        shared.counters.fetches.fetch_add(1, Ordering::Relaxed);
-        let request = match &mode {
-            Mode::Claims(claims) => TokenRequest::new(&shared.scope).with_claims(claims),
-            Mode::Cold | Mode::Ahead => shared.token_request(),
-        };
-        let error = match shared.credential.request_token(request).await {
-            Ok(token) => break Ok(token),
-            Err(e) => e,
-        };
-        shared.counters.failures.fetch_add(1, Ordering::Relaxed);
-        let delay = retry_delay(&shared.options, attempt, &error);
-        let retry = mode != Mode::Ahead
-            && error.is_transient()
-            && attempt < shared.options.max_attempts
-            && delay <= shared.options.max_backoff.max(Duration::from_secs(60));
-        if !retry {
-            break Err(error);
-        }
-        tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, error = %error, "token request failed; retrying");
-        tokio::time::sleep(delay).await;
-    };
-
-    let now = Instant::now();
-    span.record("attempts", attempt);
-    span.record("duration_ms", (now - started).as_millis() as u64);
-    match &result {
-        Ok(_) => {
-            span.record("outcome", "ok");
-        }
-        Err(error) => {
-            span.record("outcome", tracing::field::debug(error.kind()));
-            if let Some(e) = error.entra() {
-                span.record("aadsts", tracing::field::debug(e.codes()));
-                if let Some(t) = e.trace_id() {
-                    span.record("trace_id", t);
-                }
-                if let Some(c) = e.correlation_id() {
-                    span.record("correlation_id", c);
-                }
-            }
-        }
-    }
-    if let Mode::Claims(claims) = mode {
-        claims::finish(&shared, claims, &result, now);
-        return result;
+    /// The cached token, if it is usable at `now`.
+    fn usable(&self, now: Instant) -> Option<AccessToken> {
+        self.current
+            .load()
+            .as_ref()
+            .filter(|c| now < c.usable_until)
+            .map(|c| c.token.clone())
     }
 
-    let mut state = shared.lock_state();
-    match &result {
-        Ok(token) => {
-            shared
-                .current
-                .store(Some(Arc::new(Cached::new(&shared.options, token, now))));
-            state.refresh_not_before = None;
-            state.cold_retry_at = None;
-            state.consecutive_failures = 0;
-            state.last_error = None;
-        }
-        Err(error) => {
-            state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-            let backoff = retry_delay(&shared.options, state.consecutive_failures, error);
-            state.refresh_not_before = Some(now + backoff);
-            state.cold_retry_at = Some(now + backoff.min(shared.options.max_backoff));
-            state.last_error = Some(error.clone());
-            if mode == Mode::Ahead {
-                tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "refresh ahead of expiry failed; still using the cached token");
-            } else {
-                tracing::warn!(error = %error, "token request failed");
-            }
+    /// Caches the token of fetch `id` unless a later-started fetch's token is cached.
+    fn store(&self, id: u64, claims: Option<String>, token: &AccessToken, now: Instant) {
+        let newer = self.current.load().as_ref().is_none_or(|c| c.id < id);
+        if newer {
+            let entry = Cached::new(&self.options, token, now, id, claims);
+            self.current.store(Some(Arc::new(entry)));
         }
     }
-    state.inflight = None;
-    result
-}
 
-/// Exponential backoff with full jitter in its upper half, never less than `Retry-After`.
-fn retry_delay(options: &ProviderOptions, attempt: u32, error: &TokenError) -> Duration {
-    let exp = options
-        .initial_backoff
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(options.max_backoff);
-    let jittered = exp.mul_f64(0.5 + fastrand::f64() / 2.0);
-    match error.retry_after() {
-        Some(ra) => ra.max(jittered.min(ra + options.initial_backoff)),
-        None => jittered,
+    /// The token request every ordinary fetch sends: the scope, and the client capabilities
+    /// when configured.
+    fn token_request(&self) -> TokenRequest<'_> {
+        let request = TokenRequest::new(&self.scope);
+        match &self.capabilities {
+            Some(claims) => request.with_claims(claims),
+            None => request,
+        }
     }
 }
 
@@ -513,142 +454,5 @@ impl fmt::Debug for TokenProvider {
                 &self.shared.current.load().as_ref().map(|c| &c.token),
             )
             .finish()
-    }
-}
-
-/// Builds a [`TokenProvider`].
-pub struct TokenProviderBuilder {
-    credential: Arc<dyn Credential>,
-    scope: String,
-    options: ProviderOptions,
-    client_capabilities: Vec<String>,
-}
-
-impl TokenProviderBuilder {
-    /// A token is used until this long before it expires (capped at a quarter of its lifetime),
-    /// so that it does not expire in flight. Default 30 s.
-    pub fn expiry_margin(mut self, margin: Duration) -> Self {
-        self.options.expiry_margin = margin;
-        self
-    }
-
-    /// How many times a token request is tried when no usable token is held and it fails
-    /// transiently (5xx, 429, timeouts, connection errors). Default 4; at least 1.
-    pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.options.max_attempts = attempts.max(1);
-        self
-    }
-
-    /// The first retry's backoff (doubled each time, up to [`max_backoff`](Self::max_backoff)).
-    /// Default 500 ms.
-    pub fn initial_backoff(mut self, backoff: Duration) -> Self {
-        self.options.initial_backoff = backoff;
-        self
-    }
-
-    /// The longest backoff between attempts, and the longest time a failed fetch's error is
-    /// handed out at once to callers with no usable token. Default 30 s.
-    pub fn max_backoff(mut self, backoff: Duration) -> Self {
-        self.options.max_backoff = backoff;
-        self
-    }
-
-    /// The most a refresh ahead is moved earlier at random (capped at a fifth of the refresh
-    /// window), so that a fleet started together does not refresh together. Default 60 s.
-    pub fn refresh_jitter(mut self, jitter: Duration) -> Self {
-        self.options.refresh_jitter = jitter;
-        self
-    }
-
-    /// Checks the scope and builds the provider.
-    pub fn build(self) -> Result<TokenProvider, TokenError> {
-        check_scope(&self.scope)?;
-        Ok(TokenProvider {
-            shared: Arc::new(Shared_ {
-                credential: self.credential,
-                scope: self.scope,
-                current: ArcSwapOption::empty(),
-                state: Mutex::new(FetchState::default()),
-                options: self.options,
-                counters: Counters::default(),
-                cae: claims::Cae::new(&self.client_capabilities),
-            }),
-        })
-    }
-}
-
-impl fmt::Debug for TokenProviderBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenProviderBuilder")
-            .field("credential", &self.credential)
-            .field("scope", &self.scope)
-            .field("options", &self.options)
-            .finish()
-    }
-}
-
-/// Client credentials take exactly one scope: `<application ID URI>/.default`.
-pub(crate) fn check_scope(scope: &str) -> Result<(), TokenError> {
-    const RULE: &str = "the client credentials flow takes exactly one scope, `<application ID URI>/.default` (e.g. `https://graph.microsoft.com/.default`); the permissions themselves are granted to the app registration, with admin consent";
-    let parts: Vec<&str> = scope.split_whitespace().collect();
-    let err =
-        |what: String| TokenError::new(TokenErrorKind::InvalidScope, format!("{what}: {RULE}"));
-    match parts.as_slice() {
-        [] => Err(err("the scope is empty".into())),
-        [one] => match one.strip_suffix("/.default") {
-            Some(resource) if !resource.is_empty() => Ok(()),
-            Some(_) => Err(err(format!("the scope {one:?} names no resource"))),
-            None => Err(err(format!("the scope {one:?} does not end in /.default"))),
-        },
-        many => Err(err(format!(
-            "the scope {scope:?} has {} scopes",
-            many.len()
-        ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scope_rules() {
-        assert!(check_scope("https://graph.microsoft.com/.default").is_ok());
-        assert!(check_scope("api://0000-1111/.default").is_ok());
-        for bad in [
-            "",
-            "https://graph.microsoft.com/User.Read",
-            "https://graph.microsoft.com/.default https://management.azure.com/.default",
-            "/.default",
-        ] {
-            let e = check_scope(bad).unwrap_err();
-            assert_eq!(e.kind(), TokenErrorKind::InvalidScope);
-            assert!(
-                e.to_string().contains("<application ID URI>/.default"),
-                "{e}"
-            );
-        }
-    }
-
-    #[test]
-    fn backoff_grows_and_honours_retry_after() {
-        let o = ProviderOptions::default();
-        let plain = TokenError::new(TokenErrorKind::Transient, "x");
-        let d1 = retry_delay(&o, 1, &plain);
-        let d4 = retry_delay(&o, 4, &plain);
-        assert!(
-            d1 >= Duration::from_millis(250) && d1 <= Duration::from_millis(500),
-            "{d1:?}"
-        );
-        assert!(
-            d4 >= Duration::from_secs(2) && d4 <= Duration::from_secs(4),
-            "{d4:?}"
-        );
-        assert!(retry_delay(&o, 20, &plain) <= o.max_backoff);
-        let ra = plain
-            .clone()
-            .with_retry_after(Some(Duration::from_secs(10)));
-        let ra = TokenError::new(TokenErrorKind::Transient, "x").with_retry_after(ra.retry_after());
-        assert!(retry_delay(&o, 1, &ra) >= Duration::from_secs(10));
     }
 }

@@ -26,10 +26,9 @@ use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 
 use crate::authorize::{AuthorizeRequest, InspectResponse};
-use crate::challenge::{Reaction, reaction};
 use crate::destination::{Decision, Targets};
 use crate::layer::EntraAuthLayer;
-use crate::provider::TokenProvider;
+use crate::provider::{Renewal, TokenProvider};
 use crate::token::AccessToken;
 
 /// A `reqwest_middleware` middleware that sets `Authorization: Bearer <token>`.
@@ -68,20 +67,13 @@ async fn react(
     provider: &TokenProvider,
     token: &AccessToken,
     response: &reqwest::Response,
-) -> Result<bool, reqwest_middleware::Error> {
-    match reaction(&response.bearer_challenges()) {
-        Reaction::None => Ok(false),
-        Reaction::Invalidate => {
-            provider.invalidate(token);
-            Ok(true)
-        }
-        Reaction::Reauthorize(claims) => {
-            provider
-                .reauthorize(token, &claims)
-                .await
-                .map_err(reqwest_middleware::Error::middleware)?;
-            Ok(true)
-        }
+) -> bool {
+    match provider.on_challenge(token, &response.bearer_challenges()) {
+        Renewal::None => false,
+        Renewal::Renewed => true,
+        // A failed claims fetch is in the provider's stats and logs; the caller gets the
+        // API's own answer.
+        Renewal::Fetching(acquire) => acquire.await.is_ok(),
     }
 }
 
@@ -108,7 +100,7 @@ impl Middleware for EntraAuthMiddleware {
             .map_err(reqwest_middleware::Error::middleware)?;
         req.set_authorization(token.header_value().clone());
         let response = next.clone().run(req, extensions).await?;
-        let renewed = react(&provider, &token, &response).await?;
+        let renewed = react(&provider, &token, &response).await;
         let Some(mut replay) = replay.filter(|_| renewed) else {
             return Ok(response);
         };
@@ -121,7 +113,7 @@ impl Middleware for EntraAuthMiddleware {
         replay.set_authorization(token.header_value().clone());
         let response = next.run(replay, extensions).await?;
         // No second replay, but a refused token is still dealt with for the next request.
-        react(&provider, &token, &response).await?;
+        react(&provider, &token, &response).await;
         Ok(response)
     }
 }

@@ -4,8 +4,10 @@
 //! When an API refuses a token, [`EntraAuth`](crate::EntraAuth) has already acted by the time
 //! the 401 reaches this policy: `error="invalid_token"` dropped the token from the cache, and a
 //! Continuous Access Evaluation challenge (`error="insufficient_claims"` with `claims`) fetched
-//! a token carrying the claims. The policy then replays the request once, and the replay
-//! carries the new token. Any other response or error is returned as it is.
+//! a token carrying the claims. When it did, it marked the response, and the policy replays the
+//! request once with the new token. Any other response or error is returned as it is,
+//! including a refusal the layer did not act on (a request sent without a token, or a second
+//! refusal within the renewal interval).
 //!
 //! Put the `Retry` layer above [`EntraAuthLayer`](crate::EntraAuthLayer) (requests are cloned
 //! before the token is attached). Requests must be clonable: `http::Request<B>` with a `Clone`
@@ -35,8 +37,7 @@ use std::future::{Ready, ready};
 
 use tower::retry::Policy;
 
-use crate::authorize::{AuthorizeRequest, InspectResponse};
-use crate::challenge::BearerChallenge;
+use crate::authorize::InspectResponse;
 
 /// Replays a request once when the response is 401 with a Bearer challenge saying
 /// `invalid_token` or `insufficient_claims`. See the [module docs](crate::retry).
@@ -79,27 +80,23 @@ impl CloneRequest for reqwest::Request {
 
 impl<Req, Res, E> Policy<Req, Res, E> for RetryOnChallenge
 where
-    Req: CloneRequest + AuthorizeRequest,
+    Req: CloneRequest,
     Res: InspectResponse,
 {
     type Future = Ready<()>;
 
-    fn retry(&mut self, req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
-        if self.replays_left == 0 || req.has_authorization() {
+    fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
+        if self.replays_left == 0 {
             return None;
         }
-        let response = result.as_ref().ok()?;
-        let challenge = BearerChallenge::find(response.bearer_challenges())?;
-        if challenge.is_invalid_token() || challenge.is_insufficient_claims() {
-            self.replays_left -= 1;
-            tracing::debug!(
-                error = challenge.error().unwrap_or_default(),
-                "401 with a Bearer challenge; replaying the request with a new token"
-            );
-            Some(ready(()))
-        } else {
-            None
+        // Only when the layer renewed the refused token: otherwise (no token sent, or the same
+        // refusal again within the renewal interval) a replay would be refused the same way.
+        if !result.as_ref().ok()?.token_renewed() {
+            return None;
         }
+        self.replays_left -= 1;
+        tracing::debug!("401 with a Bearer challenge and a renewed token; replaying the request");
+        Some(ready(()))
     }
 
     fn clone_request(&mut self, req: &Req) -> Option<Req> {

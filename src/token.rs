@@ -25,8 +25,9 @@ pub struct AccessToken {
     expires_on: SystemTime,
 }
 
-/// Owns the header bytes and zeroes them when the last `Bytes` handle goes away.
-struct ZeroizeOnDrop(Vec<u8>);
+/// Owns secret bytes (a header value, a token request body) and zeroes them when the last
+/// `Bytes` handle goes away: `Bytes::from_owner(ZeroizeOnDrop(bytes))`.
+pub(crate) struct ZeroizeOnDrop(pub(crate) Vec<u8>);
 
 impl AsRef<[u8]> for ZeroizeOnDrop {
     fn as_ref(&self) -> &[u8] {
@@ -90,8 +91,15 @@ impl AccessToken {
         })?;
         header.set_sensitive(true);
 
+        if expires_in.is_zero() {
+            return Err(TokenError::invalid_response(
+                "the token expires immediately (a lifetime of zero)",
+            ));
+        }
+        // Entra's hint is taken when it leaves the token in use for a sensible share of its
+        // life; 0 or a few seconds would refresh on nearly every request.
         let refresh_after = match refresh_in {
-            Some(r) if r < expires_in => r,
+            Some(r) if r < expires_in && r >= expires_in / 10 => r,
             _ => expires_in - expires_in.min(Duration::from_secs(300)).min(expires_in / 2),
         };
         let out_of_range = || {
@@ -183,6 +191,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.refresh_at() - now, Duration::from_secs(43200));
+    }
+
+    #[test]
+    fn a_tiny_refresh_in_is_ignored_and_zero_lifetimes_refused() {
+        let now = Instant::now();
+        let t = AccessToken::issued(
+            "a.b.c".into(),
+            Duration::from_secs(3600),
+            Some(Duration::ZERO),
+            now,
+            SystemTime::now(),
+        )
+        .unwrap();
+        assert_eq!(t.refresh_at() - now, Duration::from_secs(3300));
+        assert!(AccessToken::new("a.b.c", Duration::ZERO).is_err());
     }
 
     #[test]

@@ -14,9 +14,11 @@
 //! use tower::ServiceBuilder;
 //! use tower_entra::EntraAuthLayer;
 //!
-//! let channel = Endpoint::from_static("https://grpc.example.com").connect().await?;
+//! let endpoint = Endpoint::from_static("https://grpc.example.com");
+//! let channel = endpoint.connect().await?;
 //! let channel = ServiceBuilder::new()
-//!     .layer(EntraAuthLayer::new(provider).grpc())
+//!     // Generated clients send relative URIs; the origin is where the channel sends them.
+//!     .layer(EntraAuthLayer::new(provider).origin(endpoint.uri().clone()).grpc())
 //!     .service(channel);
 //! // let mut client = MyServiceClient::new(channel);
 //! # let _ = channel;

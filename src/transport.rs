@@ -2,12 +2,14 @@
 
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use tokio::time::Instant;
 use url::Url;
+use zeroize::Zeroizing;
 
 use crate::endpoint::{parse_error_response, parse_token_response};
 use crate::error::{TokenError, TokenErrorKind};
-use crate::token::AccessToken;
+use crate::token::{AccessToken, ZeroizeOnDrop};
 
 /// The largest token endpoint answer read; a token response is a few KiB.
 const MAX_BODY: usize = 1024 * 1024;
@@ -22,36 +24,36 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
+    /// Builds the client from the caller's builder (proxies, TLS roots) or a default one, always
+    /// with redirects off and a connect timeout.
     pub(crate) fn new(
-        client: Option<reqwest::Client>,
+        builder: Option<reqwest::ClientBuilder>,
         timeout: Duration,
     ) -> Result<Self, TokenError> {
-        let client = match client {
-            Some(c) => c,
-            None => reqwest::Client::builder()
-                // A token endpoint never redirects; following one could send the secret elsewhere.
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(timeout.min(Duration::from_secs(10)))
-                .build()
-                .map_err(|e| {
-                    TokenError::configuration("could not build the HTTP client for token requests")
-                        .with_source(e)
-                })?,
-        };
+        let client = builder
+            .unwrap_or_default()
+            // A token endpoint never redirects; following a 307/308 would re-POST the form (the
+            // client secret or assertion) to wherever the redirect points.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| {
+                TokenError::configuration(
+                    "could not build the HTTP client for token requests; check the reqwest::ClientBuilder passed to http_client (proxy, TLS roots)",
+                )
+                .with_source(e)
+            })?;
         Ok(Transport { client, timeout })
     }
 
     /// POSTs `form` to `url` and parses the answer. The form holds secrets: it never reaches an
-    /// error or a log.
+    /// error or a log, and the copies made here are zeroed when dropped.
     pub(crate) async fn request_token(
         &self,
         url: &Url,
         form: &[(&str, &str)],
     ) -> Result<AccessToken, TokenError> {
-        let body = serde_urlencoded::to_string(form).map_err(|_| {
-            TokenError::configuration("the token request could not be form-encoded")
-        })?;
-        let body = zeroize::Zeroizing::new(body);
+        let body = form_body(form);
         let started = Instant::now();
         let wall = SystemTime::now();
         let request = self
@@ -62,14 +64,15 @@ impl Transport {
                 "application/x-www-form-urlencoded",
             )
             .header(http::header::ACCEPT, "application/json")
-            .header("client-request-id", uuid_v4())
+            // Entra echoes it as its correlation id, so its logs can be matched with ours.
+            .header("client-request-id", uuid::Uuid::new_v4().to_string())
             .header("return-client-request-id", "true")
-            .body(body.as_bytes().to_vec());
+            .body(body);
         let exchange = async {
             let response = request.send().await.map_err(send_error)?;
             let status = response.status();
             let retry_after = retry_after(response.headers());
-            // A caller-supplied client may follow redirects; a token endpoint never redirects.
+            // Redirects are never followed (see `new`); a token endpoint never sends one.
             if status.is_redirection() || response.url() != url {
                 return Err(TokenError::invalid_response(format!(
                     "the token endpoint answered with a redirect (HTTP {}); check the authority host",
@@ -96,17 +99,37 @@ impl Transport {
     }
 }
 
-async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, TokenError> {
-    if response
-        .content_length()
-        .is_some_and(|n| n > MAX_BODY as u64)
-    {
+/// The form-encoded request body, in memory that is zeroed when reqwest drops the body.
+fn form_body(form: &[(&str, &str)]) -> Bytes {
+    // Sized up front (percent-encoding at most triples a byte) so that the string never
+    // reallocates, which would leave a copy of the secret in freed memory.
+    let capacity = form.iter().map(|(k, v)| 3 * (k.len() + v.len()) + 2).sum();
+    let body = url::form_urlencoded::Serializer::new(String::with_capacity(capacity))
+        .extend_pairs(form)
+        .finish();
+    Bytes::from_owner(ZeroizeOnDrop(body.into_bytes()))
+}
+
+/// Reads the answer (which holds the token) into memory that is zeroed when dropped.
+async fn read_bounded(mut response: reqwest::Response) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+    let expected = response.content_length();
+    if expected.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(oversized());
     }
-    let mut body = Vec::new();
+    let capacity = expected.map_or(8 * 1024, |n| n as usize);
+    let mut body = Zeroizing::new(Vec::with_capacity(capacity));
     while let Some(chunk) = response.chunk().await.map_err(send_error)? {
-        if body.len() + chunk.len() > MAX_BODY {
+        let needed = body.len() + chunk.len();
+        if needed > MAX_BODY {
             return Err(oversized());
+        }
+        if needed > body.capacity() {
+            // Grown by hand: `Vec`'s own reallocation would free the old buffer unzeroed.
+            let mut grown = Zeroizing::new(Vec::with_capacity(
+                needed.max(body.capacity() * 2).min(MAX_BODY),
+            ));
+            grown.extend_from_slice(&body);
+            body = grown;
         }
         body.extend_from_slice(&chunk);
     }
@@ -152,66 +175,8 @@ fn parse_retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = httpdate(value)?;
+    let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(SystemTime::now()).unwrap_or_default())
-}
-
-/// Parses the IMF-fixdate form of an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
-fn httpdate(s: &str) -> Option<SystemTime> {
-    let mut parts = s.split_whitespace();
-    let _weekday = parts.next()?;
-    let day: u64 = parts.next()?.parse().ok()?;
-    let month = match parts.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = parts.next()?.parse().ok()?;
-    let mut hms = parts.next()?.split(':').map(|p| p.parse::<u64>().ok());
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    // Bounded so that the arithmetic below cannot overflow on hostile input.
-    if !(1970..=9999).contains(&year) || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let (y, mo) = if month <= 2 {
-        (year - 1, month + 9)
-    } else {
-        (year, month - 3)
-    };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * mo as i64 + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + sec;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-}
-
-/// A random UUID v4 for `client-request-id`, so Entra's correlation id matches our logs.
-pub(crate) fn uuid_v4() -> String {
-    let hi = fastrand::u64(..);
-    let lo = fastrand::u64(..);
-    let hi = (hi & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
-    let lo = (lo & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        hi >> 32,
-        (hi >> 16) & 0xffff,
-        hi & 0xffff,
-        lo >> 48,
-        lo & 0xffff_ffff_ffff
-    )
 }
 
 #[cfg(test)]
@@ -220,39 +185,58 @@ mod tests {
 
     #[test]
     fn parses_retry_after() {
-        let mut h = http::HeaderMap::new();
-        h.insert(http::header::RETRY_AFTER, "120".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(120)));
+        let header = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::RETRY_AFTER, v.parse().unwrap());
+            retry_after(&h)
+        };
+        assert_eq!(header("120"), Some(Duration::from_secs(120)));
+        assert_eq!(header(" 7 "), Some(Duration::from_secs(7)));
+        // An HTTP date in the past: retry now.
         assert_eq!(
-            httpdate("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
+            header("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
         );
-        h.insert(
-            http::header::RETRY_AFTER,
-            "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap(),
+        // In the future: the time until then.
+        let soon = SystemTime::now() + Duration::from_secs(600);
+        let waited = header(&httpdate::fmt_http_date(soon)).unwrap();
+        assert!(
+            waited > Duration::from_secs(590) && waited <= Duration::from_secs(600),
+            "{waited:?}"
         );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
-        h.insert(http::header::RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(retry_after(&h), None);
-        h.insert(
-            http::header::RETRY_AFTER,
-            "18446744073709551615".parse().unwrap(),
+        assert_eq!(header("soon"), None);
+        assert_eq!(header(""), None);
+        // Huge values are capped.
+        assert_eq!(header("18446744073709551615"), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            header("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(MAX_RETRY_AFTER)
         );
-        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+        // Hostile dates are ignored, without a panic.
         for hostile in [
             "Sun, 06 Nov 99999999999999 08:49:37 GMT",
             "Sun, 99999999999 Nov 1994 08:49:37 GMT",
             "Sun, 06 Nov 1994 99999999999:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov -1994 08:49:37 GMT",
         ] {
-            assert_eq!(httpdate(hostile), None, "{hostile}");
+            assert_eq!(header(hostile), None, "{hostile}");
         }
     }
 
     #[test]
-    fn client_request_ids_are_uuid_v4() {
-        let id = uuid_v4();
-        assert_eq!(id.len(), 36);
-        assert_eq!(&id[14..15], "4");
-        assert_ne!(id, uuid_v4());
+    fn the_form_body_is_form_encoded() {
+        let body = form_body(&[
+            ("grant_type", "client_credentials"),
+            ("client_secret", "a b&c=d~ü"),
+        ]);
+        assert_eq!(
+            &body[..],
+            b"grant_type=client_credentials&client_secret=a+b%26c%3Dd%7E%C3%BC"
+        );
+        let decoded: Vec<(String, String)> =
+            url::form_urlencoded::parse(&body).into_owned().collect();
+        assert_eq!(decoded[1].1, "a b&c=d~ü");
     }
 }

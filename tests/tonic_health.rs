@@ -20,7 +20,9 @@ use tower_entra::EntraAuthLayer;
 
 /// Starts a health server whose interceptor accepts only valid tokens; returns its channel and
 /// the number of requests the interceptor accepted.
-async fn health_server(checker: TokenChecker) -> (Channel, Arc<AtomicUsize>) {
+/// The channel's origin goes to `EntraAuthLayer::origin`: the generated client sends relative
+/// URIs.
+async fn health_server(checker: TokenChecker) -> (Channel, http::Uri, Arc<AtomicUsize>) {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -51,20 +53,18 @@ async fn health_server(checker: TokenChecker) -> (Channel, Arc<AtomicUsize>) {
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
             .await;
     });
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    (channel, accepted)
+    let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    let channel = endpoint.connect().await.unwrap();
+    (channel, endpoint.uri().clone(), accepted)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tonic_health_check_100_concurrent_calls_one_token_fetch() {
     let s = setup().await;
-    let (channel, accepted) = health_server(TokenChecker::new(&s.emulator, DEMO_AUDIENCE)).await;
+    let (channel, origin, accepted) =
+        health_server(TokenChecker::new(&s.emulator, DEMO_AUDIENCE)).await;
     let channel = ServiceBuilder::new()
-        .layer(EntraAuthLayer::new(s.provider.clone()))
+        .layer(EntraAuthLayer::new(s.provider.clone()).origin(origin.clone()))
         .service(channel);
     let client = HealthClient::new(channel);
 
@@ -95,7 +95,8 @@ async fn tonic_health_check_100_concurrent_calls_one_token_fetch() {
 async fn without_the_layer_the_interceptor_refuses() {
     // Proves the server really checks: the same call with no token is refused.
     let s = setup().await;
-    let (channel, accepted) = health_server(TokenChecker::new(&s.emulator, DEMO_AUDIENCE)).await;
+    let (channel, _origin, accepted) =
+        health_server(TokenChecker::new(&s.emulator, DEMO_AUDIENCE)).await;
     let status = HealthClient::new(channel)
         .check(HealthCheckRequest::default())
         .await
@@ -112,7 +113,8 @@ async fn token_failures_reach_the_caller_as_unauthenticated_or_unavailable() {
     use tower_entra::TokenProvider;
 
     let s = setup().await;
-    let (channel, accepted) = health_server(TokenChecker::new(&s.emulator, DEMO_AUDIENCE)).await;
+    let (channel, origin, accepted) =
+        health_server(TokenChecker::new(&s.emulator, DEMO_AUDIENCE)).await;
 
     // A wrong secret: permanent, so Unauthenticated, with the fix hint.
     let wrong = TokenProvider::new(
@@ -122,7 +124,7 @@ async fn token_failures_reach_the_caller_as_unauthenticated_or_unavailable() {
     .unwrap();
     let mut client = HealthClient::new(
         ServiceBuilder::new()
-            .layer(EntraAuthLayer::new(wrong).grpc())
+            .layer(EntraAuthLayer::new(wrong).origin(origin.clone()).grpc())
             .service(channel.clone()),
     );
     let status = client
@@ -152,7 +154,7 @@ async fn token_failures_reach_the_caller_as_unauthenticated_or_unavailable() {
     s.emulator.push_fault(Fault::status(503));
     let mut client = HealthClient::new(
         ServiceBuilder::new()
-            .layer(EntraAuthLayer::new(flaky).grpc())
+            .layer(EntraAuthLayer::new(flaky).origin(origin.clone()).grpc())
             .service(channel),
     );
     let status = client
@@ -163,4 +165,24 @@ async fn token_failures_reach_the_caller_as_unauthenticated_or_unavailable() {
     // The next call, with Entra back, goes through.
     client.check(HealthCheckRequest::default()).await.unwrap();
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn without_an_origin_relative_uris_get_no_token() {
+    let s = setup().await;
+    let (channel, _origin, accepted) =
+        health_server(TokenChecker::new(&s.emulator, DEMO_AUDIENCE)).await;
+    let mut client = HealthClient::new(
+        ServiceBuilder::new()
+            .layer(EntraAuthLayer::new(s.provider.clone()).grpc())
+            .service(channel),
+    );
+    let status = client
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("origin"), "{}", status.message());
+    assert_eq!(accepted.load(Ordering::SeqCst), 0);
+    assert_eq!(s.emulator.token_requests(), 0);
 }

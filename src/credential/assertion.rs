@@ -25,7 +25,7 @@ pub enum AssertionAlgorithm {
     #[default]
     Ps256,
     /// RSASSA-PKCS1-v1_5 with SHA-256, the certificate named by `x5t` (the SHA-1 thumbprint).
-    /// For AD FS and older verifiers that know neither PSS nor `x5t#S256`.
+    /// For identity providers or older set-ups that expect RS256 with a SHA-1 `x5t`.
     Rs256,
 }
 

@@ -22,7 +22,8 @@ use crate::token::AccessToken;
 /// The assertion follows Entra's certificate-credentials document: header `alg` `PS256`, `typ`
 /// `JWT`, `x5t#S256` (the certificate's SHA-256 thumbprint); claims `aud` (the token endpoint),
 /// `iss` = `sub` = the client id, a random `jti`, `nbf` = `iat` = now, `exp` = now + 10 minutes.
-/// [`AssertionAlgorithm::Rs256`] switches to RS256 with a SHA-1 `x5t` for AD FS;
+/// [`AssertionAlgorithm::Rs256`] switches to RS256 with a SHA-1 `x5t`, for identity providers or
+/// older set-ups that expect that;
 /// [`send_certificate_chain(true)`](ClientCertificateCredentialBuilder::send_certificate_chain)
 /// adds the `x5c` chain for subject name + issuer authentication.
 ///
@@ -193,7 +194,8 @@ impl ClientCertificateCredentialBuilder {
     }
 
     /// The signature algorithm. Default [`AssertionAlgorithm::Ps256`]; use
-    /// [`AssertionAlgorithm::Rs256`] for AD FS.
+    /// [`AssertionAlgorithm::Rs256`] for identity providers or older set-ups that expect RS256
+    /// with a SHA-1 `x5t`.
     pub fn algorithm(mut self, algorithm: AssertionAlgorithm) -> Self {
         self.algorithm = algorithm;
         self

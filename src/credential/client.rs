@@ -16,7 +16,6 @@ pub(crate) enum ClientAuth<'a> {
     /// `client_secret`.
     Secret(&'a str),
     /// `client_assertion` (a signed JWT or a federated token) with the jwt-bearer type.
-    #[allow(dead_code)] // used by the certificate and federated credentials
     Assertion(&'a str),
 }
 
@@ -36,11 +35,18 @@ macro_rules! confidential_client_builder_methods {
             self
         }
 
-        /// The `reqwest::Client` to send token requests with (proxies, TLS roots). Build it
-        /// with `.redirect(reqwest::redirect::Policy::none())`: a token endpoint never
-        /// redirects, and a followed redirect is refused as an error.
-        pub fn http_client(mut self, client: reqwest::Client) -> Self {
-            self.options.http_client = Some(client);
+        /// The HTTP client for token requests, as a `reqwest::ClientBuilder`: configure
+        /// proxies, TLS roots, etc. on the builder.
+        ///
+        /// The credential always sets `.redirect(reqwest::redirect::Policy::none())` on it (a
+        /// token endpoint never redirects, and following a 307/308 would re-send the client
+        /// secret or assertion to the redirect target; a redirect is an
+        /// [`InvalidResponse`](crate::TokenErrorKind::InvalidResponse) error) and a connect
+        /// timeout (at most the request [`timeout`](Self::timeout), 10 s at most) before
+        /// building it. If it cannot be built, `build()` returns a
+        /// [`Configuration`](crate::TokenErrorKind::Configuration) error.
+        pub fn http_client(mut self, builder: reqwest::ClientBuilder) -> Self {
+            self.options.http_client = Some(builder);
             self
         }
     };
@@ -48,11 +54,12 @@ macro_rules! confidential_client_builder_methods {
 pub(crate) use confidential_client_builder_methods;
 
 /// Builder options shared by the credential builders.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ConfidentialClientOptions {
     pub(crate) authority_host: String,
     pub(crate) timeout: Duration,
-    pub(crate) http_client: Option<reqwest::Client>,
+    /// Built by [`Transport::new`], which always forbids redirects.
+    pub(crate) http_client: Option<reqwest::ClientBuilder>,
 }
 
 impl Default for ConfidentialClientOptions {

@@ -1,6 +1,7 @@
 //! [`EnvironmentCredential`]: configuration from the Azure SDK's environment variables.
 
 use futures::future::BoxFuture;
+use zeroize::Zeroizing;
 
 use crate::credential::{
     ClientCertificate, ClientCertificateCredential, ClientSecretCredential, Credential,
@@ -53,11 +54,65 @@ enum Inner {
     Workload(WorkloadIdentityCredential),
 }
 
+const TENANT_ID: &str = "AZURE_TENANT_ID";
+const CLIENT_ID: &str = "AZURE_CLIENT_ID";
+const AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
 const SECRET: &str = "AZURE_CLIENT_SECRET";
 const CERT_PATH: &str = "AZURE_CLIENT_CERTIFICATE_PATH";
 const CERT_PASSWORD: &str = "AZURE_CLIENT_CERTIFICATE_PASSWORD";
 const SEND_CHAIN: &str = "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN";
-const TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
+pub(crate) const TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
+
+/// Configuration read from environment variables (or a lookup standing in for them), with the
+/// ids and authority host every credential reads.
+pub(crate) struct EnvVars<F> {
+    lookup: F,
+}
+
+impl<F: Fn(&str) -> Option<String>> EnvVars<F> {
+    pub(crate) fn new(lookup: F) -> Self {
+        EnvVars { lookup }
+    }
+
+    /// The variable, if set and not blank.
+    pub(crate) fn var(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// The variable as set (only an empty value counts as unset), for a secret held in memory
+    /// that is zeroed on drop.
+    pub(crate) fn secret(&self, name: &str) -> Option<Zeroizing<String>> {
+        (self.lookup)(name)
+            .map(Zeroizing::new)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The variable, or an error naming it followed by `advice`.
+    pub(crate) fn required(&self, name: &str, advice: &str) -> Result<String, TokenError> {
+        self.var(name).ok_or_else(|| {
+            TokenError::configuration(format!(
+                "the environment variable {name} is missing or empty; {advice}"
+            ))
+        })
+    }
+
+    /// `AZURE_TENANT_ID` and `AZURE_CLIENT_ID`, both required.
+    pub(crate) fn ids(
+        &self,
+        tenant_advice: &str,
+        client_advice: &str,
+    ) -> Result<(String, String), TokenError> {
+        Ok((
+            self.required(TENANT_ID, tenant_advice)?,
+            self.required(CLIENT_ID, client_advice)?,
+        ))
+    }
+
+    /// `AZURE_AUTHORITY_HOST`, optional.
+    pub(crate) fn authority_host(&self) -> Option<String> {
+        self.var(AUTHORITY_HOST)
+    }
+}
 
 impl EnvironmentCredential {
     /// Reads the process environment.
@@ -67,28 +122,17 @@ impl EnvironmentCredential {
 
     /// Reads variables through `lookup` (for tests and for configuration held elsewhere).
     pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, TokenError> {
-        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let required = |name: &str, what: &str| {
-            var(name).ok_or_else(|| {
-                TokenError::configuration(format!(
-                    "the environment variable {name} is missing or empty; set it to {what}"
-                ))
-            })
-        };
-        let tenant_id = required(
-            "AZURE_TENANT_ID",
-            "the Directory (tenant) ID from the app registration's Overview page",
+        let env = EnvVars::new(lookup);
+        let (tenant_id, client_id) = env.ids(
+            "set it to the Directory (tenant) ID from the app registration's Overview page",
+            "set it to the Application (client) ID from the app registration's Overview page",
         )?;
-        let client_id = required(
-            "AZURE_CLIENT_ID",
-            "the Application (client) ID from the app registration's Overview page",
-        )?;
-        let authority_host = var("AZURE_AUTHORITY_HOST");
-        let secret = var(SECRET);
-        let cert_path = var(CERT_PATH);
+        let authority_host = env.authority_host();
+        let secret = env.var(SECRET);
+        let cert_path = env.var(CERT_PATH);
         // A password may legitimately be blank; its presence is what matters.
-        let cert_password = lookup(CERT_PASSWORD).filter(|p| !p.is_empty());
-        let send_chain = var(SEND_CHAIN);
+        let cert_password = env.secret(CERT_PASSWORD);
+        let send_chain = env.var(SEND_CHAIN);
 
         if secret.is_some() && cert_path.is_some() {
             return Err(TokenError::configuration(format!(
@@ -128,8 +172,11 @@ impl EnvironmentCredential {
                     )));
                 }
             };
-            let certificate = ClientCertificate::from_file(&path, cert_password.as_deref())
-                .map_err(|e| TokenError::configuration(format!("{CERT_PATH}: {}", e.message())))?;
+            let certificate = ClientCertificate::from_file(
+                &path,
+                cert_password.as_deref().map(String::as_str),
+            )
+            .map_err(|e| TokenError::configuration(format!("{CERT_PATH}: {}", e.message())))?;
             let mut builder =
                 ClientCertificateCredential::builder(tenant_id, client_id, certificate)
                     .send_certificate_chain(send_chain);
@@ -140,7 +187,7 @@ impl EnvironmentCredential {
                 inner: Inner::Certificate(builder.build()?),
             });
         }
-        if let Some(file) = var(TOKEN_FILE) {
+        if let Some(file) = env.var(TOKEN_FILE) {
             let mut builder = WorkloadIdentityCredential::builder(tenant_id, client_id, file);
             if let Some(host) = authority_host {
                 builder = builder.authority_host(host);

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use futures::future::BoxFuture;
 
 use crate::credential::confidential_client_builder_methods;
+use crate::credential::environment::{EnvVars, TOKEN_FILE};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
@@ -70,19 +71,12 @@ impl WorkloadIdentityCredential {
     }
 
     pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, TokenError> {
-        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let required = |name: &str| {
-            var(name).ok_or_else(|| {
-                TokenError::configuration(format!(
-                    "the environment variable {name} is missing or empty; workload identity needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_FEDERATED_TOKEN_FILE (the AKS webhook sets them when the pod's service account is annotated with azure.workload.identity/client-id and the pod is labelled azure.workload.identity/use: \"true\")"
-                ))
-            })
-        };
-        let tenant_id = required("AZURE_TENANT_ID")?;
-        let client_id = required("AZURE_CLIENT_ID")?;
-        let file = required("AZURE_FEDERATED_TOKEN_FILE")?;
+        const ADVICE: &str = "workload identity needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_FEDERATED_TOKEN_FILE (the AKS webhook sets them when the pod's service account is annotated with azure.workload.identity/client-id and the pod is labelled azure.workload.identity/use: \"true\")";
+        let env = EnvVars::new(lookup);
+        let (tenant_id, client_id) = env.ids(ADVICE, ADVICE)?;
+        let file = env.required(TOKEN_FILE, ADVICE)?;
         let mut builder = Self::builder(tenant_id, client_id, file);
-        if let Some(host) = var("AZURE_AUTHORITY_HOST") {
+        if let Some(host) = env.authority_host() {
             builder = builder.authority_host(host);
         }
         builder.build()

@@ -1,0 +1,190 @@
+//! [`TokenProviderBuilder`]: margins, retries, jitter and client capabilities, checked once.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+
+use super::{Counters, FetchState, Shared_, TokenProvider};
+use crate::challenge::capabilities_claims;
+use crate::credential::Credential;
+use crate::error::{TokenError, TokenErrorKind};
+
+/// No duration setting goes beyond this: larger values only overflow timer arithmetic.
+const MAX_SETTING: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone)]
+pub(super) struct ProviderOptions {
+    pub(super) expiry_margin: Duration,
+    pub(super) max_attempts: u32,
+    pub(super) initial_backoff: Duration,
+    pub(super) max_backoff: Duration,
+    pub(super) refresh_jitter: Duration,
+}
+
+impl Default for ProviderOptions {
+    fn default() -> Self {
+        ProviderOptions {
+            expiry_margin: Duration::from_secs(30),
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            refresh_jitter: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Builds a [`TokenProvider`].
+pub struct TokenProviderBuilder {
+    credential: Arc<dyn Credential>,
+    scope: String,
+    options: ProviderOptions,
+    client_capabilities: Vec<String>,
+}
+
+impl TokenProviderBuilder {
+    pub(super) fn new(credential: Arc<dyn Credential>, scope: String) -> Self {
+        TokenProviderBuilder {
+            credential,
+            scope,
+            options: ProviderOptions::default(),
+            client_capabilities: Vec::new(),
+        }
+    }
+
+    /// A token is used until this long before it expires (capped at a quarter of its lifetime),
+    /// so that it does not expire in flight. Default 30 s; at most 1 h.
+    pub fn expiry_margin(mut self, margin: Duration) -> Self {
+        self.options.expiry_margin = margin.min(MAX_SETTING);
+        self
+    }
+
+    /// How many times a token request is tried when no usable token is held and it fails
+    /// transiently (5xx, 429, timeouts, connection errors). Default 4; at least 1.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.options.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The first retry's backoff (doubled each time, up to [`max_backoff`](Self::max_backoff)).
+    /// Default 500 ms; at most 1 h.
+    pub fn initial_backoff(mut self, backoff: Duration) -> Self {
+        self.options.initial_backoff = backoff.min(MAX_SETTING);
+        self
+    }
+
+    /// The longest backoff between attempts, and the longest time a failed fetch's error is
+    /// handed out at once to callers with no usable token. Default 30 s; at most 1 h.
+    pub fn max_backoff(mut self, backoff: Duration) -> Self {
+        self.options.max_backoff = backoff.min(MAX_SETTING);
+        self
+    }
+
+    /// The most a refresh ahead is moved earlier at random (capped at a fifth of the refresh
+    /// window), so that a fleet started together does not refresh together. Default 60 s; at
+    /// most 1 h.
+    pub fn refresh_jitter(mut self, jitter: Duration) -> Self {
+        self.options.refresh_jitter = jitter.min(MAX_SETTING);
+        self
+    }
+
+    /// Declares client capabilities, sent with every token request as the `claims` parameter.
+    /// `["cp1"]` says this client handles Continuous Access Evaluation claims challenges, so
+    /// that Entra may issue long-lived (up to about 24 h) CAE tokens, which a resource revokes
+    /// at once when it must (`{"access_token":{"xms_cc":{"values":["cp1"]}}}`). Refresh still
+    /// follows Entra's `refresh_in`.
+    ///
+    /// Only declare `cp1` when 401 responses reach an [`EntraAuth`](crate::EntraAuth) layer
+    /// (or [`TokenProvider::token_with_claims`]) and requests can be replayed, e.g. with
+    /// `RetryOnChallenge` (feature `retry`).
+    ///
+    /// ```
+    /// # fn demo(credential: tower_entra::ClientSecretCredential) -> Result<(), tower_entra::TokenError> {
+    /// use tower_entra::TokenProvider;
+    ///
+    /// let provider = TokenProvider::builder(credential, "https://graph.microsoft.com/.default")
+    ///     .client_capabilities(["cp1"])
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn client_capabilities<I>(mut self, capabilities: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.client_capabilities = capabilities.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Checks the scope and builds the provider.
+    pub fn build(self) -> Result<TokenProvider, TokenError> {
+        check_scope(&self.scope)?;
+        Ok(TokenProvider {
+            shared: Arc::new(Shared_ {
+                credential: self.credential,
+                scope: self.scope,
+                capabilities: capabilities_claims(&self.client_capabilities),
+                current: ArcSwapOption::empty(),
+                state: Mutex::new(FetchState::default()),
+                options: self.options,
+                counters: Counters::default(),
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for TokenProviderBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenProviderBuilder")
+            .field("credential", &self.credential)
+            .field("scope", &self.scope)
+            .field("options", &self.options)
+            .field("client_capabilities", &self.client_capabilities)
+            .finish()
+    }
+}
+
+/// Client credentials take exactly one scope: `<application ID URI>/.default`.
+pub(crate) fn check_scope(scope: &str) -> Result<(), TokenError> {
+    const RULE: &str = "the client credentials flow takes exactly one scope, `<application ID URI>/.default` (e.g. `https://graph.microsoft.com/.default`); the permissions themselves are granted to the app registration, with admin consent";
+    let parts: Vec<&str> = scope.split_whitespace().collect();
+    let err =
+        |what: String| TokenError::new(TokenErrorKind::InvalidScope, format!("{what}: {RULE}"));
+    match parts.as_slice() {
+        [] => Err(err("the scope is empty".into())),
+        [one] => match one.strip_suffix("/.default") {
+            Some(resource) if !resource.is_empty() => Ok(()),
+            Some(_) => Err(err(format!("the scope {one:?} names no resource"))),
+            None => Err(err(format!("the scope {one:?} does not end in /.default"))),
+        },
+        many => Err(err(format!(
+            "the scope {scope:?} has {} scopes",
+            many.len()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_rules() {
+        assert!(check_scope("https://graph.microsoft.com/.default").is_ok());
+        assert!(check_scope("api://0000-1111/.default").is_ok());
+        for bad in [
+            "",
+            "https://graph.microsoft.com/User.Read",
+            "https://graph.microsoft.com/.default https://management.azure.com/.default",
+            "/.default",
+        ] {
+            let e = check_scope(bad).unwrap_err();
+            assert_eq!(e.kind(), TokenErrorKind::InvalidScope);
+            assert!(
+                e.to_string().contains("<application ID URI>/.default"),
+                "{e}"
+            );
+        }
+    }
+}

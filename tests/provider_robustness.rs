@@ -1,0 +1,221 @@
+//! The provider recovers from fetches that end badly, keeps the newest token, and does not let a
+//! resource that refuses every token turn requests into token requests.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use entra_emulator::{Emulator, Fault};
+use futures::future::BoxFuture;
+use http::StatusCode;
+use support::{SECRET, credential, get, http_client, setup, status};
+use tokio::time::Instant;
+use tower::retry::RetryLayer;
+use tower::{Layer, ServiceBuilder};
+use tower_entra::{
+    AccessToken, Credential, EntraAuthLayer, RetryOnChallenge, TokenError, TokenProvider,
+    TokenRequest,
+};
+
+/// A credential whose behaviour the test scripts: how long each request takes, and whether it
+/// panics.
+#[derive(Debug, Default)]
+struct Scripted {
+    calls: AtomicUsize,
+    panic_on_first: bool,
+}
+
+impl Credential for Scripted {
+    fn request_token<'a>(
+        &'a self,
+        request: TokenRequest<'a>,
+    ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        let with_claims = request.claims.is_some();
+        Box::pin(async move {
+            if self.panic_on_first && n == 0 {
+                panic!("a credential bug");
+            }
+            // An ordinary request is slow, a claims request fast.
+            let (delay, name) = if with_claims {
+                (1, "claims")
+            } else {
+                (10, "plain")
+            };
+            tokio::time::sleep(Duration::from_secs(delay)).await;
+            AccessToken::new(format!("{name}-{n}"), Duration::from_secs(3600))
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_fetch_does_not_wedge_the_provider() {
+    let provider = TokenProvider::new(
+        Scripted {
+            panic_on_first: true,
+            ..Default::default()
+        },
+        "api://x/.default",
+    )
+    .unwrap();
+    let e = provider.token().await.unwrap_err();
+    assert!(e.to_string().contains("panicked"), "{e}");
+    // The next caller starts a new fetch instead of joining the dead one.
+    tokio::time::advance(Duration::from_secs(31)).await;
+    let token = provider.token().await.expect("the provider stayed wedged");
+    assert_eq!(token.secret(), "plain-1");
+}
+
+#[test]
+fn a_call_outside_a_runtime_does_not_wedge_the_provider() {
+    let provider = TokenProvider::new(Scripted::default(), "api://x/.default").unwrap();
+    let e = futures::FutureExt::now_or_never(provider.token())
+        .expect("immediate")
+        .unwrap_err();
+    assert!(e.to_string().contains("tokio runtime"), "{e}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let token = runtime.block_on(provider.token()).expect("wedged");
+    assert_eq!(token.secret(), "plain-0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_ordinary_fetch_never_replaces_a_later_claims_token() {
+    let provider = TokenProvider::new(Scripted::default(), "api://x/.default").unwrap();
+    let cold = tokio::spawn({
+        let p = provider.clone();
+        async move { p.token().await }
+    });
+    tokio::task::yield_now().await;
+    // Started after the ordinary fetch, finished before it.
+    let claims = provider
+        .token_with_claims(r#"{"access_token":{"nbf":{"essential":true,"value":"1"}}}"#)
+        .await
+        .unwrap();
+    assert_eq!(claims.secret(), "claims-1");
+    let plain = cold.await.unwrap().unwrap();
+    assert_eq!(plain.secret(), "plain-0");
+    assert_eq!(
+        provider.token().await.unwrap().secret(),
+        "claims-1",
+        "the older fetch overwrote the claims token"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_waiting_on_a_refresh_ahead_get_its_retries() {
+    let s = setup().await;
+    s.emulator.set_token_lifetime(Duration::from_secs(3600));
+    let first = s.provider.token().await.unwrap();
+    // The refresh ahead takes long enough for the held token to stop being usable, and fails.
+    s.emulator.set_latency(Duration::from_secs(400));
+    s.emulator.push_fault(Fault::status(503));
+    tokio::time::advance(Duration::from_secs(3301)).await;
+    assert!(s.provider.token().await.unwrap().same_token(&first));
+    tokio::time::advance(Duration::from_secs(300)).await;
+    assert!(Instant::now() >= first.expires_at() - Duration::from_secs(30));
+    // This caller joins the refresh in flight; its 503 is retried, not handed out.
+    let token = s
+        .provider
+        .token()
+        .await
+        .expect("the refresh's 503 reached a waiter");
+    assert!(!token.same_token(&first));
+    assert_eq!(s.emulator.token_requests(), 3);
+}
+
+#[tokio::test]
+async fn a_resource_that_refuses_every_token_costs_one_renewal_per_interval() {
+    let s = setup().await;
+    // A Graph token at the demo API: refused (wrong audience) every time.
+    let graph = TokenProvider::new(
+        credential(&s.emulator, &s.app, SECRET),
+        "https://graph.microsoft.com/.default",
+    )
+    .unwrap();
+    let mut service = ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryOnChallenge::new()))
+        .layer(EntraAuthLayer::new(graph.clone()))
+        .service(http_client());
+    let url = s.emulator.demo_api_url();
+    for _ in 0..10 {
+        assert_eq!(
+            status(&mut service, get(&url)).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The first refusal dropped the token and replayed once with a new one; the rest were
+    // answered as they came, without new token requests or replays.
+    assert_eq!(s.emulator.token_requests(), 2);
+    assert_eq!(s.emulator.api_requests(), 11);
+    assert_eq!(graph.stats().invalidations, 1);
+}
+
+#[tokio::test]
+async fn no_replay_for_a_request_sent_without_a_token() {
+    let s = setup().await;
+    let mut service = ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryOnChallenge::new()))
+        .layer(
+            EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["graph.microsoft.com"])
+                .unlisted_hosts(tower_entra::UnlistedHost::SendWithoutToken),
+        )
+        .service(http_client());
+    let url = s.emulator.demo_api_url();
+    assert_eq!(
+        status(&mut service, get(&url)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        s.emulator.api_requests(),
+        1,
+        "a tokenless request was replayed"
+    );
+    assert_eq!(s.emulator.token_requests(), 0);
+}
+
+#[tokio::test]
+async fn a_failed_claims_fetch_still_returns_the_apis_answer() {
+    let s = support::setup_with(true).await;
+    let mut service = EntraAuthLayer::new(s.provider.clone()).layer(http_client());
+    let url = s.emulator.demo_api_url();
+    assert_eq!(status(&mut service, get(&url)).await, StatusCode::OK);
+    s.emulator.cae_revoke();
+    s.emulator.push_fault(Fault::status(400).body(
+        r#"{"error":"invalid_request","error_description":"AADSTS90100: claims","error_codes":[90100]}"#,
+    ));
+    // The claims challenge's token request fails; the caller still gets the 401, not an error.
+    assert_eq!(
+        status(&mut service, get(&url)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        s.provider.stats().last_error.unwrap().aadsts_codes(),
+        &[90100]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn absurd_builder_durations_do_not_panic() {
+    let s = setup().await;
+    let provider = TokenProvider::builder(
+        credential(&s.emulator, &s.app, SECRET),
+        Emulator::DEMO_API_SCOPE,
+    )
+    .initial_backoff(Duration::MAX)
+    .max_backoff(Duration::MAX)
+    .expiry_margin(Duration::MAX)
+    .refresh_jitter(Duration::MAX)
+    .build()
+    .unwrap();
+    // A 500, then a retry after the (clamped) backoff: no overflow anywhere on the way.
+    s.emulator.push_fault(Fault::status(500));
+    provider.token().await.expect("the retry did not happen");
+    provider.token().await.unwrap();
+    assert_eq!(s.emulator.token_requests(), 2);
+}

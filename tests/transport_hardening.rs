@@ -1,0 +1,227 @@
+//! The token request's transport, against raw servers on 127.0.0.1: a redirecting token endpoint
+//! never receives a second POST of the secret, a caller's `reqwest::ClientBuilder` is used, and
+//! the request body holding the client secret is zeroed before its memory is freed.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use entra_emulator::{App, Emulator};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tower_entra::{ClientSecretCredential, Credential, TokenErrorKind, TokenRequest};
+
+const TENANT: &str = "contoso.onmicrosoft.com";
+const CLIENT: &str = "00000000-0000-0000-0000-000000000001";
+const SCOPE: &str = "https://graph.microsoft.com/.default";
+
+/// Frees of memory that still holds [`NEEDLE`] while [`SCANNING`] is on.
+static LEAKED: AtomicUsize = AtomicUsize::new(0);
+static SCANNING: AtomicBool = AtomicBool::new(false);
+/// A client secret made of characters that form encoding leaves alone, so that it appears
+/// verbatim in the request body.
+const NEEDLE: &[u8] = b"Zq8-needle.secret_that-must-be-zeroed-before-free";
+
+/// The system allocator, checking each freed block for the secret while scanning is on.
+/// `realloc` is the trait's default (alloc, copy, dealloc), so a moved block is checked too.
+struct ScanningAllocator;
+
+unsafe impl GlobalAlloc for ScanningAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if SCANNING.load(Ordering::Relaxed) && layout.size() >= NEEDLE.len() {
+            // Volatile reads: the block may hold bytes never written through Rust.
+            let byte = |i: usize| unsafe { ptr.add(i).read_volatile() };
+            let found = (0..=layout.size() - NEEDLE.len())
+                .any(|start| (0..NEEDLE.len()).all(|i| byte(start + i) == NEEDLE[i]));
+            if found {
+                LEAKED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: ScanningAllocator = ScanningAllocator;
+
+/// Reads one HTTP/1.1 request (headers and a `Content-Length` body) into `buf`; its length.
+async fn read_request(stream: &mut TcpStream, buf: &mut [u8]) -> usize {
+    let mut len = 0;
+    loop {
+        let n = stream.read(&mut buf[len..]).await.unwrap_or(0);
+        if n == 0 {
+            return len;
+        }
+        len += n;
+        let seen = &buf[..len];
+        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&seen[..end]).unwrap_or_default();
+            let body_len = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if len >= end + 4 + body_len {
+                return len;
+            }
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+const TOKEN_RESPONSE: &str =
+    r#"{"token_type":"Bearer","expires_in":3599,"access_token":"header.payload.signature"}"#;
+
+async fn respond(stream: &mut TcpStream, status_line: &str, extra_headers: &str, body: &str) {
+    let response = format!(
+        "HTTP/1.1 {status_line}\r\n{extra_headers}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// A server that answers every request with a token, and counts the requests with the secret.
+async fn thief() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(AtomicUsize::new(0));
+    let count = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            // Any connection at all is a failure: count it before reading.
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut buf = vec![0u8; 64 * 1024];
+            read_request(&mut stream, &mut buf).await;
+            respond(&mut stream, "200 OK", "", TOKEN_RESPONSE).await;
+        }
+    });
+    (port, received)
+}
+
+#[tokio::test]
+async fn a_redirecting_token_endpoint_never_gets_the_secret_re_posted_elsewhere() {
+    for status in ["307 Temporary Redirect", "308 Permanent Redirect"] {
+        let (thief_port, stolen) = thief().await;
+        let endpoint = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint_port = endpoint.local_addr().unwrap().port();
+        let asked = Arc::new(AtomicUsize::new(0));
+        let count = asked.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = endpoint.accept().await {
+                let mut buf = vec![0u8; 64 * 1024];
+                let n = read_request(&mut stream, &mut buf).await;
+                assert!(contains(&buf[..n], b"client_secret=redirect-secret"));
+                count.fetch_add(1, Ordering::SeqCst);
+                let location = format!("Location: http://127.0.0.1:{thief_port}/steal\r\n");
+                respond(&mut stream, status, &location, "").await;
+            }
+        });
+
+        // A caller-configured builder, as a proxy or TLS set-up would pass one.
+        let credential = ClientSecretCredential::builder(TENANT, CLIENT, "redirect-secret")
+            .authority_host(format!("http://127.0.0.1:{endpoint_port}"))
+            .timeout(Duration::from_secs(10))
+            .http_client(reqwest::Client::builder().user_agent("transport-hardening"))
+            .build()
+            .unwrap();
+        let e = credential
+            .request_token(TokenRequest::new(SCOPE))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), TokenErrorKind::InvalidResponse, "{status}: {e}");
+        assert!(e.to_string().contains("redirect"), "{status}: {e}");
+        assert!(!e.to_string().contains("redirect-secret"), "{e}");
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "{status}");
+        // Give a followed redirect every chance to arrive.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            stolen.load(Ordering::SeqCst),
+            0,
+            "{status}: the redirect was followed and the form re-sent to its target"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_callers_client_builder_is_used() {
+    let emulator = Emulator::start().await;
+    let app = emulator.register_app(&emulator.tenant_id(), App::new("builder").with_secret("s3"));
+    let credential = ClientSecretCredential::builder(&app.tenant_id, &app.client_id, "s3")
+        .authority_host(emulator.authority_host())
+        .http_client(reqwest::Client::builder().user_agent("transport-hardening"))
+        .build()
+        .unwrap();
+    credential
+        .request_token(TokenRequest::new(Emulator::DEMO_API_SCOPE))
+        .await
+        .unwrap();
+    assert_eq!(emulator.token_requests(), 1);
+
+    // A builder that cannot be built is a configuration error at build time.
+    let e = ClientSecretCredential::builder(TENANT, CLIENT, "s3")
+        .http_client(
+            reqwest::Client::builder()
+                .min_tls_version(reqwest::tls::Version::TLS_1_3)
+                .max_tls_version(reqwest::tls::Version::TLS_1_2),
+        )
+        .build()
+        .unwrap_err();
+    assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
+    assert!(e.to_string().contains("HTTP client"), "{e}");
+}
+
+/// Plain-http loopback: hyper writes the body `Bytes` with vectored writes (no copy of its own),
+/// so every freed copy of the secret on the client side is one this crate made.
+#[tokio::test]
+async fn the_request_body_with_the_secret_is_zeroed_before_it_is_freed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        // The server's own copy of the secret is zeroed too, so that only the client's count.
+        let mut buf = zeroize::Zeroizing::new(vec![0u8; 64 * 1024]);
+        let n = read_request(&mut stream, &mut buf).await;
+        let sent = contains(&buf[..n], NEEDLE);
+        respond(&mut stream, "200 OK", "", TOKEN_RESPONSE).await;
+        sent
+    });
+
+    SCANNING.store(true, Ordering::SeqCst);
+    let secret = String::from_utf8(NEEDLE.to_vec()).unwrap();
+    let credential = ClientSecretCredential::builder(TENANT, CLIENT, secret)
+        .authority_host(format!("http://127.0.0.1:{port}"))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let token = credential
+        .request_token(TokenRequest::new(SCOPE))
+        .await
+        .unwrap();
+    assert_eq!(token.secret(), "header.payload.signature");
+    assert!(server.await.unwrap(), "the secret was not sent");
+    drop(credential);
+    // Let the connection pool notice the closed connection and drop its buffers.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    SCANNING.store(false, Ordering::SeqCst);
+    assert_eq!(
+        LEAKED.load(Ordering::SeqCst),
+        0,
+        "memory holding the client secret was freed without being zeroed"
+    );
+}
