@@ -42,21 +42,59 @@ pub enum UnlistedHost {
 pub(crate) enum HostPattern {
     Exact(String),
     Subdomains(String),
+    /// Not a host pattern: matches nothing, and makes the layer refuse every request with an
+    /// error saying why, so that the mistake shows at the first request.
+    Invalid {
+        pattern: String,
+        why: &'static str,
+    },
 }
 
 impl HostPattern {
     /// Reads `graph.microsoft.com`, `*.blob.core.windows.net`, `127.0.0.1`, `[::1]`, or a URL
     /// (`https://graph.microsoft.com/`), whose host is taken.
     pub(crate) fn parse(pattern: &str) -> HostPattern {
-        let pattern = pattern.trim();
-        let host = match url::Url::parse(pattern) {
-            Ok(u) if pattern.contains("://") => u.host_str().unwrap_or_default().to_owned(),
-            _ => pattern.to_owned(),
+        let input = pattern.trim();
+        // A URL: keep its authority (`https://*.vault.azure.net/` is not a parsable URL).
+        let host = match input.split_once("://") {
+            Some((_, rest)) => rest.split(['/', '?', '#']).next().unwrap_or_default(),
+            None => input,
         };
-        let host = normalize(&host);
-        match host.strip_prefix("*.") {
-            Some(suffix) => HostPattern::Subdomains(suffix.to_owned()),
-            None => HostPattern::Exact(host),
+        let host = normalize(host);
+        let invalid = |why| HostPattern::Invalid {
+            pattern: input.to_owned(),
+            why,
+        };
+        let (wildcard, name) = match host.strip_prefix("*.") {
+            Some(suffix) => (true, suffix),
+            None => (false, host.as_str()),
+        };
+        if name.is_empty() || name.starts_with('.') || name.contains("..") {
+            return invalid("it names no host");
+        }
+        if name.contains('*') {
+            return invalid("a wildcard may only be a leading `*.`");
+        }
+        if name.contains('@') || name.contains(char::is_whitespace) {
+            return invalid("a host has no user, path or spaces");
+        }
+        // IPv6 addresses have colons; anything else with one has a port.
+        if name.contains(':') && name.parse::<std::net::Ipv6Addr>().is_err() {
+            return invalid("hosts are compared without port: drop the `:port`");
+        }
+        if wildcard {
+            HostPattern::Subdomains(name.to_owned())
+        } else {
+            HostPattern::Exact(name.to_owned())
+        }
+    }
+
+    fn problem(&self) -> Option<String> {
+        match self {
+            HostPattern::Invalid { pattern, why } => Some(format!(
+                "the host pattern {pattern:?} is not valid ({why}); use a host such as `graph.microsoft.com`, or `*.vault.azure.net` for its subdomains"
+            )),
+            _ => None,
         }
     }
 
@@ -67,6 +105,7 @@ impl HostPattern {
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
         match self {
+            HostPattern::Invalid { .. } => false,
             HostPattern::Exact(h) => host.eq_ignore_ascii_case(h),
             HostPattern::Subdomains(suffix) => {
                 // Bytes, not str slices: a host is any &str here, and may not be ASCII.
@@ -93,6 +132,7 @@ impl fmt::Debug for HostPattern {
         match self {
             HostPattern::Exact(h) => f.write_str(h),
             HostPattern::Subdomains(s) => write!(f, "*.{s}"),
+            HostPattern::Invalid { pattern, .. } => write!(f, "invalid {pattern:?}"),
         }
     }
 }
@@ -168,6 +208,9 @@ pub(crate) struct Targets {
     unlisted: UnlistedHost,
     /// Where requests with a relative URI go (a tonic `Channel`'s endpoint).
     origin: Option<http::Uri>,
+    /// A configuration mistake (an invalid host pattern, an allow-list on a routed layer):
+    /// every request is refused with it.
+    mistake: Option<TokenError>,
 }
 
 #[derive(Clone, Debug)]
@@ -195,14 +238,21 @@ impl Targets {
             },
             unlisted: UnlistedHost::Refuse,
             origin: None,
+            mistake: None,
         }
     }
 
     pub(crate) fn routed(routes: ProviderRoutes) -> Self {
+        let mistake = routes
+            .routes
+            .iter()
+            .find_map(|(p, _)| p.problem())
+            .map(misconfigured);
         Targets {
             source: Source::Routed(routes),
             unlisted: UnlistedHost::Refuse,
             origin: None,
+            mistake,
         }
     }
 
@@ -212,8 +262,19 @@ impl Targets {
 
     /// Adds hosts to the allow-list (a routed layer's routes are its allow-list already).
     pub(crate) fn allow(&mut self, hosts: impl IntoIterator<Item = HostPattern>) {
-        if let Source::One { allow, .. } = &mut self.source {
-            allow.get_or_insert_with(Vec::new).extend(hosts);
+        match &mut self.source {
+            Source::One { allow, .. } => {
+                let list = allow.get_or_insert_with(Vec::new);
+                list.extend(hosts);
+                if let Some(problem) = list.iter().find_map(HostPattern::problem) {
+                    self.mistake.get_or_insert(misconfigured(problem));
+                }
+            }
+            Source::Routed(_) => {
+                self.mistake.get_or_insert(misconfigured(
+                    "allow_hosts was set on a routed layer, whose routes are its allow-list; add a route instead".to_owned(),
+                ));
+            }
         }
     }
 
@@ -265,6 +326,9 @@ impl Targets {
             // The common case needs no host: one provider, no allow-list, not plain http.
             return Decision::Attach(provider);
         }
+        if let Some(mistake) = &self.mistake {
+            return Decision::Refuse(mistake.clone());
+        }
         let host = match origin {
             Some(o) => o.host(),
             None => request.host(),
@@ -315,6 +379,13 @@ impl Targets {
     }
 }
 
+fn misconfigured(problem: String) -> TokenError {
+    TokenError::new(
+        TokenErrorKind::Configuration,
+        format!("the layer refuses every request: {problem}"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +411,19 @@ mod tests {
         // Not ASCII: no panic, no match.
         assert!(!HostPattern::parse("*.b").matches("xé"));
         assert!(HostPattern::parse("*.b").matches("é.b"));
+        assert!(HostPattern::parse("https://*.vault.azure.net/").matches("kv.vault.azure.net"));
+        for bad in [
+            "",
+            "*.",
+            "localhost:8080",
+            "a.*.b",
+            "https://",
+            "a..b",
+            "user@host",
+        ] {
+            let p = HostPattern::parse(bad);
+            assert!(p.problem().is_some(), "{bad:?} accepted as {p:?}");
+            assert!(!p.matches("localhost"));
+        }
     }
 }

@@ -73,7 +73,9 @@ impl EntraAuthLayer {
     /// Attaches tokens only to these hosts (`graph.microsoft.com`, `*.vault.azure.net` for
     /// every subdomain, `127.0.0.1`; compared without port). Requests to other hosts are
     /// refused, or sent without a token, as [`unlisted_hosts`](Self::unlisted_hosts) says.
-    /// Requests with a relative URI are judged by the [`origin`](Self::origin). Calls add up. Ignored by a [routed](Self::routed) layer, whose routes are its
+    /// Requests with a relative URI are judged by the [`origin`](Self::origin). Calls add up.
+    /// A pattern that is not a host (a port, a path, a wildcard other than a leading `*.`) makes
+    /// the layer refuse every request with a `Configuration` error naming it. Ignored by a [routed](Self::routed) layer, whose routes are its
     /// allow-list.
     ///
     /// ```

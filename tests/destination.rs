@@ -242,3 +242,36 @@ async fn one_client_routes_each_host_to_its_provider() {
         Some("Bearer token-for-https-management.azure.com-.default")
     );
 }
+
+#[tokio::test]
+async fn a_mistyped_allow_list_refuses_every_request_saying_why() {
+    let seen = Seen::default();
+    let provider = TokenProvider::new(ScopeEcho::default(), GRAPH).unwrap();
+    let layer = EntraAuthLayer::new(provider.clone()).allow_hosts(["graph.microsoft.com:443"]);
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(recording_client(seen.clone()));
+    let e = token_error(
+        svc.oneshot(get("https://graph.microsoft.com/v1.0/me"))
+            .await,
+    );
+    assert_eq!(e.kind(), TokenErrorKind::Configuration);
+    assert!(
+        e.to_string().contains("graph.microsoft.com:443") && e.to_string().contains("port"),
+        "{e}"
+    );
+    assert!(seen.lock().unwrap().is_empty());
+
+    // An allow-list on a routed layer would be silently ignored; it is an error instead.
+    let routed =
+        EntraAuthLayer::routed(ProviderRoutes::new().route("graph.microsoft.com", provider))
+            .allow_hosts(["graph.microsoft.com"]);
+    let svc = ServiceBuilder::new()
+        .layer(routed)
+        .service(recording_client(seen.clone()));
+    let e = token_error(
+        svc.oneshot(get("https://graph.microsoft.com/v1.0/me"))
+            .await,
+    );
+    assert!(e.to_string().contains("routed"), "{e}");
+}
