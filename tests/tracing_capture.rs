@@ -1,10 +1,13 @@
 //! A tracing subscriber captured in a test sees the token-fetch span with its fields, and no
 //! token or secret anywhere — not in events, spans, errors, or Debug output.
+//!
+//! One test per binary (process): tracing's callsite interest is global, and a parallel test
+//! running code with no subscriber can hide spans from this capture.
 
 mod support;
 
 use support::{SECRET, setup_with};
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceBuilder;
 use tower_entra::{EntraAuthLayer, TokenProvider};
 
 #[tokio::test]
@@ -73,27 +76,5 @@ async fn the_fetch_span_is_seen_and_no_token_or_secret_anywhere() {
     assert!(
         !out.contains("wrong-Secret-9"),
         "a client secret reached the log"
-    );
-}
-
-#[tokio::test]
-async fn no_events_on_the_cached_hot_path() {
-    let s = setup_with(false).await;
-    let client = support::http_client();
-    let service = ServiceBuilder::new()
-        .layer(EntraAuthLayer::new(s.provider.clone()))
-        .service(client);
-    let url = s.emulator.demo_api_url();
-    let get = || support::get(&url);
-    service.clone().oneshot(get()).await.unwrap();
-
-    let (capture, _guard) = support::LogCapture::start();
-    for _ in 0..10 {
-        service.clone().oneshot(get()).await.unwrap();
-    }
-    let out = capture.text();
-    assert!(
-        !out.contains("tower_entra") && !out.contains("entra_token_fetch"),
-        "{out}"
     );
 }
