@@ -225,3 +225,22 @@ async fn the_request_body_with_the_secret_is_zeroed_before_it_is_freed() {
         "memory holding the client secret was freed without being zeroed"
     );
 }
+
+#[test]
+fn a_builders_debug_shows_no_proxy_credentials_or_default_headers() {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-api-key", "header-secret-123".parse().unwrap());
+    let http = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all("http://proxyuser:proxy-pass-456@proxy.internal:3128").unwrap())
+        .default_headers(headers);
+    let builder = tower_entra::ClientSecretCredential::builder(
+        "contoso.onmicrosoft.com",
+        "client-id",
+        "client-secret-789",
+    )
+    .http_client(http);
+    let shown = format!("{builder:?}");
+    for secret in ["header-secret-123", "proxy-pass-456", "client-secret-789"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+}

@@ -54,12 +54,29 @@ macro_rules! confidential_client_builder_methods {
 pub(crate) use confidential_client_builder_methods;
 
 /// Builder options shared by the credential builders.
-#[derive(Debug)]
 pub(crate) struct ConfidentialClientOptions {
     pub(crate) authority_host: String,
     pub(crate) timeout: Duration,
     /// Built by [`Transport::new`], which always forbids redirects.
     pub(crate) http_client: Option<reqwest::ClientBuilder>,
+}
+
+impl std::fmt::Debug for ConfidentialClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the ClientBuilder itself: its default headers and proxy URLs may hold credentials.
+        f.debug_struct("ConfidentialClientOptions")
+            .field("authority_host", &self.authority_host)
+            .field("timeout", &self.timeout)
+            .field(
+                "http_client",
+                &if self.http_client.is_some() {
+                    "caller's builder"
+                } else {
+                    "default"
+                },
+            )
+            .finish()
+    }
 }
 
 impl Default for ConfidentialClientOptions {
