@@ -110,3 +110,43 @@ fn challenges(status: http::StatusCode, headers: &http::HeaderMap) -> Vec<&str> 
         .filter_map(|v| v.to_str().ok())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, headers: &[(&str, &str)]) -> http::Response<()> {
+        let mut r = http::Response::builder().status(status);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.body(()).unwrap()
+    }
+
+    #[test]
+    fn challenges_come_from_401s_and_grpc_unauthenticated_only() {
+        let challenge = ("www-authenticate", r#"Bearer error="invalid_token""#);
+        assert_eq!(response(401, &[challenge]).bearer_challenges().len(), 1);
+        assert_eq!(
+            response(200, &[("grpc-status", "16"), challenge])
+                .bearer_challenges()
+                .len(),
+            1
+        );
+        assert!(response(200, &[challenge]).bearer_challenges().is_empty());
+        assert!(
+            response(200, &[("grpc-status", "0"), challenge])
+                .bearer_challenges()
+                .is_empty()
+        );
+        assert!(response(403, &[challenge]).bearer_challenges().is_empty());
+    }
+
+    #[test]
+    fn the_renewed_mark_round_trips() {
+        let mut r = response(401, &[]);
+        assert!(!r.token_renewed());
+        r.mark_token_renewed();
+        assert!(r.token_renewed());
+    }
+}
