@@ -4,7 +4,7 @@
 //! request once with a new token.
 //!
 //! ```sh
-//! cargo run --example retry_timeout --features retry
+//! cargo run --example retry_timeout
 //! ```
 
 use std::time::Duration;

@@ -3,7 +3,8 @@
 //! from the in-process Entra emulator.
 //!
 //! ```sh
-//! cargo run --example tonic_client --features tonic
+//! cargo run --example tonic_client                   # token failures reach the caller as Unknown
+//! cargo run --example tonic_client --features tonic  # ... as Unauthenticated / Unavailable
 //! ```
 
 // tonic's interceptor signature returns Result<_, Status>.
@@ -62,14 +63,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))?;
     let channel = endpoint.connect().await?;
     // The generated client sends relative URIs: `.origin()` tells the layer where they go, so it
-    // can check https (or loopback). `.grpc()`: a token failure reaches the caller as
-    // Unauthenticated/Unavailable with a hint.
+    // can check https (or loopback).
     let channel = ServiceBuilder::new()
-        .layer(
-            EntraAuthLayer::new(provider)
-                .origin(endpoint.uri().clone())
-                .grpc(),
-        )
+        .layer(grpc_layer(provider, endpoint.uri()))
         .service(channel);
     let mut client = HealthClient::new(channel);
     let response = client.check(HealthCheckRequest::default()).await?;
@@ -86,11 +82,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let channel = endpoint.connect().await?;
     let mut client = HealthClient::new(
         ServiceBuilder::new()
-            .layer(
-                EntraAuthLayer::new(TokenProvider::new(bad, Emulator::DEMO_API_SCOPE)?)
-                    .origin(endpoint.uri().clone())
-                    .grpc(),
-            )
+            .layer(grpc_layer(
+                TokenProvider::new(bad, Emulator::DEMO_API_SCOPE)?,
+                endpoint.uri(),
+            ))
             .service(channel),
     );
     let status = client
@@ -104,4 +99,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         status.message()
     );
     Ok(())
+}
+
+/// With feature `tonic`, `.grpc()` makes a token failure reach the caller as
+/// `Unauthenticated` / `Unavailable` with the fix hint; without it, as `Unknown`.
+#[cfg(feature = "tonic")]
+fn grpc_layer(
+    provider: TokenProvider,
+    origin: &http::Uri,
+) -> tower::layer::util::Stack<EntraAuthLayer, tower_entra::tonic::GrpcStatusLayer> {
+    EntraAuthLayer::new(provider).origin(origin.clone()).grpc()
+}
+
+#[cfg(not(feature = "tonic"))]
+fn grpc_layer(provider: TokenProvider, origin: &http::Uri) -> EntraAuthLayer {
+    EntraAuthLayer::new(provider).origin(origin.clone())
 }

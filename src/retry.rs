@@ -1,5 +1,5 @@
 //! [`RetryOnChallenge`]: a `tower::retry::Policy` that replays a request once after a 401
-//! Bearer challenge (feature `retry`).
+//! Bearer challenge (feature `retry`, on by default).
 //!
 //! When an API refuses a token, [`EntraAuth`](crate::EntraAuth) has already acted by the time
 //! the 401 reaches this policy: `error="invalid_token"` dropped the token from the cache, and a

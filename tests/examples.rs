@@ -137,7 +137,10 @@ fn hyper_client_example_shares_one_token_request() {
 fn reqwest_client_example_serves_both_ways() {
     let stdout = run_ok("reqwest_client");
     assert!(stdout.contains("tower service: 200 OK"), "{stdout}");
-    assert!(stdout.contains("reqwest-middleware: 200 OK"), "{stdout}");
+    // The examples are built with this test's features.
+    if cfg!(feature = "reqwest-middleware") {
+        assert!(stdout.contains("reqwest-middleware: 200 OK"), "{stdout}");
+    }
     assert!(
         stdout.contains("token requests sent to Entra: 1"),
         "{stdout}"
@@ -148,8 +151,13 @@ fn reqwest_client_example_serves_both_ways() {
 fn tonic_client_example_checks_health_and_maps_token_errors() {
     let stdout = run_ok("tonic_client");
     assert!(stdout.contains("health check: Serving"), "{stdout}");
+    let code = if cfg!(feature = "tonic") {
+        "Unauthenticated"
+    } else {
+        "Unknown"
+    };
     assert!(
-        stdout.contains("with a wrong secret: Unauthenticated"),
+        stdout.contains(&format!("with a wrong secret: {code}")),
         "{stdout}"
     );
     assert!(stdout.contains("AADSTS7000215"), "{stdout}");

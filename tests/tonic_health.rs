@@ -167,6 +167,7 @@ async fn token_failures_reach_the_caller_as_unauthenticated_or_unavailable() {
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
+#[cfg(feature = "tonic")]
 #[tokio::test]
 async fn without_an_origin_relative_uris_get_no_token() {
     let s = setup().await;
