@@ -9,8 +9,9 @@
 //!    [allow-list](crate::EntraAuthLayer::allow_hosts) when there is one, or the
 //!    [route](ProviderRoutes) that matches. A host that nothing matches is refused, or sent
 //!    without a token with [`UnlistedHost::SendWithoutToken`].
-//! 3. A token goes over `https`, or plain `http` to a loopback address (for tests). Plain http
-//!    to any other host is refused with [`TokenErrorKind::UnsafeDestination`].
+//! 3. A token goes over `https`, or plain `http` to a loopback address (for tests). Anything
+//!    else (plain http to another host, another scheme, an origin without a scheme) is refused
+//!    with [`TokenErrorKind::UnsafeDestination`].
 //!
 //! A request with a relative URI (as tonic's generated clients send into a `Channel`, which
 //! adds the origin itself) names neither scheme nor host: it is judged by the layer's
@@ -314,16 +315,16 @@ impl Targets {
             Some(o) => o.scheme_str(),
             None => request.scheme(),
         };
-        let plain_http = scheme.is_some_and(|s| s.eq_ignore_ascii_case("http"));
+        let https = scheme.is_some_and(|s| s.eq_ignore_ascii_case("https"));
         if let (
             Source::One {
                 provider,
                 allow: None,
             },
-            false,
-        ) = (&self.source, plain_http)
+            true,
+        ) = (&self.source, https)
         {
-            // The common case needs no host: one provider, no allow-list, not plain http.
+            // The common case needs no host: one provider, no allow-list, https.
             return Decision::Attach(provider);
         }
         if let Some(mistake) = &self.mistake {
@@ -335,8 +336,10 @@ impl Targets {
         };
         let provider = match (&self.source, host) {
             (Source::One { provider, allow }, host) => match (allow, host) {
-                (None, _) | (Some(_), None) => Some(provider),
+                (None, _) => Some(provider),
                 (Some(list), Some(h)) => list.iter().any(|p| p.matches(h)).then_some(provider),
+                // No host to check against the allow-list.
+                (Some(_), None) => None,
             },
             (Source::Routed(routes), Some(h)) => routes.provider_for(h),
             (Source::Routed(_), None) => {
@@ -363,16 +366,21 @@ impl Targets {
                 )),
             };
         };
-        if !plain_http {
+        if https {
             return Decision::Attach(provider);
         }
+        let plain_http = scheme.is_some_and(|s| s.eq_ignore_ascii_case("http"));
         match host {
-            Some(h) if is_loopback_host(h) => Decision::Attach(provider),
+            Some(h) if plain_http && is_loopback_host(h) => Decision::Attach(provider),
             _ => Decision::Refuse(TokenError::new(
                 TokenErrorKind::UnsafeDestination,
                 format!(
-                    "refusing to send a bearer token over plain http to {}; use https (plain http is allowed only for loopback addresses)",
-                    host.unwrap_or("an unnamed host")
+                    "refusing to send a bearer token to {} over {}; use https (plain http is allowed only for loopback addresses)",
+                    host.unwrap_or("an unnamed host"),
+                    match scheme {
+                        Some(s) => format!("{s}://"),
+                        None => "an unknown scheme (an origin without one?)".to_owned(),
+                    }
                 ),
             )),
         }

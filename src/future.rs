@@ -47,6 +47,7 @@ pin_project! {
         Reauthorizing {
             acquire: Acquire,
             response: Option<S::Response>,
+            refused: AccessToken,
         },
         Failed {
             error: Option<TokenError>,
@@ -152,12 +153,18 @@ where
                             this.state.set(State::Reauthorizing {
                                 acquire,
                                 response: Some(response),
+                                refused: token,
                             });
                         }
                     }
                 }
-                StateProj::Reauthorizing { acquire, response } => {
-                    let renewed = ready!(Pin::new(acquire).poll(cx)).is_ok();
+                StateProj::Reauthorizing {
+                    acquire,
+                    response,
+                    refused,
+                } => {
+                    let renewed = ready!(Pin::new(acquire).poll(cx))
+                        .is_ok_and(|token| !token.same_token(refused));
                     let Some(mut response) = response.take() else {
                         return Poll::Ready(Err(Error::Token(TokenError::configuration(
                             "response future polled after completion",

@@ -132,11 +132,14 @@ impl Cached {
 
 #[derive(Default)]
 struct FetchState {
-    /// The ordinary (cold or ahead) fetch in flight, with its id.
-    inflight: Option<(u64, SharedFetch)>,
-    /// The claims fetch in flight, with its id and merged claims.
-    claims_inflight: Option<(u64, String, SharedFetch)>,
+    /// The ordinary (cold or ahead) fetch in flight.
+    inflight: Option<Inflight>,
+    /// The claims fetch in flight, with its merged claims.
+    claims_inflight: Option<(String, Inflight)>,
     next_id: u64,
+    /// A token is cached only if its fetch id is above this: the id of the last token an API
+    /// refused, so that no fetch started before the refusal brings back a token like it.
+    min_store_id: u64,
     /// No refresh ahead starts before this (backoff after a failed one).
     refresh_not_before: Option<Instant>,
     /// With no usable token, callers get this error at once until the instant (the backoff,
@@ -150,6 +153,20 @@ struct FetchState {
     last_claims: Option<(String, Instant)>,
 }
 
+/// A fetch in flight: its id, the future its waiters share, and its task, to tell a fetch that
+/// will finish from one whose task was dropped before it ran (a runtime shutting down).
+struct Inflight {
+    id: u64,
+    fetch: SharedFetch,
+    task: tokio::task::AbortHandle,
+}
+
+impl Inflight {
+    fn live(&self) -> Option<&SharedFetch> {
+        (!self.task.is_finished()).then_some(&self.fetch)
+    }
+}
+
 impl FetchState {
     fn next_id(&mut self) -> u64 {
         self.next_id += 1;
@@ -158,16 +175,21 @@ impl FetchState {
 
     /// Frees the slot of fetch `id`, if it still holds it.
     fn free(&mut self, id: u64) {
-        if self.inflight.as_ref().is_some_and(|(i, _)| *i == id) {
+        if self.inflight.as_ref().is_some_and(|f| f.id == id) {
             self.inflight = None;
         }
         if self
             .claims_inflight
             .as_ref()
-            .is_some_and(|(i, _, _)| *i == id)
+            .is_some_and(|(_, f)| f.id == id)
         {
             self.claims_inflight = None;
         }
+    }
+
+    /// The ordinary fetch in flight, if its task is still alive.
+    fn live_inflight(&self) -> Option<&SharedFetch> {
+        self.inflight.as_ref().and_then(Inflight::live)
     }
 }
 
@@ -286,17 +308,17 @@ impl TokenProvider {
             tracing::debug!(scope = %self.shared.scope, "token refused again within 30 s of the last drop; keeping it");
             return false;
         }
-        let current = self.shared.current.load();
-        if !current.as_ref().is_some_and(|c| c.token.same_token(token)) {
-            return false;
-        }
-        let prev = self
+        // Every store of `current` happens under the state lock, which is held here.
+        let Some(refused) = self
             .shared
             .current
-            .compare_and_swap(&*current, None::<Arc<Cached>>);
-        if !arc_swap::Guard::into_inner(prev).is_some_and(|p| p.token.same_token(token)) {
+            .load_full()
+            .filter(|c| c.token.same_token(token))
+        else {
             return false;
-        }
+        };
+        self.shared.current.store(None);
+        state.min_store_id = state.min_store_id.max(refused.id);
         state.last_invalidation = Some(now);
         self.shared
             .counters
@@ -337,15 +359,27 @@ impl TokenProvider {
 
     fn maybe_refresh_ahead(&self, now: Instant) {
         // Contended means another request is deciding right now; it will do.
-        let Ok(mut state) = self.shared.state.try_lock() else {
-            return;
+        let mut state = match self.shared.state.try_lock() {
+            Ok(state) => state,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
         };
-        if state.inflight.is_some() || state.refresh_not_before.is_some_and(|t| now < t) {
+        if state.live_inflight().is_some() || state.refresh_not_before.is_some_and(|t| now < t) {
+            return;
+        }
+        // A refresh may have landed since this request read the cache.
+        if self
+            .shared
+            .current
+            .load()
+            .as_ref()
+            .is_none_or(|c| now < c.refresh_at)
+        {
             return;
         }
         let id = state.next_id();
         // Without a runtime there is nothing to refresh on; the token is still usable.
-        let Ok(fetch) = spawn_fetch(self.shared.clone(), Mode::Ahead, id) else {
+        let Ok((fetch, task)) = spawn_fetch(self.shared.clone(), Mode::Ahead, id) else {
             return;
         };
         self.shared
@@ -353,12 +387,12 @@ impl TokenProvider {
             .refreshes_ahead
             .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(scope = %self.shared.scope, "token in its refresh window; refreshing in the background");
-        state.inflight = Some((id, fetch));
+        state.inflight = Some(Inflight { id, fetch, task });
     }
 
     fn join_or_start_fetch(&self) -> SharedFetch {
         let mut state = self.shared.lock_state();
-        if let Some((_, fetch)) = &state.inflight {
+        if let Some(fetch) = state.live_inflight() {
             return fetch.clone();
         }
         let now = Instant::now();
@@ -374,8 +408,12 @@ impl TokenProvider {
         tracing::debug!(scope = %self.shared.scope, "no usable token; fetching");
         let id = state.next_id();
         match spawn_fetch(self.shared.clone(), Mode::Cold, id) {
-            Ok(fetch) => {
-                state.inflight = Some((id, fetch.clone()));
+            Ok((fetch, task)) => {
+                state.inflight = Some(Inflight {
+                    id,
+                    fetch: fetch.clone(),
+                    task,
+                });
                 fetch
             }
             Err(e) => ready(Err(e)),
@@ -403,9 +441,18 @@ impl Shared_ {
             .map(|c| c.token.clone())
     }
 
-    /// Caches the token of fetch `id` unless a later-started fetch's token is cached.
-    fn store(&self, id: u64, claims: Option<String>, token: &AccessToken, now: Instant) {
-        let newer = self.current.load().as_ref().is_none_or(|c| c.id < id);
+    /// Caches the token of fetch `id` unless a later-started fetch's token is cached, or a
+    /// token at least as new was refused. `state` is the locked state: every store holds it.
+    fn store(
+        &self,
+        state: &FetchState,
+        id: u64,
+        claims: Option<String>,
+        token: &AccessToken,
+        now: Instant,
+    ) {
+        let newer =
+            id > state.min_store_id && self.current.load().as_ref().is_none_or(|c| c.id < id);
         if newer {
             let entry = Cached::new(&self.options, token, now, id, claims);
             self.current.store(Some(Arc::new(entry)));

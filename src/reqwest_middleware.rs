@@ -73,7 +73,7 @@ async fn react(
         Renewal::Renewed => true,
         // A failed claims fetch is in the provider's stats and logs; the caller gets the
         // API's own answer.
-        Renewal::Fetching(acquire) => acquire.await.is_ok(),
+        Renewal::Fetching(acquire) => acquire.await.is_ok_and(|t| !t.same_token(token)),
     }
 }
 

@@ -24,6 +24,10 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Builds the client from the caller's builder (proxies, TLS roots) or a default one, always
     /// with redirects off and a connect timeout.
     pub(crate) fn new(

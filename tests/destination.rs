@@ -275,3 +275,47 @@ async fn a_mistyped_allow_list_refuses_every_request_saying_why() {
     );
     assert!(e.to_string().contains("routed"), "{e}");
 }
+
+#[tokio::test]
+async fn only_https_or_loopback_http_is_trusted_whatever_the_scheme_source() {
+    let seen = Seen::default();
+    let provider = TokenProvider::new(ScopeEcho::default(), GRAPH).unwrap();
+    // Another scheme, and an origin that names no scheme: nothing says the token would be
+    // encrypted, so none is attached.
+    for (layer, uri) in [
+        (
+            EntraAuthLayer::new(provider.clone()),
+            "ws://graph.microsoft.com/socket",
+        ),
+        (
+            EntraAuthLayer::new(provider.clone())
+                .origin(http::Uri::from_static("grpc.contoso.com:50051")),
+            "/grpc.health.v1.Health/Check",
+        ),
+    ] {
+        let svc = ServiceBuilder::new()
+            .layer(layer)
+            .service(recording_client(seen.clone()));
+        let e = token_error(svc.oneshot(get(uri)).await);
+        assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination, "{uri}: {e}");
+        assert!(e.to_string().contains("https"), "{e}");
+    }
+    // An https origin is trusted for relative URIs.
+    let svc = ServiceBuilder::new()
+        .layer(
+            EntraAuthLayer::new(provider)
+                .origin(http::Uri::from_static("https://grpc.contoso.com")),
+        )
+        .service(recording_client(seen.clone()));
+    svc.oneshot(get("/grpc.health.v1.Health/Check"))
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0]
+            .1
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Bearer "))
+    );
+}

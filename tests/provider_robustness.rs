@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -218,4 +219,114 @@ async fn absurd_builder_durations_do_not_panic() {
     provider.token().await.expect("the retry did not happen");
     provider.token().await.unwrap();
     assert_eq!(s.emulator.token_requests(), 2);
+}
+
+#[test]
+fn a_fetch_whose_task_never_ran_does_not_wedge_the_provider() {
+    let provider = TokenProvider::new(Scripted::default(), "api://x/.default").unwrap();
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    {
+        // Start a fetch on a runtime that never runs it, then drop the runtime with it.
+        let _entered = first.enter();
+        assert!(futures::FutureExt::now_or_never(provider.token()).is_none());
+    }
+    drop(first);
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let token = second
+        .block_on(provider.token())
+        .expect("joined the fetch that never ran");
+    // The first fetch never reached the credential.
+    assert_eq!(token.secret(), "plain-0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fetch_started_before_a_refusal_does_not_bring_back_an_older_token() {
+    let provider = TokenProvider::builder(Scripted::default(), "api://x/.default")
+        .refresh_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
+    assert_eq!(provider.token().await.unwrap().secret(), "plain-0");
+    // A slow refresh ahead (10 s) starts...
+    tokio::time::advance(Duration::from_secs(3301)).await;
+    provider.token().await.unwrap();
+    tokio::task::yield_now().await;
+    // ...then a claims fetch lands (1 s), and the API refuses its token.
+    let claims = provider
+        .token_with_claims(r#"{"access_token":{"nbf":{"essential":true,"value":"1"}}}"#)
+        .await
+        .unwrap();
+    assert_eq!(claims.secret(), "claims-2");
+    provider.invalidate(&claims);
+    // The refresh that started before the refusal finishes; its token is not cached.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(
+        provider.token().await.unwrap().secret(),
+        "plain-3",
+        "a token fetched before the refusal came back"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn claims_challenges_with_changing_claims_cost_one_fetch_per_interval() {
+    let provider = TokenProvider::new(Scripted::default(), "api://x/.default").unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let api = tower::service_fn({
+        let served = served.clone();
+        move |_req: http::Request<String>| {
+            // Each answer challenges with different claims.
+            let n = served.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let claims = base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    format!(r#"{{"access_token":{{"nbf":{{"essential":true,"value":"{n}"}}}}}}"#),
+                );
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .status(401)
+                        .header(
+                            "www-authenticate",
+                            format!(r#"Bearer error="insufficient_claims", claims="{claims}""#),
+                        )
+                        .body(())
+                        .unwrap(),
+                )
+            }
+        }
+    });
+    let mut service = EntraAuthLayer::new(provider.clone()).layer(api);
+    for _ in 0..5 {
+        let request = http::Request::get("https://api.contoso.com/")
+            .body(String::new())
+            .unwrap();
+        let response = tower::ServiceExt::oneshot(&mut service, request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(provider.stats().claims_challenges, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_assertion_callback_times_out() {
+    let credential = tower_entra::ClientAssertionCredential::builder(
+        "contoso.onmicrosoft.com",
+        "00000000-0000-0000-0000-000000000001",
+        futures::future::pending::<Result<String, TokenError>>,
+    )
+    .timeout(Duration::from_secs(5))
+    .build()
+    .unwrap();
+    let e = credential
+        .request_token(TokenRequest::new("api://x/.default"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), tower_entra::TokenErrorKind::Timeout, "{e}");
+    assert!(e.to_string().contains("callback"), "{e}");
 }

@@ -124,6 +124,12 @@ impl ConfidentialClient {
         Some((&self.tenant_id, &self.client_id))
     }
 
+    /// The bound on one token request, also applied to work a credential does before it (an
+    /// assertion callback).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.transport.timeout()
+    }
+
     /// A `Debug` builder for the credential `name` with the ids and endpoint filled in; the
     /// credential adds its own (non-secret) fields.
     pub(crate) fn debug_struct<'a, 'b>(

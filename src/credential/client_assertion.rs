@@ -91,7 +91,20 @@ impl ClientAssertionCredential {
     }
 
     async fn fetch(&self, request: TokenRequest<'_>) -> Result<AccessToken, TokenError> {
-        let assertion = Zeroizing::new((self.callback)().await.map_err(callback_error)?);
+        // The callback is the caller's I/O (an OIDC endpoint, a file); bound it like the token
+        // request itself, so a hung callback cannot hold every waiting request forever.
+        let timeout = self.client.timeout();
+        let assertion = match tokio::time::timeout(timeout, (self.callback)()).await {
+            Ok(result) => Zeroizing::new(result.map_err(callback_error)?),
+            Err(_) => {
+                return Err(TokenError::new(
+                    TokenErrorKind::Timeout,
+                    format!(
+                        "the client assertion callback did not return within {timeout:?}; make it faster or raise the credential's timeout"
+                    ),
+                ));
+            }
+        };
         let assertion = assertion.trim();
         if assertion.is_empty() {
             return Err(TokenError::configuration(

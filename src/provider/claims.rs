@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 
 use super::fetch::{Mode, spawn_fetch};
-use super::{Acquire, FORCED_RENEWAL_INTERVAL, SharedFetch, TokenProvider, ready};
+use super::{
+    Acquire, FORCED_RENEWAL_INTERVAL, FetchState, Inflight, SharedFetch, TokenProvider, ready,
+};
 use crate::challenge::{Reaction, merge_claims, reaction};
 use crate::error::TokenError;
 use crate::token::AccessToken;
@@ -60,32 +62,33 @@ impl TokenProvider {
             }
         };
         let now = Instant::now();
-        {
-            let state = self.shared.lock_state();
-            // The cached token already answers these claims, and is not the refused one.
-            if let Some(c) = self.shared.current.load().as_ref() {
-                if c.claims.as_deref() == Some(merged.as_str())
-                    && !c.token.same_token(used)
-                    && now < c.usable_until
-                {
-                    return Renewal::Fetching(Acquire::Ready(Some(c.token.clone())));
-                }
-            }
-            // Asking Entra again for the same claims this soon would only get the same answer.
-            let recent = state
-                .last_claims
-                .as_ref()
-                .is_some_and(|(c, at)| *c == merged && now < *at + FORCED_RENEWAL_INTERVAL);
-            let joinable = state
-                .claims_inflight
-                .as_ref()
-                .is_some_and(|(_, c, _)| *c == merged);
-            if recent && !joinable {
-                tracing::debug!(scope = %self.shared.scope, "the same claims challenge within 30 s; not fetching again");
-                return Renewal::None;
+        // Checked and started under one lock, so that no other fetch lands in between.
+        let mut state = self.shared.lock_state();
+        // The cached token already answers these claims, and is not the refused one.
+        if let Some(c) = self.shared.current.load().as_ref() {
+            if c.claims.as_deref() == Some(merged.as_str())
+                && !c.token.same_token(used)
+                && now < c.usable_until
+            {
+                return Renewal::Fetching(Acquire::Ready(Some(c.token.clone())));
             }
         }
-        Renewal::Fetching(Acquire::Waiting(self.join_or_start_claims_fetch(merged)))
+        if let Some(fetch) = live_claims_fetch(&state, &merged) {
+            return Renewal::Fetching(Acquire::Waiting(fetch.clone()));
+        }
+        // One claims fetch per interval, whatever the claims: the API that sends challenges
+        // must not decide how many requests this app sends to Entra.
+        if state
+            .last_claims
+            .as_ref()
+            .is_some_and(|(_, at)| now < *at + FORCED_RENEWAL_INTERVAL)
+        {
+            tracing::debug!(scope = %self.shared.scope, "another claims challenge within 30 s; not fetching again");
+            return Renewal::None;
+        }
+        Renewal::Fetching(Acquire::Waiting(
+            self.start_claims_fetch(&mut state, merged, now),
+        ))
     }
 
     fn merged_claims(&self, claims: &str) -> Result<String, TokenError> {
@@ -98,14 +101,23 @@ impl TokenProvider {
 
     fn join_or_start_claims_fetch(&self, merged: String) -> SharedFetch {
         let mut state = self.shared.lock_state();
-        if let Some((_, claims, fetch)) = &state.claims_inflight {
-            if *claims == merged {
-                return fetch.clone();
-            }
+        if let Some(fetch) = live_claims_fetch(&state, &merged) {
+            return fetch.clone();
         }
+        self.start_claims_fetch(&mut state, merged, Instant::now())
+    }
+
+    /// Starts a claims fetch; `state` is the locked state.
+    fn start_claims_fetch(
+        &self,
+        state: &mut FetchState,
+        merged: String,
+        now: Instant,
+    ) -> SharedFetch {
         let id = state.next_id();
-        let fetch = match spawn_fetch(self.shared.clone(), Mode::Claims(merged.clone()), id) {
-            Ok(fetch) => fetch,
+        let (fetch, task) = match spawn_fetch(self.shared.clone(), Mode::Claims(merged.clone()), id)
+        {
+            Ok(started) => started,
             Err(e) => return ready(Err(e)),
         };
         self.shared
@@ -113,8 +125,24 @@ impl TokenProvider {
             .claims_challenges
             .fetch_add(1, Ordering::Relaxed);
         tracing::debug!(scope = %self.shared.scope, "claims challenge; fetching a token with the claims, bypassing the cache");
-        state.last_claims = Some((merged.clone(), Instant::now()));
-        state.claims_inflight = Some((id, merged, fetch.clone()));
+        state.last_claims = Some((merged.clone(), now));
+        state.claims_inflight = Some((
+            merged,
+            Inflight {
+                id,
+                fetch: fetch.clone(),
+                task,
+            },
+        ));
         fetch
     }
+}
+
+/// The claims fetch in flight for `merged`, if its task is alive.
+fn live_claims_fetch<'a>(state: &'a FetchState, merged: &str) -> Option<&'a SharedFetch> {
+    state
+        .claims_inflight
+        .as_ref()
+        .filter(|(claims, _)| claims == merged)
+        .and_then(|(_, f)| f.live())
 }

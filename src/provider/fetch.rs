@@ -42,7 +42,7 @@ pub(super) fn spawn_fetch(
     shared: Arc<Shared_>,
     mode: Mode,
     id: u64,
-) -> Result<SharedFetch, TokenError> {
+) -> Result<(SharedFetch, tokio::task::AbortHandle), TokenError> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
         TokenError::configuration(
             "TokenProvider fetches tokens on the tokio runtime, and none is running here; use it from within a tokio runtime (e.g. #[tokio::main])",
@@ -63,7 +63,8 @@ pub(super) fn spawn_fetch(
         duration_ms = tracing::field::Empty,
     );
     let task = runtime.spawn(run_fetch(shared, mode, id).instrument(span));
-    Ok(async move {
+    let handle = task.abort_handle();
+    let fetch = async move {
         task.await.unwrap_or_else(|e| {
             Err(TokenError::new(
                 TokenErrorKind::Connection,
@@ -76,11 +77,13 @@ pub(super) fn spawn_fetch(
         })
     }
     .boxed()
-    .shared())
+    .shared();
+    Ok((fetch, handle))
 }
 
-/// Frees the fetch's slot when the task ends in any way (a panic or a runtime shutting down
-/// included), so that the next caller starts a new fetch instead of joining a dead one.
+/// Frees the fetch's slot when the task ends after it started running (a panic included), so
+/// that the next caller starts a new fetch instead of joining a dead one. A task dropped before
+/// it ran never makes this guard; its slot reads as free because the task is finished.
 struct FreeSlot {
     shared: Arc<Shared_>,
     id: u64,
@@ -137,11 +140,11 @@ async fn run_fetch(shared: Arc<Shared_>, mode: Mode, id: u64) -> Result<AccessTo
     let mut state = shared.lock_state();
     match (&result, &mode) {
         (Ok(token), Mode::Claims(claims)) => {
-            shared.store(id, Some(claims.clone()), token, now);
+            shared.store(&state, id, Some(claims.clone()), token, now);
             state.last_error = None;
         }
         (Ok(token), Mode::Cold | Mode::Ahead) => {
-            shared.store(id, None, token, now);
+            shared.store(&state, id, None, token, now);
             state.refresh_not_before = None;
             state.cold_error = None;
             state.consecutive_failures = 0;
