@@ -4,7 +4,7 @@
 //! - A cached token is served by a lock-free read while `now < usable_until`
 //!   (`expires_at` minus a margin).
 //! - From `refresh_at` on (Entra's `refresh_in`, else 5 minutes or half the lifetime before
-//!   expiry, moved earlier by jitter), the first request that sees it starts one fetch in a spawned
+//!   expiry, moved earlier by jitter), a request that sees it starts one fetch in a spawned
 //!   task and goes on with the cached token. If that fetch fails the old token stays, and the
 //!   next attempt waits for a backoff (at least `Retry-After`).
 //! - With no usable token, every caller joins the one fetch in flight, or starts it. The fetch
@@ -214,7 +214,7 @@ pub struct ProviderStats {
     pub failures: u64,
     /// Refreshes started ahead of expiry while a valid token was held.
     pub refreshes_ahead: u64,
-    /// Tokens dropped by [`TokenProvider::invalidate`].
+    /// Tokens dropped because an API refused them (by the layer, or [`TokenProvider::invalidate`]).
     pub invalidations: u64,
     /// Token fetches started for a claims challenge (Continuous Access Evaluation).
     pub claims_challenges: u64,

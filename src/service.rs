@@ -29,7 +29,9 @@ use crate::provider::TokenProvider;
 /// carried from the cache; one that says `error="insufficient_claims"` with a `claims` value (a
 /// Continuous Access Evaluation challenge) makes the provider fetch a token carrying those
 /// claims before the response is returned. Either way the next request, or a replay by
-/// `RetryOnChallenge` (feature `retry`), carries a new token.
+/// `RetryOnChallenge` (feature `retry`), carries a new token, and the response is marked so;
+/// each kind of renewal happens at most once per 30 s, so an API that refuses every token gets
+/// its answer back unchanged in between.
 #[derive(Debug, Clone)]
 pub struct EntraAuth<S> {
     inner: S,

@@ -26,7 +26,8 @@ pub(crate) enum Renewal {
 impl TokenProvider {
     /// Fetches a new token carrying `claims` (the JSON object of a claims challenge, decoded;
     /// see [`BearerChallenge::claims`](crate::BearerChallenge::claims)), merged with the
-    /// client capabilities. The cache is bypassed; the new token replaces the cached one.
+    /// client capabilities. The cache is bypassed; the new token is cached unless a fetch started
+    /// later has already cached its own.
     /// Concurrent calls with the same claims share one request.
     ///
     /// [`EntraAuth`](crate::EntraAuth) calls this itself when an API answers 401
