@@ -80,6 +80,9 @@ struct Shared_ {
     state: Mutex<FetchState>,
     options: ProviderOptions,
     counters: Counters,
+    /// Outside the state lock, so that `stats()` never waits on it (a subscriber or health
+    /// check may call it while a fetch logs under the lock).
+    last_error: ArcSwapOption<TokenError>,
 }
 
 /// A token with the instants the hot path compares against.
@@ -146,7 +149,6 @@ struct FetchState {
     /// capped at `max_backoff`), so a broken configuration does not flood Entra.
     cold_error: Option<(Instant, TokenError)>,
     consecutive_failures: u32,
-    last_error: Option<TokenError>,
     /// When an API's refusal last dropped the cached token.
     last_invalidation: Option<Instant>,
     /// The merged claims of the last claims fetch, and when it started.
@@ -353,7 +355,7 @@ impl TokenProvider {
                 .load()
                 .as_ref()
                 .map(|c| c.token.expires_on()),
-            last_error: self.shared.lock_state().last_error.clone(),
+            last_error: self.shared.last_error.load_full().map(|e| (*e).clone()),
         }
     }
 

@@ -129,6 +129,7 @@ impl TokenProviderBuilder {
                 state: Mutex::new(FetchState::default()),
                 options: self.options,
                 counters: Counters::default(),
+                last_error: ArcSwapOption::empty(),
             }),
         })
     }

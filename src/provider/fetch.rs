@@ -141,24 +141,24 @@ async fn run_fetch(shared: Arc<Shared_>, mode: Mode, id: u64) -> Result<AccessTo
     match (&result, &mode) {
         (Ok(token), Mode::Claims(claims)) => {
             shared.store(&state, id, Some(claims.clone()), token, now);
-            state.last_error = None;
+            shared.last_error.store(None);
         }
         (Ok(token), Mode::Cold | Mode::Ahead) => {
             shared.store(&state, id, None, token, now);
             state.refresh_not_before = None;
             state.cold_error = None;
             state.consecutive_failures = 0;
-            state.last_error = None;
+            shared.last_error.store(None);
         }
         (Err(error), Mode::Claims(_)) => {
             tracing::warn!(error = %error, "token request with the claims of a claims challenge failed");
-            state.last_error = Some(error.clone());
+            shared.last_error.store(Some(Arc::new(error.clone())));
         }
         (Err(error), Mode::Cold | Mode::Ahead) => {
             state.consecutive_failures = state.consecutive_failures.saturating_add(1);
             let backoff = retry_delay(&shared.options, state.consecutive_failures, error);
             state.refresh_not_before = Some(now + backoff);
-            state.last_error = Some(error.clone());
+            shared.last_error.store(Some(Arc::new(error.clone())));
             if shared.usable(now).is_some() {
                 tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "refresh ahead of expiry failed; still using the cached token");
             } else {
