@@ -307,6 +307,7 @@ impl TokenProvider {
             .last_invalidation
             .is_some_and(|at| now < at + FORCED_RENEWAL_INTERVAL)
         {
+            drop(state);
             tracing::debug!(scope = %self.shared.scope, "token refused again within 30 s of the last drop; keeping it");
             return false;
         }
@@ -322,6 +323,7 @@ impl TokenProvider {
         self.shared.current.store(None);
         state.min_store_id = state.min_store_id.max(refused.id);
         state.last_invalidation = Some(now);
+        drop(state);
         self.shared
             .counters
             .invalidations
@@ -388,7 +390,6 @@ impl TokenProvider {
             .counters
             .refreshes_ahead
             .fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(scope = %self.shared.scope, "token in its refresh window; refreshing in the background");
         state.inflight = Some(Inflight { id, fetch, task });
     }
 
@@ -407,7 +408,6 @@ impl TokenProvider {
                 return ready(Err(error.clone()));
             }
         }
-        tracing::debug!(scope = %self.shared.scope, "no usable token; fetching");
         let id = state.next_id();
         match spawn_fetch(self.shared.clone(), Mode::Cold, id) {
             Ok((fetch, task)) => {

@@ -84,6 +84,7 @@ impl TokenProvider {
             .as_ref()
             .is_some_and(|(_, at)| now < *at + FORCED_RENEWAL_INTERVAL)
         {
+            drop(state);
             tracing::debug!(scope = %self.shared.scope, "another claims challenge within 30 s; not fetching again");
             return Renewal::None;
         }
@@ -125,7 +126,6 @@ impl TokenProvider {
             .counters
             .claims_challenges
             .fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(scope = %self.shared.scope, "claims challenge; fetching a token with the claims, bypassing the cache");
         state.last_claims = Some((merged.clone(), now));
         state.claims_inflight = Some((
             merged,

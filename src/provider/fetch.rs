@@ -48,21 +48,12 @@ pub(super) fn spawn_fetch(
             "TokenProvider fetches tokens on the tokio runtime, and none is running here; use it from within a tokio runtime (e.g. #[tokio::main])",
         )
     })?;
-    let (tenant, client) = shared.credential.identity().unwrap_or(("", ""));
-    let span = tracing::info_span!(
-        "entra_token_fetch",
-        tenant_id = %tenant,
-        client_id = %client,
-        scope = %shared.scope,
-        mode = mode.name(),
-        attempts = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-        aadsts = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-        correlation_id = tracing::field::Empty,
-        duration_ms = tracing::field::Empty,
-    );
-    let task = runtime.spawn(run_fetch(shared, mode, id).instrument(span));
+    // The span is made in the task, not here: this runs under the provider's state lock, and
+    // neither user code (`identity`) nor a subscriber should run there.
+    let task = runtime.spawn(async move {
+        let span = fetch_span(&shared, &mode);
+        run_fetch(shared, mode, id).instrument(span).await
+    });
     let handle = task.abort_handle();
     let fetch = async move {
         task.await.unwrap_or_else(|e| {
@@ -79,6 +70,23 @@ pub(super) fn spawn_fetch(
     .boxed()
     .shared();
     Ok((fetch, handle))
+}
+
+fn fetch_span(shared: &Shared_, mode: &Mode) -> tracing::Span {
+    let (tenant, client) = shared.credential.identity().unwrap_or(("", ""));
+    tracing::info_span!(
+        "entra_token_fetch",
+        tenant_id = %tenant,
+        client_id = %client,
+        scope = %shared.scope,
+        mode = mode.name(),
+        attempts = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        aadsts = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        correlation_id = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+    )
 }
 
 /// Frees the fetch's slot when the task ends after it started running (a panic included), so
@@ -100,6 +108,15 @@ async fn run_fetch(shared: Arc<Shared_>, mode: Mode, id: u64) -> Result<AccessTo
         shared: shared.clone(),
         id,
     };
+    tracing::debug!(
+        "{}",
+        match mode {
+            Mode::Cold => "no usable token; fetching",
+            Mode::Ahead => "token in its refresh window; refreshing in the background",
+            Mode::Claims(_) =>
+                "claims challenge; fetching a token with the claims, bypassing the cache",
+        }
+    );
     let started = Instant::now();
     let mut attempt = 0;
     let result = loop {
@@ -137,6 +154,8 @@ async fn run_fetch(shared: Arc<Shared_>, mode: Mode, id: u64) -> Result<AccessTo
 
     let now = Instant::now();
     record(&result, attempt, now - started);
+    // Logged after the lock is released: a subscriber is user code.
+    let mut warning: Option<(&'static str, Option<Duration>)> = None;
     let mut state = shared.lock_state();
     match (&result, &mode) {
         (Ok(token), Mode::Claims(claims)) => {
@@ -151,7 +170,10 @@ async fn run_fetch(shared: Arc<Shared_>, mode: Mode, id: u64) -> Result<AccessTo
             shared.last_error.store(None);
         }
         (Err(error), Mode::Claims(_)) => {
-            tracing::warn!(error = %error, "token request with the claims of a claims challenge failed");
+            warning = Some((
+                "token request with the claims of a claims challenge failed",
+                None,
+            ));
             shared.last_error.store(Some(Arc::new(error.clone())));
         }
         (Err(error), Mode::Cold | Mode::Ahead) => {
@@ -160,11 +182,14 @@ async fn run_fetch(shared: Arc<Shared_>, mode: Mode, id: u64) -> Result<AccessTo
             state.refresh_not_before = Some(now + backoff);
             shared.last_error.store(Some(Arc::new(error.clone())));
             if shared.usable(now).is_some() {
-                tracing::warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "refresh ahead of expiry failed; still using the cached token");
+                warning = Some((
+                    "refresh ahead of expiry failed; still using the cached token",
+                    Some(backoff),
+                ));
             } else {
                 let until = now + backoff.min(shared.options.max_backoff);
                 state.cold_error = Some((until, error.clone()));
-                tracing::warn!(error = %error, "token request failed");
+                warning = Some(("token request failed", None));
             }
         }
     }
@@ -173,6 +198,14 @@ async fn run_fetch(shared: Arc<Shared_>, mode: Mode, id: u64) -> Result<AccessTo
     state.free(id);
     drop(state);
     drop(slot);
+    if let (Some((message, retry_in)), Err(error)) = (warning, &result) {
+        match retry_in {
+            Some(r) => {
+                tracing::warn!(error = %error, retry_in_ms = r.as_millis() as u64, "{message}")
+            }
+            None => tracing::warn!(error = %error, "{message}"),
+        }
+    }
     result
 }
 
