@@ -151,8 +151,8 @@ struct FetchState {
     consecutive_failures: u32,
     /// When an API's refusal last dropped the cached token.
     last_invalidation: Option<Instant>,
-    /// The merged claims of the last claims fetch, and when it started.
-    last_claims: Option<(String, Instant)>,
+    /// When the last claims fetch started (one per interval, whatever the claims).
+    last_claims_fetch: Option<Instant>,
 }
 
 /// A fetch in flight: its id, the future its waiters share, and its task, to tell a fetch that

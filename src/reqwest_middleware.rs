@@ -93,27 +93,25 @@ impl Middleware for EntraAuthMiddleware {
             Decision::SendWithoutToken => return next.run(req, extensions).await,
             Decision::Refuse(e) => return Err(reqwest_middleware::Error::middleware(e)),
         };
-        let replay = if self.replay { req.try_clone() } else { None };
-        let token = provider
-            .token()
-            .await
-            .map_err(reqwest_middleware::Error::middleware)?;
-        req.set_authorization(token.header_value().clone());
-        let response = next.clone().run(req, extensions).await?;
-        let renewed = react(&provider, &token, &response).await;
-        let Some(mut replay) = replay.filter(|_| renewed) else {
-            return Ok(response);
-        };
-        drop(response);
-        tracing::debug!("401 with a Bearer challenge; replaying the request with a new token");
-        let token = provider
-            .token()
-            .await
-            .map_err(reqwest_middleware::Error::middleware)?;
-        replay.set_authorization(token.header_value().clone());
-        let response = next.run(replay, extensions).await?;
-        // No second replay, but a refused token is still dealt with for the next request.
-        react(&provider, &token, &response).await;
-        Ok(response)
+        let mut replay = if self.replay { req.try_clone() } else { None };
+        loop {
+            let token = provider
+                .token()
+                .await
+                .map_err(reqwest_middleware::Error::middleware)?;
+            req.set_authorization(token.header_value().clone());
+            let response = next.clone().run(req, extensions).await?;
+            // A refused token is dealt with even when there is no replay left, for the next request.
+            let renewed = react(&provider, &token, &response).await;
+            match replay.take().filter(|_| renewed) {
+                Some(again) => {
+                    tracing::debug!(
+                        "401 with a Bearer challenge; replaying the request with a new token"
+                    );
+                    req = again;
+                }
+                None => return Ok(response),
+            }
+        }
     }
 }

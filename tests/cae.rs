@@ -7,7 +7,7 @@ mod support;
 use serde_json::Value;
 use support::{get, setup_with};
 use tower::retry::RetryLayer;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{ServiceBuilder, ServiceExt};
 use tower_entra::{EntraAuthLayer, RetryOnChallenge};
 
 #[tokio::test]
@@ -30,18 +30,8 @@ async fn claims_challenge_fetches_a_token_with_the_claims_and_the_replay_succeed
     assert_eq!(s.emulator.token_requests(), 1);
 
     s.emulator.cae_revoke();
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(get(&url))
-        .await
-        .unwrap();
-    assert_eq!(
-        response.status(),
-        200,
-        "the replay with the new token succeeds"
-    );
+    let response = support::status(&mut service, get(&url)).await;
+    assert_eq!(response, 200, "the replay with the new token succeeds");
     assert_eq!(
         s.emulator.token_requests(),
         2,
@@ -106,14 +96,8 @@ async fn without_a_retry_layer_the_next_request_carries_the_new_token() {
     let mut service = tower::Layer::layer(&layer, client);
     assert_eq!(support::status(&mut service, get(&url)).await, 200);
     s.emulator.cae_revoke();
-    let refused = service
-        .ready()
-        .await
-        .unwrap()
-        .call(get(&url))
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 401);
+    let refused = support::status(&mut service, get(&url)).await;
+    assert_eq!(refused, 401);
     assert_eq!(
         s.emulator.token_requests(),
         2,

@@ -36,34 +36,16 @@ async fn a_401_invalid_token_invalidates_and_the_next_request_fetches_anew() {
     let s = setup().await;
     let mut service = EntraAuthLayer::new(s.provider.clone()).layer(http_client());
     let url = s.emulator.demo_api_url();
-    let ok = service
-        .ready()
-        .await
-        .unwrap()
-        .call(get(&url))
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), StatusCode::OK);
+    let ok = support::status(&mut service, get(&url)).await;
+    assert_eq!(ok, StatusCode::OK);
 
     s.emulator.revoke_issued_tokens();
-    let refused = service
-        .ready()
-        .await
-        .unwrap()
-        .call(get(&url))
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let refused = support::status(&mut service, get(&url)).await;
+    assert_eq!(refused, StatusCode::UNAUTHORIZED);
     assert_eq!(s.emulator.token_requests(), 1);
 
-    let ok = service
-        .ready()
-        .await
-        .unwrap()
-        .call(get(&url))
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), StatusCode::OK);
+    let ok = support::status(&mut service, get(&url)).await;
+    assert_eq!(ok, StatusCode::OK);
     assert_eq!(s.emulator.token_requests(), 2);
 }
 
@@ -74,8 +56,8 @@ async fn an_existing_authorization_header_is_kept() {
     let mut req = get(&s.emulator.demo_api_url());
     req.headers_mut()
         .insert("authorization", "Bearer caller-chose-this".parse().unwrap());
-    let response = service.ready().await.unwrap().call(req).await.unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = support::status(&mut service, req).await;
+    assert_eq!(response, StatusCode::UNAUTHORIZED);
     assert_eq!(s.emulator.token_requests(), 0);
 }
 
@@ -202,15 +184,9 @@ async fn an_outer_retry_attaches_the_current_token_on_each_attempt() {
         StatusCode::OK
     );
     s.emulator.revoke_issued_tokens();
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(get(&url))
-        .await
-        .unwrap();
+    let response = support::status(&mut service, get(&url)).await;
     assert_eq!(
-        response.status(),
+        response,
         StatusCode::OK,
         "the retry did not carry a new token"
     );

@@ -80,9 +80,8 @@ impl TokenProvider {
         // One claims fetch per interval, whatever the claims: the API that sends challenges
         // must not decide how many requests this app sends to Entra.
         if state
-            .last_claims
-            .as_ref()
-            .is_some_and(|(_, at)| now < *at + FORCED_RENEWAL_INTERVAL)
+            .last_claims_fetch
+            .is_some_and(|at| now < at + FORCED_RENEWAL_INTERVAL)
         {
             drop(state);
             tracing::debug!(scope = %self.shared.scope, "another claims challenge within 30 s; not fetching again");
@@ -126,7 +125,7 @@ impl TokenProvider {
             .counters
             .claims_challenges
             .fetch_add(1, Ordering::Relaxed);
-        state.last_claims = Some((merged.clone(), now));
+        state.last_claims_fetch = Some(now);
         state.claims_inflight = Some((
             merged,
             Inflight {
