@@ -1,23 +1,71 @@
 //! Runs the examples as a user would, with no Azure account: each must exit 0 and say what
-//! happened; bad input must fail clearly. `cargo test` builds the examples before it runs this.
+//! happened; bad input must fail clearly. The examples are built (or found up to date) by the
+//! first test that needs one, so `cargo test --test examples` works alone.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use entra_emulator::{App, Emulator};
 
+/// The features this test binary was built with, so that the examples are built to match.
+fn features() -> Vec<&'static str> {
+    let mut on = Vec::new();
+    if cfg!(feature = "reqwest") {
+        on.push("reqwest");
+    }
+    if cfg!(feature = "retry") {
+        on.push("retry");
+    }
+    if cfg!(feature = "tonic") {
+        on.push("tonic");
+    }
+    if cfg!(feature = "reqwest-middleware") {
+        on.push("reqwest-middleware");
+    }
+    on
+}
+
+/// Builds the examples once per test run, with this binary's features, so that a test never
+/// runs a missing or stale example (`cargo test --test examples` alone builds none). A no-op
+/// when `cargo test` has just built them.
+fn build_examples() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // target/<profile>/deps/examples-<hash> -> target/<profile>/examples/<name>
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap().to_path_buf();
+        let target_dir = profile_dir.parent().unwrap();
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "build",
+                "--examples",
+                "-p",
+                "tower-entra",
+                "--no-default-features",
+            ])
+            .arg("--target-dir")
+            .arg(target_dir);
+        let features = features();
+        if !features.is_empty() {
+            cargo.arg("--features").arg(features.join(","));
+        }
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().unwrap();
+        assert!(status.success(), "building the examples failed: {status}");
+        profile_dir.join("examples")
+    })
+}
+
 fn example(name: &str) -> Command {
-    // target/<profile>/deps/examples-<hash> -> target/<profile>/examples/<name>
-    let exe = std::env::current_exe().unwrap();
-    let dir: PathBuf = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("examples");
-    let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let path = build_examples().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.exists(),
-        "{} is missing: run the tests with `cargo test --workspace --all-features`, which builds the examples",
+        "{} is missing after building the examples",
         path.display()
     );
     let mut cmd = Command::new(path);
