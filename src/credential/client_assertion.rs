@@ -131,3 +131,55 @@ impl fmt::Debug for AssertionCallback {
         f.write_str("AssertionCallback(..)")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::{Credential, TokenRequest};
+    use std::time::Duration;
+
+    /// Nothing is sent: every case here fails before the token request.
+    const NOWHERE: &str = "http://127.0.0.1:9";
+
+    async fn token(c: &ClientAssertionCredential) -> TokenError {
+        c.request_token(TokenRequest::new("api://x/.default"))
+            .await
+            .unwrap_err()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_callback_fails_after_the_credentials_timeout() {
+        let c = ClientAssertionCredential::builder("t", "c", || {
+            std::future::pending::<Result<String, std::io::Error>>()
+        })
+        .authority_host(NOWHERE)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+        // Paused time: the bound below fires only if the credential's own does not.
+        let e = tokio::time::timeout(Duration::from_secs(60), token(&c))
+            .await
+            .expect("the callback was not bounded by the credential's timeout");
+        assert_eq!(e.kind(), TokenErrorKind::Timeout, "{e}");
+        assert!(
+            e.to_string().contains("callback did not return within 5s"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_callbacks_own_token_error_reaches_the_caller_unchanged() {
+        let c = ClientAssertionCredential::builder("t", "c", || async {
+            Err::<String, _>(TokenError::new(
+                TokenErrorKind::Authentication,
+                "this CI job has no OIDC token",
+            ))
+        })
+        .authority_host(NOWHERE)
+        .build()
+        .unwrap();
+        let e = token(&c).await;
+        assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
+        assert_eq!(e.message(), "this CI job has no OIDC token");
+    }
+}

@@ -28,9 +28,9 @@ use crate::token::AccessToken;
 ///
 /// Which credential is used, in order of precedence:
 ///
-/// 1. `AZURE_CLIENT_SECRET` → [`ClientSecretCredential`];
-/// 2. `AZURE_CLIENT_CERTIFICATE_PATH` → [`ClientCertificateCredential`];
-/// 3. `AZURE_FEDERATED_TOKEN_FILE` → [`WorkloadIdentityCredential`], only when neither of the
+/// 1. `AZURE_CLIENT_SECRET` → [`ClientSecretCredential`](crate::ClientSecretCredential);
+/// 2. `AZURE_CLIENT_CERTIFICATE_PATH` → [`ClientCertificateCredential`](crate::ClientCertificateCredential);
+/// 3. `AZURE_FEDERATED_TOKEN_FILE` → [`WorkloadIdentityCredential`](crate::WorkloadIdentityCredential), only when neither of the
 ///    above is set (the AKS webhook injects it into every pod of an annotated service account, so
 ///    a credential set explicitly wins).
 ///

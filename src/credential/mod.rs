@@ -114,3 +114,40 @@ impl<C: Credential + ?Sized> Credential for Arc<C> {
         (**self).identity()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[derive(Debug)]
+    struct Named;
+
+    impl Credential for Named {
+        fn request_token<'a>(
+            &'a self,
+            request: TokenRequest<'a>,
+        ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
+            let token = format!("token-for-{}", request.scope);
+            Box::pin(async move { AccessToken::new(token, Duration::from_secs(3600)) })
+        }
+
+        fn identity(&self) -> Option<(&str, &str)> {
+            Some(("tenant", "client"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shared_credential_answers_as_the_credential_it_shares() {
+        let shared: Arc<dyn Credential> = Arc::new(Named);
+        assert_eq!(shared.identity(), Some(("tenant", "client")));
+        let token = shared
+            .request_token(TokenRequest::new("api://x/.default"))
+            .await
+            .unwrap();
+        assert_eq!(token.secret(), "token-for-api://x/.default");
+        // Where any credential goes, a shared one goes too.
+        crate::TokenProvider::new(shared, "api://x/.default").unwrap();
+        crate::TokenProvider::new(Arc::new(Named), "api://x/.default").unwrap();
+    }
+}
