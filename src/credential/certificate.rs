@@ -70,7 +70,7 @@ impl ClientCertificateCredential {
         client_id: impl Into<String>,
         pem: impl AsRef<[u8]>,
     ) -> Result<Self, TokenError> {
-        Self::builder(tenant_id, client_id, ClientCertificate::from_pem(pem)?).build()
+        Self::new(tenant_id, client_id, ClientCertificate::from_pem(pem)?)
     }
 
     /// A credential from a PEM file holding the certificate and its unencrypted RSA private key.
@@ -92,7 +92,7 @@ impl ClientCertificateCredential {
         let certificate = ClientCertificate::from_pem(&*pem).map_err(|e| {
             TokenError::configuration(format!("{} ({})", e.message(), path.display()))
         })?;
-        Self::builder(tenant_id, client_id, certificate).build()
+        Self::new(tenant_id, client_id, certificate)
     }
 
     /// A credential from a PKCS#12 / PFX archive (DER bytes); `password` is `None` for an
@@ -103,12 +103,11 @@ impl ClientCertificateCredential {
         der: impl AsRef<[u8]>,
         password: Option<&str>,
     ) -> Result<Self, TokenError> {
-        Self::builder(
+        Self::new(
             tenant_id,
             client_id,
             ClientCertificate::from_pkcs12(der, password)?,
         )
-        .build()
     }
 
     /// The certificate this credential signs with.
