@@ -133,7 +133,7 @@ impl fmt::Debug for AssertionCallback {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::credential::{Credential, TokenRequest};
     use std::time::Duration;
@@ -167,18 +167,19 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_callbacks_own_token_error_reaches_the_caller_unchanged() {
-        let c = ClientAssertionCredential::builder("t", "c", || async {
-            Err::<String, _>(TokenError::new(
-                TokenErrorKind::Authentication,
-                "this CI job has no OIDC token",
-            ))
+    /// A credential whose callback fails with its own `Authentication` error saying `message`.
+    pub(crate) fn refusing(message: &'static str) -> ClientAssertionCredential {
+        ClientAssertionCredential::builder("tenant", "client", move || async move {
+            Err::<String, _>(TokenError::new(TokenErrorKind::Authentication, message))
         })
         .authority_host(NOWHERE)
         .build()
-        .unwrap();
-        let e = token(&c).await;
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_callbacks_own_token_error_reaches_the_caller_unchanged() {
+        let e = token(&refusing("this CI job has no OIDC token")).await;
         assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
         assert_eq!(e.message(), "this CI job has no OIDC token");
     }

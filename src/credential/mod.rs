@@ -118,36 +118,20 @@ impl<C: Credential + ?Sized> Credential for Arc<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[derive(Debug)]
-    struct Named;
-
-    impl Credential for Named {
-        fn request_token<'a>(
-            &'a self,
-            request: TokenRequest<'a>,
-        ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
-            let token = format!("token-for-{}", request.scope);
-            Box::pin(async move { AccessToken::new(token, Duration::from_secs(3600)) })
-        }
-
-        fn identity(&self) -> Option<(&str, &str)> {
-            Some(("tenant", "client"))
-        }
-    }
 
     #[tokio::test]
     async fn a_shared_credential_answers_as_the_credential_it_shares() {
-        let shared: Arc<dyn Credential> = Arc::new(Named);
+        // Offline: the callback's own error is the answer, so it shows which credential answered.
+        let inner = client_assertion::tests::refusing("answered by the shared credential");
+        let shared: Arc<dyn Credential> = Arc::new(inner);
         assert_eq!(shared.identity(), Some(("tenant", "client")));
-        let token = shared
+        let e = shared
             .request_token(TokenRequest::new("api://x/.default"))
             .await
-            .unwrap();
-        assert_eq!(token.secret(), "token-for-api://x/.default");
+            .unwrap_err();
+        assert_eq!(e.message(), "answered by the shared credential");
         // Where any credential goes, a shared one goes too.
-        crate::TokenProvider::new(shared, "api://x/.default").unwrap();
-        crate::TokenProvider::new(Arc::new(Named), "api://x/.default").unwrap();
+        crate::TokenProvider::new(shared.clone(), "api://x/.default").unwrap();
+        crate::TokenProvider::new(Arc::new(shared), "api://x/.default").unwrap();
     }
 }
