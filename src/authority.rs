@@ -7,7 +7,7 @@ use url::Url;
 use crate::error::TokenError;
 
 /// The authority hosts of Microsoft's clouds, for
-/// [`ClientSecretCredentialBuilder::authority_host`](crate::ClientSecretCredentialBuilder::authority_host).
+/// [`ConfidentialClientCredentialBuilder::authority_host`](crate::ConfidentialClientCredentialBuilder::authority_host).
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct AuthorityHost;

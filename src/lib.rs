@@ -54,9 +54,11 @@ pub use authority::AuthorityHost;
 pub use authorize::{AuthorizeRequest, InspectResponse};
 pub use challenge::BearerChallenge;
 pub use credential::{
-    AssertionAlgorithm, ClientAssertionCredential, ClientAssertionCredentialBuilder,
-    ClientCertificate, ClientCertificateCredential, ClientCertificateCredentialBuilder,
-    ClientSecretCredential, ClientSecretCredentialBuilder, Credential, EnvironmentCredential,
+    AssertionAlgorithm, AssertionCallback, CertificateAssertion, ClientAssertionCredential,
+    ClientAssertionCredentialBuilder, ClientAuthentication, ClientCertificate,
+    ClientCertificateCredential, ClientCertificateCredentialBuilder, ClientSecret,
+    ClientSecretCredential, ClientSecretCredentialBuilder, ConfidentialClientCredential,
+    ConfidentialClientCredentialBuilder, Credential, EnvironmentCredential, FederatedTokenFile,
     TokenRequest, WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder,
 };
 pub use destination::{ProviderRoutes, UnlistedHost};

@@ -210,23 +210,18 @@ mod tests {
     #[test]
     fn every_assertion_has_a_new_jti() {
         let cert = certificate();
-        let jti = |jwt: Zeroizing<String>| decode(jwt.split('.').nth(1).unwrap())["jti"].clone();
-        let a = sign_assertion(
-            &cert,
-            AssertionAlgorithm::Ps256,
-            false,
-            "c",
-            "a",
-            SystemTime::now(),
-        );
-        let b = sign_assertion(
-            &cert,
-            AssertionAlgorithm::Ps256,
-            false,
-            "c",
-            "a",
-            SystemTime::now(),
-        );
-        assert_ne!(jti(a.unwrap()), jti(b.unwrap()));
+        let jti = || {
+            let jwt = sign_assertion(
+                &cert,
+                AssertionAlgorithm::Ps256,
+                false,
+                "c",
+                "a",
+                SystemTime::now(),
+            )
+            .unwrap();
+            decode(jwt.split('.').nth(1).unwrap())["jti"].clone()
+        };
+        assert_ne!(jti(), jti());
     }
 }

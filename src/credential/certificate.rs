@@ -1,20 +1,18 @@
 //! [`ClientCertificateCredential`]: the app proves itself with a certificate's private key.
 
-use std::fmt;
+use std::future::ready;
 use std::path::Path;
 use std::time::SystemTime;
 
 use futures::future::BoxFuture;
 
-use crate::credential::confidential_client_builder_methods;
-
 use crate::credential::assertion::{AssertionAlgorithm, sign_assertion};
+use crate::credential::authentication::private::Authenticate;
+use crate::credential::authentication::{ClientAuthentication, ClientProof};
 use crate::credential::certificate_key::ClientCertificate;
-use crate::credential::{
-    ClientAuth, ConfidentialClient, ConfidentialClientOptions, Credential, TokenRequest,
-};
+use crate::credential::client::ConfidentialClient;
+use crate::credential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};
 use crate::error::TokenError;
-use crate::token::AccessToken;
 
 /// Authenticates with a certificate uploaded to an app registration: each token request carries
 /// a new client assertion (a JWT) signed with the certificate's RSA private key.
@@ -26,6 +24,12 @@ use crate::token::AccessToken;
 /// older set-ups that expect that;
 /// [`send_certificate_chain(true)`](ClientCertificateCredentialBuilder::send_certificate_chain)
 /// adds the `x5c` chain for subject name + issuer authentication.
+///
+/// [`from_pem`](Self::from_pem), [`from_pem_file`](Self::from_pem_file) and
+/// [`from_pkcs12`](Self::from_pkcs12) build one for the public cloud with the default timeout;
+/// [`builder`](ConfidentialClientCredential::builder)`(tenant_id, client_id, certificate)` takes
+/// a loaded [`ClientCertificate`] and sets the cloud, the timeout, the HTTP client, the chain or
+/// the algorithm.
 ///
 /// Pure Rust (RustCrypto); the key never reaches `Debug`, logs or errors. Cheap to clone.
 ///
@@ -52,13 +56,11 @@ use crate::token::AccessToken;
 /// assert!(!format!("{credential:?}").contains("PRIVATE"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone)]
-pub struct ClientCertificateCredential {
-    client: ConfidentialClient,
-    certificate: ClientCertificate,
-    algorithm: AssertionAlgorithm,
-    send_chain: bool,
-}
+pub type ClientCertificateCredential = ConfidentialClientCredential<CertificateAssertion>;
+
+/// Builds a [`ClientCertificateCredential`].
+pub type ClientCertificateCredentialBuilder =
+    ConfidentialClientCredentialBuilder<CertificateAssertion>;
 
 impl ClientCertificateCredential {
     /// A credential from PEM text holding the certificate and its unencrypted RSA private key
@@ -68,7 +70,7 @@ impl ClientCertificateCredential {
         client_id: impl Into<String>,
         pem: impl AsRef<[u8]>,
     ) -> Result<Self, TokenError> {
-        Self::builder(tenant_id, client_id, ClientCertificate::from_pem(pem)?).build()
+        Self::new(tenant_id, client_id, ClientCertificate::from_pem(pem)?)
     }
 
     /// A credential from a PEM file holding the certificate and its unencrypted RSA private key.
@@ -90,7 +92,7 @@ impl ClientCertificateCredential {
         let certificate = ClientCertificate::from_pem(&*pem).map_err(|e| {
             TokenError::configuration(format!("{} ({})", e.message(), path.display()))
         })?;
-        Self::builder(tenant_id, client_id, certificate).build()
+        Self::new(tenant_id, client_id, certificate)
     }
 
     /// A credential from a PKCS#12 / PFX archive (DER bytes); `password` is `None` for an
@@ -101,95 +103,25 @@ impl ClientCertificateCredential {
         der: impl AsRef<[u8]>,
         password: Option<&str>,
     ) -> Result<Self, TokenError> {
-        Self::builder(
+        Self::new(
             tenant_id,
             client_id,
             ClientCertificate::from_pkcs12(der, password)?,
         )
-        .build()
-    }
-
-    /// A builder, to set the cloud, the timeout, the HTTP client, the chain or the algorithm.
-    pub fn builder(
-        tenant_id: impl Into<String>,
-        client_id: impl Into<String>,
-        certificate: ClientCertificate,
-    ) -> ClientCertificateCredentialBuilder {
-        ClientCertificateCredentialBuilder {
-            tenant_id: tenant_id.into(),
-            client_id: client_id.into(),
-            certificate,
-            algorithm: AssertionAlgorithm::default(),
-            send_chain: false,
-            options: ConfidentialClientOptions::default(),
-        }
     }
 
     /// The certificate this credential signs with.
     pub fn certificate(&self) -> &ClientCertificate {
-        &self.certificate
+        &self.authentication().certificate
     }
-
-    async fn fetch(&self, request: TokenRequest<'_>) -> Result<AccessToken, TokenError> {
-        let now = SystemTime::now();
-        self.certificate.check_validity(now)?;
-        let assertion = sign_assertion(
-            &self.certificate,
-            self.algorithm,
-            self.send_chain,
-            self.client.client_id(),
-            self.client.token_url().as_str(),
-            now,
-        )?;
-        self.client
-            .request_token(request, ClientAuth::Assertion(&assertion))
-            .await
-    }
-}
-
-impl Credential for ClientCertificateCredential {
-    fn request_token<'a>(
-        &'a self,
-        request: TokenRequest<'a>,
-    ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
-        Box::pin(self.fetch(request))
-    }
-
-    fn identity(&self) -> Option<(&str, &str)> {
-        self.client.identity()
-    }
-}
-
-impl fmt::Debug for ClientCertificateCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.client
-            .debug_struct(f, "ClientCertificateCredential")
-            .field("certificate", &self.certificate)
-            .field("algorithm", &self.algorithm)
-            .field("send_certificate_chain", &self.send_chain)
-            .finish()
-    }
-}
-
-/// Builds a [`ClientCertificateCredential`].
-#[derive(Debug)]
-pub struct ClientCertificateCredentialBuilder {
-    tenant_id: String,
-    client_id: String,
-    certificate: ClientCertificate,
-    algorithm: AssertionAlgorithm,
-    send_chain: bool,
-    options: ConfidentialClientOptions,
 }
 
 impl ClientCertificateCredentialBuilder {
-    confidential_client_builder_methods!();
-
     /// Whether each assertion carries the certificate chain (`x5c`, leaf first, standard base64
     /// DER). Needed for subject name + issuer (SNI) authentication, where the app trusts a
     /// subject and issuer instead of one uploaded certificate. Default `false`.
     pub fn send_certificate_chain(mut self, send: bool) -> Self {
-        self.send_chain = send;
+        self.authentication_mut().send_certificate_chain = send;
         self
     }
 
@@ -197,17 +129,61 @@ impl ClientCertificateCredentialBuilder {
     /// [`AssertionAlgorithm::Rs256`] for identity providers or older set-ups that expect RS256
     /// with a SHA-1 `x5t`.
     pub fn algorithm(mut self, algorithm: AssertionAlgorithm) -> Self {
-        self.algorithm = algorithm;
+        self.authentication_mut().algorithm = algorithm;
+        self
+    }
+}
+
+/// A certificate and how assertions are signed with it: the [`ClientAuthentication`] of a
+/// [`ClientCertificateCredential`]. Each token request gets a newly signed assertion.
+#[derive(Debug, Clone)]
+pub struct CertificateAssertion {
+    certificate: ClientCertificate,
+    algorithm: AssertionAlgorithm,
+    send_certificate_chain: bool,
+}
+
+/// PS256 assertions without the chain, until the builder says otherwise.
+impl From<ClientCertificate> for CertificateAssertion {
+    fn from(certificate: ClientCertificate) -> Self {
+        CertificateAssertion {
+            certificate,
+            algorithm: AssertionAlgorithm::default(),
+            send_certificate_chain: false,
+        }
+    }
+}
+
+impl CertificateAssertion {
+    pub(crate) fn with_certificate_chain(mut self, send: bool) -> Self {
+        self.send_certificate_chain = send;
         self
     }
 
-    /// Checks the settings and builds the credential.
-    pub fn build(self) -> Result<ClientCertificateCredential, TokenError> {
-        Ok(ClientCertificateCredential {
-            client: ConfidentialClient::new(&self.tenant_id, &self.client_id, self.options)?,
-            certificate: self.certificate,
-            algorithm: self.algorithm,
-            send_chain: self.send_chain,
-        })
+    /// A new assertion for `client`, signed now; an expired certificate fails here rather than
+    /// at Entra.
+    fn sign(&self, client: &ConfidentialClient) -> Result<ClientProof<'static>, TokenError> {
+        let now = SystemTime::now();
+        self.certificate.check_validity(now)?;
+        let assertion = sign_assertion(
+            &self.certificate,
+            self.algorithm,
+            self.send_certificate_chain,
+            client.client_id(),
+            client.token_url().as_str(),
+            now,
+        )?;
+        Ok(ClientProof::Assertion(assertion))
+    }
+}
+
+impl ClientAuthentication for CertificateAssertion {}
+
+impl Authenticate for CertificateAssertion {
+    fn authenticate<'a>(
+        &'a self,
+        client: &'a ConfidentialClient,
+    ) -> BoxFuture<'a, Result<ClientProof<'a>, TokenError>> {
+        Box::pin(ready(self.sign(client)))
     }
 }

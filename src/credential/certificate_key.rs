@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use pkcs8::der::{Decode, Encode};
+use pkcs8::der::{DateTime, Decode, Encode};
 use pkcs8::{DecodePublicKey, ObjectIdentifier, PrivateKeyInfo};
 use rsa::RsaPrivateKey;
 use rsa::pkcs1::DecodeRsaPrivateKey;
@@ -62,8 +62,9 @@ struct Inner {
     subject: String,
     sha1: [u8; 20],
     sha256: [u8; 32],
-    not_before: SystemTime,
-    not_after: SystemTime,
+    /// The validity period: `DateTime` displays as RFC 3339 for messages.
+    not_before: DateTime,
+    not_after: DateTime,
 }
 
 impl ClientCertificate {
@@ -257,8 +258,8 @@ impl ClientCertificate {
             subject: cert.tbs_certificate.subject.to_string(),
             sha1: Sha1::digest(&certificates[0]).into(),
             sha256: Sha256::digest(&certificates[0]).into(),
-            not_before: validity.not_before.to_system_time(),
-            not_after: validity.not_after.to_system_time(),
+            not_before: validity.not_before.to_date_time(),
+            not_after: validity.not_after.to_date_time(),
             chain: certificates,
         };
         let certificate = ClientCertificate {
@@ -290,12 +291,12 @@ impl ClientCertificate {
 
     /// When the certificate stops being valid; Entra refuses it from then on.
     pub fn not_after(&self) -> SystemTime {
-        self.inner.not_after
+        self.inner.not_after.to_system_time()
     }
 
     /// When the certificate starts being valid.
     pub fn not_before(&self) -> SystemTime {
-        self.inner.not_before
+        self.inner.not_before.to_system_time()
     }
 
     /// The leaf certificate, DER: what to upload to the app registration.
@@ -338,20 +339,20 @@ impl ClientCertificate {
 
     /// An error if `now` is outside the certificate's validity period.
     pub(crate) fn check_validity(&self, now: SystemTime) -> Result<(), TokenError> {
-        if now >= self.inner.not_after {
+        if now >= self.not_after() {
             return Err(TokenError::configuration(format!(
                 "the certificate {} (thumbprint {}) expired at {}; Entra refuses expired certificates (AADSTS1000502): create a new one and upload it to the app registration",
                 self.subject(),
                 self.thumbprint(),
-                rfc3339(self.inner.not_after)
+                self.inner.not_after
             )));
         }
-        if now < self.inner.not_before {
+        if now < self.not_before() {
             return Err(TokenError::configuration(format!(
                 "the certificate {} (thumbprint {}) is not valid before {}; Entra refuses it until then (AADSTS1000502): check this machine's clock or use a certificate valid now",
                 self.subject(),
                 self.thumbprint(),
-                rfc3339(self.inner.not_before)
+                self.inner.not_before
             )));
         }
         Ok(())
@@ -363,7 +364,7 @@ impl fmt::Debug for ClientCertificate {
         f.debug_struct("ClientCertificate")
             .field("subject", &self.subject())
             .field("thumbprint", &self.thumbprint())
-            .field("not_after", &rfc3339(self.inner.not_after))
+            .field("not_after", &self.inner.not_after.to_string())
             .field("chain_len", &self.inner.chain.len())
             .field("private_key", &"<redacted>")
             .finish()
@@ -475,43 +476,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// `2025-01-31T12:00:00Z`, for messages.
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let secs = match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    };
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn formats_dates() {
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400 + 3661);
-        assert_eq!(rfc3339(t), "2000-02-29T01:01:01Z");
-    }
 
     #[test]
     fn tolerates_crlf_and_text_between_blocks() {

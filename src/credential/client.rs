@@ -6,54 +6,13 @@ use url::Url;
 
 use crate::authority::{AuthorityHost, check_client_id, parse_authority_host, token_url};
 use crate::credential::TokenRequest;
+use crate::credential::authentication::ClientProof;
 use crate::endpoint::{GRANT_TYPE, JWT_BEARER};
 use crate::error::TokenError;
 use crate::token::AccessToken;
 use crate::transport::{DEFAULT_TIMEOUT, Transport};
 
-/// How the client authenticates one token request.
-pub(crate) enum ClientAuth<'a> {
-    /// `client_secret`.
-    Secret(&'a str),
-    /// `client_assertion` (a signed JWT or a federated token) with the jwt-bearer type.
-    Assertion(&'a str),
-}
-
-/// The builder methods every confidential-client credential shares, over its `options` field.
-macro_rules! confidential_client_builder_methods {
-    () => {
-        /// The authority host: one of [`AuthorityHost`](crate::AuthorityHost)'s clouds or your
-        /// own (`https`, or `http` only for a loopback emulator). Default: the public cloud.
-        pub fn authority_host(mut self, host: impl Into<String>) -> Self {
-            self.options.authority_host = host.into();
-            self
-        }
-
-        /// The bound on one token request, connecting included. Default 30 s.
-        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
-            self.options.timeout = timeout;
-            self
-        }
-
-        /// The HTTP client for token requests, as a `reqwest::ClientBuilder`: configure
-        /// proxies, TLS roots, etc. on the builder.
-        ///
-        /// The credential always sets `.redirect(reqwest::redirect::Policy::none())` on it (a
-        /// token endpoint never redirects, and following a 307/308 would re-send the client
-        /// secret or assertion to the redirect target; a redirect is an
-        /// [`InvalidResponse`](crate::TokenErrorKind::InvalidResponse) error) and a connect
-        /// timeout (at most the request [`timeout`](Self::timeout), 10 s at most) before
-        /// building it. If it cannot be built, `build()` returns a
-        /// [`Configuration`](crate::TokenErrorKind::Configuration) error.
-        pub fn http_client(mut self, builder: reqwest::ClientBuilder) -> Self {
-            self.options.http_client = Some(builder);
-            self
-        }
-    };
-}
-pub(crate) use confidential_client_builder_methods;
-
-/// Builder options shared by the credential builders.
+/// The settings of a confidential client's token requests, as its builder collects them.
 pub(crate) struct ConfidentialClientOptions {
     pub(crate) authority_host: String,
     pub(crate) timeout: Duration,
@@ -90,8 +49,11 @@ impl Default for ConfidentialClientOptions {
 }
 
 /// A tenant + client id bound to its token endpoint.
+///
+/// `pub` only because the sealed [`Authenticate`](crate::credential::authentication::private::Authenticate)
+/// trait names it; the module is private.
 #[derive(Debug, Clone)]
-pub(crate) struct ConfidentialClient {
+pub struct ConfidentialClient {
     tenant_id: String,
     client_id: String,
     token_url: Url,
@@ -124,24 +86,14 @@ impl ConfidentialClient {
         Some((&self.tenant_id, &self.client_id))
     }
 
+    pub(crate) fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
+
     /// The bound on one token request, also applied to work a credential does before it (an
     /// assertion callback).
     pub(crate) fn timeout(&self) -> Duration {
         self.transport.timeout()
-    }
-
-    /// A `Debug` builder for the credential `name` with the ids and endpoint filled in; the
-    /// credential adds its own (non-secret) fields.
-    pub(crate) fn debug_struct<'a, 'b>(
-        &self,
-        f: &'a mut std::fmt::Formatter<'b>,
-        name: &str,
-    ) -> std::fmt::DebugStruct<'a, 'b> {
-        let mut d = f.debug_struct(name);
-        d.field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
-            .field("token_url", &self.token_url.as_str());
-        d
     }
 
     pub(crate) fn client_id(&self) -> &str {
@@ -156,16 +108,16 @@ impl ConfidentialClient {
     pub(crate) async fn request_token(
         &self,
         request: TokenRequest<'_>,
-        auth: ClientAuth<'_>,
+        proof: ClientProof<'_>,
     ) -> Result<AccessToken, TokenError> {
         let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", GRANT_TYPE),
             ("client_id", &self.client_id),
             ("scope", request.scope),
         ];
-        match auth {
-            ClientAuth::Secret(secret) => form.push(("client_secret", secret)),
-            ClientAuth::Assertion(assertion) => {
+        match &proof {
+            ClientProof::Secret(secret) => form.push(("client_secret", secret)),
+            ClientProof::Assertion(assertion) => {
                 form.push(("client_assertion_type", JWT_BEARER));
                 form.push(("client_assertion", assertion));
             }

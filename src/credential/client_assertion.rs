@@ -6,15 +6,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-
-use crate::credential::confidential_client_builder_methods;
 use zeroize::Zeroizing;
 
-use crate::credential::{
-    ClientAuth, ConfidentialClient, ConfidentialClientOptions, Credential, TokenRequest,
-};
+use crate::credential::authentication::private::Authenticate;
+use crate::credential::authentication::{ClientAuthentication, ClientProof, trim_in_place};
+use crate::credential::client::ConfidentialClient;
+use crate::credential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};
 use crate::error::{TokenError, TokenErrorKind};
-use crate::token::AccessToken;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 type Callback = dyn Fn() -> BoxFuture<'static, Result<String, BoxError>> + Send + Sync;
@@ -29,6 +27,10 @@ type Callback = dyn Fn() -> BoxFuture<'static, Result<String, BoxError>> + Send 
 /// [`TokenErrorKind::Transient`] error (retried with backoff) carrying its message, or with the
 /// callback's own [`TokenError`] if it returns one. The assertion never reaches `Debug`, logs
 /// or errors.
+///
+/// `ClientAssertionCredential::new(tenant_id, client_id, callback)` is a credential for the
+/// public cloud with the default timeout; [`builder`](ConfidentialClientCredential::builder)
+/// with the same arguments sets the cloud, the timeout or the HTTP client.
 ///
 /// For a token in a file (Kubernetes), use [`WorkloadIdentityCredential`](crate::WorkloadIdentityCredential).
 ///
@@ -46,55 +48,42 @@ type Callback = dyn Fn() -> BoxFuture<'static, Result<String, BoxError>> + Send 
 /// )?;
 /// # Ok::<(), tower_entra::TokenError>(())
 /// ```
+pub type ClientAssertionCredential = ConfidentialClientCredential<AssertionCallback>;
+
+/// Builds a [`ClientAssertionCredential`].
+pub type ClientAssertionCredentialBuilder = ConfidentialClientCredentialBuilder<AssertionCallback>;
+
+/// Your callback that returns a client assertion: the [`ClientAuthentication`] of a
+/// [`ClientAssertionCredential`]. Called once per token request, bounded by the credential's
+/// timeout.
 #[derive(Clone)]
-pub struct ClientAssertionCredential {
-    client: ConfidentialClient,
-    callback: Arc<Callback>,
-}
+pub struct AssertionCallback(Arc<Callback>);
 
-impl ClientAssertionCredential {
-    /// A credential for the public cloud with the default timeout (30 s).
-    pub fn new<F, Fut, E>(
-        tenant_id: impl Into<String>,
-        client_id: impl Into<String>,
-        callback: F,
-    ) -> Result<Self, TokenError>
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<String, E>> + Send + 'static,
-        E: Into<BoxError>,
-    {
-        Self::builder(tenant_id, client_id, callback).build()
-    }
-
-    /// A builder, to set the cloud, the timeout or the HTTP client.
-    pub fn builder<F, Fut, E>(
-        tenant_id: impl Into<String>,
-        client_id: impl Into<String>,
-        callback: F,
-    ) -> ClientAssertionCredentialBuilder
-    where
-        F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<String, E>> + Send + 'static,
-        E: Into<BoxError>,
-    {
-        let callback: Arc<Callback> = Arc::new(move || {
+/// Any async source of assertions: the caller's callback, or one of this crate's (such as a
+/// token from another credential).
+impl<F, Fut, E> From<F> for AssertionCallback
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<String, E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    fn from(callback: F) -> Self {
+        AssertionCallback(Arc::new(move || {
             let fut = callback();
             Box::pin(async move { fut.await.map_err(Into::into) })
-        });
-        ClientAssertionCredentialBuilder {
-            tenant_id: tenant_id.into(),
-            client_id: client_id.into(),
-            callback,
-            options: ConfidentialClientOptions::default(),
-        }
+        }))
     }
+}
 
-    async fn fetch(&self, request: TokenRequest<'_>) -> Result<AccessToken, TokenError> {
+impl AssertionCallback {
+    async fn assertion<'a>(
+        &'a self,
+        client: &ConfidentialClient,
+    ) -> Result<ClientProof<'a>, TokenError> {
         // The callback is the caller's I/O (an OIDC endpoint, a file); bound it like the token
         // request itself, so a hung callback cannot hold every waiting request forever.
-        let timeout = self.client.timeout();
-        let assertion = match tokio::time::timeout(timeout, (self.callback)()).await {
+        let timeout = client.timeout();
+        let assertion = match tokio::time::timeout(timeout, (self.0)()).await {
             Ok(result) => Zeroizing::new(result.map_err(callback_error)?),
             Err(_) => {
                 return Err(TokenError::new(
@@ -105,15 +94,13 @@ impl ClientAssertionCredential {
                 ));
             }
         };
-        let assertion = assertion.trim();
+        let assertion = trim_in_place(assertion);
         if assertion.is_empty() {
             return Err(TokenError::configuration(
                 "the client assertion callback returned an empty assertion; return the token issued for the app's federated identity credential",
             ));
         }
-        self.client
-            .request_token(request, ClientAuth::Assertion(assertion))
-            .await
+        Ok(ClientProof::Assertion(assertion))
     }
 }
 
@@ -128,53 +115,72 @@ fn callback_error(e: BoxError) -> TokenError {
     }
 }
 
-impl Credential for ClientAssertionCredential {
-    fn request_token<'a>(
+impl ClientAuthentication for AssertionCallback {}
+
+impl Authenticate for AssertionCallback {
+    fn authenticate<'a>(
         &'a self,
-        request: TokenRequest<'a>,
-    ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
-        Box::pin(self.fetch(request))
-    }
-
-    fn identity(&self) -> Option<(&str, &str)> {
-        self.client.identity()
+        client: &'a ConfidentialClient,
+    ) -> BoxFuture<'a, Result<ClientProof<'a>, TokenError>> {
+        Box::pin(self.assertion(client))
     }
 }
 
-impl fmt::Debug for ClientAssertionCredential {
+impl fmt::Debug for AssertionCallback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.client
-            .debug_struct(f, "ClientAssertionCredential")
-            .finish_non_exhaustive()
+        f.write_str("AssertionCallback(..)")
     }
 }
 
-/// Builds a [`ClientAssertionCredential`].
-pub struct ClientAssertionCredentialBuilder {
-    tenant_id: String,
-    client_id: String,
-    callback: Arc<Callback>,
-    options: ConfidentialClientOptions,
-}
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::credential::{Credential, TokenRequest};
+    use std::time::Duration;
 
-impl ClientAssertionCredentialBuilder {
-    confidential_client_builder_methods!();
+    /// Nothing is sent: every case here fails before the token request.
+    const NOWHERE: &str = "http://127.0.0.1:9";
 
-    /// Checks the settings and builds the credential.
-    pub fn build(self) -> Result<ClientAssertionCredential, TokenError> {
-        Ok(ClientAssertionCredential {
-            client: ConfidentialClient::new(&self.tenant_id, &self.client_id, self.options)?,
-            callback: self.callback,
+    async fn token(c: &ClientAssertionCredential) -> TokenError {
+        c.request_token(TokenRequest::new("api://x/.default"))
+            .await
+            .unwrap_err()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_callback_fails_after_the_credentials_timeout() {
+        let c = ClientAssertionCredential::builder("t", "c", || {
+            std::future::pending::<Result<String, std::io::Error>>()
         })
+        .authority_host(NOWHERE)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+        // Paused time: the bound below fires only if the credential's own does not.
+        let e = tokio::time::timeout(Duration::from_secs(60), token(&c))
+            .await
+            .expect("the callback was not bounded by the credential's timeout");
+        assert_eq!(e.kind(), TokenErrorKind::Timeout, "{e}");
+        assert!(
+            e.to_string().contains("callback did not return within 5s"),
+            "{e}"
+        );
     }
-}
 
-impl fmt::Debug for ClientAssertionCredentialBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientAssertionCredentialBuilder")
-            .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
-            .field("options", &self.options)
-            .finish_non_exhaustive()
+    /// A credential whose callback fails with its own `Authentication` error saying `message`.
+    pub(crate) fn refusing(message: &'static str) -> ClientAssertionCredential {
+        ClientAssertionCredential::builder("tenant", "client", move || async move {
+            Err::<String, _>(TokenError::new(TokenErrorKind::Authentication, message))
+        })
+        .authority_host(NOWHERE)
+        .build()
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_callbacks_own_token_error_reaches_the_caller_unchanged() {
+        let e = token(&refusing("this CI job has no OIDC token")).await;
+        assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
+        assert_eq!(e.message(), "this CI job has no OIDC token");
     }
 }

@@ -3,9 +3,12 @@
 use futures::future::BoxFuture;
 use zeroize::Zeroizing;
 
+use crate::credential::authentication::private::Authenticate;
+use crate::credential::authentication::{ClientAuthentication, ClientProof};
+use crate::credential::client::ConfidentialClient;
 use crate::credential::{
-    ClientCertificate, ClientCertificateCredential, ClientSecretCredential, Credential,
-    TokenRequest, WorkloadIdentityCredential,
+    CertificateAssertion, ClientCertificate, ClientSecret, ConfidentialClientCredential,
+    ConfidentialClientCredentialBuilder, Credential, FederatedTokenFile, TokenRequest,
 };
 use crate::error::TokenError;
 use crate::token::AccessToken;
@@ -25,9 +28,9 @@ use crate::token::AccessToken;
 ///
 /// Which credential is used, in order of precedence:
 ///
-/// 1. `AZURE_CLIENT_SECRET` → [`ClientSecretCredential`];
-/// 2. `AZURE_CLIENT_CERTIFICATE_PATH` → [`ClientCertificateCredential`];
-/// 3. `AZURE_FEDERATED_TOKEN_FILE` → [`WorkloadIdentityCredential`], only when neither of the
+/// 1. `AZURE_CLIENT_SECRET` → [`ClientSecretCredential`](crate::ClientSecretCredential);
+/// 2. `AZURE_CLIENT_CERTIFICATE_PATH` → [`ClientCertificateCredential`](crate::ClientCertificateCredential);
+/// 3. `AZURE_FEDERATED_TOKEN_FILE` → [`WorkloadIdentityCredential`](crate::WorkloadIdentityCredential), only when neither of the
 ///    above is set (the AKS webhook injects it into every pod of an annotated service account, so
 ///    a credential set explicitly wins).
 ///
@@ -44,14 +47,38 @@ use crate::token::AccessToken;
 /// ```
 #[derive(Debug, Clone)]
 pub struct EnvironmentCredential {
-    inner: Inner,
+    inner: ConfidentialClientCredential<FromEnvironment>,
 }
 
+/// The source of client authentication the variables chose.
 #[derive(Debug, Clone)]
-enum Inner {
-    Secret(ClientSecretCredential),
-    Certificate(ClientCertificateCredential),
-    Workload(WorkloadIdentityCredential),
+enum FromEnvironment {
+    Secret(ClientSecret),
+    Certificate(CertificateAssertion),
+    TokenFile(FederatedTokenFile),
+}
+
+impl ClientAuthentication for FromEnvironment {}
+
+impl Authenticate for FromEnvironment {
+    fn check(&self) -> Result<(), TokenError> {
+        match self {
+            FromEnvironment::Secret(s) => s.check(),
+            FromEnvironment::Certificate(c) => c.check(),
+            FromEnvironment::TokenFile(f) => f.check(),
+        }
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        client: &'a ConfidentialClient,
+    ) -> BoxFuture<'a, Result<ClientProof<'a>, TokenError>> {
+        match self {
+            FromEnvironment::Secret(s) => s.authenticate(client),
+            FromEnvironment::Certificate(c) => c.authenticate(client),
+            FromEnvironment::TokenFile(f) => f.authenticate(client),
+        }
+    }
 }
 
 const TENANT_ID: &str = "AZURE_TENANT_ID";
@@ -108,9 +135,15 @@ impl<F: Fn(&str) -> Option<String>> EnvVars<F> {
         ))
     }
 
-    /// `AZURE_AUTHORITY_HOST`, optional.
-    pub(crate) fn authority_host(&self) -> Option<String> {
-        self.var(AUTHORITY_HOST)
+    /// `builder` with `AZURE_AUTHORITY_HOST` when it is set.
+    pub(crate) fn with_authority_host<A: ClientAuthentication>(
+        &self,
+        builder: ConfidentialClientCredentialBuilder<A>,
+    ) -> ConfidentialClientCredentialBuilder<A> {
+        match self.var(AUTHORITY_HOST) {
+            Some(host) => builder.authority_host(host),
+            None => builder,
+        }
     }
 }
 
@@ -127,7 +160,6 @@ impl EnvironmentCredential {
             "set it to the Directory (tenant) ID from the app registration's Overview page",
             "set it to the Application (client) ID from the app registration's Overview page",
         )?;
-        let authority_host = env.authority_host();
         let secret = env.var(SECRET);
         let cert_path = env.var(CERT_PATH);
         // A password may legitimately be blank; its presence is what matters.
@@ -152,16 +184,9 @@ impl EnvironmentCredential {
             }
         }
 
-        if let Some(secret) = secret {
-            let mut builder = ClientSecretCredential::builder(tenant_id, client_id, secret);
-            if let Some(host) = authority_host {
-                builder = builder.authority_host(host);
-            }
-            return Ok(EnvironmentCredential {
-                inner: Inner::Secret(builder.build()?),
-            });
-        }
-        if let Some(path) = cert_path {
+        let authentication = if let Some(secret) = secret {
+            FromEnvironment::Secret(ClientSecret::from(secret))
+        } else if let Some(path) = cert_path {
             let send_chain = match send_chain.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
                 None => false,
                 Some(v) if v == "true" || v == "1" => true,
@@ -177,28 +202,20 @@ impl EnvironmentCredential {
                 cert_password.as_deref().map(String::as_str),
             )
             .map_err(|e| TokenError::configuration(format!("{CERT_PATH}: {}", e.message())))?;
-            let mut builder =
-                ClientCertificateCredential::builder(tenant_id, client_id, certificate)
-                    .send_certificate_chain(send_chain);
-            if let Some(host) = authority_host {
-                builder = builder.authority_host(host);
-            }
-            return Ok(EnvironmentCredential {
-                inner: Inner::Certificate(builder.build()?),
-            });
-        }
-        if let Some(file) = env.var(TOKEN_FILE) {
-            let mut builder = WorkloadIdentityCredential::builder(tenant_id, client_id, file);
-            if let Some(host) = authority_host {
-                builder = builder.authority_host(host);
-            }
-            return Ok(EnvironmentCredential {
-                inner: Inner::Workload(builder.build()?),
-            });
-        }
-        Err(TokenError::configuration(format!(
-            "no credential is configured: set {SECRET} (a client secret's Value), {CERT_PATH} (a PEM or PFX certificate file) or {TOKEN_FILE} (a federated token file)"
-        )))
+            FromEnvironment::Certificate(
+                CertificateAssertion::from(certificate).with_certificate_chain(send_chain),
+            )
+        } else if let Some(file) = env.var(TOKEN_FILE) {
+            FromEnvironment::TokenFile(FederatedTokenFile::from(file))
+        } else {
+            return Err(TokenError::configuration(format!(
+                "no credential is configured: set {SECRET} (a client secret's Value), {CERT_PATH} (a PEM or PFX certificate file) or {TOKEN_FILE} (a federated token file)"
+            )));
+        };
+        let builder = ConfidentialClientCredential::builder(tenant_id, client_id, authentication);
+        Ok(EnvironmentCredential {
+            inner: env.with_authority_host(builder).build()?,
+        })
     }
 }
 
@@ -207,19 +224,11 @@ impl Credential for EnvironmentCredential {
         &'a self,
         request: TokenRequest<'a>,
     ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
-        match &self.inner {
-            Inner::Secret(c) => c.request_token(request),
-            Inner::Certificate(c) => c.request_token(request),
-            Inner::Workload(c) => c.request_token(request),
-        }
+        self.inner.request_token(request)
     }
 
     fn identity(&self) -> Option<(&str, &str)> {
-        match &self.inner {
-            Inner::Secret(c) => c.identity(),
-            Inner::Certificate(c) => c.identity(),
-            Inner::Workload(c) => c.identity(),
-        }
+        self.inner.identity()
     }
 }
 
@@ -289,7 +298,10 @@ mod tests {
     fn reads_a_pem_or_pfx_certificate_told_apart_by_content() {
         let pem = fixture("client-pkcs8.pem");
         let c = with_ids(&[(CERT_PATH, &pem)]).unwrap();
-        assert!(matches!(c.inner, Inner::Certificate(_)), "{c:?}");
+        assert!(
+            matches!(c.inner.authentication(), FromEnvironment::Certificate(_)),
+            "{c:?}"
+        );
         let pfx = fixture("client-aes.pfx");
         let c = with_ids(&[
             (CERT_PATH, &pfx),
@@ -341,16 +353,25 @@ mod tests {
     #[test]
     fn precedence_secret_then_certificate_then_federated_token_file() {
         let c = with_ids(&[(SECRET, "s"), (TOKEN_FILE, "/var/run/token")]).unwrap();
-        assert!(matches!(c.inner, Inner::Secret(_)), "{c:?}");
+        assert!(
+            matches!(c.inner.authentication(), FromEnvironment::Secret(_)),
+            "{c:?}"
+        );
         let pem = fixture("client-pkcs8.pem");
         let c = with_ids(&[(CERT_PATH, &pem), (TOKEN_FILE, "/var/run/token")]).unwrap();
-        assert!(matches!(c.inner, Inner::Certificate(_)), "{c:?}");
+        assert!(
+            matches!(c.inner.authentication(), FromEnvironment::Certificate(_)),
+            "{c:?}"
+        );
         let c = with_ids(&[
             (TOKEN_FILE, "/var/run/token"),
             ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us"),
         ])
         .unwrap();
-        assert!(matches!(c.inner, Inner::Workload(_)), "{c:?}");
+        assert!(
+            matches!(c.inner.authentication(), FromEnvironment::TokenFile(_)),
+            "{c:?}"
+        );
         let debug = format!("{c:?}");
         assert!(
             debug.contains("/var/run/token") && debug.contains("login.microsoftonline.us"),

@@ -4,28 +4,35 @@
 //! and refresh belong to [`TokenProvider`](crate::TokenProvider).
 
 mod assertion;
+mod authentication;
 mod certificate;
 mod certificate_key;
 mod client;
 mod client_assertion;
 mod client_secret;
+mod confidential;
 mod environment;
 mod workload_identity;
 
 use std::fmt;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
 pub use assertion::AssertionAlgorithm;
-pub use certificate::{ClientCertificateCredential, ClientCertificateCredentialBuilder};
+pub use authentication::ClientAuthentication;
+pub use certificate::{
+    CertificateAssertion, ClientCertificateCredential, ClientCertificateCredentialBuilder,
+};
 pub use certificate_key::ClientCertificate;
-pub use client_assertion::{ClientAssertionCredential, ClientAssertionCredentialBuilder};
-pub use client_secret::{ClientSecretCredential, ClientSecretCredentialBuilder};
+pub use client_assertion::{
+    AssertionCallback, ClientAssertionCredential, ClientAssertionCredentialBuilder,
+};
+pub use client_secret::{ClientSecret, ClientSecretCredential, ClientSecretCredentialBuilder};
+pub use confidential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};
 pub use environment::EnvironmentCredential;
-pub use workload_identity::{WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder};
-
-pub(crate) use client::{
-    ClientAuth, ConfidentialClient, ConfidentialClientOptions, confidential_client_builder_methods,
+pub use workload_identity::{
+    FederatedTokenFile, WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder,
 };
 
 use crate::error::TokenError;
@@ -90,5 +97,41 @@ pub trait Credential: fmt::Debug + Send + Sync + 'static {
     /// The tenant and client ids, for tracing (never secrets). `None` if not applicable.
     fn identity(&self) -> Option<(&str, &str)> {
         None
+    }
+}
+
+/// A shared credential is a credential: one app's credential behind several providers, or a
+/// credential chosen at run time (`Arc<dyn Credential>`).
+impl<C: Credential + ?Sized> Credential for Arc<C> {
+    fn request_token<'a>(
+        &'a self,
+        request: TokenRequest<'a>,
+    ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
+        (**self).request_token(request)
+    }
+
+    fn identity(&self) -> Option<(&str, &str)> {
+        (**self).identity()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_shared_credential_answers_as_the_credential_it_shares() {
+        // Offline: the callback's own error is the answer, so it shows which credential answered.
+        let inner = client_assertion::tests::refusing("answered by the shared credential");
+        let shared: Arc<dyn Credential> = Arc::new(inner);
+        assert_eq!(shared.identity(), Some(("tenant", "client")));
+        let e = shared
+            .request_token(TokenRequest::new("api://x/.default"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.message(), "answered by the shared credential");
+        // Where any credential goes, a shared one goes too.
+        crate::TokenProvider::new(shared.clone(), "api://x/.default").unwrap();
+        crate::TokenProvider::new(Arc::new(shared), "api://x/.default").unwrap();
     }
 }

@@ -1,22 +1,21 @@
 //! [`WorkloadIdentityCredential`]: a federated token read from a file (Kubernetes).
 
 use std::fmt;
+use std::future::ready;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
-
-use crate::credential::confidential_client_builder_methods;
-use crate::credential::environment::{EnvVars, TOKEN_FILE};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use crate::credential::{
-    ClientAuth, ConfidentialClient, ConfidentialClientOptions, Credential, TokenRequest,
-};
+use crate::credential::authentication::private::Authenticate;
+use crate::credential::authentication::{ClientAuthentication, ClientProof, trim_in_place};
+use crate::credential::client::ConfidentialClient;
+use crate::credential::environment::{EnvVars, TOKEN_FILE};
+use crate::credential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};
 use crate::error::TokenError;
-use crate::token::AccessToken;
 
 /// How long a token read from the file is used before the file is read again, even if it looks
 /// unchanged. Kubernetes rotates projected service account tokens at 80 % of their lifetime
@@ -33,6 +32,11 @@ pub(crate) const REREAD_AFTER: Duration = Duration::from_secs(300);
 /// on every request. The token never reaches `Debug`, logs or errors. Cheap to clone; clones
 /// share the copy in memory.
 ///
+/// `WorkloadIdentityCredential::new(tenant_id, client_id, token_file)` is a credential for the
+/// public cloud with the default timeout; [`builder`](ConfidentialClientCredential::builder)
+/// with the same arguments sets the cloud, the timeout or the HTTP client;
+/// [`from_env`](Self::from_env) reads the webhook's variables.
+///
 /// ```no_run
 /// use tower_entra::{TokenProvider, WorkloadIdentityCredential};
 ///
@@ -47,22 +51,13 @@ pub(crate) const REREAD_AFTER: Duration = Duration::from_secs(300);
 /// let provider = TokenProvider::new(credential, "https://graph.microsoft.com/.default")?;
 /// # Ok::<(), tower_entra::TokenError>(())
 /// ```
-#[derive(Clone)]
-pub struct WorkloadIdentityCredential {
-    client: ConfidentialClient,
-    file: Arc<TokenFile>,
-}
+pub type WorkloadIdentityCredential = ConfidentialClientCredential<FederatedTokenFile>;
+
+/// Builds a [`WorkloadIdentityCredential`].
+pub type WorkloadIdentityCredentialBuilder =
+    ConfidentialClientCredentialBuilder<FederatedTokenFile>;
 
 impl WorkloadIdentityCredential {
-    /// A credential for the public cloud reading the federated token from `token_file`.
-    pub fn new(
-        tenant_id: impl Into<String>,
-        client_id: impl Into<String>,
-        token_file: impl Into<PathBuf>,
-    ) -> Result<Self, TokenError> {
-        Self::builder(tenant_id, client_id, token_file).build()
-    }
-
     /// A credential configured as the AKS workload identity webhook does it:
     /// `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_FEDERATED_TOKEN_FILE` and, optionally,
     /// `AZURE_AUTHORITY_HOST`. A missing or empty variable is an error that names it.
@@ -75,89 +70,59 @@ impl WorkloadIdentityCredential {
         let env = EnvVars::new(lookup);
         let (tenant_id, client_id) = env.ids(ADVICE, ADVICE)?;
         let file = env.required(TOKEN_FILE, ADVICE)?;
-        let mut builder = Self::builder(tenant_id, client_id, file);
-        if let Some(host) = env.authority_host() {
-            builder = builder.authority_host(host);
-        }
-        builder.build()
-    }
-
-    /// A builder, to set the cloud, the timeout or the HTTP client.
-    pub fn builder(
-        tenant_id: impl Into<String>,
-        client_id: impl Into<String>,
-        token_file: impl Into<PathBuf>,
-    ) -> WorkloadIdentityCredentialBuilder {
-        WorkloadIdentityCredentialBuilder {
-            tenant_id: tenant_id.into(),
-            client_id: client_id.into(),
-            token_file: token_file.into(),
-            options: ConfidentialClientOptions::default(),
-        }
+        env.with_authority_host(Self::builder(tenant_id, client_id, file))
+            .build()
     }
 
     /// The file the federated token is read from.
     pub fn token_file(&self) -> &Path {
-        &self.file.path
-    }
-
-    async fn fetch(&self, request: TokenRequest<'_>) -> Result<AccessToken, TokenError> {
-        let assertion = self.file.assertion()?;
-        self.client
-            .request_token(request, ClientAuth::Assertion(&assertion))
-            .await
+        &self.authentication().0.path
     }
 }
 
-impl Credential for WorkloadIdentityCredential {
-    fn request_token<'a>(
-        &'a self,
-        request: TokenRequest<'a>,
-    ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
-        Box::pin(self.fetch(request))
-    }
+/// A file the platform keeps a federated token in: the [`ClientAuthentication`] of a
+/// [`WorkloadIdentityCredential`]. Clones share the copy in memory.
+#[derive(Clone)]
+pub struct FederatedTokenFile(Arc<TokenFile>);
 
-    fn identity(&self) -> Option<(&str, &str)> {
-        self.client.identity()
+/// The file at a path; it is read on the first token request.
+impl<P: Into<PathBuf>> From<P> for FederatedTokenFile {
+    fn from(path: P) -> Self {
+        FederatedTokenFile(Arc::new(TokenFile {
+            path: path.into(),
+            cached: Mutex::new(None),
+        }))
     }
 }
 
-impl fmt::Debug for WorkloadIdentityCredential {
+impl ClientAuthentication for FederatedTokenFile {}
+
+impl fmt::Debug for FederatedTokenFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.client
-            .debug_struct(f, "WorkloadIdentityCredential")
-            .field("token_file", &self.file.path)
+        // The path only: the copy in memory is a bearer credential.
+        f.debug_tuple("FederatedTokenFile")
+            .field(&self.0.path)
             .finish()
     }
 }
 
-/// Builds a [`WorkloadIdentityCredential`].
-#[derive(Debug)]
-pub struct WorkloadIdentityCredentialBuilder {
-    tenant_id: String,
-    client_id: String,
-    token_file: PathBuf,
-    options: ConfidentialClientOptions,
-}
-
-impl WorkloadIdentityCredentialBuilder {
-    confidential_client_builder_methods!();
-
-    /// Checks the settings and builds the credential. The file is not read yet (the platform
-    /// may write it after the process starts); a missing file fails the first token request.
-    pub fn build(self) -> Result<WorkloadIdentityCredential, TokenError> {
-        if self.token_file.as_os_str().is_empty() {
+impl Authenticate for FederatedTokenFile {
+    /// The file is not read yet (the platform may write it after the process starts); a missing
+    /// file fails the first token request.
+    fn check(&self) -> Result<(), TokenError> {
+        if self.0.path.as_os_str().is_empty() {
             return Err(TokenError::configuration(
                 "the federated token file path is empty; set AZURE_FEDERATED_TOKEN_FILE to the projected service account token's path",
             ));
         }
-        Ok(WorkloadIdentityCredential {
-            client: ConfidentialClient::new(&self.tenant_id, &self.client_id, self.options)?,
-            file: Arc::new(TokenFile {
-                path: self.token_file,
-                cached: Mutex::new(None),
-            }),
-        })
+        Ok(())
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        _client: &'a ConfidentialClient,
+    ) -> BoxFuture<'a, Result<ClientProof<'a>, TokenError>> {
+        Box::pin(ready(self.0.assertion().map(ClientProof::Assertion)))
     }
 }
 
@@ -167,7 +132,7 @@ struct TokenFile {
 }
 
 struct Cached {
-    assertion: Arc<Zeroizing<String>>,
+    assertion: Zeroizing<String>,
     read_at: Instant,
     modified: Option<SystemTime>,
     len: u64,
@@ -175,7 +140,7 @@ struct Cached {
 
 impl TokenFile {
     /// The token: from memory while the file looks unchanged and the copy is recent, else read.
-    fn assertion(&self) -> Result<Arc<Zeroizing<String>>, TokenError> {
+    fn assertion(&self) -> Result<Zeroizing<String>, TokenError> {
         // A small local file (tmpfs on Kubernetes): reading it inline is cheaper than a thread hop.
         let metadata = std::fs::metadata(&self.path).ok();
         let stamp = metadata.as_ref().map(|m| (m.modified().ok(), m.len()));
@@ -189,28 +154,26 @@ impl TokenFile {
                 }
             }
         }
-        let text = Zeroizing::new(std::fs::read_to_string(&self.path).map_err(|e| {
+        let token = trim_in_place(Zeroizing::new(std::fs::read_to_string(&self.path).map_err(|e| {
             TokenError::configuration(format!(
                 "cannot read the federated token file {} (AZURE_FEDERATED_TOKEN_FILE): {e}; check that workload identity is enabled for this pod and the path is right",
                 self.path.display()
             ))
-        })?);
-        let token = text.trim();
+        })?));
         if token.is_empty() {
             return Err(TokenError::configuration(format!(
                 "the federated token file {} (AZURE_FEDERATED_TOKEN_FILE) is empty; it must hold the service account token",
                 self.path.display()
             )));
         }
-        let assertion = Arc::new(Zeroizing::new(token.to_owned()));
         let (modified, len) = stamp.unwrap_or((None, 0));
         *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some(Cached {
-            assertion: assertion.clone(),
+            assertion: token.clone(),
             read_at: Instant::now(),
             modified,
             len,
         });
         tracing::debug!(file = %self.path.display(), "read the federated token file");
-        Ok(assertion)
+        Ok(token)
     }
 }

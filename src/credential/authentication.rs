@@ -1,0 +1,74 @@
+//! [`ClientAuthentication`]: how a confidential client proves itself on one token request.
+//!
+//! Each source (a secret, a certificate, an assertion callback, a federated token file) is one
+//! small impl of the sealed [`Authenticate`](private::Authenticate) trait; the credential, its
+//! builder and the token request around it are shared by all of them
+//! ([`ConfidentialClientCredential`](crate::ConfidentialClientCredential)).
+
+use std::fmt;
+
+use futures::future::BoxFuture;
+use zeroize::Zeroizing;
+
+use crate::credential::client::ConfidentialClient;
+use crate::error::TokenError;
+
+/// A source of client authentication for a
+/// [`ConfidentialClientCredential`](crate::ConfidentialClientCredential): a client secret
+/// ([`ClientSecret`](crate::ClientSecret)), assertions signed with a certificate
+/// ([`CertificateAssertion`](crate::CertificateAssertion)), assertions from your callback
+/// ([`AssertionCallback`](crate::AssertionCallback)) or from a federated token file
+/// ([`FederatedTokenFile`](crate::FederatedTokenFile)).
+///
+/// Sealed: an assertion from anywhere else goes through
+/// [`ClientAssertionCredential`](crate::ClientAssertionCredential)'s callback.
+pub trait ClientAuthentication: fmt::Debug + Send + Sync + 'static + private::Authenticate {}
+
+/// What a source puts in the token request's form.
+pub enum ClientProof<'a> {
+    /// `client_secret`.
+    Secret(&'a str),
+    /// `client_assertion` (a signed JWT or a federated token) with the jwt-bearer type.
+    Assertion(Zeroizing<String>),
+}
+
+pub(crate) mod private {
+    use super::*;
+
+    /// The work of a [`ClientAuthentication`] source; out of users' reach so that it can change.
+    pub trait Authenticate {
+        /// Checks the source's settings when the credential is built.
+        fn check(&self) -> Result<(), TokenError> {
+            Ok(())
+        }
+
+        /// The proof for one token request of `client` (whose client id and token endpoint a
+        /// signed assertion names). Called once per token request: nothing here is cached by
+        /// the credential.
+        fn authenticate<'a>(
+            &'a self,
+            client: &'a ConfidentialClient,
+        ) -> BoxFuture<'a, Result<ClientProof<'a>, TokenError>>;
+    }
+}
+
+/// `text` without surrounding white space, trimmed in place so that no unzeroed copy is left.
+pub(crate) fn trim_in_place(mut text: Zeroizing<String>) -> Zeroizing<String> {
+    let end = text.trim_end().len();
+    text.truncate(end);
+    let start = text.len() - text.trim_start().len();
+    text.drain(..start);
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_in_place() {
+        let trimmed = trim_in_place(Zeroizing::new(" \n eyJ.a.b \r\n".to_owned()));
+        assert_eq!(trimmed.as_str(), "eyJ.a.b");
+        assert_eq!(trim_in_place(Zeroizing::new("   ".to_owned())).as_str(), "");
+    }
+}
