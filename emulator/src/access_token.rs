@@ -76,7 +76,10 @@ pub(crate) fn sign(
     let (issuer, ver) = if v2 {
         (v2_issuer(authority, principal.tenant), "2.0")
     } else {
-        (format!("https://sts.windows.net/{}/", principal.tenant), "1.0")
+        (
+            format!("https://sts.windows.net/{}/", principal.tenant),
+            "1.0",
+        )
     };
     let mut claims = json!({
         "aud": resource,

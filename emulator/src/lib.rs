@@ -50,6 +50,38 @@
 //! CAE-capable requests) plus `xms_emu_seq`, an emulator-specific issue
 //! sequence number the demo API uses for revocation.
 //!
+//! # Managed identity endpoints
+//!
+//! Managed identities assigned to the emulated host
+//! ([`Emulator::assign_managed_identity`]) get tokens from each source's
+//! endpoint, in its own protocol and error shape:
+//!
+//! | source | route | URL / secret |
+//! | --- | --- | --- |
+//! | IMDS | `GET /metadata/identity/oauth2/token` | [`Emulator::imds_token_url`], [`Emulator::imds_host`] |
+//! | App Service, Functions, Container Apps | `GET /msi/token` | [`Emulator::app_service_identity_endpoint`], [`Emulator::app_service_identity_header`] |
+//! | Azure Arc | `GET /arc/metadata/identity/oauth2/token` | [`Emulator::arc_identity_endpoint`], [`Emulator::arc_imds_endpoint`], [`Emulator::set_arc_key_directory`] |
+//! | Cloud Shell | `POST /cloudshell/oauth2/token` | [`Emulator::cloud_shell_msi_endpoint`] |
+//! | Service Fabric (plain HTTP) | `GET /servicefabric/metadata/identity/oauth2/token` | [`Emulator::service_fabric_identity_endpoint`], [`Emulator::service_fabric_identity_header`] |
+//!
+//! Their tokens are signed like the token endpoint's (`aud` the resource,
+//! `appid` / `oid` / `sub` the identity, `xms_mirid` its resource ID). A
+//! token for `api://AzureADTokenExchange` is v2.0-shaped with issuer
+//! [`AssignedIdentity::issuer`], which every tenant trusts as a federated
+//! identity issuer: an app registration with
+//! [`App::with_federated_credential`]`(&mi.issuer, &mi.object_id, "")`
+//! accepts it as its client assertion. Faults for these endpoints are queued
+//! with [`Emulator::push_managed_identity_fault`]; every request is kept in
+//! [`Emulator::managed_identity_request_log`].
+//!
+//! # Load and telemetry
+//!
+//! [`Emulator::set_token_rate_limit`] admits token requests through a token
+//! bucket and answers `429` with `Retry-After` beyond it;
+//! [`Emulator::token_request_stats`] counts requests per second.
+//! [`Emulator::last_token_http_request`] keeps the latest token request's
+//! headers (such as `x-client-SKU` or `User-Agent`).
+//!
 //! # Example
 //!
 //! ```no_run

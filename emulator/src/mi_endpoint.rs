@@ -252,11 +252,7 @@ fn selector<'a>(
         [one] => Ok(*one),
         _ => Err(format!(
             "Only one of {} can be specified.",
-            names
-                .iter()
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(", ")
+            names.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
         )),
     }
 }
@@ -403,7 +399,11 @@ fn app_service_token(shared: &Shared, req: &RecordedRequest) -> Result<String, M
             ));
         }
     };
-    let secret_header = if legacy { "secret" } else { "x-identity-header" };
+    let secret_header = if legacy {
+        "secret"
+    } else {
+        "x-identity-header"
+    };
     let expected = shared.lock().mi_secrets.app_service.clone();
     if req.header(secret_header) != Some(expected.as_str()) {
         return Err(err(

@@ -60,7 +60,9 @@ struct Bucket {
 impl Bucket {
     /// Takes a token, or says how long until one is available.
     fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        let elapsed = now.saturating_duration_since(self.refilled_at).as_secs_f64();
+        let elapsed = now
+            .saturating_duration_since(self.refilled_at)
+            .as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
         self.refilled_at = now;
         if self.tokens >= 1.0 {

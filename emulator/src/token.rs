@@ -252,7 +252,7 @@ async fn answer(
                 let (body, default_ct) = match body {
                     Some(b) => (b, Some(JSON_UTF8)),
                     None => match default_fault_error(status) {
-                        Some(e) => (e.body(&ctx), Some(JSON_UTF8)),
+                        Some(e) => (e.body(ctx), Some(JSON_UTF8)),
                         None if (200..300).contains(&status) => ("{}".to_owned(), Some(JSON_UTF8)),
                         None => (String::new(), None),
                     },

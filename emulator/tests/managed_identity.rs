@@ -29,7 +29,10 @@ async fn assert_imds_error(resp: reqwest::Response, status: u16, error: &str) ->
     assert_eq!(resp.status().as_u16(), status);
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body["error"], error, "{body}");
-    body["error_description"].as_str().expect("description").to_owned()
+    body["error_description"]
+        .as_str()
+        .expect("description")
+        .to_owned()
 }
 
 #[tokio::test]
@@ -188,7 +191,10 @@ async fn imds_identity_not_found_and_ambiguous() {
 
     em.assign_managed_identity(ManagedIdentity::user_assigned("second"));
     let d = assert_imds_error(imds_get(&em, &base, true).await, 400, "invalid_request").await;
-    assert!(d.starts_with("Multiple user assigned identities exist"), "{d}");
+    assert!(
+        d.starts_with("Multiple user assigned identities exist"),
+        "{d}"
+    );
 
     let q = [
         base[0],
@@ -199,7 +205,11 @@ async fn imds_identity_not_found_and_ambiguous() {
     assert_eq!(d, "Identity not found");
     // The system-assigned identity cannot be selected by the host's resource ID.
     let system = em.assign_managed_identity(ManagedIdentity::system_assigned());
-    let q = [base[0], base[1], ("msi_res_id", system.resource_id.as_str())];
+    let q = [
+        base[0],
+        base[1],
+        ("msi_res_id", system.resource_id.as_str()),
+    ];
     assert_imds_error(imds_get(&em, &q, true).await, 400, "invalid_request").await;
 }
 
@@ -241,7 +251,9 @@ async fn app_service_get(
     query: &[(&str, &str)],
     header: Option<(&str, &str)>,
 ) -> reqwest::Response {
-    let mut req = client().get(em.app_service_identity_endpoint()).query(query);
+    let mut req = client()
+        .get(em.app_service_identity_endpoint())
+        .query(query);
     if let Some((k, v)) = header {
         req = req.header(k, v);
     }
@@ -272,7 +284,13 @@ async fn app_service_issues_tokens_with_epoch_expires_on() {
         let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
         assert_eq!(
             keys,
-            ["access_token", "client_id", "expires_on", "resource", "token_type"]
+            [
+                "access_token",
+                "client_id",
+                "expires_on",
+                "resource",
+                "token_type"
+            ]
         );
         assert_eq!(body["client_id"], user.client_id);
         assert_eq!(body["resource"], "https://vault.azure.net");
@@ -358,7 +376,10 @@ async fn arc_challenges_then_serves_the_key_holder_once() {
     let dir = std::env::temp_dir().join(unique_name("emu-arc-test"));
     em.set_arc_key_directory(&dir);
     assert_eq!(em.arc_key_directory(), dir);
-    assert!(em.arc_identity_endpoint().starts_with(&em.arc_imds_endpoint()));
+    assert!(
+        em.arc_identity_endpoint()
+            .starts_with(&em.arc_imds_endpoint())
+    );
     let q = [("api-version", "2019-11-01"), ("resource", ARM)];
     let get = |auth: Option<String>| {
         let mut req = client()
@@ -411,7 +432,10 @@ async fn arc_challenges_then_serves_the_key_holder_once() {
         [Some(401), Some(200), Some(401), Some(401), Some(400)]
     );
     assert!(log.iter().all(|r| r.endpoint == Endpoint::AzureArc));
-    assert_eq!(log[1].header("authorization"), Some(&*format!("Basic {key}")));
+    assert_eq!(
+        log[1].header("authorization"),
+        Some(&*format!("Basic {key}"))
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -463,7 +487,10 @@ async fn cloud_shell_takes_a_posted_form() {
     let resp = post(vec![("resource", ARM.into())], false).await.unwrap();
     assert_imds_error(resp, 400, "invalid_request").await;
     let resp = post(
-        vec![("resource", ARM.into()), ("client_id", mi.client_id.clone())],
+        vec![
+            ("resource", ARM.into()),
+            ("client_id", mi.client_id.clone()),
+        ],
         true,
     )
     .await
@@ -489,7 +516,9 @@ async fn service_fabric_checks_its_secret_and_answers_a_numeric_expiry() {
     let user = em.assign_managed_identity(ManagedIdentity::user_assigned("sf"));
     let secret = em.service_fabric_identity_header();
     let get = |q: Vec<(&'static str, String)>, secret: Option<String>| {
-        let mut req = client().get(em.service_fabric_identity_endpoint()).query(&q);
+        let mut req = client()
+            .get(em.service_fabric_identity_endpoint())
+            .query(&q);
         if let Some(s) = secret {
             req = req.header("secret", s);
         }
@@ -591,7 +620,10 @@ async fn the_log_keeps_headers_and_query_of_each_request() {
     let secret = em.app_service_identity_header();
     imds_token(&em, &[("api-version", "2018-02-01"), ("resource", ARM)]).await;
     let h = Some(("X-IDENTITY-HEADER", secret.as_str()));
-    let q = [("api-version", "2019-08-01"), ("resource", "https://graph.microsoft.com")];
+    let q = [
+        ("api-version", "2019-08-01"),
+        ("resource", "https://graph.microsoft.com"),
+    ];
     assert_eq!(app_service_get(&em, &q, h).await.status(), 200);
 
     let log = em.managed_identity_request_log();
@@ -669,4 +701,21 @@ async fn tokens_for_other_resources_are_not_federated_credentials() {
     let body = imds_token(&em, &[("api-version", "2018-02-01"), ("resource", ARM)]).await;
     let resp = request_with_assertion(&em, &app, body["access_token"].as_str().unwrap()).await;
     assert_entra_error(resp, 400, "invalid_client", 70021).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn latency_and_delay_faults_slow_managed_identity_answers() {
+    let em = Emulator::start().await;
+    em.assign_managed_identity(ManagedIdentity::system_assigned());
+    let q = [("api-version", "2018-02-01"), ("resource", ARM)];
+    em.push_managed_identity_fault(Fault::delay(std::time::Duration::from_secs(30)));
+    let slow =
+        tokio::time::timeout(std::time::Duration::from_secs(10), imds_get(&em, &q, true)).await;
+    assert!(slow.is_err(), "the delayed request should time out");
+    em.set_latency(std::time::Duration::from_secs(20));
+    let slow =
+        tokio::time::timeout(std::time::Duration::from_secs(10), imds_get(&em, &q, true)).await;
+    assert!(slow.is_err(), "latency should apply");
+    em.set_latency(std::time::Duration::ZERO);
+    assert_eq!(imds_get(&em, &q, true).await.status(), 200);
 }
