@@ -10,9 +10,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::Emulator;
+use crate::access_token::SEQ_CLAIM;
 use crate::jwt::{self, Alg, emulator_key};
 use crate::state::Shared;
-use crate::token::{Ctx, EntraError, JSON_UTF8, SEQ_CLAIM};
+use crate::token::{Ctx, EntraError, JSON_UTF8};
 use crate::util::{graph_date, guid, unix_now};
 
 /// The demo API's application ID URI (its tokens' `aud`).

@@ -50,6 +50,38 @@
 //! CAE-capable requests) plus `xms_emu_seq`, an emulator-specific issue
 //! sequence number the demo API uses for revocation.
 //!
+//! # Managed identity endpoints
+//!
+//! Managed identities assigned to the emulated host
+//! ([`Emulator::assign_managed_identity`]) get tokens from each source's
+//! endpoint, in its own protocol and error shape:
+//!
+//! | source | route | URL / secret |
+//! | --- | --- | --- |
+//! | IMDS | `GET /metadata/identity/oauth2/token` | [`Emulator::imds_token_url`], [`Emulator::imds_host`] |
+//! | App Service, Functions, Container Apps | `GET /msi/token` | [`Emulator::app_service_identity_endpoint`], [`Emulator::app_service_identity_header`] |
+//! | Azure Arc | `GET /arc/metadata/identity/oauth2/token` | [`Emulator::arc_identity_endpoint`], [`Emulator::arc_imds_endpoint`], [`Emulator::set_arc_key_directory`] |
+//! | Cloud Shell | `POST /cloudshell/oauth2/token` | [`Emulator::cloud_shell_msi_endpoint`] |
+//! | Service Fabric (plain HTTP) | `GET /servicefabric/metadata/identity/oauth2/token` | [`Emulator::service_fabric_identity_endpoint`], [`Emulator::service_fabric_identity_header`] |
+//!
+//! Their tokens are signed like the token endpoint's (`aud` the resource,
+//! `appid` / `oid` / `sub` the identity, `xms_mirid` its resource ID). A
+//! token for `api://AzureADTokenExchange` is v2.0-shaped with issuer
+//! [`AssignedIdentity::issuer`], which every tenant trusts as a federated
+//! identity issuer: an app registration with
+//! [`App::with_federated_credential`]`(&mi.issuer, &mi.object_id, "")`
+//! accepts it as its client assertion. Faults for these endpoints are queued
+//! with [`Emulator::push_managed_identity_fault`]; every request is kept in
+//! [`Emulator::managed_identity_request_log`].
+//!
+//! # Load and telemetry
+//!
+//! [`Emulator::set_token_rate_limit`] admits token requests through a token
+//! bucket and answers `429` with `Retry-After` beyond it;
+//! [`Emulator::token_request_stats`] counts requests per second.
+//! [`Emulator::last_token_http_request`] keeps the latest token request's
+//! headers (such as `x-client-SKU` or `User-Agent`).
+//!
 //! # Example
 //!
 //! ```no_run
@@ -78,6 +110,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod access_token;
 mod api;
 mod app;
 mod assertion;
@@ -85,7 +118,11 @@ mod cert;
 mod fault;
 mod federated;
 mod jwt;
+mod managed_identity;
+mod mi_endpoint;
 mod net;
+mod rate_limit;
+mod record;
 mod state;
 mod token;
 mod util;
@@ -94,15 +131,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use tokio::sync::oneshot;
 
 pub use app::{App, RegisteredApp};
 pub use cert::TestCertificate;
 pub use fault::Fault;
 pub use federated::FederatedIssuer;
+pub use managed_identity::{AssignedIdentity, ManagedIdentity};
+pub use rate_limit::TokenRequestStats;
+pub use record::{Endpoint, RecordedRequest};
 
-use state::{AppRecord, Resource, Shared, State, Tenant};
+use state::{AppRecord, Resource, Shared, State};
 
 /// A running emulator. Cheap to clone (all clones share one server); the
 /// server shuts down when the last clone is dropped.
@@ -122,6 +162,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        let st = self.shared.lock();
+        if let (true, Some(dir)) = (st.mi_secrets.arc_dir_is_own, &st.mi_secrets.arc_dir) {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -163,9 +207,7 @@ impl Emulator {
         let authority = format!("http://127.0.0.1:{port}");
         let default_tenant = util::guid();
         let mut state = State::new();
-        state
-            .tenants
-            .insert(default_tenant.clone(), Tenant::default());
+        state.add_tenant(&default_tenant, &authority);
         for (uri, roles) in [
             (
                 "https://graph.microsoft.com",
@@ -183,6 +225,9 @@ impl Emulator {
             ),
             ("https://management.azure.com", &[][..]),
             (api::DEMO_API_URI, &[Emulator::DEMO_API_ROLE][..]),
+            (access_token::TOKEN_EXCHANGE_AUDIENCES[0], &[][..]),
+            (access_token::TOKEN_EXCHANGE_AUDIENCES[1], &[][..]),
+            (access_token::TOKEN_EXCHANGE_AUDIENCES[2], &[][..]),
         ] {
             register_resource(&mut state, uri, roles);
         }
@@ -196,6 +241,17 @@ impl Emulator {
                 get(api::openid_configuration),
             )
             .route("/api/hello", get(api::hello))
+            .route("/metadata/identity/oauth2/token", get(mi_endpoint::imds))
+            .route("/msi/token", get(mi_endpoint::app_service))
+            .route(
+                "/arc/metadata/identity/oauth2/token",
+                get(mi_endpoint::azure_arc),
+            )
+            .route("/cloudshell/oauth2/token", post(mi_endpoint::cloud_shell))
+            .route(
+                "/servicefabric/metadata/identity/oauth2/token",
+                get(mi_endpoint::service_fabric),
+            )
             .with_state(shared.clone());
         let (tx, rx) = oneshot::channel::<()>();
         let server = axum::serve(
@@ -231,11 +287,8 @@ impl Emulator {
     /// Creates another tenant and returns its ID (a GUID).
     pub fn add_tenant(&self) -> String {
         let id = util::guid();
-        self.inner
-            .shared
-            .lock()
-            .tenants
-            .insert(id.clone(), Tenant::default());
+        let shared = &self.inner.shared;
+        shared.lock().add_tenant(&id, &shared.authority);
         id
     }
 
@@ -296,8 +349,10 @@ impl Emulator {
         self.inner.shared.lock().numbers_as_strings = yes;
     }
 
-    /// Delays every token endpoint answer by `latency` (with
-    /// `tokio::time::sleep`, so a paused test clock applies).
+    /// Delays every answer of the token endpoint and of the managed identity
+    /// endpoints by `latency` (with `tokio::time::sleep`, so a paused test
+    /// clock applies). Answers of the rate limit
+    /// ([`Emulator::set_token_rate_limit`]) are not delayed.
     pub fn set_latency(&self, latency: Duration) {
         self.inner.shared.lock().latency = latency;
     }
@@ -321,6 +376,14 @@ impl Emulator {
     /// The decoded form fields of the latest token request, in order.
     pub fn last_token_request(&self) -> Option<Vec<(String, String)>> {
         self.inner.shared.lock().last_token_request.clone()
+    }
+
+    /// The latest token request (`POST`) as received: headers (such as the
+    /// telemetry headers `x-client-SKU`, `x-client-Ver`, `x-client-OS`,
+    /// `User-Agent` and `client-request-id`), query, form, and the status it
+    /// was answered with. Set once the answer is decided.
+    pub fn last_token_http_request(&self) -> Option<RecordedRequest> {
+        self.inner.shared.lock().last_token_http_request.clone()
     }
 
     /// Revokes every token issued so far: the demo API answers them with

@@ -24,7 +24,7 @@ impl Conn {
         self.killed.store(true, Ordering::SeqCst);
     }
 
-    fn is_killed(&self) -> bool {
+    pub(crate) fn is_killed(&self) -> bool {
         self.killed.load(Ordering::SeqCst)
     }
 }

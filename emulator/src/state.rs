@@ -7,6 +7,9 @@ use std::time::Duration;
 use crate::app::{App, FederatedCredential, Secret};
 use crate::cert::CertInfo;
 use crate::fault::Fault;
+use crate::managed_identity::{IdentityRecord, MiSecrets};
+use crate::rate_limit::Admission;
+use crate::record::RecordedRequest;
 
 /// State shared between the [`Emulator`](crate::Emulator) handle and the server.
 pub(crate) struct Shared {
@@ -54,6 +57,18 @@ pub(crate) struct State {
     pub(crate) trusted_issuers: HashMap<String, serde_json::Value>,
     /// Client assertion `jti`s seen, by (client id, jti), with their expiry.
     pub(crate) used_jtis: HashMap<(String, String), i64>,
+    /// The latest token request with its headers.
+    pub(crate) last_token_http_request: Option<RecordedRequest>,
+    /// Token endpoint rate limit and per-second counts.
+    pub(crate) admission: Admission,
+    /// Managed identities assigned to the emulated host.
+    pub(crate) identities: Vec<IdentityRecord>,
+    /// Faults for the managed identity endpoints.
+    pub(crate) mi_faults: VecDeque<Fault>,
+    /// Every request to a managed identity endpoint, in order.
+    pub(crate) mi_requests: Vec<RecordedRequest>,
+    /// Secrets and Arc challenge keys of the managed identity endpoints.
+    pub(crate) mi_secrets: MiSecrets,
 }
 
 impl State {
@@ -76,7 +91,23 @@ impl State {
             last_token_request_claims: None,
             trusted_issuers: HashMap::new(),
             used_jtis: HashMap::new(),
+            last_token_http_request: None,
+            admission: Admission::new(),
+            identities: Vec::new(),
+            mi_faults: VecDeque::new(),
+            mi_requests: Vec::new(),
+            mi_secrets: MiSecrets::new(),
         }
+    }
+
+    /// Adds a tenant whose own managed identity tokens (issuer
+    /// `{authority}/{tenant}/v2.0`) are trusted for federated credentials.
+    pub(crate) fn add_tenant(&mut self, tenant_id: &str, authority: &str) {
+        self.tenants.insert(tenant_id.to_owned(), Tenant::default());
+        self.trusted_issuers.insert(
+            crate::access_token::v2_issuer(authority, tenant_id),
+            serde_json::json!({ "keys": [crate::jwt::emulator_key().jwk()] }),
+        );
     }
 }
 

@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use crate::access_token::{self, Issued, Principal};
 use crate::fault::FaultKind;
-use crate::jwt::emulator_key;
 use crate::net::Conn;
+use crate::record::{Endpoint, RecordedRequest};
 use crate::state::{AppRecord, Shared, State as EmuState};
 use crate::util::{entra_timestamp, guid, ordered_json, unix_now};
 
@@ -142,7 +143,7 @@ impl Form {
     }
 }
 
-fn parse_form(headers: &HeaderMap, body: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn parse_form(headers: &HeaderMap, body: &[u8]) -> Vec<(String, String)> {
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -184,6 +185,7 @@ pub(crate) async fn token_endpoint(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(conn): ConnectInfo<Conn>,
     method: Method,
+    uri: Uri,
     Path(tenant): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -201,14 +203,34 @@ pub(crate) async fn token_endpoint(
         .response(&ctx);
     }
     let form = Form(parse_form(&headers, &body));
+    let mut record = RecordedRequest::new(Endpoint::Token, &method, &uri, &headers, form.0.clone());
+    let resp = answer(&shared, &conn, &ctx, &tenant, &headers, form).await;
+    record.status = (!conn.is_killed()).then(|| resp.status().as_u16());
+    shared.lock().last_token_http_request = Some(record);
+    resp
+}
+
+/// Throttling, then an injected fault, then the real checks.
+async fn answer(
+    shared: &Shared,
+    conn: &Conn,
+    ctx: &Ctx,
+    tenant: &str,
+    headers: &HeaderMap,
+    form: Form,
+) -> Response {
     let (fault, latency) = {
         let mut st = shared.lock();
         st.token_requests += 1;
-        st.last_token_request = Some(form.0.clone());
         st.last_token_request_claims = form
             .get("claims")
             .and_then(|c| serde_json::from_str::<Value>(c).ok())
             .filter(Value::is_object);
+        st.last_token_request = Some(form.0.clone());
+        if let Err(retry_after) = st.admission.admit() {
+            drop(st);
+            return throttled(ctx, retry_after);
+        }
         (st.faults.pop_front(), st.latency)
     };
     if !latency.is_zero() {
@@ -230,7 +252,7 @@ pub(crate) async fn token_endpoint(
                 let (body, default_ct) = match body {
                     Some(b) => (b, Some(JSON_UTF8)),
                     None => match default_fault_error(status) {
-                        Some(e) => (e.body(&ctx), Some(JSON_UTF8)),
+                        Some(e) => (e.body(ctx), Some(JSON_UTF8)),
                         None if (200..300).contains(&status) => ("{}".to_owned(), Some(JSON_UTF8)),
                         None => (String::new(), None),
                     },
@@ -245,15 +267,25 @@ pub(crate) async fn token_endpoint(
             }
         }
     }
-    let basic = basic_credentials(&headers);
+    let basic = basic_credentials(headers);
     let result = {
         let mut st = shared.lock();
-        issue(&mut st, &shared.authority, &tenant, &form, basic)
+        issue(&mut st, &shared.authority, tenant, &form, basic)
     };
     match result {
         Ok(body) => ctx.response(200, Some(JSON_UTF8), body),
-        Err(e) => e.response(&ctx),
+        Err(e) => e.response(ctx),
     }
+}
+
+/// The answer of the rate limit ([`Emulator::set_token_rate_limit`](crate::Emulator::set_token_rate_limit)).
+fn throttled(ctx: &Ctx, retry_after: u64) -> Response {
+    let mut resp = default_fault_error(429)
+        .map(|e| e.response(ctx))
+        .unwrap_or_else(|| ctx.response(429, None, String::new()));
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    resp
 }
 
 /// The Entra-shaped error a [`Fault`](crate::Fault) without an explicit body answers with.
@@ -405,7 +437,15 @@ fn issue(
                 .is_some_and(|v| v.iter().any(|c| c.as_str() == Some("cp1")))
         }
     };
-    Ok(mint(st, &tenant_key, &client_key, &resource, appidacr, cp1))
+    Ok(mint(
+        st,
+        authority,
+        &tenant_key,
+        &client_key,
+        &resource,
+        appidacr,
+        cp1,
+    ))
 }
 
 fn check_secret(app: &AppRecord, client_id: &str, secret: &str) -> Result<(), EntraError> {
@@ -477,23 +517,17 @@ fn resolve_scope(st: &EmuState, form: &Form, tenant: &str) -> Result<String, Ent
     }
 }
 
-/// Name of the (emulator-specific) claim holding the issue sequence number.
-pub(crate) const SEQ_CLAIM: &str = "xms_emu_seq";
-
 /// Issues an access token for `client_id` to `resource` and renders the success body.
 /// `appidacr`: "1" for a secret, "2" for a certificate / assertion.
 fn mint(
     st: &mut EmuState,
+    authority: &str,
     tenant: &str,
     client_id: &str,
     resource: &str,
     appidacr: &str,
     cp1: bool,
 ) -> String {
-    let seq = st.next_seq;
-    st.next_seq += 1;
-    let now = unix_now();
-    let lifetime = st.token_lifetime.as_secs();
     let client_key = client_id.to_ascii_lowercase();
     let (display_name, object_id, app_roles) = st
         .tenants
@@ -501,48 +535,18 @@ fn mint(
         .and_then(|t| t.apps.get(&client_key))
         .map(|a| (a.display_name.clone(), a.object_id.clone(), a.roles.clone()))
         .unwrap_or_default();
-    let resource_roles = st
-        .resources
-        .get(&resource.to_ascii_lowercase())
-        .map(|r| r.roles.clone())
-        .unwrap_or_default();
-    let roles: Vec<String> = app_roles
-        .into_iter()
-        .filter(|r| resource_roles.iter().any(|rr| rr == r))
-        .collect();
-    let issuer = format!("https://sts.windows.net/{tenant}/");
-    let uti = crate::util::b64url(uuid::Uuid::new_v4().as_bytes());
-    let mut claims = json!({
-        "aud": resource,
-        "iss": issuer,
-        "iat": now,
-        "nbf": now,
-        "exp": now + lifetime,
-        "aio": crate::util::b64url(uuid::Uuid::new_v4().as_bytes()),
-        "app_displayname": display_name,
-        "appid": client_key,
-        "appidacr": appidacr,
-        "azp": client_key,
-        "azpacr": appidacr,
-        "idp": issuer,
-        "idtyp": "app",
-        "oid": object_id,
-        "sub": object_id,
-        "tid": tenant,
-        "uti": uti,
-        "jti": guid(),
-        "ver": "1.0",
-        SEQ_CLAIM: seq,
-    });
-    if !roles.is_empty() {
-        claims["roles"] = json!(roles);
-    }
-    if cp1 {
-        claims["xms_cc"] = json!(["cp1"]);
-    }
-    let key = emulator_key();
-    let header = json!({"typ": "JWT", "alg": "RS256", "x5t": key.kid(), "kid": key.kid()});
-    let token = key.sign(&header, &claims);
+    let principal = Principal {
+        tenant,
+        client_id: &client_key,
+        object_id: &object_id,
+        display_name: &display_name,
+        roles: &app_roles,
+        appidacr,
+        mirid: None,
+    };
+    let Issued {
+        token, lifetime, ..
+    } = access_token::sign(st, authority, &principal, resource, cp1);
 
     let num = |n: u64| -> Value {
         if st.numbers_as_strings {

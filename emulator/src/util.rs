@@ -14,7 +14,7 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// Splits Unix seconds into (year, month, day, hour, minute, second), UTC.
-fn civil(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
+pub(crate) fn civil(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Howard Hinnant's civil_from_days.
