@@ -31,6 +31,8 @@ mod builder;
 mod claims;
 mod fetch;
 mod state;
+#[cfg(test)]
+mod tests;
 
 pub use builder::TokenProviderBuilder;
 pub(crate) use claims::Renewal;

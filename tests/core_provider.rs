@@ -158,54 +158,6 @@ async fn jitter_spreads_the_refreshes_of_providers_started_together() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn failed_background_refresh_keeps_the_old_token_and_honours_retry_after() {
-    let s = setup().await;
-    s.emulator.set_token_lifetime(Duration::from_secs(3600));
-    let first = s.provider.token().await.unwrap();
-    for _ in 0..3 {
-        s.emulator.push_fault(Fault::status(503).retry_after(120));
-    }
-
-    tokio::time::advance(Duration::from_secs(3301)).await;
-    assert!(s.provider.token().await.unwrap().same_token(&first));
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(s.emulator.token_requests(), 2, "the refresh did not start");
-
-    // Within Retry-After: requests succeed on the old token and no new attempt goes out.
-    for _ in 0..119 {
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(s.provider.token().await.unwrap().same_token(&first));
-        tokio::task::yield_now().await;
-    }
-    assert_eq!(s.emulator.token_requests(), 2, "retried before Retry-After");
-    let stats = s.provider.stats();
-    assert_eq!(stats.last_error.unwrap().kind(), TokenErrorKind::Transient);
-
-    // After it: the next request starts one attempt (503 again), still on the old token.
-    tokio::time::advance(Duration::from_secs(2)).await;
-    assert!(s.provider.token().await.unwrap().same_token(&first));
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(s.emulator.token_requests(), 3);
-
-    // Until expiry no request fails; the faults run out and the refresh succeeds.
-    let mut refreshed = None;
-    while refreshed.is_none() {
-        tokio::time::advance(Duration::from_secs(5)).await;
-        let t = s
-            .provider
-            .token()
-            .await
-            .expect("a request failed before the old token expired");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        if !t.same_token(&first) {
-            refreshed = Some(t);
-        }
-        assert!(Instant::now() < first.expires_at());
-    }
-    assert_eq!(s.emulator.token_requests(), 5);
-}
-
-#[tokio::test(start_paused = true)]
 async fn cold_fetch_retries_transient_failures_then_succeeds() {
     let s = setup().await;
     s.emulator.push_fault(Fault::status(500));
