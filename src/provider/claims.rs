@@ -5,7 +5,7 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::state::{ClaimsRequest, FORCED_RENEWAL_INTERVAL, InFlight};
-use super::{Acquire, Refused, TokenProvider, no_runtime, ready};
+use super::{Acquire, Refused, SharedFetch, TokenProvider, no_runtime, ready};
 use crate::challenge::{Reaction, merge_claims, reaction};
 use crate::error::TokenError;
 use crate::token::AccessToken;
@@ -32,12 +32,17 @@ impl TokenProvider {
     pub async fn token_with_claims(&self, claims: &str) -> Result<AccessToken, TokenError> {
         let merged = self.merged_claims(claims)?;
         let runtime = Handle::try_current().map_err(|_| no_runtime())?;
+        self.claims_fetch(merged, &runtime).await
+    }
+
+    /// The fetch for `merged` claims in flight, or a new one. Not async: the lock must not be
+    /// held by a waiter.
+    fn claims_fetch(&self, merged: String, runtime: &Handle) -> SharedFetch {
         let mut state = self.inner.lock_state();
-        let fetch = match state.claims_request(Instant::now(), merged) {
+        match state.claims_request(Instant::now(), merged) {
             InFlight::Join(fetch) => fetch,
-            InFlight::Start(start) => self.launch(state, start, &runtime),
-        };
-        fetch.await
+            InFlight::Start(start) => self.launch(state, start, runtime),
+        }
     }
 
     /// Acts on an API's refusal of `used`: drops it on `invalid_token`, fetches a token with the

@@ -143,3 +143,17 @@ async fn callers_waiting_on_a_refresh_ahead_get_its_retries() {
     assert!(!token.same_token(&first));
     assert_eq!(credential.requests(), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_requests_for_the_same_claims_share_one_fetch() {
+    let credential = Scripted::new(Duration::from_secs(1), []);
+    let provider = credential.provider();
+    let claims = r#"{"access_token":{"nbf":{"essential":true,"value":"1"}}}"#;
+    let (a, b) = tokio::join!(
+        provider.token_with_claims(claims),
+        provider.token_with_claims(claims)
+    );
+    assert!(a.unwrap().same_token(&b.unwrap()));
+    assert_eq!(credential.requests(), 1);
+    assert_eq!(provider.stats().claims_challenges, 1);
+}
