@@ -211,7 +211,7 @@ mod tests {
             SystemTime::now(),
         )
         .unwrap();
-        assert_eq!(t.refresh_at() - now, Duration::from_secs(43199));
+        assert_eq!(t.refresh_in(), Some(Duration::from_secs(43199)));
     }
 
     #[test]

@@ -1,24 +1,14 @@
-//! [`TokenProvider`]: the shared token cache with single-flight fetches and refresh ahead.
+//! [`TokenProvider`]: the handle on a shared token cache, its counters and its tracing.
 //!
-//! The state machine, in one place:
-//! - A cached token is served by a lock-free read while `now < usable_until`
-//!   (`expires_at` minus a margin).
-//! - From `refresh_at` on (Entra's `refresh_in`, else 5 minutes or half the lifetime before
-//!   expiry, moved earlier by jitter), a request that sees it starts one fetch in a spawned
-//!   task and goes on with the cached token. If that fetch fails the old token stays, and the
-//!   next attempt waits for a backoff (at least `Retry-After`).
-//! - With no usable token, every caller joins the one fetch in flight, or starts it. The fetch
-//!   runs in a spawned task, so dropping the caller that started it cancels nothing; its result,
-//!   error included, goes to every waiter. Transient failures are retried inside it with
-//!   exponential backoff and jitter, within a bounded number of attempts. After a failed fetch,
-//!   callers with no usable token get its error at once until the backoff passes (at most
-//!   `max_backoff`), so a broken configuration costs Entra one request per backoff, not one per
-//!   request.
-//! - Every fetch has an id in start order, and a token is cached only if no later-started
-//!   fetch's token is: a slow refresh never replaces the token of a claims challenge.
-//! - An API's refusal (a 401 `invalid_token`, or a claims challenge) forces a new token at most
-//!   once per [`FORCED_RENEWAL_INTERVAL`], so a resource that refuses every token cannot turn
-//!   each request into a token request.
+//! What happens when is decided in [`state`], as pure transitions: a cached token is served by a
+//! lock-free read until it is due for a refresh ahead (one fetch, in a spawned task, while
+//! requests go on with the held token) or stops being usable (every caller joins the one fetch
+//! in flight, or starts it); a failed fetch sets a backoff (at least `Retry-After`) during which
+//! callers with no usable token get its error at once; a fetch's token is cached only if no
+//! later-started fetch's token is; an API's refusal forces a new token at most once per 30 s.
+//! [`fetch`] runs one fetch (spawned, so that dropping the caller that started it cancels
+//! nothing; retried with backoff; its result, error included, goes to every waiter). This file
+//! locks, calls a transition, and performs what it returns.
 
 use std::fmt;
 use std::future::Future;
@@ -26,11 +16,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
+use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use crate::credential::{Credential, TokenRequest};
@@ -40,15 +30,15 @@ use crate::token::AccessToken;
 mod builder;
 mod claims;
 mod fetch;
+mod state;
+#[cfg(test)]
+mod tests;
 
 pub use builder::TokenProviderBuilder;
 pub(crate) use claims::Renewal;
 
 use builder::ProviderOptions;
-use fetch::{Mode, spawn_fetch};
-
-/// How often an API's refusal of a token may force a new one (see the module docs).
-pub(crate) const FORCED_RENEWAL_INTERVAL: Duration = Duration::from_secs(30);
+use state::{Cached, Freshness, Mode, Refused, Request, Start, State};
 
 /// Hands out tokens for one scope, from one credential.
 ///
@@ -68,131 +58,23 @@ pub(crate) const FORCED_RENEWAL_INTERVAL: Duration = Duration::from_secs(30);
 /// ```
 #[derive(Clone)]
 pub struct TokenProvider {
-    shared: Arc<Shared_>,
+    inner: Arc<Inner>,
 }
 
-struct Shared_ {
+/// What the clones of one provider share.
+struct Inner {
     credential: Arc<dyn Credential>,
     scope: String,
     /// The `claims` JSON of the client capabilities (`cp1`), sent with every ordinary fetch.
     capabilities: Option<String>,
+    /// The state's cached token, published for lock-free reads; stored only under the lock.
     current: ArcSwapOption<Cached>,
-    state: Mutex<FetchState>,
+    state: Mutex<State<SharedFetch>>,
     options: ProviderOptions,
     counters: Counters,
     /// Outside the state lock, so that `stats()` never waits on it (a subscriber or health
     /// check may call it while a fetch logs under the lock).
     last_error: ArcSwapOption<TokenError>,
-}
-
-/// A token with the instants the hot path compares against.
-struct Cached {
-    token: AccessToken,
-    usable_until: Instant,
-    refresh_at: Instant,
-    /// The id of the fetch that got it: a token is only replaced by a later-started fetch's.
-    id: u64,
-    /// The (merged) claims it was fetched with, for a claims challenge; `None` otherwise.
-    claims: Option<String>,
-}
-
-impl Cached {
-    /// The cache entry for a token fetched at `now`: usable until a margin before expiry
-    /// (at most a quarter of its lifetime), refreshed from its `refresh_at` moved earlier by
-    /// random jitter (at most a fifth of the refresh window) so that a fleet spreads out, and
-    /// never later than it stops being usable.
-    fn new(
-        options: &ProviderOptions,
-        token: &AccessToken,
-        now: Instant,
-        id: u64,
-        claims: Option<String>,
-    ) -> Cached {
-        let lifetime = token.expires_at().saturating_duration_since(now);
-        let margin = options.expiry_margin.min(lifetime / 4);
-        let usable_until = token.expires_at() - margin;
-        let window = token
-            .expires_at()
-            .saturating_duration_since(token.refresh_at());
-        let jitter = options
-            .refresh_jitter
-            .min(window / 5)
-            .mul_f64(fastrand::f64());
-        let refresh_at = token
-            .refresh_at()
-            .checked_sub(jitter)
-            .unwrap_or(now)
-            .clamp(now, usable_until.max(now));
-        Cached {
-            token: token.clone(),
-            usable_until,
-            refresh_at,
-            id,
-            claims,
-        }
-    }
-}
-
-#[derive(Default)]
-struct FetchState {
-    /// The ordinary (cold or ahead) fetch in flight.
-    inflight: Option<Inflight>,
-    /// The claims fetch in flight, with its merged claims.
-    claims_inflight: Option<(String, Inflight)>,
-    next_id: u64,
-    /// A token is cached only if its fetch id is above this: the id of the last token an API
-    /// refused, so that no fetch started before the refusal brings back a token like it.
-    min_store_id: u64,
-    /// No refresh ahead starts before this (backoff after a failed one).
-    refresh_not_before: Option<Instant>,
-    /// With no usable token, callers get this error at once until the instant (the backoff,
-    /// capped at `max_backoff`), so a broken configuration does not flood Entra.
-    cold_error: Option<(Instant, TokenError)>,
-    consecutive_failures: u32,
-    /// When an API's refusal last dropped the cached token.
-    last_invalidation: Option<Instant>,
-    /// When the last claims fetch started (one per interval, whatever the claims).
-    last_claims_fetch: Option<Instant>,
-}
-
-/// A fetch in flight: its id, the future its waiters share, and its task, to tell a fetch that
-/// will finish from one whose task was dropped before it ran (a runtime shutting down).
-struct Inflight {
-    id: u64,
-    fetch: SharedFetch,
-    task: tokio::task::AbortHandle,
-}
-
-impl Inflight {
-    fn live(&self) -> Option<&SharedFetch> {
-        (!self.task.is_finished()).then_some(&self.fetch)
-    }
-}
-
-impl FetchState {
-    fn next_id(&mut self) -> u64 {
-        self.next_id += 1;
-        self.next_id
-    }
-
-    /// Frees the slot of fetch `id`, if it still holds it.
-    fn free(&mut self, id: u64) {
-        if self.inflight.as_ref().is_some_and(|f| f.id == id) {
-            self.inflight = None;
-        }
-        if self
-            .claims_inflight
-            .as_ref()
-            .is_some_and(|(_, f)| f.id == id)
-        {
-            self.claims_inflight = None;
-        }
-    }
-
-    /// The ordinary fetch in flight, if its task is still alive.
-    fn live_inflight(&self) -> Option<&SharedFetch> {
-        self.inflight.as_ref().and_then(Inflight::live)
-    }
 }
 
 type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, TokenError>>>;
@@ -261,7 +143,7 @@ impl TokenProvider {
 
     /// The scope tokens are for.
     pub fn scope(&self) -> &str {
-        &self.shared.scope
+        &self.inner.scope
     }
 
     /// A token that is valid now: the cached one, or a fresh one from the single fetch in flight.
@@ -272,13 +154,12 @@ impl TokenProvider {
     /// The cached token when it is usable now; starts a refresh ahead when one is due. Never waits.
     pub(crate) fn cached(&self) -> Option<AccessToken> {
         let now = Instant::now();
-        let guard = self.shared.current.load();
+        let guard = self.inner.current.load();
         let cached = guard.as_ref()?;
-        if now >= cached.usable_until {
-            return None;
-        }
-        if now >= cached.refresh_at {
-            self.maybe_refresh_ahead(now);
+        match cached.freshness(now) {
+            Freshness::Fresh => {}
+            Freshness::RefreshDue => self.refresh_ahead(now),
+            Freshness::Unusable => return None,
         }
         Some(cached.token.clone())
     }
@@ -287,7 +168,7 @@ impl TokenProvider {
     pub(crate) fn acquire(&self) -> Acquire {
         match self.cached() {
             Some(token) => Acquire::Ready(Some(token)),
-            None => Acquire::Waiting(self.join_or_start_fetch()),
+            None => self.join_or_start_fetch(),
         }
     }
 
@@ -296,55 +177,12 @@ impl TokenProvider {
     /// token. At most one drop per 30 s: a resource that refuses every token does not turn each
     /// request into a token request.
     pub fn invalidate(&self, token: &AccessToken) {
-        self.try_invalidate(token);
-    }
-
-    /// [`invalidate`](Self::invalidate), saying whether the token was dropped.
-    pub(crate) fn try_invalidate(&self, token: &AccessToken) -> bool {
-        let mut state = self.shared.lock_state();
-        let now = Instant::now();
-        if state
-            .last_invalidation
-            .is_some_and(|at| now < at + FORCED_RENEWAL_INTERVAL)
-        {
-            drop(state);
-            tracing::debug!(scope = %self.shared.scope, "token refused again within 30 s of the last drop; keeping it");
-            return false;
-        }
-        // Every store of `current` happens under the state lock, which is held here.
-        let Some(refused) = self
-            .shared
-            .current
-            .load_full()
-            .filter(|c| c.token.same_token(token))
-        else {
-            return false;
-        };
-        self.shared.current.store(None);
-        state.min_store_id = state.min_store_id.max(refused.id);
-        state.last_invalidation = Some(now);
-        drop(state);
-        self.shared
-            .counters
-            .invalidations
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(scope = %self.shared.scope, "token invalidated; the next request fetches a new one");
-        true
-    }
-
-    /// Whether the cached token is a different one than `token` (a replay would not resend it).
-    pub(crate) fn replaced(&self, token: &AccessToken) -> bool {
-        !self
-            .shared
-            .current
-            .load()
-            .as_ref()
-            .is_some_and(|c| c.token.same_token(token))
+        self.refuse(token);
     }
 
     /// Counters and the last error, for health endpoints.
     pub fn stats(&self) -> ProviderStats {
-        let c = &self.shared.counters;
+        let c = &self.inner.counters;
         ProviderStats {
             fetches: c.fetches.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
@@ -352,74 +190,101 @@ impl TokenProvider {
             invalidations: c.invalidations.load(Ordering::Relaxed),
             claims_challenges: c.claims_challenges.load(Ordering::Relaxed),
             token_expires_on: self
-                .shared
+                .inner
                 .current
                 .load()
                 .as_ref()
                 .map(|c| c.token.expires_on()),
-            last_error: self.shared.last_error.load_full().map(|e| (*e).clone()),
+            last_error: self.inner.last_error.load_full().map(|e| (*e).clone()),
         }
     }
 
-    fn maybe_refresh_ahead(&self, now: Instant) {
+    /// An API refused `used`: drops it if it is still cached (rate-limited by the state).
+    fn refuse(&self, used: &AccessToken) -> Refused {
+        let now = Instant::now();
+        let mut state = self.inner.lock_state();
+        let refused = state.refuse(now, used);
+        if refused == Refused::Dropped {
+            self.inner.publish(&state);
+        }
+        drop(state);
+        match refused {
+            Refused::Dropped => {
+                self.inner
+                    .counters
+                    .invalidations
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(scope = %self.inner.scope, "token invalidated; the next request fetches a new one");
+            }
+            Refused::RateLimited => tracing::debug!(
+                scope = %self.inner.scope,
+                interval_s = state::FORCED_RENEWAL_INTERVAL.as_secs(),
+                "token refused again within the interval of the last drop; keeping it"
+            ),
+            Refused::AlreadyReplaced => {}
+        }
+        refused
+    }
+
+    fn refresh_ahead(&self, now: Instant) {
+        // Without a runtime there is nothing to refresh on; the token is still usable.
+        let Ok(runtime) = Handle::try_current() else {
+            return;
+        };
         // Contended means another request is deciding right now; it will do.
-        let mut state = match self.shared.state.try_lock() {
+        let mut state = match self.inner.state.try_lock() {
             Ok(state) => state,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return,
         };
-        if state.live_inflight().is_some() || state.refresh_not_before.is_some_and(|t| now < t) {
-            return;
+        match state.request(now) {
+            Request::ServeAndRefresh(_, start) | Request::Start(start) => {
+                // Nobody here waits for it; its result lands in the cache.
+                let _refresh = self.launch(state, start, &runtime);
+            }
+            Request::Serve(_) | Request::Join(_) | Request::Fail(_) => {}
         }
-        // A refresh may have landed since this request read the cache.
-        if self
-            .shared
-            .current
-            .load()
-            .as_ref()
-            .is_none_or(|c| now < c.refresh_at)
-        {
-            return;
-        }
-        let id = state.next_id();
-        // Without a runtime there is nothing to refresh on; the token is still usable.
-        let Ok((fetch, task)) = spawn_fetch(self.shared.clone(), Mode::Ahead, id) else {
-            return;
-        };
-        self.shared
-            .counters
-            .refreshes_ahead
-            .fetch_add(1, Ordering::Relaxed);
-        state.inflight = Some(Inflight { id, fetch, task });
     }
 
-    fn join_or_start_fetch(&self) -> SharedFetch {
-        let mut state = self.shared.lock_state();
-        if let Some(fetch) = state.live_inflight() {
-            return fetch.clone();
-        }
-        let now = Instant::now();
-        // A fetch may have finished between the cache miss and the lock.
-        if let Some(token) = self.shared.usable(now) {
-            return ready(Ok(token));
-        }
-        if let Some((until, error)) = &state.cold_error {
-            if now < *until {
-                return ready(Err(error.clone()));
+    fn join_or_start_fetch(&self) -> Acquire {
+        let Ok(runtime) = Handle::try_current() else {
+            return Acquire::Waiting(ready(Err(no_runtime())));
+        };
+        let mut state = self.inner.lock_state();
+        match state.request(Instant::now()) {
+            Request::Serve(token) => Acquire::Ready(Some(token)),
+            Request::ServeAndRefresh(token, start) => {
+                let _refresh = self.launch(state, start, &runtime);
+                Acquire::Ready(Some(token))
             }
+            Request::Join(fetch) => Acquire::Waiting(fetch),
+            Request::Start(start) => Acquire::Waiting(self.launch(state, start, &runtime)),
+            Request::Fail(error) => Acquire::Waiting(ready(Err(error))),
         }
-        let id = state.next_id();
-        match spawn_fetch(self.shared.clone(), Mode::Cold, id) {
-            Ok((fetch, task)) => {
-                state.inflight = Some(Inflight {
-                    id,
-                    fetch: fetch.clone(),
-                    task,
-                });
-                fetch
-            }
-            Err(e) => ready(Err(e)),
+    }
+
+    /// Starts the fetch the state asked for: records it in the locked `state`, then unlocks and
+    /// spawns it (a task dropped at once by a runtime shutting down frees its slot, which takes
+    /// the lock).
+    fn launch(
+        &self,
+        mut state: MutexGuard<'_, State<SharedFetch>>,
+        start: Start,
+        runtime: &Handle,
+    ) -> SharedFetch {
+        let (fetch, task) = fetch::prepare(self.inner.clone(), &start);
+        state.started(&start, fetch.clone());
+        drop(state);
+        let counter = match start.mode {
+            Mode::Cold => None,
+            Mode::Ahead => Some(&self.inner.counters.refreshes_ahead),
+            Mode::Claims(_) => Some(&self.inner.counters.claims_challenges),
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
         }
+        runtime.spawn(task);
+        fetch
     }
 }
 
@@ -428,37 +293,29 @@ fn ready(result: Result<AccessToken, TokenError>) -> SharedFetch {
     futures::future::ready(result).boxed().shared()
 }
 
-impl Shared_ {
-    fn lock_state(&self) -> MutexGuard<'_, FetchState> {
+fn no_runtime() -> TokenError {
+    TokenError::configuration(
+        "TokenProvider fetches tokens on the tokio runtime, and none is running here; use it from within a tokio runtime (e.g. #[tokio::main])",
+    )
+}
+
+impl Inner {
+    fn lock_state(&self) -> MutexGuard<'_, State<SharedFetch>> {
         // The state is consistent at every unlock, so a panic elsewhere does not poison it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The cached token, if it is usable at `now`.
-    fn usable(&self, now: Instant) -> Option<AccessToken> {
+    /// Publishes the state's cached token to the lock-free readers; `state` is the locked state.
+    fn publish(&self, state: &State<SharedFetch>) {
+        self.current.store(state.current().cloned());
+    }
+
+    /// Whether the cached token is usable at `now`.
+    fn usable(&self, now: Instant) -> bool {
         self.current
             .load()
             .as_ref()
-            .filter(|c| now < c.usable_until)
-            .map(|c| c.token.clone())
-    }
-
-    /// Caches the token of fetch `id` unless a later-started fetch's token is cached, or a
-    /// token at least as new was refused. `state` is the locked state: every store holds it.
-    fn store(
-        &self,
-        state: &FetchState,
-        id: u64,
-        claims: Option<String>,
-        token: &AccessToken,
-        now: Instant,
-    ) {
-        let newer =
-            id > state.min_store_id && self.current.load().as_ref().is_none_or(|c| c.id < id);
-        if newer {
-            let entry = Cached::new(&self.options, token, now, id, claims);
-            self.current.store(Some(Arc::new(entry)));
-        }
+            .is_some_and(|c| c.freshness(now) != Freshness::Unusable)
     }
 
     /// The token request every ordinary fetch sends: the scope, and the client capabilities
@@ -496,11 +353,11 @@ impl Future for Acquire {
 impl fmt::Debug for TokenProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenProvider")
-            .field("credential", &self.shared.credential)
-            .field("scope", &self.shared.scope)
+            .field("credential", &self.inner.credential)
+            .field("scope", &self.inner.scope)
             .field(
                 "cached",
-                &self.shared.current.load().as_ref().map(|c| &c.token),
+                &self.inner.current.load().as_ref().map(|c| &c.token),
             )
             .finish()
     }

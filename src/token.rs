@@ -6,13 +6,14 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::HeaderValue;
 use tokio::time::Instant;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::TokenError;
 
 const BEARER: &[u8] = b"Bearer ";
 
-/// An access token for one resource, with when it expires and when it should be refreshed.
+/// An access token for one resource, with when it expires and, if its issuer said, when it
+/// should be refreshed. It holds facts only: when to refresh is the provider's decision.
 ///
 /// Cloning is cheap (a reference count). The token is stored once, as the ready-made
 /// `Authorization: Bearer …` header value (marked sensitive), and its memory is zeroed when the
@@ -20,30 +21,16 @@ const BEARER: &[u8] = b"Bearer ";
 #[derive(Clone)]
 pub struct AccessToken {
     header: HeaderValue,
+    issued_at: Instant,
     expires_at: Instant,
-    refresh_at: Instant,
+    refresh_in: Option<Duration>,
     expires_on: SystemTime,
 }
 
-/// Owns secret bytes (a header value, a token request body) and zeroes them when the last
-/// `Bytes` handle goes away: `Bytes::from_owner(ZeroizeOnDrop(bytes))`.
-pub(crate) struct ZeroizeOnDrop(pub(crate) Vec<u8>);
-
-impl AsRef<[u8]> for ZeroizeOnDrop {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Drop for ZeroizeOnDrop {
-    fn drop(&mut self) {
-        self.0.zeroize();
-    }
-}
-
 impl AccessToken {
-    /// A token that expires `expires_in` from now and is refreshed ahead of that (at half its
-    /// lifetime, at most 5 minutes before expiry).
+    /// A token that expires `expires_in` from now. A [`TokenProvider`](crate::TokenProvider)
+    /// refreshes it ahead of that: 5 minutes (at most half its lifetime) before expiry, or as
+    /// [`with_refresh_in`](Self::with_refresh_in) says.
     ///
     /// For custom [`Credential`](crate::Credential)s. Fails if `secret` is empty or cannot be
     /// sent in an HTTP header.
@@ -85,7 +72,7 @@ impl AccessToken {
         bytes.extend_from_slice(BEARER);
         bytes.extend_from_slice(secret.as_bytes());
         secret.zeroize();
-        let bytes = Bytes::from_owner(ZeroizeOnDrop(bytes));
+        let bytes = Bytes::from_owner(Zeroizing::new(bytes));
         let mut header = HeaderValue::from_maybe_shared(bytes).map_err(|_| {
             TokenError::invalid_response("the access token cannot be sent in an HTTP header")
         })?;
@@ -96,12 +83,6 @@ impl AccessToken {
                 "the token expires immediately (a lifetime of zero)",
             ));
         }
-        // Entra's hint is taken when it leaves the token in use for a sensible share of its
-        // life; 0 or a few seconds would refresh on nearly every request.
-        let refresh_after = match refresh_in {
-            Some(r) if r < expires_in && r >= expires_in / 10 => r,
-            _ => expires_in - expires_in.min(Duration::from_secs(300)).min(expires_in / 2),
-        };
         let out_of_range = || {
             TokenError::invalid_response(format!(
                 "the token's lifetime ({} s) is out of range; Entra issues tokens for minutes to hours",
@@ -110,10 +91,28 @@ impl AccessToken {
         };
         Ok(AccessToken {
             header,
+            issued_at: now,
             expires_at: now.checked_add(expires_in).ok_or_else(out_of_range)?,
-            refresh_at: now.checked_add(refresh_after).ok_or_else(out_of_range)?,
+            refresh_in,
             expires_on: wall_now.checked_add(expires_in).ok_or_else(out_of_range)?,
         })
+    }
+
+    /// The same token, with its issuer's advice to refresh it `refresh_in` after it was issued
+    /// (Entra's `refresh_in`), for custom [`Credential`](crate::Credential)s whose source gives
+    /// one. A provider follows it when it leaves the token in use for at least a tenth of its
+    /// lifetime and comes before expiry.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let token = tower_entra::AccessToken::new("eyJ0eXAi...", Duration::from_secs(86_400))
+    ///     .unwrap()
+    ///     .with_refresh_in(Duration::from_secs(43_200));
+    /// assert_eq!(token.refresh_in(), Some(Duration::from_secs(43_200)));
+    /// ```
+    pub fn with_refresh_in(mut self, refresh_in: Duration) -> Self {
+        self.refresh_in = Some(refresh_in);
+        self
     }
 
     /// The token itself. Send it only to the resource it was issued for.
@@ -137,9 +136,15 @@ impl AccessToken {
         self.expires_on
     }
 
-    /// When a refresh ahead of expiry starts, on tokio's clock.
-    pub fn refresh_at(&self) -> Instant {
-        self.refresh_at
+    /// How long after it was issued its issuer advised refreshing it (Entra's `refresh_in`), as
+    /// given; `None` if it did not say.
+    pub fn refresh_in(&self) -> Option<Duration> {
+        self.refresh_in
+    }
+
+    /// When the token was received, on tokio's clock: what `refresh_in` counts from.
+    pub(crate) fn issued_at(&self) -> Instant {
+        self.issued_at
     }
 
     /// Whether `self` and `other` are the same token string.
@@ -162,49 +167,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refresh_defaults_to_five_minutes_or_half_the_lifetime() {
+    fn refresh_in_is_kept_as_given_and_zero_lifetimes_refused() {
         let now = Instant::now();
-        let t = AccessToken::issued(
-            "a.b.c".into(),
-            Duration::from_secs(3600),
+        for hint in [
             None,
-            now,
-            SystemTime::now(),
-        )
-        .unwrap();
-        assert_eq!(t.refresh_at() - now, Duration::from_secs(3300));
-        let t = AccessToken::issued(
-            "a.b.c".into(),
-            Duration::from_secs(60),
-            None,
-            now,
-            SystemTime::now(),
-        )
-        .unwrap();
-        assert_eq!(t.refresh_at() - now, Duration::from_secs(30));
-        let t = AccessToken::issued(
-            "a.b.c".into(),
-            Duration::from_secs(86400),
-            Some(Duration::from_secs(43200)),
-            now,
-            SystemTime::now(),
-        )
-        .unwrap();
-        assert_eq!(t.refresh_at() - now, Duration::from_secs(43200));
-    }
-
-    #[test]
-    fn a_tiny_refresh_in_is_ignored_and_zero_lifetimes_refused() {
-        let now = Instant::now();
-        let t = AccessToken::issued(
-            "a.b.c".into(),
-            Duration::from_secs(3600),
             Some(Duration::ZERO),
-            now,
-            SystemTime::now(),
-        )
-        .unwrap();
-        assert_eq!(t.refresh_at() - now, Duration::from_secs(3300));
+            Some(Duration::from_secs(43_200)),
+        ] {
+            let t = AccessToken::issued(
+                "a.b.c".into(),
+                Duration::from_secs(3600),
+                hint,
+                now,
+                SystemTime::now(),
+            )
+            .unwrap();
+            assert_eq!((t.refresh_in(), t.issued_at()), (hint, now));
+            assert_eq!(t.expires_at() - now, Duration::from_secs(3600));
+        }
         assert!(AccessToken::new("a.b.c", Duration::ZERO).is_err());
     }
 

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::endpoint::{parse_error_response, parse_token_response};
 use crate::error::{TokenError, TokenErrorKind};
-use crate::token::{AccessToken, ZeroizeOnDrop};
+use crate::token::AccessToken;
 
 /// The largest token endpoint answer read; a token response is a few KiB.
 const MAX_BODY: usize = 1024 * 1024;
@@ -111,7 +111,7 @@ fn form_body(form: &[(&str, &str)]) -> Bytes {
     let body = url::form_urlencoded::Serializer::new(String::with_capacity(capacity))
         .extend_pairs(form)
         .finish();
-    Bytes::from_owner(ZeroizeOnDrop(body.into_bytes()))
+    Bytes::from_owner(Zeroizing::new(body.into_bytes()))
 }
 
 /// Reads the answer (which holds the token) into memory that is zeroed when dropped.

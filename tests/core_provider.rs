@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use entra_emulator::{App, Emulator, Fault};
-use support::{SECRET, credential, setup};
+use support::{SECRET, ScriptedCredential, credential, setup};
 use tokio::time::Instant;
 use tower_entra::{
     ClientSecretCredential, Credential, TokenErrorKind, TokenProvider, TokenRequest,
@@ -30,114 +30,131 @@ async fn a_thousand_cold_callers_make_one_token_request() {
     assert_eq!(s.provider.stats().fetches, 1);
 }
 
+const SCOPE: &str = "api://x/.default";
+const HOUR: Duration = Duration::from_secs(3600);
+
 #[tokio::test(start_paused = true)]
 async fn refresh_window_serves_the_old_token_without_waiting_and_refreshes_once() {
-    let s = setup().await;
-    s.emulator.set_token_lifetime(Duration::from_secs(3600));
-    let first = s.provider.token().await.unwrap();
-    assert_eq!(s.emulator.token_requests(), 1);
+    let credential = ScriptedCredential::new(HOUR).latency(Duration::from_millis(200));
+    let log = credential.log();
+    let provider = TokenProvider::builder(credential, SCOPE)
+        .refresh_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
+    let first = provider.token().await.unwrap();
+    assert_eq!(log.count(), 1);
 
     // 5 minutes before expiry is the refresh point for a 1 h token; go just past it.
-    s.emulator.set_latency(Duration::from_millis(200));
     tokio::time::advance(Duration::from_secs(3300) + Duration::from_millis(1)).await;
     let before = Instant::now();
     for _ in 0..100 {
-        let t = s.provider.token().await.unwrap();
+        let t = provider.token().await.unwrap();
         assert!(t.same_token(&first), "a request waited for the refresh");
     }
-    // On the paused clock, any wait for the 200 ms endpoint would have moved time.
-    assert_eq!(
-        Instant::now(),
-        before,
-        "requests waited for the token endpoint"
-    );
+    // On the paused clock, any wait for the 200 ms credential would have moved time.
+    assert_eq!(Instant::now(), before, "requests waited for the credential");
 
     // Let the background refresh land.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let second = s.provider.token().await.unwrap();
+    let second = provider.token().await.unwrap();
     assert!(
         !second.same_token(&first),
         "the refresh did not replace the token"
     );
-    assert_eq!(
-        s.emulator.token_requests(),
-        2,
-        "exactly one refresh request"
-    );
-    assert_eq!(s.provider.stats().refreshes_ahead, 1);
+    assert_eq!(log.count(), 2, "exactly one refresh request");
+    assert_eq!(provider.stats().refreshes_ahead, 1);
 }
 
 #[tokio::test(start_paused = true)]
-async fn refresh_in_from_entra_decides_when_to_refresh() {
-    let s = setup().await;
-    s.emulator.set_token_lifetime(Duration::from_secs(86_400));
-    s.emulator.set_refresh_in(Some(Duration::from_secs(43_200)));
-    s.emulator.set_numbers_as_strings(true);
-    let first = s.provider.token().await.unwrap();
+async fn refresh_in_decides_when_to_refresh() {
+    let credential = ScriptedCredential::new(Duration::from_secs(86_400))
+        .refresh_in(Duration::from_secs(43_200));
+    let log = credential.log();
+    let provider = TokenProvider::builder(credential, SCOPE)
+        .refresh_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
+    let first = provider.token().await.unwrap();
     tokio::time::advance(Duration::from_secs(43_199)).await;
-    s.provider.token().await.unwrap();
+    provider.token().await.unwrap();
     tokio::task::yield_now().await;
-    assert_eq!(
-        s.emulator.token_requests(),
-        1,
-        "refreshed before refresh_in"
-    );
+    assert_eq!(log.count(), 1, "refreshed before refresh_in");
     tokio::time::advance(Duration::from_secs(2)).await;
-    assert!(s.provider.token().await.unwrap().same_token(&first));
+    assert!(provider.token().await.unwrap().same_token(&first));
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(
-        s.emulator.token_requests(),
-        2,
-        "did not refresh at refresh_in"
-    );
+    assert_eq!(log.count(), 2, "did not refresh at refresh_in");
 }
 
+/// Issue 8: with `expires_in=301, refresh_in=31` the jitter (up to 54 s by the window) used to
+/// exceed the wait for the refresh point, so a fresh token was often due at once and refreshes
+/// chained. Each token must lead to one refresh, between half its wait and its refresh point.
 #[tokio::test(start_paused = true)]
-async fn failed_background_refresh_keeps_the_old_token_and_honours_retry_after() {
-    let s = setup().await;
-    s.emulator.set_token_lifetime(Duration::from_secs(3600));
-    let first = s.provider.token().await.unwrap();
-    for _ in 0..3 {
-        s.emulator.push_fault(Fault::status(503).retry_after(120));
+async fn a_small_refresh_in_refreshes_once_per_token_and_never_at_once() {
+    let credential =
+        ScriptedCredential::new(Duration::from_secs(301)).refresh_in(Duration::from_secs(31));
+    let log = credential.log();
+    // The default (random) jitter.
+    let provider = TokenProvider::new(credential, SCOPE).unwrap();
+    let start = Instant::now();
+    // A request every second for 20 minutes (about 40 to 80 tokens).
+    while Instant::now() - start < Duration::from_secs(1200) {
+        provider.token().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-
-    tokio::time::advance(Duration::from_secs(3301)).await;
-    assert!(s.provider.token().await.unwrap().same_token(&first));
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(s.emulator.token_requests(), 2, "the refresh did not start");
-
-    // Within Retry-After: requests succeed on the old token and no new attempt goes out.
-    for _ in 0..119 {
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(s.provider.token().await.unwrap().same_token(&first));
-        tokio::task::yield_now().await;
+    let fetches = log.instants();
+    assert!(fetches.len() >= 1200 / 32, "{} fetches", fetches.len());
+    for pair in fetches.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(15_500) && gap <= Duration::from_secs(32),
+            "a token was refreshed {gap:?} after the previous one (of {} fetches)",
+            fetches.len()
+        );
     }
-    assert_eq!(s.emulator.token_requests(), 2, "retried before Retry-After");
-    let stats = s.provider.stats();
-    assert_eq!(stats.last_error.unwrap().kind(), TokenErrorKind::Transient);
+    assert_eq!(provider.stats().refreshes_ahead as usize, fetches.len() - 1);
+}
 
-    // After it: the next request starts one attempt (503 again), still on the old token.
-    tokio::time::advance(Duration::from_secs(2)).await;
-    assert!(s.provider.token().await.unwrap().same_token(&first));
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    assert_eq!(s.emulator.token_requests(), 3);
-
-    // Until expiry no request fails; the faults run out and the refresh succeeds.
-    let mut refreshed = None;
-    while refreshed.is_none() {
-        tokio::time::advance(Duration::from_secs(5)).await;
-        let t = s
-            .provider
-            .token()
-            .await
-            .expect("a request failed before the old token expired");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        if !t.same_token(&first) {
-            refreshed = Some(t);
+/// Jitter spreads the refreshes of a fleet started together: each refresh lands in the last
+/// minute before the refresh point (the default 60 s jitter), and not all at the same moment.
+#[tokio::test(start_paused = true)]
+async fn jitter_spreads_the_refreshes_of_providers_started_together() {
+    let mut fleet = Vec::new();
+    for _ in 0..8 {
+        let credential = ScriptedCredential::new(HOUR);
+        let log = credential.log();
+        let provider = TokenProvider::new(credential, SCOPE).unwrap();
+        provider.token().await.unwrap();
+        fleet.push((provider, log));
+    }
+    let start = Instant::now();
+    tokio::time::advance(Duration::from_secs(3200)).await;
+    let mut refreshed_after = Vec::new();
+    while refreshed_after.len() < fleet.len() {
+        assert!(
+            Instant::now() - start <= Duration::from_secs(3301),
+            "a provider did not refresh"
+        );
+        for (provider, _) in &fleet {
+            provider.token().await.unwrap();
         }
-        assert!(Instant::now() < first.expires_at());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        refreshed_after = fleet
+            .iter()
+            .filter_map(|(_, log)| log.instants().get(1).map(|at| *at - start))
+            .collect();
     }
-    assert_eq!(s.emulator.token_requests(), 5);
+    for after in &refreshed_after {
+        assert!(
+            *after >= Duration::from_secs(3240) && *after <= Duration::from_secs(3300),
+            "refreshed {after:?} after the token was fetched"
+        );
+    }
+    refreshed_after.sort();
+    refreshed_after.dedup();
+    assert!(
+        refreshed_after.len() > 1,
+        "every provider refreshed at the same moment: {refreshed_after:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -11,7 +11,6 @@ use entra_emulator::{Emulator, Fault};
 use futures::future::BoxFuture;
 use http::StatusCode;
 use support::{SECRET, credential, get, http_client, setup, status};
-use tokio::time::Instant;
 use tower::retry::RetryLayer;
 use tower::{Layer, ServiceBuilder};
 use tower_entra::{
@@ -105,28 +104,6 @@ async fn a_slow_ordinary_fetch_never_replaces_a_later_claims_token() {
         "claims-1",
         "the older fetch overwrote the claims token"
     );
-}
-
-#[tokio::test(start_paused = true)]
-async fn callers_waiting_on_a_refresh_ahead_get_its_retries() {
-    let s = setup().await;
-    s.emulator.set_token_lifetime(Duration::from_secs(3600));
-    let first = s.provider.token().await.unwrap();
-    // The refresh ahead takes long enough for the held token to stop being usable, and fails.
-    s.emulator.set_latency(Duration::from_secs(400));
-    s.emulator.push_fault(Fault::status(503));
-    tokio::time::advance(Duration::from_secs(3301)).await;
-    assert!(s.provider.token().await.unwrap().same_token(&first));
-    tokio::time::advance(Duration::from_secs(300)).await;
-    assert!(Instant::now() >= first.expires_at() - Duration::from_secs(30));
-    // This caller joins the refresh in flight; its 503 is retried, not handed out.
-    let token = s
-        .provider
-        .token()
-        .await
-        .expect("the refresh's 503 reached a waiter");
-    assert!(!token.same_token(&first));
-    assert_eq!(s.emulator.token_requests(), 3);
 }
 
 #[tokio::test]

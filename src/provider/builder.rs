@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
-use super::{Counters, FetchState, Shared_, TokenProvider};
+use super::{Counters, Inner, State, TokenProvider};
 use crate::challenge::capabilities_claims;
 use crate::credential::Credential;
 use crate::error::{TokenError, TokenErrorKind};
@@ -121,12 +121,12 @@ impl TokenProviderBuilder {
     pub fn build(self) -> Result<TokenProvider, TokenError> {
         check_scope(&self.scope)?;
         Ok(TokenProvider {
-            shared: Arc::new(Shared_ {
+            inner: Arc::new(Inner {
                 credential: self.credential,
                 scope: self.scope,
                 capabilities: capabilities_claims(&self.client_capabilities),
                 current: ArcSwapOption::empty(),
-                state: Mutex::new(FetchState::default()),
+                state: Mutex::new(State::default()),
                 options: self.options,
                 counters: Counters::default(),
                 last_error: ArcSwapOption::empty(),

@@ -1,30 +1,21 @@
 //! One token fetch: spawned so that no caller's cancellation stops it, retried with backoff,
-//! traced, and recorded in the provider's state when it ends, however it ends.
+//! traced, and recorded in the provider's state when it ends. Its slot is freed, and its waiters
+//! answered, by one guard ([`FetchSlot`]) however it ends.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::builder::ProviderOptions;
-use super::{Shared_, SharedFetch};
+use super::state::{Finished, Mode, Start, retry_delay};
+use super::{Inner, SharedFetch};
 use crate::credential::TokenRequest;
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Mode {
-    /// No usable token: callers wait; transient failures are retried within the fetch.
-    Cold,
-    /// A usable token is held: one attempt (more once the held token stops being usable, as
-    /// callers then wait on this fetch); on failure the next waits for a backoff.
-    Ahead,
-    /// A claims challenge: a token carrying these (merged) claims, bypassing the cache; callers
-    /// wait, so transient failures are retried as for `Cold`.
-    Claims(String),
-}
 
 impl Mode {
     fn name(&self) -> &'static str {
@@ -36,49 +27,79 @@ impl Mode {
     }
 }
 
-/// Starts fetch `id` in a spawned task and returns a future every waiter can share. Fails only
-/// when no tokio runtime is running.
-pub(super) fn spawn_fetch(
-    shared: Arc<Shared_>,
-    mode: Mode,
-    id: u64,
-) -> Result<(SharedFetch, tokio::task::AbortHandle), TokenError> {
-    let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-        TokenError::configuration(
-            "TokenProvider fetches tokens on the tokio runtime, and none is running here; use it from within a tokio runtime (e.g. #[tokio::main])",
-        )
-    })?;
-    // The span is made in the task, not here: this runs under the provider's state lock, and
-    // neither user code (`identity`) nor a subscriber should run there.
-    let task = runtime.spawn(async move {
-        let span = fetch_span(&shared, &mode);
-        run_fetch(shared, mode, id).instrument(span).await
-    });
-    let handle = task.abort_handle();
+/// Fetch `start` as a future every waiter can share, and the task to spawn that runs it. The
+/// task owns the fetch's [`FetchSlot`] from the start, so that a task dropped before it ever
+/// runs (a runtime shutting down) still frees its slot and answers its waiters.
+pub(super) fn prepare(
+    inner: Arc<Inner>,
+    start: &Start,
+) -> (SharedFetch, impl Future<Output = ()> + Send + 'static) {
+    let (answer, answered) = oneshot::channel();
+    let slot = FetchSlot {
+        inner: inner.clone(),
+        id: start.id,
+        answer: Some(answer),
+        result: None,
+    };
     let fetch = async move {
-        task.await.unwrap_or_else(|e| {
+        answered.await.unwrap_or_else(|_| {
             Err(TokenError::new(
                 TokenErrorKind::Connection,
-                if e.is_cancelled() {
-                    "the token fetch was cancelled (the runtime is shutting down)"
-                } else {
-                    "the token fetch panicked"
-                },
+                "the token fetch ended without an answer",
             ))
         })
     }
     .boxed()
     .shared();
-    Ok((fetch, handle))
+    let (mode, id) = (start.mode.clone(), start.id);
+    let task = async move {
+        let mut slot = slot;
+        // The span is made in the task: neither user code (`identity`) nor a subscriber runs
+        // where the fetch is started, under the provider's lock.
+        let span = fetch_span(&inner, &mode);
+        slot.result = Some(run_fetch(&inner, &mode, id).instrument(span).await);
+    };
+    (fetch, task)
 }
 
-fn fetch_span(shared: &Shared_, mode: &Mode) -> tracing::Span {
-    let (tenant, client) = shared.credential.identity().unwrap_or(("", ""));
+/// A fetch's hold on its slot in the provider's state. Dropping it, and only that, frees the
+/// slot (so that the next caller starts a new fetch instead of joining a dead one) and then
+/// answers the waiters: with the fetch's result, or with why there is none (a panic, or a task
+/// dropped by a runtime shutting down, before or while it ran).
+struct FetchSlot {
+    inner: Arc<Inner>,
+    id: u64,
+    answer: Option<oneshot::Sender<Result<AccessToken, TokenError>>>,
+    result: Option<Result<AccessToken, TokenError>>,
+}
+
+impl Drop for FetchSlot {
+    fn drop(&mut self) {
+        self.inner.lock_state().free(self.id);
+        let result = self.result.take().unwrap_or_else(|| {
+            Err(TokenError::new(
+                TokenErrorKind::Connection,
+                if std::thread::panicking() {
+                    "the token fetch panicked"
+                } else {
+                    "the token fetch was cancelled (the runtime is shutting down)"
+                },
+            ))
+        });
+        if let Some(answer) = self.answer.take() {
+            // Nobody waiting is fine: the result is in the cache.
+            let _ = answer.send(result);
+        }
+    }
+}
+
+fn fetch_span(inner: &Inner, mode: &Mode) -> tracing::Span {
+    let (tenant, client) = inner.credential.identity().unwrap_or(("", ""));
     tracing::info_span!(
         "entra_token_fetch",
         tenant_id = %tenant,
         client_id = %client,
-        scope = %shared.scope,
+        scope = %inner.scope,
         mode = mode.name(),
         attempts = tracing::field::Empty,
         outcome = tracing::field::Empty,
@@ -89,25 +110,7 @@ fn fetch_span(shared: &Shared_, mode: &Mode) -> tracing::Span {
     )
 }
 
-/// Frees the fetch's slot when the task ends after it started running (a panic included), so
-/// that the next caller starts a new fetch instead of joining a dead one. A task dropped before
-/// it ran never makes this guard; its slot reads as free because the task is finished.
-struct FreeSlot {
-    shared: Arc<Shared_>,
-    id: u64,
-}
-
-impl Drop for FreeSlot {
-    fn drop(&mut self) {
-        self.shared.lock_state().free(self.id);
-    }
-}
-
-async fn run_fetch(shared: Arc<Shared_>, mode: Mode, id: u64) -> Result<AccessToken, TokenError> {
-    let slot = FreeSlot {
-        shared: shared.clone(),
-        id,
-    };
+async fn run_fetch(inner: &Inner, mode: &Mode, id: u64) -> Result<AccessToken, TokenError> {
     tracing::debug!(
         "{}",
         match mode {
@@ -121,30 +124,30 @@ async fn run_fetch(shared: Arc<Shared_>, mode: Mode, id: u64) -> Result<AccessTo
     let mut attempt = 0;
     let result = loop {
         attempt += 1;
-        shared
+        inner
             .counters
             .fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let request = match &mode {
-            Mode::Claims(claims) => TokenRequest::new(&shared.scope).with_claims(claims),
-            Mode::Cold | Mode::Ahead => shared.token_request(),
+        let request = match mode {
+            Mode::Claims(claims) => TokenRequest::new(&inner.scope).with_claims(claims),
+            Mode::Cold | Mode::Ahead => inner.token_request(),
         };
-        let error = match shared.credential.request_token(request).await {
+        let error = match inner.credential.request_token(request).await {
             Ok(token) => break Ok(token),
             Err(e) => e,
         };
-        shared
+        inner
             .counters
             .failures
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let delay = retry_delay(&shared.options, attempt, &error);
+        let delay = retry_delay(&inner.options, attempt, &error, fastrand::f64());
         // Ahead of expiry nobody waits: one attempt. Once the held token is unusable, callers
         // wait on this fetch, so it retries like a cold one.
-        let waited_on = mode != Mode::Ahead || shared.usable(Instant::now()).is_none();
+        let waited_on = *mode != Mode::Ahead || !inner.usable(Instant::now());
         let retry = waited_on
             && error.is_transient()
-            && attempt < shared.options.max_attempts
-            && delay <= shared.options.max_backoff.max(Duration::from_secs(60));
+            && attempt < inner.options.max_attempts
+            && delay <= inner.options.max_backoff.max(Duration::from_secs(60));
         if !retry {
             break Err(error);
         }
@@ -154,56 +157,41 @@ async fn run_fetch(shared: Arc<Shared_>, mode: Mode, id: u64) -> Result<AccessTo
 
     let now = Instant::now();
     record(&result, attempt, now - started);
-    // Logged after the lock is released: a subscriber is user code.
-    let mut warning: Option<(&'static str, Option<Duration>)> = None;
-    let mut state = shared.lock_state();
-    match (&result, &mode) {
-        (Ok(token), Mode::Claims(claims)) => {
-            shared.store(&state, id, Some(claims.clone()), token, now);
-            shared.last_error.store(None);
-        }
-        (Ok(token), Mode::Cold | Mode::Ahead) => {
-            shared.store(&state, id, None, token, now);
-            state.refresh_not_before = None;
-            state.cold_error = None;
-            state.consecutive_failures = 0;
-            shared.last_error.store(None);
-        }
-        (Err(error), Mode::Claims(_)) => {
-            warning = Some((
-                "token request with the claims of a claims challenge failed",
-                None,
-            ));
-            shared.last_error.store(Some(Arc::new(error.clone())));
-        }
-        (Err(error), Mode::Cold | Mode::Ahead) => {
-            state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-            let backoff = retry_delay(&shared.options, state.consecutive_failures, error);
-            state.refresh_not_before = Some(now + backoff);
-            shared.last_error.store(Some(Arc::new(error.clone())));
-            if shared.usable(now).is_some() {
-                warning = Some((
-                    "refresh ahead of expiry failed; still using the cached token",
-                    Some(backoff),
-                ));
-            } else {
-                let until = now + backoff.min(shared.options.max_backoff);
-                state.cold_error = Some((until, error.clone()));
-                warning = Some(("token request failed", None));
-            }
-        }
+    let mut state = inner.lock_state();
+    let finished = state.finish(
+        &inner.options,
+        id,
+        mode,
+        result.as_ref(),
+        now,
+        fastrand::f64(),
+    );
+    if finished == Finished::Stored {
+        inner.publish(&state);
     }
-    // Free the slot under the same lock that stored the result, so that no caller sees
-    // neither; the guard's own free is then a no-op.
-    state.free(id);
     drop(state);
-    drop(slot);
-    if let (Some((message, retry_in)), Err(error)) = (warning, &result) {
-        match retry_in {
-            Some(r) => {
-                tracing::warn!(error = %error, retry_in_ms = r.as_millis() as u64, "{message}")
-            }
-            None => tracing::warn!(error = %error, "{message}"),
+    // Logged after the lock is released: a subscriber is user code.
+    match &result {
+        Ok(_) => inner.last_error.store(None),
+        Err(error) => inner.last_error.store(Some(Arc::new(error.clone()))),
+    }
+    if let Err(error) = &result {
+        match finished {
+            Finished::ClaimsFailed => tracing::warn!(
+                error = %error,
+                "token request with the claims of a claims challenge failed"
+            ),
+            Finished::AheadFailed { retry_in } => tracing::warn!(
+                error = %error,
+                retry_in_ms = retry_in.as_millis() as u64,
+                "refresh ahead of expiry failed; still using the cached token"
+            ),
+            Finished::ColdFailed { retry_in } => tracing::warn!(
+                error = %error,
+                retry_in_ms = retry_in.as_millis() as u64,
+                "token request failed"
+            ),
+            Finished::Stored | Finished::Discarded => {}
         }
     }
     result
@@ -230,44 +218,5 @@ fn record(result: &Result<AccessToken, TokenError>, attempts: u32, took: Duratio
                 }
             }
         }
-    }
-}
-
-/// Exponential backoff with full jitter in its upper half, never less than `Retry-After`.
-pub(super) fn retry_delay(options: &ProviderOptions, attempt: u32, error: &TokenError) -> Duration {
-    let exp = options
-        .initial_backoff
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(options.max_backoff);
-    let jittered = exp.mul_f64(0.5 + fastrand::f64() / 2.0);
-    match error.retry_after() {
-        Some(ra) => ra.max(jittered.min(ra.saturating_add(options.initial_backoff))),
-        None => jittered,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_honours_retry_after() {
-        let o = ProviderOptions::default();
-        let plain = TokenError::new(TokenErrorKind::Transient, "x");
-        let d1 = retry_delay(&o, 1, &plain);
-        let d4 = retry_delay(&o, 4, &plain);
-        assert!(
-            d1 >= Duration::from_millis(250) && d1 <= Duration::from_millis(500),
-            "{d1:?}"
-        );
-        assert!(
-            d4 >= Duration::from_secs(2) && d4 <= Duration::from_secs(4),
-            "{d4:?}"
-        );
-        assert!(retry_delay(&o, 20, &plain) <= o.max_backoff);
-        let ra = plain
-            .clone()
-            .with_retry_after(Some(Duration::from_secs(10)));
-        assert!(retry_delay(&o, 1, &ra) >= Duration::from_secs(10));
     }
 }

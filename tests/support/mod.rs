@@ -271,3 +271,79 @@ impl std::io::Write for LogCapture {
         Ok(())
     }
 }
+
+/// An in-memory [`Credential`](tower_entra::Credential) with no sockets, for tests of the
+/// provider's behaviour on a paused clock: every request succeeds after `latency` with a new
+/// token (`token-0`, `token-1`, ...) of the given lifetime and `refresh_in`, and is logged with
+/// the instant it was made.
+#[derive(Debug)]
+pub struct ScriptedCredential {
+    lifetime: Duration,
+    refresh_in: Option<Duration>,
+    latency: Duration,
+    log: RequestLog,
+}
+
+/// When a [`ScriptedCredential`]'s requests were made, on tokio's clock.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLog(Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>);
+
+impl RequestLog {
+    pub fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    pub fn instants(&self) -> Vec<tokio::time::Instant> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl ScriptedCredential {
+    pub fn new(lifetime: Duration) -> ScriptedCredential {
+        ScriptedCredential {
+            lifetime,
+            refresh_in: None,
+            latency: Duration::ZERO,
+            log: RequestLog::default(),
+        }
+    }
+
+    pub fn refresh_in(mut self, refresh_in: Duration) -> ScriptedCredential {
+        self.refresh_in = Some(refresh_in);
+        self
+    }
+
+    pub fn latency(mut self, latency: Duration) -> ScriptedCredential {
+        self.latency = latency;
+        self
+    }
+
+    /// The log of its requests, to keep after the credential moves into a provider.
+    pub fn log(&self) -> RequestLog {
+        self.log.clone()
+    }
+}
+
+impl tower_entra::Credential for ScriptedCredential {
+    fn request_token<'a>(
+        &'a self,
+        _request: tower_entra::TokenRequest<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<tower_entra::AccessToken, tower_entra::TokenError>>
+    {
+        let n = {
+            let mut log = self.log.0.lock().unwrap();
+            log.push(tokio::time::Instant::now());
+            log.len() - 1
+        };
+        Box::pin(async move {
+            if !self.latency.is_zero() {
+                tokio::time::sleep(self.latency).await;
+            }
+            let token = tower_entra::AccessToken::new(format!("token-{n}"), self.lifetime)?;
+            Ok(match self.refresh_in {
+                Some(r) => token.with_refresh_in(r),
+                None => token,
+            })
+        })
+    }
+}

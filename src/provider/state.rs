@@ -1,0 +1,948 @@
+//! The token lifecycle as pure transitions over one plain struct, [`State`].
+//!
+//! Every decision the provider makes lives here, and only here: what a request gets, what a
+//! finished fetch does, what an API's refusal does, and the whole refresh policy (which hint to
+//! trust, the default window, the expiry margin, the jitter and its bounds). The functions take
+//! the time (`now`) and the random draw for jitter as arguments, and do no I/O, read no clock,
+//! spawn nothing and take no lock: the provider locks, calls one, and performs what it returns.
+//!
+//! `F` is the handle of a fetch in flight, which a joining request gets a clone of (the provider's
+//! shared future; any marker in tests).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::builder::ProviderOptions;
+use crate::error::TokenError;
+use crate::token::AccessToken;
+
+/// How often an API's refusal of a token may force a new one: a resource that refuses every
+/// token must not turn each request into a token request.
+pub(crate) const FORCED_RENEWAL_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Without a usable `refresh_in` hint, a token is refreshed this long before it expires (or at
+/// half its lifetime, when that is shorter).
+const DEFAULT_REFRESH_WINDOW: Duration = Duration::from_secs(300);
+
+/// A `refresh_in` hint is trusted when it leaves the token in use for at least this share of its
+/// lifetime (1/10); 0 or a few seconds would refresh on nearly every request.
+const MIN_REFRESH_IN_DIVISOR: u32 = 10;
+
+/// Jitter moves a refresh earlier by at most this share (1/5) of the time between the refresh
+/// point and expiry, so that a refresh still has most of that window to succeed in.
+const JITTER_WINDOW_DIVISOR: u32 = 5;
+
+/// Jitter moves a refresh earlier by at most this share (1/2) of the time from storing the token
+/// to its refresh point: a fresh token is never due at once, and each token is refreshed once.
+const JITTER_WAIT_DIVISOR: u32 = 2;
+
+/// The expiry margin is at most this share (1/4) of a token's lifetime.
+const MARGIN_LIFETIME_DIVISOR: u32 = 4;
+
+/// What a fetch is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// No usable token: callers wait; transient failures are retried within the fetch.
+    Cold,
+    /// A usable token is held: one attempt (more once the held token stops being usable, as
+    /// callers then wait on this fetch); on failure the next waits for a backoff.
+    Ahead,
+    /// A claims challenge: a token carrying these (merged) claims, bypassing the cache; callers
+    /// wait, so transient failures are retried as for `Cold`.
+    Claims(String),
+}
+
+/// A token with the instants the hot path compares against, computed once when it is stored.
+#[derive(Debug)]
+pub(super) struct Cached {
+    pub(super) token: AccessToken,
+    pub(super) usable_until: Instant,
+    pub(super) refresh_at: Instant,
+    /// The id of the fetch that got it: a token is only replaced by a later-started fetch's.
+    pub(super) id: u64,
+    /// The (merged) claims it was fetched with, for a claims challenge; `None` otherwise.
+    pub(super) claims: Option<String>,
+}
+
+/// What a cached token is worth at some instant (read without the state's lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Freshness {
+    /// Serve it.
+    Fresh,
+    /// Serve it, and a refresh ahead is due.
+    RefreshDue,
+    /// Do not serve it: it expires too soon.
+    Unusable,
+}
+
+impl Cached {
+    /// The cache entry for `token`, stored at `now`: the refresh policy, whole.
+    ///
+    /// - The refresh point is Entra's `refresh_in` when it leaves the token in use for at least a
+    ///   tenth of its life, else 5 minutes (at most half the lifetime) before expiry.
+    /// - It is moved earlier at random (`draw` in `[0, 1)`) by up to `refresh_jitter`, so that a
+    ///   fleet started together spreads out; by no more than a fifth of the time from the
+    ///   refresh point to expiry, and no more than half the time from `now` to the refresh
+    ///   point, so that a fresh token is never due at once.
+    /// - The token is usable until `expiry_margin` (at most a quarter of its remaining life)
+    ///   before expiry, and the refresh is never later than that.
+    pub(super) fn new(
+        options: &ProviderOptions,
+        token: AccessToken,
+        now: Instant,
+        draw: f64,
+        id: u64,
+        claims: Option<String>,
+    ) -> Cached {
+        let expires_at = token.expires_at();
+        let lifetime = expires_at.saturating_duration_since(now);
+        let margin = options
+            .expiry_margin
+            .min(lifetime / MARGIN_LIFETIME_DIVISOR);
+        let usable_until = expires_at.checked_sub(margin).unwrap_or(now);
+        let point = refresh_point(&token);
+        let jitter = options
+            .refresh_jitter
+            .min(expires_at.saturating_duration_since(point) / JITTER_WINDOW_DIVISOR)
+            .min(point.saturating_duration_since(now) / JITTER_WAIT_DIVISOR)
+            .mul_f64(unit(draw));
+        let refresh_at = point
+            .checked_sub(jitter)
+            .unwrap_or(now)
+            .clamp(now, usable_until.max(now));
+        Cached {
+            token,
+            usable_until,
+            refresh_at,
+            id,
+            claims,
+        }
+    }
+
+    /// What this entry is worth at `now`.
+    pub(super) fn freshness(&self, now: Instant) -> Freshness {
+        if now >= self.usable_until {
+            Freshness::Unusable
+        } else if now >= self.refresh_at {
+            Freshness::RefreshDue
+        } else {
+            Freshness::Fresh
+        }
+    }
+
+    fn usable(&self, now: Instant) -> bool {
+        now < self.usable_until
+    }
+}
+
+/// When `token` should be refreshed, before jitter: its `refresh_in` when sensible, else the
+/// default window before expiry.
+fn refresh_point(token: &AccessToken) -> Instant {
+    let expires_in = token
+        .expires_at()
+        .saturating_duration_since(token.issued_at());
+    let after = match token.refresh_in() {
+        Some(r) if r < expires_in && r >= expires_in / MIN_REFRESH_IN_DIVISOR => r,
+        _ => expires_in - expires_in.min(DEFAULT_REFRESH_WINDOW).min(expires_in / 2),
+    };
+    // `after` is below `expires_in`, so this lands before the token's own (valid) expiry.
+    token.issued_at() + after
+}
+
+/// `draw` if it is in `[0, 1)`, else 0: a bad draw must not panic in `mul_f64`.
+fn unit(draw: f64) -> f64 {
+    if (0.0..1.0).contains(&draw) {
+        draw
+    } else {
+        0.0
+    }
+}
+
+/// Exponential backoff with full jitter in its upper half (`draw` in `[0, 1)`), never less than
+/// `Retry-After` (nor much more).
+pub(super) fn retry_delay(
+    options: &ProviderOptions,
+    attempt: u32,
+    error: &TokenError,
+    draw: f64,
+) -> Duration {
+    let exp = options
+        .initial_backoff
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(options.max_backoff);
+    let jittered = exp.mul_f64(0.5 + unit(draw) / 2.0);
+    match error.retry_after() {
+        Some(ra) => ra.max(jittered.min(ra.saturating_add(options.initial_backoff))),
+        None => jittered,
+    }
+}
+
+/// A fetch the provider is to start: it spawns it and then calls [`State::started`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Start {
+    pub(super) id: u64,
+    pub(super) mode: Mode,
+    at: Instant,
+}
+
+/// What a request for a token gets.
+#[derive(Debug)]
+pub(super) enum Request<F> {
+    /// The cached token.
+    Serve(AccessToken),
+    /// The cached token, and a refresh ahead to start.
+    ServeAndRefresh(AccessToken, Start),
+    /// The fetch in flight.
+    Join(F),
+    /// A fetch to start and wait on.
+    Start(Start),
+    /// The last fetch's error, at once, during its backoff.
+    Fail(TokenError),
+}
+
+/// What an explicit request for a token with claims gets.
+#[derive(Debug)]
+pub(super) enum InFlight<F> {
+    /// The claims fetch in flight for the same claims.
+    Join(F),
+    /// A claims fetch to start and wait on.
+    Start(Start),
+}
+
+/// What a claims challenge gets.
+#[derive(Debug)]
+pub(super) enum ClaimsRequest<F> {
+    /// The cached token already carries these claims and is not the refused one.
+    Serve(AccessToken),
+    /// The claims fetch in flight for the same claims.
+    Join(F),
+    /// A claims fetch to start and wait on.
+    Start(Start),
+    /// Nothing: a claims fetch started less than [`FORCED_RENEWAL_INTERVAL`] ago.
+    RateLimited,
+}
+
+/// What an API's refusal of a token did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refused {
+    /// The refused token was cached and is dropped.
+    Dropped,
+    /// The refused token is not the cached one any more (a replay gets another).
+    AlreadyReplaced,
+    /// The refused token stays: one was dropped less than [`FORCED_RENEWAL_INTERVAL`] ago.
+    RateLimited,
+}
+
+/// What a finished fetch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Finished {
+    /// Its token is cached.
+    Stored,
+    /// Its token is not cached: a later-started fetch's is, or a token at least as new was
+    /// refused. The callers that waited on it still get it.
+    Discarded,
+    /// A claims fetch failed; nothing else changes.
+    ClaimsFailed,
+    /// A refresh ahead failed while the held token is still usable; the next one waits this long.
+    AheadFailed { retry_in: Duration },
+    /// No usable token and the fetch failed: callers get its error at once for this long.
+    ColdFailed { retry_in: Duration },
+}
+
+/// A fetch in flight.
+#[derive(Debug)]
+struct Slot<F> {
+    id: u64,
+    fetch: F,
+}
+
+/// The provider's whole mutable state.
+#[derive(Debug)]
+pub(super) struct State<F> {
+    /// The cached token; the provider publishes it for lock-free reads after each transition.
+    current: Option<Arc<Cached>>,
+    /// The ordinary (cold or ahead) fetch in flight.
+    ordinary: Option<Slot<F>>,
+    /// The claims fetch in flight, with its merged claims.
+    claims: Option<(String, Slot<F>)>,
+    next_id: u64,
+    /// A token is cached only if its fetch id is above this: the id of the last token an API
+    /// refused, so that no fetch started before the refusal brings back a token like it.
+    min_store_id: u64,
+    /// No ordinary fetch starts before this (backoff after a failed one).
+    not_before: Option<Instant>,
+    /// With no usable token, callers get this error at once until the instant (the backoff,
+    /// capped at `max_backoff`), so a broken configuration does not flood Entra.
+    cold_error: Option<(Instant, TokenError)>,
+    consecutive_failures: u32,
+    /// When an API's refusal last dropped the cached token.
+    last_invalidation: Option<Instant>,
+    /// When the last claims fetch started (one per interval, whatever the claims).
+    last_claims_fetch: Option<Instant>,
+}
+
+impl<F> Default for State<F> {
+    fn default() -> Self {
+        State {
+            current: None,
+            ordinary: None,
+            claims: None,
+            next_id: 0,
+            min_store_id: 0,
+            not_before: None,
+            cold_error: None,
+            consecutive_failures: 0,
+            last_invalidation: None,
+            last_claims_fetch: None,
+        }
+    }
+}
+
+impl<F: Clone> State<F> {
+    /// The cached token, to publish.
+    pub(super) fn current(&self) -> Option<&Arc<Cached>> {
+        self.current.as_ref()
+    }
+
+    /// A request for a token at `now`.
+    pub(super) fn request(&mut self, now: Instant) -> Request<F> {
+        if let Some(cached) = &self.current {
+            match cached.freshness(now) {
+                Freshness::Fresh => return Request::Serve(cached.token.clone()),
+                Freshness::RefreshDue => {
+                    let token = cached.token.clone();
+                    let backing_off = self.not_before.is_some_and(|t| now < t);
+                    if self.ordinary.is_some() || backing_off {
+                        return Request::Serve(token);
+                    }
+                    return Request::ServeAndRefresh(token, self.start(Mode::Ahead, now));
+                }
+                Freshness::Unusable => {}
+            }
+        }
+        if let Some(slot) = &self.ordinary {
+            return Request::Join(slot.fetch.clone());
+        }
+        if let Some((until, error)) = &self.cold_error {
+            if now < *until {
+                return Request::Fail(error.clone());
+            }
+        }
+        Request::Start(self.start(Mode::Cold, now))
+    }
+
+    /// An explicit request for a token carrying `merged` claims: joins the same claims' fetch,
+    /// or starts one.
+    pub(super) fn claims_request(&mut self, now: Instant, merged: String) -> InFlight<F> {
+        match self.claims_in_flight(&merged) {
+            Some(fetch) => InFlight::Join(fetch),
+            None => InFlight::Start(self.start(Mode::Claims(merged), now)),
+        }
+    }
+
+    /// An API refused `used` with a claims challenge for `merged` claims: serves a cached token
+    /// that already answers them, joins the fetch for them, or starts one at most once per
+    /// [`FORCED_RENEWAL_INTERVAL`] whatever the claims (the API that sends challenges must not
+    /// decide how many requests this app sends to Entra).
+    pub(super) fn claims_challenge(
+        &mut self,
+        now: Instant,
+        used: &AccessToken,
+        merged: String,
+    ) -> ClaimsRequest<F> {
+        if let Some(c) = &self.current {
+            if c.claims.as_deref() == Some(merged.as_str())
+                && !c.token.same_token(used)
+                && c.usable(now)
+            {
+                return ClaimsRequest::Serve(c.token.clone());
+            }
+        }
+        if let Some(fetch) = self.claims_in_flight(&merged) {
+            return ClaimsRequest::Join(fetch);
+        }
+        if self
+            .last_claims_fetch
+            .is_some_and(|at| now < at + FORCED_RENEWAL_INTERVAL)
+        {
+            return ClaimsRequest::RateLimited;
+        }
+        ClaimsRequest::Start(self.start(Mode::Claims(merged), now))
+    }
+
+    /// An API refused `used` (401 `invalid_token`, or `invalidate`): drops it if it is still the
+    /// cached token, at most once per [`FORCED_RENEWAL_INTERVAL`].
+    pub(super) fn refuse(&mut self, now: Instant, used: &AccessToken) -> Refused {
+        let cached = self.current.as_ref().filter(|c| c.token.same_token(used));
+        let Some(cached_id) = cached.map(|c| c.id) else {
+            return Refused::AlreadyReplaced;
+        };
+        if self
+            .last_invalidation
+            .is_some_and(|at| now < at + FORCED_RENEWAL_INTERVAL)
+        {
+            return Refused::RateLimited;
+        }
+        self.current = None;
+        self.min_store_id = self.min_store_id.max(cached_id);
+        self.last_invalidation = Some(now);
+        Refused::Dropped
+    }
+
+    /// The provider started the fetch `start` asked for; `fetch` is what joiners get.
+    pub(super) fn started(&mut self, start: &Start, fetch: F) {
+        let slot = Slot {
+            id: start.id,
+            fetch,
+        };
+        match &start.mode {
+            Mode::Cold | Mode::Ahead => self.ordinary = Some(slot),
+            Mode::Claims(claims) => {
+                self.last_claims_fetch = Some(start.at);
+                self.claims = Some((claims.clone(), slot));
+            }
+        }
+    }
+
+    /// Fetch `id` is over (done, panicked, or dropped before it ran): frees its slot if it still
+    /// holds it, so that the next request starts a new fetch instead of joining a dead one.
+    pub(super) fn free(&mut self, id: u64) {
+        if self.ordinary.as_ref().is_some_and(|s| s.id == id) {
+            self.ordinary = None;
+        }
+        if self.claims.as_ref().is_some_and(|(_, s)| s.id == id) {
+            self.claims = None;
+        }
+    }
+
+    /// Fetch `id` (of `mode`) ended at `now` with `outcome`. A token is cached unless a
+    /// later-started fetch's token is, or a token at least as new was refused; a failure sets the
+    /// backoff (at least its `Retry-After`). `draw` in `[0, 1)` is the jitter for either.
+    pub(super) fn finish(
+        &mut self,
+        options: &ProviderOptions,
+        id: u64,
+        mode: &Mode,
+        outcome: Result<&AccessToken, &TokenError>,
+        now: Instant,
+        draw: f64,
+    ) -> Finished {
+        match (outcome, mode) {
+            (Ok(token), Mode::Claims(claims)) => {
+                self.store(options, id, Some(claims.clone()), token, now, draw)
+            }
+            (Ok(token), Mode::Cold | Mode::Ahead) => {
+                self.not_before = None;
+                self.cold_error = None;
+                self.consecutive_failures = 0;
+                self.store(options, id, None, token, now, draw)
+            }
+            (Err(_), Mode::Claims(_)) => Finished::ClaimsFailed,
+            (Err(error), Mode::Cold | Mode::Ahead) => {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                let backoff = retry_delay(options, self.consecutive_failures, error, draw);
+                self.not_before = Some(now + backoff);
+                if self.current.as_ref().is_some_and(|c| c.usable(now)) {
+                    Finished::AheadFailed { retry_in: backoff }
+                } else {
+                    let retry_in = backoff.min(options.max_backoff);
+                    self.cold_error = Some((now + retry_in, error.clone()));
+                    Finished::ColdFailed { retry_in }
+                }
+            }
+        }
+    }
+
+    fn store(
+        &mut self,
+        options: &ProviderOptions,
+        id: u64,
+        claims: Option<String>,
+        token: &AccessToken,
+        now: Instant,
+        draw: f64,
+    ) -> Finished {
+        let newer = id > self.min_store_id && self.current.as_ref().is_none_or(|c| c.id < id);
+        if !newer {
+            return Finished::Discarded;
+        }
+        let entry = Cached::new(options, token.clone(), now, draw, id, claims);
+        self.current = Some(Arc::new(entry));
+        Finished::Stored
+    }
+
+    fn start(&mut self, mode: Mode, now: Instant) -> Start {
+        self.next_id += 1;
+        Start {
+            id: self.next_id,
+            mode,
+            at: now,
+        }
+    }
+
+    fn claims_in_flight(&self, merged: &str) -> Option<F> {
+        self.claims
+            .as_ref()
+            .filter(|(claims, _)| claims == merged)
+            .map(|(_, slot)| slot.fetch.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::error::TokenErrorKind;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const CLAIMS: &str = r#"{"access_token":{"nbf":{"essential":true,"value":"1"}}}"#;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn options() -> ProviderOptions {
+        ProviderOptions::default()
+    }
+
+    fn token(
+        name: &str,
+        at: Instant,
+        expires_in: Duration,
+        refresh_in: Option<Duration>,
+    ) -> AccessToken {
+        AccessToken::issued(name.into(), expires_in, refresh_in, at, SystemTime::now()).unwrap()
+    }
+
+    fn transient(retry_after: Option<Duration>) -> TokenError {
+        TokenError::new(TokenErrorKind::Transient, "503").with_retry_after(retry_after)
+    }
+
+    /// A state holding `name` (an hour's token stored at `at` with no jitter), from fetch 1.
+    fn holding(name: &str, at: Instant) -> State<&'static str> {
+        let mut s = State::default();
+        let Request::Start(start) = s.request(at) else {
+            panic!("an empty state starts a fetch")
+        };
+        s.started(&start, "cold");
+        let t = token(name, at, HOUR, None);
+        assert_eq!(
+            s.finish(&options(), start.id, &start.mode, Ok(&t), at, 0.0),
+            Finished::Stored
+        );
+        s.free(start.id);
+        s
+    }
+
+    fn served(r: &Request<&str>) -> Option<String> {
+        match r {
+            Request::Serve(t) | Request::ServeAndRefresh(t, _) => Some(t.secret().to_owned()),
+            _ => None,
+        }
+    }
+
+    // The refresh policy.
+
+    #[test]
+    fn the_default_refresh_point_is_five_minutes_or_half_the_lifetime_before_expiry() {
+        let now = Instant::now();
+        let o = ProviderOptions {
+            refresh_jitter: Duration::ZERO,
+            ..options()
+        };
+        let at = |expires_in, refresh_in| {
+            Cached::new(
+                &o,
+                token("t", now, expires_in, refresh_in),
+                now,
+                0.5,
+                1,
+                None,
+            )
+            .refresh_at
+                - now
+        };
+        assert_eq!(at(HOUR, None), secs(3300));
+        assert_eq!(at(secs(120), None), secs(60));
+        assert_eq!(at(secs(86_400), Some(secs(43_200))), secs(43_200));
+        // A refresh_in that would refresh on nearly every request, or after expiry, is ignored.
+        assert_eq!(at(HOUR, Some(Duration::ZERO)), secs(3300));
+        assert_eq!(at(HOUR, Some(secs(359))), secs(3300));
+        assert_eq!(at(HOUR, Some(secs(360))), secs(360));
+        assert_eq!(at(HOUR, Some(secs(7200))), secs(3300));
+    }
+
+    #[test]
+    fn the_margin_is_capped_at_a_quarter_of_the_lifetime_and_bounds_the_refresh() {
+        let now = Instant::now();
+        let c = Cached::new(&options(), token("t", now, HOUR, None), now, 0.0, 1, None);
+        assert_eq!(c.usable_until - now, HOUR - secs(30));
+        let c = Cached::new(
+            &options(),
+            token("t", now, secs(60), None),
+            now,
+            0.0,
+            1,
+            None,
+        );
+        assert_eq!(c.usable_until - now, secs(45));
+        assert_eq!(c.refresh_at - now, secs(30));
+        // A token stored late, after its refresh point: due at once, never before `now`.
+        let issued = now;
+        let later = now + secs(3400);
+        let c = Cached::new(
+            &options(),
+            token("t", issued, HOUR, None),
+            later,
+            0.9,
+            1,
+            None,
+        );
+        assert_eq!(c.refresh_at, later);
+        assert_eq!(c.freshness(later), Freshness::RefreshDue);
+    }
+
+    #[test]
+    fn jitter_moves_the_refresh_earlier_by_the_draw() {
+        let now = Instant::now();
+        let at = |draw| {
+            Cached::new(&options(), token("t", now, HOUR, None), now, draw, 1, None).refresh_at
+                - now
+        };
+        // The default 60 s jitter, a fifth of the 300 s window: the draw picks the point in it.
+        assert_eq!(at(0.0), secs(3300));
+        assert_eq!(at(0.5), secs(3270));
+        assert_eq!(at(0.25), secs(3285));
+        // An out-of-range draw is no jitter, not a panic.
+        assert_eq!(at(f64::NAN), secs(3300));
+        assert_eq!(at(1.5), secs(3300));
+    }
+
+    #[test]
+    fn jitter_never_makes_a_fresh_token_due_before_half_its_wait() {
+        let now = Instant::now();
+        // expires_in=301, refresh_in=31: the window allows up to 54 s of jitter, but the wait
+        // for the refresh point is 31 s, so at most 15.5 s is taken.
+        let c = |draw| {
+            Cached::new(
+                &options(),
+                token("t", now, secs(301), Some(secs(31))),
+                now,
+                draw,
+                1,
+                None,
+            )
+        };
+        assert_eq!(c(0.0).refresh_at - now, secs(31));
+        let earliest = c(0.999_999).refresh_at - now;
+        assert!(earliest >= Duration::from_millis(15_500), "{earliest:?}");
+        assert!(earliest < secs(16), "{earliest:?}");
+        assert_eq!(c(0.999_999).freshness(now), Freshness::Fresh);
+    }
+
+    #[test]
+    fn backoff_grows_and_honours_retry_after() {
+        let o = options();
+        let plain = transient(None);
+        assert_eq!(retry_delay(&o, 1, &plain, 0.0), Duration::from_millis(250));
+        assert_eq!(retry_delay(&o, 1, &plain, 0.5), Duration::from_millis(375));
+        assert_eq!(retry_delay(&o, 4, &plain, 0.0), secs(2));
+        assert_eq!(
+            retry_delay(&o, 20, &plain, 0.999),
+            o.max_backoff.mul_f64(0.9995)
+        );
+        let ra = transient(Some(secs(10)));
+        assert_eq!(retry_delay(&o, 1, &ra, 0.0), secs(10));
+        let far = transient(Some(secs(600)));
+        assert_eq!(retry_delay(&o, 1, &far, 0.0), secs(600));
+    }
+
+    // What a request gets.
+
+    #[test]
+    fn an_empty_state_starts_one_cold_fetch_that_later_requests_join() {
+        let now = Instant::now();
+        let mut s = State::default();
+        let Request::Start(start) = s.request(now) else {
+            panic!("no fetch started")
+        };
+        assert_eq!(start.mode, Mode::Cold);
+        s.started(&start, "cold-1");
+        for _ in 0..3 {
+            assert!(matches!(s.request(now), Request::Join("cold-1")));
+        }
+    }
+
+    #[test]
+    fn a_fresh_token_is_served_and_a_due_one_starts_one_refresh_ahead() {
+        let now = Instant::now();
+        let mut s = holding("a", now);
+        assert!(matches!(s.request(now + secs(3299)), Request::Serve(_)));
+        let due = now + secs(3300);
+        let Request::ServeAndRefresh(t, start) = s.request(due) else {
+            panic!("no refresh ahead")
+        };
+        assert_eq!((t.secret(), &start.mode), ("a", &Mode::Ahead));
+        s.started(&start, "ahead");
+        // While it runs, requests are served the held token; none joins or starts another.
+        assert!(matches!(s.request(due), Request::Serve(_)));
+        // Once the held token is unusable, requests join the refresh.
+        assert!(matches!(
+            s.request(now + secs(3570)),
+            Request::Join("ahead")
+        ));
+    }
+
+    #[test]
+    fn a_freed_slot_lets_the_next_request_start_a_new_fetch() {
+        let now = Instant::now();
+        let mut s: State<&str> = State::default();
+        let Request::Start(first) = s.request(now) else {
+            panic!()
+        };
+        s.started(&first, "first");
+        // A stale id frees nothing.
+        s.free(first.id + 7);
+        assert!(matches!(s.request(now), Request::Join("first")));
+        s.free(first.id);
+        let Request::Start(second) = s.request(now) else {
+            panic!("joined a finished fetch")
+        };
+        assert!(second.id > first.id);
+    }
+
+    #[test]
+    fn a_failed_cold_fetch_fails_fast_until_its_backoff_passes() {
+        let now = Instant::now();
+        let mut s = State::default();
+        let Request::Start(start) = s.request(now) else {
+            panic!()
+        };
+        s.started(&start, "cold");
+        let e = transient(Some(secs(10)));
+        let done = s.finish(&options(), start.id, &start.mode, Err(&e), now, 0.0);
+        assert_eq!(done, Finished::ColdFailed { retry_in: secs(10) });
+        s.free(start.id);
+        let Request::Fail(again) = s.request(now + secs(9)) else {
+            panic!("a request during the backoff went to Entra")
+        };
+        assert_eq!(again.kind(), TokenErrorKind::Transient);
+        assert!(matches!(s.request(now + secs(10)), Request::Start(_)));
+    }
+
+    #[test]
+    fn the_fail_fast_window_is_capped_at_max_backoff() {
+        let now = Instant::now();
+        let mut s: State<&str> = State::default();
+        let Request::Start(start) = s.request(now) else {
+            panic!()
+        };
+        let e = transient(Some(HOUR));
+        let done = s.finish(&options(), start.id, &start.mode, Err(&e), now, 0.0);
+        assert_eq!(done, Finished::ColdFailed { retry_in: secs(30) });
+        assert!(matches!(s.request(now + secs(30)), Request::Start(_)));
+    }
+
+    #[test]
+    fn a_failed_refresh_ahead_keeps_the_token_and_waits_for_retry_after() {
+        let now = Instant::now();
+        let mut s = holding("a", now);
+        let due = now + secs(3301);
+        let Request::ServeAndRefresh(_, start) = s.request(due) else {
+            panic!()
+        };
+        s.started(&start, "ahead");
+        let e = transient(Some(secs(120)));
+        let done = s.finish(&options(), start.id, &start.mode, Err(&e), due, 0.0);
+        assert_eq!(
+            done,
+            Finished::AheadFailed {
+                retry_in: secs(120)
+            }
+        );
+        s.free(start.id);
+        for later in [due, due + secs(119)] {
+            assert!(
+                matches!(s.request(later), Request::Serve(_)),
+                "refreshed during Retry-After"
+            );
+        }
+        assert!(matches!(
+            s.request(due + secs(120)),
+            Request::ServeAndRefresh(..)
+        ));
+    }
+
+    #[test]
+    fn a_success_clears_the_backoff() {
+        let now = Instant::now();
+        let mut s = State::default();
+        let Request::Start(start) = s.request(now) else {
+            panic!()
+        };
+        s.finish(
+            &options(),
+            start.id,
+            &start.mode,
+            Err(&transient(None)),
+            now,
+            0.0,
+        );
+        s.free(start.id);
+        let later = now + secs(1);
+        let Request::Start(start) = s.request(later) else {
+            panic!()
+        };
+        let t = token("b", later, HOUR, None);
+        s.finish(&options(), start.id, &start.mode, Ok(&t), later, 0.0);
+        assert_eq!(s.consecutive_failures, 0);
+        assert!(s.cold_error.is_none() && s.not_before.is_none());
+        assert_eq!(served(&s.request(later)).as_deref(), Some("b"));
+    }
+
+    // What a finished fetch does.
+
+    #[test]
+    fn a_fetch_started_earlier_never_replaces_a_later_ones_token() {
+        let now = Instant::now();
+        let mut s = State::default();
+        let Request::Start(cold) = s.request(now) else {
+            panic!()
+        };
+        s.started(&cold, "cold");
+        let InFlight::Start(claims) = s.claims_request(now, CLAIMS.into()) else {
+            panic!()
+        };
+        s.started(&claims, "claims");
+        let c = token("claims", now, HOUR, None);
+        assert_eq!(
+            s.finish(&options(), claims.id, &claims.mode, Ok(&c), now, 0.0),
+            Finished::Stored
+        );
+        let p = token("plain", now, HOUR, None);
+        assert_eq!(
+            s.finish(&options(), cold.id, &cold.mode, Ok(&p), now, 0.0),
+            Finished::Discarded
+        );
+        assert_eq!(served(&s.request(now)).as_deref(), Some("claims"));
+    }
+
+    #[test]
+    fn a_fetch_started_before_a_refusal_does_not_bring_back_an_older_token() {
+        let now = Instant::now();
+        let mut s = holding("a", now);
+        let due = now + secs(3301);
+        let Request::ServeAndRefresh(_, ahead) = s.request(due) else {
+            panic!()
+        };
+        s.started(&ahead, "ahead");
+        let InFlight::Start(claims) = s.claims_request(due, CLAIMS.into()) else {
+            panic!()
+        };
+        let c = token("claims", due, HOUR, None);
+        s.finish(&options(), claims.id, &claims.mode, Ok(&c), due, 0.0);
+        assert_eq!(s.refuse(due, &c), Refused::Dropped);
+        let p = token("plain", due, HOUR, None);
+        assert_eq!(
+            s.finish(&options(), ahead.id, &ahead.mode, Ok(&p), due, 0.0),
+            Finished::Discarded
+        );
+        s.free(ahead.id);
+        assert!(matches!(s.request(due), Request::Start(_)));
+    }
+
+    // What a refusal does.
+
+    #[test]
+    fn a_refusal_drops_only_the_cached_token_once_per_interval() {
+        let now = Instant::now();
+        let mut s = holding("a", now);
+        let other = token("other", now, HOUR, None);
+        assert_eq!(s.refuse(now, &other), Refused::AlreadyReplaced);
+        let a = s.current().unwrap().token.clone();
+        assert_eq!(s.refuse(now, &a), Refused::Dropped);
+        assert!(s.current().is_none());
+        assert_eq!(s.refuse(now, &a), Refused::AlreadyReplaced);
+
+        // The next token, refused within the interval, stays.
+        let Request::Start(start) = s.request(now) else {
+            panic!()
+        };
+        let b = token("b", now, HOUR, None);
+        s.finish(&options(), start.id, &start.mode, Ok(&b), now, 0.0);
+        let soon = now + FORCED_RENEWAL_INTERVAL - Duration::from_millis(1);
+        assert_eq!(s.refuse(soon, &b), Refused::RateLimited);
+        assert_eq!(served(&s.request(soon)).as_deref(), Some("b"));
+        assert_eq!(
+            s.refuse(now + FORCED_RENEWAL_INTERVAL, &b),
+            Refused::Dropped
+        );
+    }
+
+    #[test]
+    fn a_claims_challenge_serves_joins_or_starts_once_per_interval() {
+        let now = Instant::now();
+        let mut s = holding("a", now);
+        let refused = s.current().unwrap().token.clone();
+        let ClaimsRequest::Start(start) = s.claims_challenge(now, &refused, CLAIMS.into()) else {
+            panic!("no claims fetch")
+        };
+        assert_eq!(start.mode, Mode::Claims(CLAIMS.into()));
+        s.started(&start, "claims");
+        // The same claims join it.
+        assert!(matches!(
+            s.claims_challenge(now, &refused, CLAIMS.into()),
+            ClaimsRequest::Join("claims")
+        ));
+        let c = token("c", now, HOUR, None);
+        s.finish(&options(), start.id, &start.mode, Ok(&c), now, 0.0);
+        s.free(start.id);
+        // Its token answers the same claims for a request that carried the old token...
+        let ClaimsRequest::Serve(t) = s.claims_challenge(now, &refused, CLAIMS.into()) else {
+            panic!()
+        };
+        assert_eq!(t.secret(), "c");
+        // ...but not when it is the refused one, nor for other claims, within the interval.
+        let other = r#"{"access_token":{"nbf":{"essential":true,"value":"2"}}}"#;
+        assert!(matches!(
+            s.claims_challenge(now, &c, CLAIMS.into()),
+            ClaimsRequest::RateLimited
+        ));
+        assert!(matches!(
+            s.claims_challenge(now, &c, other.into()),
+            ClaimsRequest::RateLimited
+        ));
+        let later = now + FORCED_RENEWAL_INTERVAL;
+        assert!(matches!(
+            s.claims_challenge(later, &c, other.into()),
+            ClaimsRequest::Start(_)
+        ));
+    }
+
+    #[test]
+    fn an_explicit_claims_request_is_not_rate_limited_and_a_failure_changes_nothing_else() {
+        let now = Instant::now();
+        let mut s = holding("a", now);
+        for _ in 0..3 {
+            let InFlight::Start(start) = s.claims_request(now, CLAIMS.into()) else {
+                panic!()
+            };
+            s.started(&start, "claims");
+            let done = s.finish(
+                &options(),
+                start.id,
+                &start.mode,
+                Err(&transient(None)),
+                now,
+                0.0,
+            );
+            assert_eq!(done, Finished::ClaimsFailed);
+            s.free(start.id);
+        }
+        assert_eq!(served(&s.request(now)).as_deref(), Some("a"));
+        assert!(s.not_before.is_none() && s.cold_error.is_none());
+    }
+}

@@ -1,0 +1,159 @@
+//! The provider driven end to end on a paused clock by an in-memory credential whose failures the
+//! test scripts (transient errors with `Retry-After`, which only the crate can make): no sockets.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+
+use super::TokenProvider;
+use crate::credential::{Credential, TokenRequest};
+use crate::error::{TokenError, TokenErrorKind};
+use crate::token::AccessToken;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Answers each request after `latency`: the next scripted failure, else a new hour's token
+/// (`token-0`, `token-1`, ...). Counts requests.
+#[derive(Debug)]
+struct Scripted {
+    latency: Duration,
+    failures: Mutex<VecDeque<TokenError>>,
+    requests: Mutex<usize>,
+}
+
+impl Scripted {
+    fn new(latency: Duration, failures: impl IntoIterator<Item = TokenError>) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            latency,
+            failures: Mutex::new(failures.into_iter().collect()),
+            requests: Mutex::new(0),
+        })
+    }
+
+    fn requests(&self) -> usize {
+        *self.requests.lock().unwrap()
+    }
+
+    /// A provider over it, without jitter.
+    fn provider(self: &Arc<Self>) -> TokenProvider {
+        TokenProvider::builder_shared(self.clone(), "api://x/.default")
+            .refresh_jitter(Duration::ZERO)
+            .build()
+            .unwrap()
+    }
+}
+
+impl Credential for Scripted {
+    fn request_token<'a>(
+        &'a self,
+        _request: TokenRequest<'a>,
+    ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
+        let n = {
+            let mut requests = self.requests.lock().unwrap();
+            *requests += 1;
+            *requests - 1
+        };
+        let failure = self.failures.lock().unwrap().pop_front();
+        Box::pin(async move {
+            tokio::time::sleep(self.latency).await;
+            match failure {
+                Some(error) => Err(error),
+                None => AccessToken::new(format!("token-{n}"), HOUR),
+            }
+        })
+    }
+}
+
+fn unavailable(retry_after: Option<Duration>) -> TokenError {
+    TokenError::new(TokenErrorKind::Transient, "503 Service Unavailable")
+        .with_retry_after(retry_after)
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_background_refresh_keeps_the_old_token_and_honours_retry_after() {
+    let credential = Scripted::new(Duration::ZERO, []);
+    let provider = credential.provider();
+    let first = provider.token().await.unwrap();
+    credential
+        .failures
+        .lock()
+        .unwrap()
+        .extend((0..3).map(|_| unavailable(Some(Duration::from_secs(120)))));
+
+    tokio::time::advance(Duration::from_secs(3301)).await;
+    assert!(provider.token().await.unwrap().same_token(&first));
+    tokio::task::yield_now().await;
+    assert_eq!(credential.requests(), 2, "the refresh did not start");
+
+    // Within Retry-After: requests succeed on the old token and no new attempt goes out.
+    for _ in 0..119 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(provider.token().await.unwrap().same_token(&first));
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(credential.requests(), 2, "retried before Retry-After");
+    let stats = provider.stats();
+    assert_eq!(stats.last_error.unwrap().kind(), TokenErrorKind::Transient);
+
+    // After it: the next request starts one attempt (failing again), still on the old token.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(provider.token().await.unwrap().same_token(&first));
+    tokio::task::yield_now().await;
+    assert_eq!(credential.requests(), 3);
+
+    // Until expiry no request fails; the failures run out and the refresh succeeds.
+    loop {
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let t = provider
+            .token()
+            .await
+            .expect("a request failed before the old token expired");
+        tokio::task::yield_now().await;
+        if !t.same_token(&first) {
+            break;
+        }
+        assert!(Instant::now() < first.expires_at());
+    }
+    assert_eq!(credential.requests(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn callers_waiting_on_a_refresh_ahead_get_its_retries() {
+    let credential = Scripted::new(Duration::from_secs(400), []);
+    let provider = credential.provider();
+    let first = provider.token().await.unwrap();
+    // The refresh ahead takes long enough for the held token to stop being usable, and fails.
+    credential
+        .failures
+        .lock()
+        .unwrap()
+        .push_back(unavailable(None));
+    tokio::time::advance(Duration::from_secs(3301)).await;
+    assert!(provider.token().await.unwrap().same_token(&first));
+    tokio::time::advance(Duration::from_secs(300)).await;
+    assert!(Instant::now() >= first.expires_at() - Duration::from_secs(30));
+    // This caller joins the refresh in flight; its failure is retried, not handed out.
+    let token = provider
+        .token()
+        .await
+        .expect("the refresh's failure reached a waiter");
+    assert!(!token.same_token(&first));
+    assert_eq!(credential.requests(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_requests_for_the_same_claims_share_one_fetch() {
+    let credential = Scripted::new(Duration::from_secs(1), []);
+    let provider = credential.provider();
+    let claims = r#"{"access_token":{"nbf":{"essential":true,"value":"1"}}}"#;
+    let (a, b) = tokio::join!(
+        provider.token_with_claims(claims),
+        provider.token_with_claims(claims)
+    );
+    assert!(a.unwrap().same_token(&b.unwrap()));
+    assert_eq!(credential.requests(), 1);
+    assert_eq!(provider.stats().claims_challenges, 1);
+}
