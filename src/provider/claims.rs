@@ -9,8 +9,9 @@ use super::fetch::{Mode, spawn_fetch};
 use super::{
     Acquire, FORCED_RENEWAL_INTERVAL, FetchState, Inflight, SharedFetch, TokenProvider, ready,
 };
-use crate::challenge::{Reaction, merge_claims, reaction};
+use crate::challenge::merge_claims;
 use crate::error::TokenError;
+use crate::refusal::Reaction;
 use crate::token::AccessToken;
 
 /// What the provider did about a response's Bearer challenge.
@@ -37,11 +38,10 @@ impl TokenProvider {
         self.join_or_start_claims_fetch(merged).await
     }
 
-    /// Acts on the challenges of a response to a request that carried `used`: drops it on
-    /// `invalid_token`, fetches a token with the claims on `insufficient_claims`. Each at most
-    /// once per [`FORCED_RENEWAL_INTERVAL`].
-    pub(crate) fn on_challenge(&self, used: &AccessToken, challenges: &[&str]) -> Renewal {
-        match reaction(challenges) {
+    /// Acts on an API's refusal of `used`: drops it on `invalid_token`, fetches a token with
+    /// the claims on `insufficient_claims`. Each at most once per [`FORCED_RENEWAL_INTERVAL`].
+    pub(crate) fn on_refusal(&self, used: &AccessToken, reaction: Reaction) -> Renewal {
+        match reaction {
             Reaction::None => Renewal::None,
             Reaction::Invalidate => {
                 if self.try_invalidate(used) || self.replaced(used) {
@@ -50,7 +50,7 @@ impl TokenProvider {
                     Renewal::None
                 }
             }
-            Reaction::Reauthorize(claims) => self.reauthorize(used, &claims),
+            Reaction::Claims(claims) => self.reauthorize(used, &claims),
         }
     }
 
