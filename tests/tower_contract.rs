@@ -123,7 +123,8 @@ async fn token_errors_never_come_from_poll_ready() {
     let mut response = tokio_test::task::spawn(service.call(get("https://api.example.com/")));
     assert_pending!(response.poll());
     answers.unusable();
-    let error = response.await.expect_err("no token, no response");
+    provider.token().await.expect_err("the one fetch fails");
+    let error = assert_ready!(response.poll()).expect_err("no token, no response");
     let kind = error.as_token_error().map(TokenError::kind);
     assert_eq!(kind, Some(TokenErrorKind::InvalidResponse), "{error}");
     assert_pending!(handle.poll_request(), "called without a token");
@@ -132,20 +133,16 @@ async fn token_errors_never_come_from_poll_ready() {
     // still ready, and the error still comes from the call.
     handle.allow(1);
     assert_ready_ok!(service.poll_ready());
-    let error = service
-        .call(get("https://api.example.com/"))
-        .await
-        .expect_err("the failed fetch's error");
+    let mut response = tokio_test::task::spawn(service.call(get("https://api.example.com/")));
+    let error = assert_ready!(response.poll()).expect_err("the failed fetch's error");
     let kind = error.as_token_error().map(TokenError::kind);
     assert_eq!(kind, Some(TokenErrorKind::InvalidResponse), "{error}");
     assert_eq!(answers.requests(), 1, "one fetch, its error served after");
 
     // So does a request the layer refuses to send a token with.
     assert_ready_ok!(service.poll_ready());
-    let error = service
-        .call(get("http://api.example.com/"))
-        .await
-        .expect_err("plain http to a remote host");
+    let mut response = tokio_test::task::spawn(service.call(get("http://api.example.com/")));
+    let error = assert_ready!(response.poll()).expect_err("plain http to a remote host");
     let kind = error.as_token_error().map(TokenError::kind);
     assert_eq!(kind, Some(TokenErrorKind::UnsafeDestination), "{error}");
     assert_pending!(handle.poll_request(), "a refused request was sent");
@@ -161,8 +158,8 @@ async fn the_readied_service_is_called_once_and_only_with_the_token() {
     // Cold: the request waits for the token; the inner service is not called meanwhile.
     let mut response = tokio_test::task::spawn(service.call(get("https://api.example.com/")));
     assert_pending!(response.poll());
-    assert_eq!(format!("{:?}", *response), "ResponseFuture { state: Acquiring }");
     assert_pending!(handle.poll_request(), "called before the token arrived");
+    assert_eq!(format!("{:?}", *response), "ResponseFuture { state: Acquiring }");
 
     answers.token("cold-token");
     provider.token().await.expect("the one fetch");
