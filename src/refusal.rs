@@ -198,16 +198,6 @@ pub(crate) fn answer<Res: InspectResponse>(
     }
 }
 
-impl<Res: InspectResponse> Answer<Res> {
-    /// The response, once the refusal is acted on.
-    pub(crate) async fn settle(self) -> Result<Res, TokenError> {
-        match self {
-            Answer::Ready(response) => Ok(response),
-            Answer::Renewing(renewing) => renewing.await,
-        }
-    }
-}
-
 pin_project! {
     /// A refused response held until the token with the challenge's claims is fetched; then
     /// the response, marked when it brought a new token.
@@ -241,11 +231,13 @@ impl<Res: InspectResponse> Future for Renewing<Res> {
 
 /// Whether to replay a refused request: the one decision of
 /// [`RetryOnChallenge`](crate::RetryOnChallenge) and the reqwest middleware.
+#[cfg(any(feature = "retry", feature = "reqwest-middleware"))]
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Replays {
     left: u8,
 }
 
+#[cfg(any(feature = "retry", feature = "reqwest-middleware"))]
 impl Replays {
     /// At most `left` replays of one request.
     pub(crate) const fn up_to(left: u8) -> Self {
@@ -341,6 +333,7 @@ mod tests {
         assert!(r.token_renewed());
     }
 
+    #[cfg(any(feature = "retry", feature = "reqwest-middleware"))]
     #[test]
     fn replays_need_a_renewed_token_and_a_replay_left() {
         let mut refused = response(401, &[INVALID_TOKEN]);

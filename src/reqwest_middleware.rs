@@ -29,7 +29,7 @@ use crate::authorize::AuthorizeRequest;
 use crate::destination::{Decision, Targets};
 use crate::layer::EntraAuthLayer;
 use crate::provider::TokenProvider;
-use crate::refusal::{self, Replays};
+use crate::refusal::{self, Answer, Replays};
 
 /// A `reqwest_middleware` middleware that sets `Authorization: Bearer <token>`.
 #[derive(Debug, Clone)]
@@ -92,10 +92,12 @@ impl Middleware for EntraAuthMiddleware {
                 .map_err(reqwest_middleware::Error::middleware)?;
             req.set_authorization(token.header_value().clone());
             let response = next.clone().run(req, extensions).await?;
-            let response = refusal::answer(&provider, &token, response)
-                .settle()
-                .await
-                .map_err(reqwest_middleware::Error::middleware)?;
+            let response = match refusal::answer(&provider, &token, response) {
+                Answer::Ready(response) => response,
+                Answer::Renewing(renewing) => renewing
+                    .await
+                    .map_err(reqwest_middleware::Error::middleware)?,
+            };
             match copy {
                 Some(again) if replays.take(&response) => req = again,
                 _ => return Ok(response),

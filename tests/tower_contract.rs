@@ -17,13 +17,13 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_test::{assert_pending, assert_ready, assert_ready_ok};
 use tower::Service;
 use tower_entra::{
-    AccessToken, Credential, EntraAuth, TokenError, TokenErrorKind, TokenProvider,
-    TokenRequest,
+    AccessToken, Credential, EntraAuth, TokenError, TokenErrorKind, TokenProvider, TokenRequest,
 };
 use tower_test::mock;
 
 type Request = http::Request<&'static str>;
 type Response = http::Response<&'static str>;
+type Mocked = mock::Spawn<EntraAuth<mock::Mock<Request, Response>>>;
 
 /// A credential that answers each token request with what the test sends it, when it sends it.
 #[derive(Debug)]
@@ -83,12 +83,7 @@ fn provider() -> (TokenProvider, Answers) {
 }
 
 /// `EntraAuth` over a mock inner service that is not ready until the handle allows requests.
-fn service(
-    provider: &TokenProvider,
-) -> (
-    mock::Spawn<EntraAuth<mock::Mock<Request, Response>>>,
-    mock::Handle<Request, Response>,
-) {
+fn service(provider: &TokenProvider) -> (Mocked, mock::Handle<Request, Response>) {
     let (inner, mut handle) = mock::pair();
     handle.allow(0);
     (
@@ -159,13 +154,19 @@ async fn the_readied_service_is_called_once_and_only_with_the_token() {
     let mut response = tokio_test::task::spawn(service.call(get("https://api.example.com/")));
     assert_pending!(response.poll());
     assert_pending!(handle.poll_request(), "called before the token arrived");
-    assert_eq!(format!("{:?}", *response), "ResponseFuture { state: Acquiring }");
+    assert_eq!(
+        format!("{:?}", *response),
+        "ResponseFuture { state: Acquiring }"
+    );
 
     answers.token("cold-token");
     provider.token().await.expect("the one fetch");
     assert!(response.is_woken());
     assert_pending!(response.poll());
-    assert_eq!(format!("{:?}", *response), "ResponseFuture { state: Calling }");
+    assert_eq!(
+        format!("{:?}", *response),
+        "ResponseFuture { state: Calling }"
+    );
     let Poll::Ready(Some((request, reply))) = handle.poll_request() else {
         panic!("the readied service was not called");
     };
