@@ -7,8 +7,8 @@
 //!   (CAE) claims challenge. A new token must be requested with those claims (sent as the
 //!   `claims` parameter of the token request); the cached token will not do.
 //!
-//! The middleware reads these itself; this type is public for code that drives its own
-//! retries.
+//! The middleware reads these itself (see `refusal.rs` for what it does about them); this type
+//! is public for code that drives its own retries.
 //!
 //! ```
 //! use tower_entra::BearerChallenge;
@@ -92,33 +92,6 @@ impl BearerChallenge {
     /// `error="insufficient_claims"`: a claims challenge (Continuous Access Evaluation).
     pub fn is_insufficient_claims(&self) -> bool {
         self.error() == Some("insufficient_claims")
-    }
-}
-
-/// What the middleware does about a response.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Reaction {
-    /// Nothing to do.
-    None,
-    /// Drop the token that was used.
-    Invalidate,
-    /// Fetch a new token carrying these claims (decoded JSON).
-    Reauthorize(String),
-}
-
-/// Decides what a 401's challenges ask for. An `insufficient_claims` challenge whose claims
-/// cannot be read still means the token will not do: it is dropped.
-pub(crate) fn reaction(challenges: &[&str]) -> Reaction {
-    if challenges.is_empty() {
-        return Reaction::None;
-    }
-    match BearerChallenge::find(challenges.iter().copied()) {
-        Some(c) if c.is_insufficient_claims() => match c.claims {
-            Some(claims) => Reaction::Reauthorize(claims),
-            None => Reaction::Invalidate,
-        },
-        Some(c) if c.is_invalid_token() => Reaction::Invalidate,
-        _ => Reaction::None,
     }
 }
 
@@ -310,6 +283,13 @@ mod tests {
         serde_json::to_string(&serde_json::from_str::<Value>(json).unwrap()).unwrap()
     }
 
+    /// The decoded claims of the Bearer challenge in `values`.
+    fn claims(values: &[&str]) -> Option<String> {
+        BearerChallenge::find(values.iter().copied())?
+            .claims()
+            .map(str::to_owned)
+    }
+
     #[test]
     fn claims_parse_in_every_base64_variant() {
         let bytes = CLAIMS.as_bytes();
@@ -325,18 +305,14 @@ mod tests {
         assert!(variants[2].contains('-') || variants[2].contains('_'));
         for v in &variants {
             let header = challenge(v);
-            assert_eq!(
-                reaction(&[&header]),
-                Reaction::Reauthorize(compact(CLAIMS)),
-                "{v}"
-            );
+            assert_eq!(claims(&[&header]), Some(compact(CLAIMS)), "{v}");
         }
         // A bare JSON object, quoted with escapes, is read too.
         let raw = format!(
             r#"Bearer error="insufficient_claims", claims="{}""#,
             CLAIMS.replace('"', "\\\"")
         );
-        assert_eq!(reaction(&[&raw]), Reaction::Reauthorize(compact(CLAIMS)));
+        assert_eq!(claims(&[&raw]), Some(compact(CLAIMS)));
     }
 
     #[test]
@@ -349,43 +325,41 @@ mod tests {
             bearer.clone(),
         ];
         let refs: Vec<&str> = headers.iter().map(String::as_str).collect();
-        assert_eq!(reaction(&refs), Reaction::Reauthorize(compact(CLAIMS)));
+        assert_eq!(claims(&refs), Some(compact(CLAIMS)));
 
         // Several challenges in one value.
         let one = format!(r#"Basic realm="x", Negotiate, {bearer}, PoP nonce="n""#);
-        assert_eq!(reaction(&[&one]), Reaction::Reauthorize(compact(CLAIMS)));
+        assert_eq!(claims(&[&one]), Some(compact(CLAIMS)));
         // token68 scheme before the Bearer one.
         let one = format!(r#"Basic dXNlcjpwYXNz=, {bearer}"#);
-        assert_eq!(reaction(&[&one]), Reaction::Reauthorize(compact(CLAIMS)));
+        assert_eq!(claims(&[&one]), Some(compact(CLAIMS)));
     }
 
     #[test]
-    fn invalid_token_and_others() {
-        assert_eq!(
-            reaction(&[
-                r#"Bearer error="invalid_token", error_description="The token expired, at 12:00""#
-            ]),
-            Reaction::Invalidate
+    fn errors_and_unreadable_claims() {
+        let find = |values: &[&str]| BearerChallenge::find(values.iter().copied());
+        let expired = find(&[
+            r#"Bearer error="invalid_token", error_description="The token expired, at 12:00""#,
+        ])
+        .unwrap();
+        assert!(expired.is_invalid_token() && !expired.is_insufficient_claims());
+        assert!(
+            find(&["bearer error=invalid_token"])
+                .unwrap()
+                .is_invalid_token()
         );
-        assert_eq!(
-            reaction(&["bearer error=invalid_token"]),
-            Reaction::Invalidate
-        );
-        assert_eq!(reaction(&[r#"Bearer realm="""#]), Reaction::None);
-        assert_eq!(
-            reaction(&[r#"Basic error="invalid_token""#]),
-            Reaction::None
-        );
-        assert_eq!(reaction(&[]), Reaction::None);
-        // Unreadable claims: the token is dropped instead.
-        assert_eq!(
-            reaction(&[r#"Bearer error="insufficient_claims", claims="%%%""#]),
-            Reaction::Invalidate
-        );
-        assert_eq!(
-            reaction(&[r#"Bearer error="insufficient_claims", claims="WzEsMl0""#]), // [1,2]
-            Reaction::Invalidate
-        );
+        assert_eq!(find(&[r#"Bearer realm="""#]).unwrap().error(), None);
+        assert_eq!(find(&[r#"Basic error="invalid_token""#]), None);
+        assert_eq!(find(&[]), None);
+        // Claims that are not base64 of a JSON object are not read.
+        for unreadable in [
+            r#"Bearer error="insufficient_claims", claims="%%%""#,
+            r#"Bearer error="insufficient_claims", claims="WzEsMl0""#, // [1,2]
+        ] {
+            let c = find(&[unreadable]).unwrap();
+            assert!(c.is_insufficient_claims());
+            assert_eq!(c.claims(), None);
+        }
         // Garbage does not hang or panic.
         for junk in [
             "=",
@@ -394,7 +368,7 @@ mod tests {
             "\"",
             "Bearer error=\"unterminated",
         ] {
-            let _ = reaction(&[junk]);
+            let _ = find(&[junk]);
         }
     }
 

@@ -1,5 +1,6 @@
 //! [`ResponseFuture`]: waits for a token when none is cached, then calls the inner service.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -7,15 +8,17 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::authorize::{AuthorizeRequest, InspectResponse};
+use crate::authorize::AuthorizeRequest;
 use crate::error::{Error, TokenError};
-use crate::provider::{Acquire, Renewal, TokenProvider};
+use crate::provider::{Acquire, TokenProvider};
+use crate::refusal::{self, Answer, InspectResponse, Renewing};
 use crate::token::AccessToken;
 
 pin_project! {
     /// The response future of [`EntraAuth`](crate::EntraAuth).
     ///
-    /// With a cached token it is the inner future and a token handle, nothing boxed.
+    /// With a cached token it is the inner future and a token handle, nothing boxed. Its
+    /// `Debug` shows the state it is in, nothing else.
     pub struct ResponseFuture<S, R>
     where
         S: Service<R>,
@@ -38,16 +41,14 @@ pin_project! {
         Calling {
             #[pin]
             future: S::Future,
-            // Kept to drop this token from the cache if the API answers invalid_token, or to
-            // replace it after a claims challenge.
+            // Kept to act on the API's refusal of this token (see `refusal`).
             used: Option<(TokenProvider, AccessToken)>,
         },
         // A claims challenge came back: a token with those claims is fetched before the
         // response is returned, so that a replay carries it.
-        Reauthorizing {
-            acquire: Acquire,
-            response: Option<S::Response>,
-            refused: AccessToken,
+        Renewing {
+            #[pin]
+            renewing: Renewing<S::Response>,
         },
         Failed {
             error: Option<TokenError>,
@@ -139,43 +140,19 @@ where
                     this.state.set(State::Calling { future, used });
                 }
                 StateProj::Calling { future, used } => {
-                    let mut response = ready!(future.poll(cx)).map_err(Error::Inner)?;
+                    let response = ready!(future.poll(cx)).map_err(Error::Inner)?;
                     let Some((provider, token)) = used.take() else {
                         return Poll::Ready(Ok(response));
                     };
-                    match provider.on_challenge(&token, &response.bearer_challenges()) {
-                        Renewal::None => return Poll::Ready(Ok(response)),
-                        Renewal::Renewed => {
-                            response.mark_token_renewed();
-                            return Poll::Ready(Ok(response));
-                        }
-                        Renewal::Fetching(acquire) => {
-                            this.state.set(State::Reauthorizing {
-                                acquire,
-                                response: Some(response),
-                                refused: token,
-                            });
+                    match refusal::answer(&provider, &token, response) {
+                        Answer::Ready(response) => return Poll::Ready(Ok(response)),
+                        Answer::Renewing(renewing) => {
+                            this.state.set(State::Renewing { renewing });
                         }
                     }
                 }
-                StateProj::Reauthorizing {
-                    acquire,
-                    response,
-                    refused,
-                } => {
-                    let renewed = ready!(Pin::new(acquire).poll(cx))
-                        .is_ok_and(|token| !token.same_token(refused));
-                    let Some(mut response) = response.take() else {
-                        return Poll::Ready(Err(Error::Token(TokenError::configuration(
-                            "response future polled after completion",
-                        ))));
-                    };
-                    // A failed claims fetch is in the provider's stats and logs; the caller
-                    // still gets the API's own answer.
-                    if renewed {
-                        response.mark_token_renewed();
-                    }
-                    return Poll::Ready(Ok(response));
+                StateProj::Renewing { renewing } => {
+                    return renewing.poll(cx).map_err(Error::Token);
                 }
                 StateProj::Failed { error } => {
                     let error = error.take().unwrap_or_else(|| {
@@ -185,5 +162,24 @@ where
                 }
             }
         }
+    }
+}
+
+impl<S, R> fmt::Debug for ResponseFuture<S, R>
+where
+    S: Service<R>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The state's name only: the service and the response need not be Debug, and the
+        // request may carry the token.
+        let state = match &self.state {
+            State::Acquiring { .. } => "Acquiring",
+            State::Calling { .. } => "Calling",
+            State::Renewing { .. } => "Renewing",
+            State::Failed { .. } => "Failed",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &format_args!("{state}"))
+            .finish()
     }
 }

@@ -40,6 +40,7 @@ mod error;
 mod future;
 mod layer;
 mod provider;
+mod refusal;
 #[cfg(feature = "reqwest-middleware")]
 mod reqwest_middleware;
 #[cfg(feature = "retry")]
@@ -51,7 +52,7 @@ pub mod tonic;
 mod transport;
 
 pub use authority::AuthorityHost;
-pub use authorize::{AuthorizeRequest, InspectResponse};
+pub use authorize::AuthorizeRequest;
 pub use challenge::BearerChallenge;
 pub use credential::{
     AssertionAlgorithm, AssertionCallback, CertificateAssertion, ClientAssertionCredential,
@@ -66,6 +67,7 @@ pub use error::{EntraError, Error, TokenError, TokenErrorKind};
 pub use future::ResponseFuture;
 pub use layer::EntraAuthLayer;
 pub use provider::{ProviderStats, TokenProvider, TokenProviderBuilder};
+pub use refusal::InspectResponse;
 #[cfg(feature = "reqwest-middleware")]
 pub use reqwest_middleware::EntraAuthMiddleware;
 #[cfg(feature = "retry")]

@@ -25,11 +25,11 @@ use std::sync::Arc;
 use http::Extensions;
 use reqwest_middleware::{Middleware, Next};
 
-use crate::authorize::{AuthorizeRequest, InspectResponse};
+use crate::authorize::AuthorizeRequest;
 use crate::destination::{Decision, Targets};
 use crate::layer::EntraAuthLayer;
-use crate::provider::{Renewal, TokenProvider};
-use crate::token::AccessToken;
+use crate::provider::TokenProvider;
+use crate::refusal::{self, Answer, Replays};
 
 /// A `reqwest_middleware` middleware that sets `Authorization: Bearer <token>`.
 #[derive(Debug, Clone)]
@@ -62,21 +62,6 @@ impl EntraAuthMiddleware {
     }
 }
 
-/// Acts on the response's challenge; true when a replay would carry a new token.
-async fn react(
-    provider: &TokenProvider,
-    token: &AccessToken,
-    response: &reqwest::Response,
-) -> bool {
-    match provider.on_challenge(token, &response.bearer_challenges()) {
-        Renewal::None => false,
-        Renewal::Renewed => true,
-        // A failed claims fetch is in the provider's stats and logs; the caller gets the
-        // API's own answer.
-        Renewal::Fetching(acquire) => acquire.await.is_ok_and(|t| !t.same_token(token)),
-    }
-}
-
 #[async_trait::async_trait]
 impl Middleware for EntraAuthMiddleware {
     async fn handle(
@@ -93,24 +78,29 @@ impl Middleware for EntraAuthMiddleware {
             Decision::SendWithoutToken => return next.run(req, extensions).await,
             Decision::Refuse(e) => return Err(reqwest_middleware::Error::middleware(e)),
         };
-        let mut replay = if self.replay { req.try_clone() } else { None };
+        // The same decision as `RetryOnChallenge`: one replay, when the refused token was renewed.
+        let mut replays = Replays::up_to(u8::from(self.replay));
         loop {
+            let copy = if replays.any_left() {
+                req.try_clone()
+            } else {
+                None
+            };
             let token = provider
                 .token()
                 .await
                 .map_err(reqwest_middleware::Error::middleware)?;
             req.set_authorization(token.header_value().clone());
             let response = next.clone().run(req, extensions).await?;
-            // A refused token is dealt with even when there is no replay left, for the next request.
-            let renewed = react(&provider, &token, &response).await;
-            match replay.take().filter(|_| renewed) {
-                Some(again) => {
-                    tracing::debug!(
-                        "401 with a Bearer challenge; replaying the request with a new token"
-                    );
-                    req = again;
-                }
-                None => return Ok(response),
+            let response = match refusal::answer(&provider, &token, response) {
+                Answer::Ready(response) => response,
+                Answer::Renewing(renewing) => renewing
+                    .await
+                    .map_err(reqwest_middleware::Error::middleware)?,
+            };
+            match copy {
+                Some(again) if replays.take(&response) => req = again,
+                _ => return Ok(response),
             }
         }
     }

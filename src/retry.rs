@@ -37,19 +37,21 @@ use std::future::{Ready, ready};
 
 use tower::retry::Policy;
 
-use crate::authorize::InspectResponse;
+use crate::refusal::{InspectResponse, Replays};
 
 /// Replays a request once when the response is 401 with a Bearer challenge saying
 /// `invalid_token` or `insufficient_claims`. See the [module docs](crate::retry).
 #[derive(Debug, Clone)]
 pub struct RetryOnChallenge {
-    replays_left: u8,
+    replays: Replays,
 }
 
 impl RetryOnChallenge {
     /// One replay per request.
     pub fn new() -> Self {
-        RetryOnChallenge { replays_left: 1 }
+        RetryOnChallenge {
+            replays: Replays::up_to(1),
+        }
     }
 }
 
@@ -86,21 +88,12 @@ where
     type Future = Ready<()>;
 
     fn retry(&mut self, _req: &mut Req, result: &mut Result<Res, E>) -> Option<Self::Future> {
-        if self.replays_left == 0 {
-            return None;
-        }
-        // Only when the layer renewed the refused token: otherwise (no token sent, or the same
-        // refusal again within the renewal interval) a replay would be refused the same way.
-        if !result.as_ref().ok()?.token_renewed() {
-            return None;
-        }
-        self.replays_left -= 1;
-        tracing::debug!("401 with a Bearer challenge and a renewed token; replaying the request");
-        Some(ready(()))
+        let response = result.as_ref().ok()?;
+        self.replays.take(response).then(|| ready(()))
     }
 
     fn clone_request(&mut self, req: &Req) -> Option<Req> {
-        if self.replays_left == 0 {
+        if !self.replays.any_left() {
             return None;
         }
         req.clone_request()

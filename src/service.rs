@@ -6,11 +6,12 @@ use tower_service::Service;
 
 use std::sync::Arc;
 
-use crate::authorize::{AuthorizeRequest, InspectResponse};
+use crate::authorize::AuthorizeRequest;
 use crate::destination::{Decision, ProviderRoutes, Targets};
 use crate::error::Error;
 use crate::future::ResponseFuture;
 use crate::provider::TokenProvider;
+use crate::refusal::InspectResponse;
 
 /// Sets `Authorization: Bearer <token>` on each request, then calls the inner service.
 ///

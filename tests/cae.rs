@@ -106,3 +106,34 @@ async fn without_a_retry_layer_the_next_request_carries_the_new_token() {
     assert_eq!(support::status(&mut service, get(&url)).await, 200);
     assert_eq!(s.emulator.token_requests(), 2);
 }
+
+/// The reqwest middleware acts on a claims challenge and replays as `RetryOnChallenge` does.
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test]
+async fn the_reqwest_middleware_replays_after_a_claims_challenge() {
+    use tower_entra::{EntraAuthMiddleware, InspectResponse};
+
+    let s = setup_with(true).await;
+    let url = s.emulator.demo_api_url();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(EntraAuthMiddleware::new(s.provider.clone()))
+        .build();
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+
+    s.emulator.cae_revoke();
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "the replay with the new token");
+    assert!(
+        !response.token_renewed(),
+        "the replay's answer was no refusal"
+    );
+    assert_eq!(s.emulator.token_requests(), 2, "one claims fetch");
+    assert_eq!(s.emulator.api_requests(), 3);
+    let claims = s.emulator.last_token_request_claims().expect("claims sent");
+    assert_eq!(
+        claims["access_token"]["nbf"]["essential"],
+        Value::Bool(true),
+        "{claims}"
+    );
+    assert_eq!(s.provider.stats().claims_challenges, 1);
+}

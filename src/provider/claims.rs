@@ -6,7 +6,8 @@ use tokio::time::Instant;
 
 use super::state::{ClaimsRequest, FORCED_RENEWAL_INTERVAL, InFlight};
 use super::{Acquire, Refused, SharedFetch, TokenProvider, no_runtime, ready};
-use crate::challenge::{Reaction, merge_claims, reaction};
+use crate::challenge::merge_claims;
+use crate::refusal::Reaction;
 use crate::error::TokenError;
 use crate::token::AccessToken;
 
@@ -54,14 +55,8 @@ impl TokenProvider {
                 Refused::Dropped | Refused::AlreadyReplaced => Renewal::Renewed,
                 Refused::RateLimited => Renewal::None,
             },
-            Reaction::Reauthorize(claims) => self.reauthorize(used, &claims),
+            Reaction::Claims(claims) => self.reauthorize(used, &claims),
         }
-    }
-
-    /// [`on_refusal`](Self::on_refusal) for a response's challenges. Kept only until the tower
-    /// future and the reqwest middleware read challenges themselves (`src/refusal.rs`).
-    pub(crate) fn on_challenge(&self, used: &AccessToken, challenges: &[&str]) -> Renewal {
-        self.on_refusal(used, reaction(challenges))
     }
 
     fn reauthorize(&self, used: &AccessToken, claims: &str) -> Renewal {

@@ -1,0 +1,350 @@
+//! An API's refusal of a token, in one place.
+//!
+//! A protected API refuses a token with `401` (over gRPC: `UNAUTHENTICATED`, status 16 in the
+//! headers of a trailers-only answer) and a Bearer challenge in `WWW-Authenticate`. Whoever sent
+//! the request ([`ResponseFuture`](crate::ResponseFuture), the reqwest middleware) hands the
+//! response to [`answer`], which:
+//!
+//! 1. reads the refusal ([`Reaction::to`]): drop the token (`invalid_token`), fetch one carrying
+//!    the challenge's claims (`insufficient_claims`, Continuous Access Evaluation), or nothing;
+//! 2. has the provider act on it (the provider decides whether it may, and merges the claims
+//!    with the client capabilities);
+//! 3. marks the response when the token it refused has been renewed, so that a replay would
+//!    carry a new one.
+//!
+//! The mark is all a replay is decided on ([`Replays`]), alike in
+//! [`RetryOnChallenge`](crate::RetryOnChallenge) and the reqwest middleware.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::header::WWW_AUTHENTICATE;
+use http::{Extensions, HeaderMap, StatusCode};
+use pin_project_lite::pin_project;
+
+use crate::challenge::BearerChallenge;
+use crate::error::TokenError;
+use crate::provider::{Acquire, Renewal, TokenProvider};
+use crate::token::AccessToken;
+
+mod sealed {
+    use http::{Extensions, HeaderMap, StatusCode};
+
+    /// The parts of a response a refusal is read from and the renewed mark is kept in.
+    ///
+    /// Sealed so that [`InspectResponse`](super::InspectResponse) has implementations in this
+    /// crate only: an outside one could not read refusals, and would turn replays off silently.
+    pub trait ResponseParts {
+        fn status_code(&self) -> StatusCode;
+        fn header_map(&self) -> &HeaderMap;
+        fn extension_map(&self) -> &Extensions;
+        fn extension_map_mut(&mut self) -> &mut Extensions;
+    }
+}
+
+/// A response the layer can read a token refusal from, and mark when it renewed the refused
+/// token (so that a retry policy knows a replay would carry a new one).
+///
+/// Implemented for `http::Response<B>` and, with the `reqwest` feature, `reqwest::Response`.
+/// It is sealed: no other type can implement it.
+pub trait InspectResponse: sealed::ResponseParts {
+    /// The `WWW-Authenticate` values of a 401 response (or of a gRPC `UNAUTHENTICATED` answer,
+    /// status 16 in the headers); empty for any other response.
+    fn bearer_challenges(&self) -> Vec<&str> {
+        challenges(self.status_code(), self.header_map()).collect()
+    }
+
+    /// Records that the refused token was renewed: a replay of the request would carry a new
+    /// one. The layer does this itself; a retry policy reads it with
+    /// [`token_renewed`](Self::token_renewed).
+    fn mark_token_renewed(&mut self) {
+        self.extension_map_mut().insert(TokenRenewed);
+    }
+
+    /// Whether the token this response refused was renewed: a replay of the request would carry
+    /// a new token.
+    fn token_renewed(&self) -> bool {
+        self.extension_map().get::<TokenRenewed>().is_some()
+    }
+}
+
+/// The response extension that marks a renewed token.
+#[derive(Debug, Clone, Copy)]
+struct TokenRenewed;
+
+impl<B> sealed::ResponseParts for http::Response<B> {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+    fn header_map(&self) -> &HeaderMap {
+        self.headers()
+    }
+    fn extension_map(&self) -> &Extensions {
+        self.extensions()
+    }
+    fn extension_map_mut(&mut self) -> &mut Extensions {
+        self.extensions_mut()
+    }
+}
+
+impl<B> InspectResponse for http::Response<B> {}
+
+#[cfg(feature = "reqwest")]
+impl sealed::ResponseParts for reqwest::Response {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+    fn header_map(&self) -> &HeaderMap {
+        self.headers()
+    }
+    fn extension_map(&self) -> &Extensions {
+        self.extensions()
+    }
+    fn extension_map_mut(&mut self) -> &mut Extensions {
+        self.extensions_mut()
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl InspectResponse for reqwest::Response {}
+
+/// Whether the answer refuses the request's credentials: 401, or gRPC `UNAUTHENTICATED`.
+fn is_refusal(status: StatusCode, headers: &HeaderMap) -> bool {
+    // gRPC answers HTTP 200 and says UNAUTHENTICATED (16) in `grpc-status`, in the headers of a
+    // trailers-only response.
+    status == StatusCode::UNAUTHORIZED || headers.get("grpc-status").is_some_and(|v| v == "16")
+}
+
+/// The challenges of a refusal; none for any other answer.
+fn challenges(status: StatusCode, headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    let refused = is_refusal(status, headers);
+    headers
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter(move |_| refused)
+        .filter_map(|v| v.to_str().ok())
+}
+
+/// What a response asks of the provider about the token the request carried.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Reaction {
+    /// Nothing: not a refusal, or one that a new token would not help.
+    None,
+    /// Drop the token: it expired or was revoked (`invalid_token`).
+    Invalidate,
+    /// Fetch a token carrying these claims (the challenge's JSON object, decoded; the provider
+    /// merges the client capabilities into it).
+    Claims(String),
+}
+
+impl Reaction {
+    /// What `response` asks for. Cheap for a response that is not a refusal: its status and one
+    /// header are read, nothing is allocated.
+    pub(crate) fn to(response: &impl InspectResponse) -> Reaction {
+        let (status, headers) = (response.status_code(), response.header_map());
+        if !is_refusal(status, headers) {
+            return Reaction::None;
+        }
+        Reaction::to_challenges(challenges(status, headers))
+    }
+
+    /// What a refusal with these `WWW-Authenticate` values asks for. An `insufficient_claims`
+    /// challenge whose claims cannot be read still says the token will not do: it is dropped.
+    fn to_challenges<'a>(values: impl IntoIterator<Item = &'a str>) -> Reaction {
+        match BearerChallenge::find(values) {
+            Some(c) if c.is_insufficient_claims() => match c.claims().map(str::to_owned) {
+                Some(claims) => Reaction::Claims(claims),
+                None => Reaction::Invalidate,
+            },
+            Some(c) if c.is_invalid_token() => Reaction::Invalidate,
+            _ => Reaction::None,
+        }
+    }
+}
+
+/// A response to a request that carried `used`, with its refusal (if any) acted on.
+pub(crate) enum Answer<Res> {
+    /// Ready to return: not a refusal, or one already acted on (and marked when the token was
+    /// renewed).
+    Ready(Res),
+    /// A claims challenge: the response waits for the token with the claims.
+    Renewing(Renewing<Res>),
+}
+
+/// Reads `response` to a request that carried `used` from `provider`, and has the provider act
+/// on a refusal. A refused token is dealt with even when the request will not be replayed, so
+/// that the next request carries a new one.
+pub(crate) fn answer<Res: InspectResponse>(
+    provider: &TokenProvider,
+    used: &AccessToken,
+    mut response: Res,
+) -> Answer<Res> {
+    let reaction = Reaction::to(&response);
+    if reaction == Reaction::None {
+        return Answer::Ready(response);
+    }
+    match provider.on_refusal(used, reaction) {
+        Renewal::None => Answer::Ready(response),
+        Renewal::Renewed => {
+            response.mark_token_renewed();
+            Answer::Ready(response)
+        }
+        Renewal::Fetching(acquire) => Answer::Renewing(Renewing {
+            acquire,
+            refused: used.clone(),
+            response: Some(response),
+        }),
+    }
+}
+
+pin_project! {
+    /// A refused response held until the token with the challenge's claims is fetched; then
+    /// the response, marked when it brought a new token.
+    pub(crate) struct Renewing<Res> {
+        acquire: Acquire,
+        refused: AccessToken,
+        response: Option<Res>,
+    }
+}
+
+impl<Res: InspectResponse> Future for Renewing<Res> {
+    /// The API's response; an error only when polled after completion. A failed claims fetch
+    /// is in the provider's stats and logs, and the caller still gets the API's own answer.
+    type Output = Result<Res, TokenError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let renewed = ready!(Pin::new(this.acquire).poll(cx))
+            .is_ok_and(|token| !token.same_token(this.refused));
+        let Some(mut response) = this.response.take() else {
+            return Poll::Ready(Err(TokenError::configuration(
+                "response future polled after completion",
+            )));
+        };
+        if renewed {
+            response.mark_token_renewed();
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// Whether to replay a refused request: the one decision of
+/// [`RetryOnChallenge`](crate::RetryOnChallenge) and the reqwest middleware.
+#[cfg(any(feature = "retry", feature = "reqwest-middleware"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Replays {
+    left: u8,
+}
+
+#[cfg(any(feature = "retry", feature = "reqwest-middleware"))]
+impl Replays {
+    /// At most `left` replays of one request.
+    pub(crate) const fn up_to(left: u8) -> Self {
+        Replays { left }
+    }
+
+    /// Whether a replay may still be asked for (so a copy of the request is worth making).
+    pub(crate) fn any_left(&self) -> bool {
+        self.left > 0
+    }
+
+    /// Whether to replay the request that got `response`, counting the replay. Only when the
+    /// refused token was renewed: otherwise (no token sent, or another refusal within the
+    /// renewal interval) a replay would be refused the same way.
+    pub(crate) fn take(&mut self, response: &impl InspectResponse) -> bool {
+        if self.left == 0 || !response.token_renewed() {
+            return false;
+        }
+        self.left -= 1;
+        tracing::debug!("the refused token was renewed; replaying the request");
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, headers: &[(&str, &str)]) -> http::Response<()> {
+        let mut r = http::Response::builder().status(status);
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        r.body(()).unwrap()
+    }
+
+    const INVALID_TOKEN: (&str, &str) = ("www-authenticate", r#"Bearer error="invalid_token""#);
+
+    #[test]
+    fn challenges_come_from_401s_and_grpc_unauthenticated_only() {
+        assert_eq!(response(401, &[INVALID_TOKEN]).bearer_challenges().len(), 1);
+        let grpc = response(200, &[("grpc-status", "16"), INVALID_TOKEN]);
+        assert_eq!(grpc.bearer_challenges().len(), 1);
+        assert_eq!(Reaction::to(&grpc), Reaction::Invalidate);
+        for other in [
+            response(200, &[INVALID_TOKEN]),
+            response(200, &[("grpc-status", "0"), INVALID_TOKEN]),
+            response(403, &[INVALID_TOKEN]),
+        ] {
+            assert!(other.bearer_challenges().is_empty());
+            assert_eq!(Reaction::to(&other), Reaction::None);
+        }
+        assert_eq!(
+            Reaction::to(&response(401, &[INVALID_TOKEN])),
+            Reaction::Invalidate
+        );
+    }
+
+    #[test]
+    fn the_reaction_follows_the_bearer_challenge() {
+        let to = |values: &[&str]| Reaction::to_challenges(values.iter().copied());
+        assert_eq!(
+            to(&[
+                r#"Bearer error="invalid_token", error_description="The token expired, at 12:00""#
+            ]),
+            Reaction::Invalidate
+        );
+        assert_eq!(to(&["bearer error=invalid_token"]), Reaction::Invalidate);
+        // {"a":1}
+        assert_eq!(
+            to(&[r#"Bearer error="insufficient_claims", claims="eyJhIjoxfQ""#]),
+            Reaction::Claims(r#"{"a":1}"#.to_owned())
+        );
+        assert_eq!(to(&[r#"Bearer realm="""#]), Reaction::None);
+        assert_eq!(to(&[r#"Basic error="invalid_token""#]), Reaction::None);
+        assert_eq!(to(&[]), Reaction::None);
+        // Unreadable claims: the token is dropped instead.
+        assert_eq!(
+            to(&[r#"Bearer error="insufficient_claims", claims="%%%""#]),
+            Reaction::Invalidate
+        );
+        assert_eq!(
+            to(&[r#"Bearer error="insufficient_claims", claims="WzEsMl0""#]), // [1,2]
+            Reaction::Invalidate
+        );
+    }
+
+    #[test]
+    fn the_renewed_mark_round_trips() {
+        let mut r = response(401, &[]);
+        assert!(!r.token_renewed());
+        r.mark_token_renewed();
+        assert!(r.token_renewed());
+    }
+
+    #[cfg(any(feature = "retry", feature = "reqwest-middleware"))]
+    #[test]
+    fn replays_need_a_renewed_token_and_a_replay_left() {
+        let mut refused = response(401, &[INVALID_TOKEN]);
+        let mut replays = Replays::up_to(1);
+        assert!(replays.any_left());
+        assert!(!replays.take(&refused), "not renewed: no replay");
+        assert!(replays.any_left(), "a declined replay is not counted");
+        refused.mark_token_renewed();
+        assert!(replays.take(&refused));
+        assert!(!replays.any_left());
+        assert!(!replays.take(&refused), "one replay only");
+        assert!(!Replays::up_to(0).take(&refused));
+    }
+}
