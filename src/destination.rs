@@ -5,10 +5,11 @@
 //! request, before any token is fetched:
 //!
 //! 1. A request that already has an `Authorization` header passes unchanged.
-//! 2. The request's host picks the provider: the layer's one provider, limited to the
-//!    [allow-list](crate::EntraAuthLayer::allow_hosts) when there is one, or the
-//!    [route](ProviderRoutes) that matches. A host that nothing matches is refused, or sent
-//!    without a token with [`UnlistedHost::SendWithoutToken`].
+//! 2. The request's host picks the provider: the first [route](ProviderRoutes) that matches it,
+//!    else the layer's default provider (the one given to
+//!    [`EntraAuthLayer::new`](crate::EntraAuthLayer::new)), limited to the
+//!    [allow-list](crate::EntraAuthLayer::allow_hosts) when there is one. A host that nothing
+//!    matches is refused, or sent without a token with [`UnlistedHost::SendWithoutToken`].
 //! 3. A token goes over `https`, or plain `http` to a loopback address (for tests). Anything
 //!    else (plain http to another host, another scheme, an origin without a scheme) is refused
 //!    with [`TokenErrorKind::UnsafeDestination`].
@@ -16,6 +17,10 @@
 //! A request with a relative URI (as tonic's generated clients send into a `Channel`, which
 //! adds the origin itself) names neither scheme nor host: it is judged by the layer's
 //! [origin](crate::EntraAuthLayer::origin), and refused when none is set.
+//!
+//! Host patterns are checked when they are given ([`ProviderRoutes::route`],
+//! [`EntraAuthLayer::allow_hosts`](crate::EntraAuthLayer::allow_hosts)): a pattern that is not
+//! a host fails there with [`TokenErrorKind::Configuration`], not at the first request.
 //!
 //! [`EntraAuth`]: crate::EntraAuth
 
@@ -38,75 +43,79 @@ pub enum UnlistedHost {
 }
 
 /// A host name, or `*.suffix` for every subdomain of `suffix`. Compared case-insensitively,
-/// without port or trailing dot.
+/// without port or trailing dot. Only made by [`HostPattern::parse`], so it is always valid.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum HostPattern {
     Exact(String),
     Subdomains(String),
-    /// Not a host pattern: matches nothing, and makes the layer refuse every request with an
-    /// error saying why, so that the mistake shows at the first request.
-    Invalid {
-        pattern: String,
-        why: &'static str,
-    },
 }
 
 impl HostPattern {
     /// Reads `graph.microsoft.com`, `*.blob.core.windows.net`, `127.0.0.1`, `[::1]`, or a URL
-    /// (`https://graph.microsoft.com/`), whose host is taken.
-    pub(crate) fn parse(pattern: &str) -> HostPattern {
+    /// (`https://graph.microsoft.com/`), whose host is taken. Anything else (a port, a path
+    /// without a scheme, a wildcard that is not a leading `*.` or covers a top-level domain,
+    /// characters no host has) is a `Configuration` error that names the pattern.
+    pub(crate) fn parse(pattern: &str) -> Result<HostPattern, TokenError> {
         let input = pattern.trim();
+        let invalid = |why: &str| {
+            TokenError::configuration(format!(
+                "the host pattern {input:?} is not valid ({why}); use a host such as `graph.microsoft.com`, or `*.vault.azure.net` for its subdomains"
+            ))
+        };
         // A URL: keep its authority (`https://*.vault.azure.net/` is not a parsable URL).
         let host = match input.split_once("://") {
             Some((_, rest)) => rest.split(['/', '?', '#']).next().unwrap_or_default(),
+            None if input.contains(['/', '?', '#']) => {
+                return Err(invalid(
+                    "a host has no path or query; write the host alone, or a whole URL with its scheme",
+                ));
+            }
             None => input,
         };
         let host = normalize(host);
-        let invalid = |why| HostPattern::Invalid {
-            pattern: input.to_owned(),
-            why,
-        };
         let (wildcard, name) = match host.strip_prefix("*.") {
             Some(suffix) => (true, suffix),
             None => (false, host.as_str()),
         };
         if name.is_empty() || name.starts_with('.') || name.contains("..") {
-            return invalid("it names no host");
+            return Err(invalid("it names no host"));
         }
         if name.contains('*') {
-            return invalid("a wildcard may only be a leading `*.`");
-        }
-        if name.contains('@') || name.contains(char::is_whitespace) {
-            return invalid("a host has no user, path or spaces");
+            return Err(invalid("a wildcard may only be a leading `*.`"));
         }
         // IPv6 addresses have colons; anything else with one has a port.
-        if name.contains(':') && name.parse::<std::net::Ipv6Addr>().is_err() {
-            return invalid("hosts are compared without port: drop the `:port`");
+        let ipv6 = name.parse::<std::net::Ipv6Addr>().is_ok();
+        if name.contains(':') && !ipv6 {
+            return Err(invalid("hosts are compared without port: drop the `:port`"));
         }
-        if wildcard {
+        if !ipv6
+            && !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        {
+            return Err(invalid(
+                "a host is letters, digits, `-` and `.`, with no user or spaces; write an international name in its `xn--` form",
+            ));
+        }
+        if wildcard && !name.contains('.') {
+            return Err(invalid(
+                "a wildcard must stand below a domain, not a top-level domain: `*.vault.azure.net`",
+            ));
+        }
+        Ok(if wildcard {
             HostPattern::Subdomains(name.to_owned())
         } else {
             HostPattern::Exact(name.to_owned())
-        }
+        })
     }
 
-    fn problem(&self) -> Option<String> {
-        match self {
-            HostPattern::Invalid { pattern, why } => Some(format!(
-                "the host pattern {pattern:?} is not valid ({why}); use a host such as `graph.microsoft.com`, or `*.vault.azure.net` for its subdomains"
-            )),
-            _ => None,
-        }
-    }
-
-    fn matches(&self, host: &str) -> bool {
+    pub(crate) fn matches(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.');
         let host = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
         match self {
-            HostPattern::Invalid { .. } => false,
             HostPattern::Exact(h) => host.eq_ignore_ascii_case(h),
             HostPattern::Subdomains(suffix) => {
                 // Bytes, not str slices: a host is any &str here, and may not be ASCII.
@@ -133,7 +142,6 @@ impl fmt::Debug for HostPattern {
         match self {
             HostPattern::Exact(h) => f.write_str(h),
             HostPattern::Subdomains(s) => write!(f, "*.{s}"),
-            HostPattern::Invalid { pattern, .. } => write!(f, "invalid {pattern:?}"),
         }
     }
 }
@@ -156,8 +164,8 @@ impl fmt::Debug for HostPattern {
 ///
 /// let layer = EntraAuthLayer::routed(
 ///     ProviderRoutes::new()
-///         .route("graph.microsoft.com", graph)
-///         .route("management.azure.com", arm),
+///         .route("graph.microsoft.com", graph)?
+///         .route("management.azure.com", arm)?,
 /// );
 /// # let _ = layer;
 /// # Ok(()) }
@@ -175,9 +183,18 @@ impl ProviderRoutes {
 
     /// Sends requests for `host` (`graph.microsoft.com`, or `*.vault.azure.net` for every
     /// subdomain; a URL's host is taken) tokens from `provider`.
-    pub fn route(mut self, host: &str, provider: TokenProvider) -> Self {
-        self.routes.push((HostPattern::parse(host), provider));
-        self
+    ///
+    /// # Errors
+    ///
+    /// [`TokenErrorKind::Configuration`] naming `host` when it is not a host pattern (a port, a
+    /// path without a scheme, a wildcard other than a leading `*.`, or one over a top-level
+    /// domain such as `*.com`). This is an error rather than a panic because route tables are
+    /// often read from configuration, where a typo should fail start-up with a message, not
+    /// abort the process; and rather than a refusal at the first request because a mistake
+    /// should show where it is made.
+    pub fn route(mut self, host: &str, provider: TokenProvider) -> Result<Self, TokenError> {
+        self.routes.push((HostPattern::parse(host)?, provider));
+        Ok(self)
     }
 
     /// The provider for `host`, if a route matches it.
@@ -202,25 +219,44 @@ impl fmt::Debug for ProviderRoutes {
     }
 }
 
-/// The layer's token configuration: which provider serves which host.
+/// The layer's token configuration, one shape for every layer: routes, tried first, then a
+/// default provider for the hosts it reaches.
+///
+/// [`EntraAuthLayer::new`](crate::EntraAuthLayer::new) makes no routes and a default provider;
+/// [`EntraAuthLayer::routed`](crate::EntraAuthLayer::routed) makes routes and no default.
 #[derive(Clone, Debug)]
 pub(crate) struct Targets {
-    source: Source,
+    routes: ProviderRoutes,
+    default: Option<DefaultProvider>,
     unlisted: UnlistedHost,
     /// Where requests with a relative URI go (a tonic `Channel`'s endpoint).
     origin: Option<http::Uri>,
-    /// A configuration mistake (an invalid host pattern, an allow-list on a routed layer):
-    /// every request is refused with it.
-    mistake: Option<TokenError>,
 }
 
+/// The provider for hosts no route names, and which of them its tokens may go to.
 #[derive(Clone, Debug)]
-enum Source {
-    One {
-        provider: TokenProvider,
-        allow: Option<Vec<HostPattern>>,
-    },
-    Routed(ProviderRoutes),
+struct DefaultProvider {
+    provider: TokenProvider,
+    reach: Reach,
+}
+
+/// The hosts a default provider's tokens go to.
+#[derive(Clone, Debug)]
+enum Reach {
+    /// Every host (still only over https, or plain http to loopback).
+    AnyHost,
+    /// Only these ([`EntraAuthLayer::allow_hosts`](crate::EntraAuthLayer::allow_hosts)).
+    Listed(Vec<HostPattern>),
+}
+
+impl DefaultProvider {
+    fn reaches(&self, host: Option<&str>) -> bool {
+        match (&self.reach, host) {
+            (Reach::AnyHost, _) => true,
+            (Reach::Listed(list), Some(host)) => list.iter().any(|p| p.matches(host)),
+            (Reach::Listed(_), None) => false,
+        }
+    }
 }
 
 /// What to do with one request.
@@ -233,27 +269,22 @@ pub(crate) enum Decision<'a> {
 impl Targets {
     pub(crate) fn one(provider: TokenProvider) -> Self {
         Targets {
-            source: Source::One {
+            routes: ProviderRoutes::new(),
+            default: Some(DefaultProvider {
                 provider,
-                allow: None,
-            },
+                reach: Reach::AnyHost,
+            }),
             unlisted: UnlistedHost::Refuse,
             origin: None,
-            mistake: None,
         }
     }
 
     pub(crate) fn routed(routes: ProviderRoutes) -> Self {
-        let mistake = routes
-            .routes
-            .iter()
-            .find_map(|(p, _)| p.problem())
-            .map(misconfigured);
         Targets {
-            source: Source::Routed(routes),
+            routes,
+            default: None,
             unlisted: UnlistedHost::Refuse,
             origin: None,
-            mistake,
         }
     }
 
@@ -261,41 +292,33 @@ impl Targets {
         self.origin = Some(origin);
     }
 
-    /// Adds hosts to the allow-list (a routed layer's routes are its allow-list already).
-    pub(crate) fn allow(&mut self, hosts: impl IntoIterator<Item = HostPattern>) {
-        match &mut self.source {
-            Source::One { allow, .. } => {
-                let list = allow.get_or_insert_with(Vec::new);
-                list.extend(hosts);
-                if let Some(problem) = list.iter().find_map(HostPattern::problem) {
-                    self.mistake.get_or_insert(misconfigured(problem));
-                }
-            }
-            Source::Routed(_) => {
-                self.mistake.get_or_insert(misconfigured(
-                    "allow_hosts was set on a routed layer, whose routes are its allow-list; add a route instead".to_owned(),
-                ));
-            }
+    /// Limits the default provider to `hosts` (calls add up). A routed layer has no default
+    /// provider: its routes are its allow-list, so this is a mistake said at once.
+    pub(crate) fn allow(&mut self, hosts: Vec<HostPattern>) -> Result<(), TokenError> {
+        let Some(default) = &mut self.default else {
+            return Err(TokenError::configuration(
+                "allow_hosts was called on a routed layer, whose routes are its allow-list; add a route (ProviderRoutes::route) instead",
+            ));
+        };
+        match &mut default.reach {
+            Reach::Listed(list) => list.extend(hosts),
+            reach @ Reach::AnyHost => *reach = Reach::Listed(hosts),
         }
+        Ok(())
     }
 
     pub(crate) fn set_unlisted(&mut self, unlisted: UnlistedHost) {
         self.unlisted = unlisted;
     }
 
-    /// The single provider, when there is one.
+    /// The default provider, when there is one.
     pub(crate) fn provider(&self) -> Option<&TokenProvider> {
-        match &self.source {
-            Source::One { provider, .. } => Some(provider),
-            Source::Routed(_) => None,
-        }
+        self.default.as_ref().map(|d| &d.provider)
     }
 
+    /// The routes of a routed layer (one without a default provider).
     pub(crate) fn routes(&self) -> Option<&ProviderRoutes> {
-        match &self.source {
-            Source::Routed(r) => Some(r),
-            Source::One { .. } => None,
-        }
+        self.default.is_none().then_some(&self.routes)
     }
 
     /// Decides whether, and from which provider, `request` gets a token.
@@ -317,54 +340,32 @@ impl Targets {
         };
         let https = scheme.is_some_and(|s| s.eq_ignore_ascii_case("https"));
         if let (
-            Source::One {
-                provider,
-                allow: None,
-            },
             true,
-        ) = (&self.source, https)
+            true,
+            Some(
+                default @ DefaultProvider {
+                    reach: Reach::AnyHost,
+                    ..
+                },
+            ),
+        ) = (https, self.routes.routes.is_empty(), &self.default)
         {
-            // The common case needs no host: one provider, no allow-list, https.
-            return Decision::Attach(provider);
-        }
-        if let Some(mistake) = &self.mistake {
-            return Decision::Refuse(mistake.clone());
+            // The common case needs no host: one provider for any host, over https.
+            return Decision::Attach(&default.provider);
         }
         let host = match origin {
             Some(o) => o.host(),
             None => request.host(),
         };
-        let provider = match (&self.source, host) {
-            (Source::One { provider, allow }, host) => match (allow, host) {
-                (None, _) => Some(provider),
-                (Some(list), Some(h)) => list.iter().any(|p| p.matches(h)).then_some(provider),
-                // No host to check against the allow-list.
-                (Some(_), None) => None,
-            },
-            (Source::Routed(routes), Some(h)) => routes.provider_for(h),
-            (Source::Routed(_), None) => {
-                return Decision::Refuse(TokenError::new(
-                    TokenErrorKind::UnsafeDestination,
-                    "the request names no host, so no provider route can be chosen for it; send absolute URIs (https://host/path) through a routed EntraAuthLayer, or use one EntraAuthLayer per provider",
-                ));
-            }
-        };
+        let routed = host.and_then(|h| self.routes.provider_for(h));
+        let provider = routed.or_else(|| {
+            self.default
+                .as_ref()
+                .filter(|d| d.reaches(host))
+                .map(|d| &d.provider)
+        });
         let Some(provider) = provider else {
-            return match self.unlisted {
-                UnlistedHost::SendWithoutToken => Decision::SendWithoutToken,
-                UnlistedHost::Refuse => Decision::Refuse(TokenError::new(
-                    TokenErrorKind::UnsafeDestination,
-                    format!(
-                        "refusing to send a bearer token to {}: the host is not on this layer's {}; add it there if the token is meant for it, or choose UnlistedHost::SendWithoutToken to send such requests without a token",
-                        host.unwrap_or("an unnamed host"),
-                        if self.routes().is_some() {
-                            "routes (ProviderRoutes::route)"
-                        } else {
-                            "allow-list (EntraAuthLayer::allow_hosts)"
-                        }
-                    ),
-                )),
-            };
+            return self.unlisted(host);
         };
         if https {
             return Decision::Attach(provider);
@@ -385,53 +386,87 @@ impl Targets {
             )),
         }
     }
-}
 
-fn misconfigured(problem: String) -> TokenError {
-    TokenError::new(
-        TokenErrorKind::Configuration,
-        format!("the layer refuses every request: {problem}"),
-    )
+    /// A request for a host that no route and no allow-list entry names.
+    fn unlisted(&self, host: Option<&str>) -> Decision<'_> {
+        if self.unlisted == UnlistedHost::SendWithoutToken {
+            return Decision::SendWithoutToken;
+        }
+        let listed_in = if self.default.is_some() {
+            "allow-list (EntraAuthLayer::allow_hosts)"
+        } else {
+            "routes (ProviderRoutes::route)"
+        };
+        Decision::Refuse(TokenError::new(
+            TokenErrorKind::UnsafeDestination,
+            match host {
+                Some(host) => format!(
+                    "refusing to send a bearer token to {host}: the host is not on this layer's {listed_in}; add it there if the token is meant for it, or choose UnlistedHost::SendWithoutToken to send such requests without a token"
+                ),
+                None => format!(
+                    "the request names no host, so nothing on this layer's {listed_in} can match it; send absolute URIs (https://host/path), or use one EntraAuthLayer per provider"
+                ),
+            },
+        ))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(pattern: &str) -> HostPattern {
+        HostPattern::parse(pattern).unwrap_or_else(|e| panic!("{pattern:?}: {e}"))
+    }
+
     #[test]
     fn host_patterns() {
-        let exact = HostPattern::parse("Graph.Microsoft.com");
+        let exact = parse("Graph.Microsoft.com");
         assert!(exact.matches("graph.microsoft.com"));
         assert!(exact.matches("GRAPH.microsoft.com."));
         assert!(!exact.matches("evil-graph.microsoft.com"));
         assert!(!exact.matches("graph.microsoft.com.evil.example"));
-        let sub = HostPattern::parse("*.vault.azure.net");
+        let sub = parse("*.vault.azure.net");
         assert!(sub.matches("myvault.vault.azure.net"));
         assert!(sub.matches("a.b.vault.azure.net"));
         assert!(!sub.matches("vault.azure.net"));
         assert!(!sub.matches("evilvault.azure.net"));
         assert!(!sub.matches("x.vault.azure.net.evil"));
-        let url = HostPattern::parse("https://management.azure.com/");
+        let url = parse("https://management.azure.com/");
         assert!(url.matches("management.azure.com"));
-        let v6 = HostPattern::parse("[::1]");
+        let v6 = parse("[::1]");
         assert!(v6.matches("[::1]"));
-        assert!(HostPattern::parse("127.0.0.1").matches("127.0.0.1"));
+        assert!(parse("127.0.0.1").matches("127.0.0.1"));
         // Not ASCII: no panic, no match.
-        assert!(!HostPattern::parse("*.b").matches("xé"));
-        assert!(HostPattern::parse("*.b").matches("é.b"));
-        assert!(HostPattern::parse("https://*.vault.azure.net/").matches("kv.vault.azure.net"));
-        for bad in [
-            "",
-            "*.",
-            "localhost:8080",
-            "a.*.b",
-            "https://",
-            "a..b",
-            "user@host",
+        assert!(!parse("*.b.c").matches("xé"));
+        assert!(parse("*.b.c").matches("é.b.c"));
+        assert!(parse("https://*.vault.azure.net/").matches("kv.vault.azure.net"));
+        assert!(parse("https://graph.microsoft.com/v1.0?x#y").matches("graph.microsoft.com"));
+    }
+
+    #[test]
+    fn a_pattern_that_is_not_a_host_is_refused_when_given() {
+        for (bad, why) in [
+            ("", "names no host"),
+            ("*.", "wildcard"),
+            ("https://", "names no host"),
+            ("a..b", "names no host"),
+            ("localhost:8080", "port"),
+            ("a.*.b", "wildcard"),
+            ("user@host", "no user"),
+            ("gra ph.microsoft.com", "no user or spaces"),
+            ("graph.microsoft.com/v1.0", "no path"),
+            ("host?x", "no path or query"),
+            ("*.com", "top-level domain"),
+            ("bücher.example", "xn--"),
         ] {
-            let p = HostPattern::parse(bad);
-            assert!(p.problem().is_some(), "{bad:?} accepted as {p:?}");
-            assert!(!p.matches("localhost"));
+            let e = HostPattern::parse(bad).expect_err(bad);
+            assert_eq!(e.kind(), TokenErrorKind::Configuration, "{bad:?}");
+            let s = e.to_string();
+            assert!(
+                s.contains(&format!("{bad:?}")) && s.contains(why),
+                "{bad:?}: {s}"
+            );
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use crate::aadsts;
 use crate::error::{EntraError, TokenError};
 use crate::token::AccessToken;
 
@@ -144,7 +145,7 @@ pub(crate) fn parse_error_response(
             let description = raw.error_description.unwrap_or_default();
             let mut codes = raw.error_codes;
             if codes.is_empty() {
-                codes.extend(aadsts_code(&description));
+                codes.extend(aadsts::code_in_description(&description));
             }
             return TokenError::from_entra(
                 EntraError {
@@ -174,15 +175,6 @@ pub(crate) fn parse_error_response(
         ),
     )
     .with_retry_after(retry_after)
-}
-
-/// `AADSTS7000215: ...` -> 7000215, for bodies without `error_codes`.
-fn aadsts_code(description: &str) -> Option<u32> {
-    let rest = description.strip_prefix("AADSTS")?;
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
 }
 
 #[cfg(test)]
@@ -237,9 +229,9 @@ mod tests {
         let body = r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 0f\r\nCorrelation ID: c0\r\nTimestamp: 2026-11-27 10:00:00Z","error_codes":[7000215],"timestamp":"2026-11-27 10:00:00Z","trace_id":"0f","correlation_id":"c0","error_uri":"https://login.microsoftonline.com/error?code=7000215"}"#;
         let e = parse_error_response(401, body.as_bytes(), None);
         assert_eq!(e.kind(), TokenErrorKind::Authentication);
-        assert_eq!(e.aadsts_codes(), &[7000215]);
-        assert_eq!(e.trace_id(), Some("0f"));
-        assert_eq!(e.correlation_id(), Some("c0"));
+        assert_eq!(e.entra().unwrap().codes(), &[7000215]);
+        assert_eq!(e.entra().unwrap().trace_id(), Some("0f"));
+        assert_eq!(e.entra().unwrap().correlation_id(), Some("c0"));
         let entra = e.entra().unwrap();
         assert_eq!(
             entra.error_uri(),
@@ -253,7 +245,7 @@ mod tests {
             br#"{"error":"invalid_scope","error_description":"AADSTS1002012: bad"}"#,
             None,
         );
-        assert_eq!(e.aadsts_codes(), &[1002012]);
+        assert_eq!(e.entra().unwrap().codes(), &[1002012]);
 
         let e = parse_error_response(503, b"<html>", Some(Duration::from_secs(7)));
         assert!(e.is_transient());
@@ -294,9 +286,9 @@ mod tests {
         ] {
             let e = parse_error_response(401, body(codes).as_bytes(), None);
             assert_eq!(e.kind(), TokenErrorKind::Authentication, "{codes}");
-            assert_eq!(e.aadsts_codes(), expected, "{codes}");
-            assert_eq!(e.trace_id(), Some("t-1"), "{codes}");
-            assert_eq!(e.correlation_id(), Some("c-1"), "{codes}");
+            assert_eq!(e.entra().unwrap().codes(), expected, "{codes}");
+            assert_eq!(e.entra().unwrap().trace_id(), Some("t-1"), "{codes}");
+            assert_eq!(e.entra().unwrap().correlation_id(), Some("c-1"), "{codes}");
         }
     }
 }

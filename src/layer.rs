@@ -37,6 +37,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use crate::destination::{HostPattern, ProviderRoutes, Targets, UnlistedHost};
+use crate::error::TokenError;
 use crate::provider::TokenProvider;
 use crate::service::EntraAuth;
 
@@ -74,27 +75,37 @@ impl EntraAuthLayer {
     /// every subdomain, `127.0.0.1`; compared without port). Requests to other hosts are
     /// refused, or sent without a token, as [`unlisted_hosts`](Self::unlisted_hosts) says.
     /// Requests with a relative URI are judged by the [`origin`](Self::origin). Calls add up.
-    /// A pattern that is not a host (a port, a path, a wildcard other than a leading `*.`) makes
-    /// the layer refuse every request with a `Configuration` error naming it. Ignored by a [routed](Self::routed) layer, whose routes are its
-    /// allow-list.
     ///
     /// ```
-    /// # fn demo(provider: tower_entra::TokenProvider) {
+    /// # fn demo(provider: tower_entra::TokenProvider) -> Result<(), tower_entra::TokenError> {
     /// use tower_entra::{EntraAuthLayer, UnlistedHost};
     ///
     /// let layer = EntraAuthLayer::new(provider)
-    ///     .allow_hosts(["graph.microsoft.com"])
+    ///     .allow_hosts(["graph.microsoft.com"])?
     ///     .unlisted_hosts(UnlistedHost::SendWithoutToken);
-    /// # }
+    /// # Ok(()) }
     /// ```
-    pub fn allow_hosts<I>(mut self, hosts: I) -> Self
+    ///
+    /// # Errors
+    ///
+    /// [`TokenErrorKind::Configuration`](crate::TokenErrorKind::Configuration), naming the
+    /// pattern, when one is not a host (a port, a path without a scheme, a wildcard other than
+    /// a leading `*.` or one over a top-level domain such as `*.com`); and on a
+    /// [routed](Self::routed) layer, whose routes are its allow-list. An error rather than a
+    /// panic because allow-lists are often read from configuration, where a typo should fail
+    /// start-up with a message rather than abort the process; and at once rather than at the
+    /// first request, so that the mistake shows where it is made.
+    pub fn allow_hosts<I>(mut self, hosts: I) -> Result<Self, TokenError>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        Arc::make_mut(&mut self.targets)
-            .allow(hosts.into_iter().map(|h| HostPattern::parse(h.as_ref())));
-        self
+        let hosts = hosts
+            .into_iter()
+            .map(|h| HostPattern::parse(h.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Arc::make_mut(&mut self.targets).allow(hosts)?;
+        Ok(self)
     }
 
     /// Where requests with a relative URI go: a tonic generated client sends path-only URIs to

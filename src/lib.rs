@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod aadsts;
 mod authority;
 mod authorize;
 mod challenge;

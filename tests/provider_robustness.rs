@@ -164,6 +164,7 @@ async fn no_replay_for_a_request_sent_without_a_token() {
         .layer(
             EntraAuthLayer::new(s.provider.clone())
                 .allow_hosts(["graph.microsoft.com"])
+                .unwrap()
                 .unlisted_hosts(tower_entra::UnlistedHost::SendWithoutToken),
         )
         .service(http_client());
@@ -196,7 +197,13 @@ async fn a_failed_claims_fetch_still_returns_the_apis_answer() {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        s.provider.stats().last_error.unwrap().aadsts_codes(),
+        s.provider
+            .stats()
+            .last_error
+            .unwrap()
+            .entra()
+            .unwrap()
+            .codes(),
         &[90100]
     );
 }
