@@ -1,5 +1,5 @@
-//! Where tokens go: https (or loopback) only, an optional allow-list of hosts, and routing by
-//! host to one of several providers.
+//! Where tokens go: to the hosts the token's audience serves, over https (or loopback), and
+//! routing by host to one of several providers.
 //!
 //! A bearer token sent to the wrong host is a leaked credential, so [`EntraAuth`] decides, per
 //! request, before any token is fetched:
@@ -7,16 +7,35 @@
 //! 1. A request that already has an `Authorization` header passes unchanged.
 //! 2. The request's host picks the provider: the first [route](ProviderRoutes) that matches it,
 //!    else the layer's default provider (the one given to
-//!    [`EntraAuthLayer::new`](crate::EntraAuthLayer::new)), limited to the
-//!    [allow-list](crate::EntraAuthLayer::allow_hosts) when there is one. A host that nothing
-//!    matches is refused, or sent without a token with [`UnlistedHost::SendWithoutToken`].
+//!    [`EntraAuthLayer::new`](crate::EntraAuthLayer::new)) when the host is one it reaches:
+//!    - by default, a host its **audience** serves: the scope's own host for
+//!      `https://<host>/.default` (`graph.microsoft.com` for Microsoft Graph), plus, for the
+//!      well-known Microsoft resources whose tokens are used on other hosts, those hosts in
+//!      every cloud (`https://storage.azure.com`: `*.blob|queue|table|file|dfs.core.windows.net`;
+//!      `https://vault.azure.net`: `*.vault.azure.net`; `https://database.windows.net`;
+//!      Service Bus and Event Hubs; Cosmos DB; Cognitive Services and Azure OpenAI; PostgreSQL
+//!      and MySQL flexible servers). An `api://...` or application-id scope names no host, so
+//!      its tokens go nowhere until hosts are named;
+//!    - the [allow-list](crate::EntraAuthLayer::allow_hosts), when one is given, instead;
+//!    - any host, after [`allow_any_https_host`](crate::EntraAuthLayer::allow_any_https_host).
+//!
+//!    A host that nothing matches is refused with [`TokenErrorKind::UnsafeDestination`] naming
+//!    the host, the audience and the fix, or sent without a token with
+//!    [`UnlistedHost::SendWithoutToken`].
 //! 3. A token goes over `https`, or plain `http` to a loopback address (for tests). Anything
-//!    else (plain http to another host, another scheme, an origin without a scheme) is refused
-//!    with [`TokenErrorKind::UnsafeDestination`].
+//!    else (plain http to another host, another scheme, an origin without a scheme) is refused.
+//!
+//! Loopback gets no exemption from the audience: a token for `http://127.0.0.1:7071/.default`
+//! goes to `127.0.0.1`, its own host, but one for `api://my-api` goes to a local server only
+//! once it is named (`.allow_hosts(["127.0.0.1"])`), as any other host; another process on the
+//! machine is not the API.
 //!
 //! A request with a relative URI (as tonic's generated clients send into a `Channel`, which
 //! adds the origin itself) names neither scheme nor host: it is judged by the layer's
-//! [origin](crate::EntraAuthLayer::origin), and refused when none is set.
+//! [origin](crate::EntraAuthLayer::origin), and refused when none is set. With an origin set,
+//! a request with an absolute URI is judged by both (the inner service sends it to the origin
+//! whatever its URI says). A request that names a host without a scheme (`evil.example:443`,
+//! as for CONNECT) is refused.
 //!
 //! Host patterns are checked when they are given ([`ProviderRoutes::route`],
 //! [`EntraAuthLayer::allow_hosts`](crate::EntraAuthLayer::allow_hosts)): a pattern that is not
@@ -26,6 +45,7 @@
 
 use std::fmt;
 
+use crate::audience::Audience;
 use crate::authority::is_loopback_host;
 use crate::authorize::AuthorizeRequest;
 use crate::error::{TokenError, TokenErrorKind};
@@ -222,14 +242,15 @@ impl fmt::Debug for ProviderRoutes {
 /// The layer's token configuration, one shape for every layer: routes, tried first, then a
 /// default provider for the hosts it reaches.
 ///
-/// [`EntraAuthLayer::new`](crate::EntraAuthLayer::new) makes no routes and a default provider;
+/// [`EntraAuthLayer::new`](crate::EntraAuthLayer::new) makes no routes and a default provider
+/// that reaches its audience's hosts;
 /// [`EntraAuthLayer::routed`](crate::EntraAuthLayer::routed) makes routes and no default.
 #[derive(Clone, Debug)]
 pub(crate) struct Targets {
     routes: ProviderRoutes,
     default: Option<DefaultProvider>,
     unlisted: UnlistedHost,
-    /// Where requests with a relative URI go (a tonic `Channel`'s endpoint).
+    /// Where the inner service sends requests (a tonic `Channel`'s endpoint).
     origin: Option<http::Uri>,
 }
 
@@ -243,18 +264,21 @@ struct DefaultProvider {
 /// The hosts a default provider's tokens go to.
 #[derive(Clone, Debug)]
 enum Reach {
-    /// Every host (still only over https, or plain http to loopback).
-    AnyHost,
+    /// The hosts its audience serves (the default).
+    Audience(Audience),
     /// Only these ([`EntraAuthLayer::allow_hosts`](crate::EntraAuthLayer::allow_hosts)).
     Listed(Vec<HostPattern>),
+    /// Every host ([`EntraAuthLayer::allow_any_https_host`](crate::EntraAuthLayer::allow_any_https_host)).
+    AnyHost,
 }
 
 impl DefaultProvider {
     fn reaches(&self, host: Option<&str>) -> bool {
         match (&self.reach, host) {
             (Reach::AnyHost, _) => true,
+            (Reach::Audience(audience), Some(host)) => audience.serves(host),
             (Reach::Listed(list), Some(host)) => list.iter().any(|p| p.matches(host)),
-            (Reach::Listed(_), None) => false,
+            (Reach::Audience(_) | Reach::Listed(_), None) => false,
         }
     }
 }
@@ -268,11 +292,12 @@ pub(crate) enum Decision<'a> {
 
 impl Targets {
     pub(crate) fn one(provider: TokenProvider) -> Self {
+        let audience = Audience::of_scope(provider.scope());
         Targets {
             routes: ProviderRoutes::new(),
             default: Some(DefaultProvider {
                 provider,
-                reach: Reach::AnyHost,
+                reach: Reach::Audience(audience),
             }),
             unlisted: UnlistedHost::Refuse,
             origin: None,
@@ -292,18 +317,29 @@ impl Targets {
         self.origin = Some(origin);
     }
 
-    /// Limits the default provider to `hosts` (calls add up). A routed layer has no default
-    /// provider: its routes are its allow-list, so this is a mistake said at once.
+    /// The default provider, which a routed layer lacks: its routes are its allow-list, so
+    /// widening or narrowing it there is a mistake, said at once.
+    fn default_mut(&mut self, method: &str) -> Result<&mut DefaultProvider, TokenError> {
+        self.default.as_mut().ok_or_else(|| {
+            TokenError::configuration(format!(
+                "{method} was called on a routed layer, whose routes are its allow-list; add a route (ProviderRoutes::route) instead"
+            ))
+        })
+    }
+
+    /// Limits the default provider to `hosts` instead of its audience's (calls add up).
     pub(crate) fn allow(&mut self, hosts: Vec<HostPattern>) -> Result<(), TokenError> {
-        let Some(default) = &mut self.default else {
-            return Err(TokenError::configuration(
-                "allow_hosts was called on a routed layer, whose routes are its allow-list; add a route (ProviderRoutes::route) instead",
-            ));
-        };
+        let default = self.default_mut("allow_hosts")?;
         match &mut default.reach {
             Reach::Listed(list) => list.extend(hosts),
-            reach @ Reach::AnyHost => *reach = Reach::Listed(hosts),
+            reach => *reach = Reach::Listed(hosts),
         }
+        Ok(())
+    }
+
+    /// Lets the default provider's tokens go to any host.
+    pub(crate) fn allow_any_host(&mut self) -> Result<(), TokenError> {
+        self.default_mut("allow_any_https_host")?.reach = Reach::AnyHost;
         Ok(())
     }
 
@@ -322,41 +358,34 @@ impl Targets {
     }
 
     /// Decides whether, and from which provider, `request` gets a token.
+    ///
+    /// With an origin set, the inner service may send any request there whatever its URI (a
+    /// tonic `Channel` rewrites even absolute URIs to its endpoint), so an absolute URI must
+    /// pass and the origin must pass too, choosing the same provider.
     pub(crate) fn decide<R: AuthorizeRequest>(&self, request: &R) -> Decision<'_> {
-        // A relative URI (tonic's) goes where the inner service says; the layer must be told.
-        let origin = match (request.scheme(), &self.origin) {
-            (Some(_), _) => None,
-            (None, Some(origin)) => Some(origin),
-            (None, None) => {
-                return Decision::Refuse(TokenError::new(
-                    TokenErrorKind::UnsafeDestination,
-                    "the request has a relative URI, so where it goes (and whether over https) is unknown here; tell the layer the origin its inner service sends to, e.g. `EntraAuthLayer::new(provider).origin(endpoint.uri().clone())` for a tonic Channel",
-                ));
-            }
-        };
-        let scheme = match origin {
-            Some(o) => o.scheme_str(),
-            None => request.scheme(),
-        };
-        let https = scheme.is_some_and(|s| s.eq_ignore_ascii_case("https"));
-        if let (
-            true,
-            true,
-            Some(
-                default @ DefaultProvider {
-                    reach: Reach::AnyHost,
-                    ..
-                },
+        let origin = self.origin.as_ref();
+        match (request.scheme(), request.host(), origin) {
+            (Some(scheme), host, None) => self.judge(Some(scheme), host),
+            (Some(scheme), host, Some(origin)) => both(
+                self.judge(Some(scheme), host),
+                self.judge(origin.scheme_str(), origin.host()),
             ),
-        ) = (https, self.routes.routes.is_empty(), &self.default)
-        {
-            // The common case needs no host: one provider for any host, over https.
-            return Decision::Attach(&default.provider);
+            (None, Some(host), _) => Decision::Refuse(TokenError::new(
+                TokenErrorKind::UnsafeDestination,
+                format!(
+                    "the request names the host {host} but no scheme (an authority-form URI, as for CONNECT), so whether a token would travel over https is unknown; send an absolute URI (https://{host}/path) or a relative one with the layer's origin set"
+                ),
+            )),
+            (None, None, Some(origin)) => self.judge(origin.scheme_str(), origin.host()),
+            (None, None, None) => Decision::Refuse(TokenError::new(
+                TokenErrorKind::UnsafeDestination,
+                "the request has a relative URI, so where it goes (and whether over https) is unknown here; tell the layer the origin its inner service sends to, e.g. `EntraAuthLayer::new(provider).origin(endpoint.uri().clone())` for a tonic Channel",
+            )),
         }
-        let host = match origin {
-            Some(o) => o.host(),
-            None => request.host(),
-        };
+    }
+
+    /// Whether a token may go to `scheme://host`, and from which provider.
+    fn judge(&self, scheme: Option<&str>, host: Option<&str>) -> Decision<'_> {
         let routed = host.and_then(|h| self.routes.provider_for(h));
         let provider = routed.or_else(|| {
             self.default
@@ -367,7 +396,7 @@ impl Targets {
         let Some(provider) = provider else {
             return self.unlisted(host);
         };
-        if https {
+        if scheme.is_some_and(|s| s.eq_ignore_ascii_case("https")) {
             return Decision::Attach(provider);
         }
         let plain_http = scheme.is_some_and(|s| s.eq_ignore_ascii_case("http"));
@@ -387,27 +416,47 @@ impl Targets {
         }
     }
 
-    /// A request for a host that no route and no allow-list entry names.
+    /// A request for a host that no route, allow-list entry or audience names.
     fn unlisted(&self, host: Option<&str>) -> Decision<'_> {
         if self.unlisted == UnlistedHost::SendWithoutToken {
             return Decision::SendWithoutToken;
         }
-        let listed_in = if self.default.is_some() {
-            "allow-list (EntraAuthLayer::allow_hosts)"
-        } else {
-            "routes (ProviderRoutes::route)"
+        let Some(host) = host else {
+            return Decision::Refuse(TokenError::new(
+                TokenErrorKind::UnsafeDestination,
+                "the request names no host, so no route, allow-list entry or audience can match it; send absolute URIs (https://host/path)",
+            ));
         };
-        Decision::Refuse(TokenError::new(
+        let message = match self.default.as_ref().map(|d| &d.reach) {
+            Some(Reach::Audience(audience)) if audience.names_hosts() => format!(
+                "refusing to send a bearer token for {audience} to {host}: a token goes only to the hosts its audience serves; if {host} is meant to receive it, name it with EntraAuthLayer::allow_hosts, or choose UnlistedHost::SendWithoutToken to send such requests without a token"
+            ),
+            Some(Reach::Audience(audience)) => format!(
+                "refusing to send a bearer token for {audience} to {host}: the hosts of an api:// or application-id audience cannot be known, so its tokens go nowhere until they are named; name the API's hosts with EntraAuthLayer::allow_hosts([\"{host}\"]) (or, knowing the risk, allow_any_https_host())"
+            ),
+            Some(_) => format!(
+                "refusing to send a bearer token to {host}: the host is not on this layer's allow-list (EntraAuthLayer::allow_hosts); add it there if the token is meant for it, or choose UnlistedHost::SendWithoutToken to send such requests without a token"
+            ),
+            None => format!(
+                "refusing to send a bearer token to {host}: the host is not on this layer's routes (ProviderRoutes::route); add a route if the token is meant for it, or choose UnlistedHost::SendWithoutToken to send such requests without a token"
+            ),
+        };
+        Decision::Refuse(TokenError::new(TokenErrorKind::UnsafeDestination, message))
+    }
+}
+
+/// The decision for a request whose URI and origin were both judged: a token only when both
+/// allow the same provider's.
+fn both<'a>(uri: Decision<'a>, origin: Decision<'a>) -> Decision<'a> {
+    match (uri, origin) {
+        (Decision::Refuse(e), _) | (_, Decision::Refuse(e)) => Decision::Refuse(e),
+        (Decision::Attach(p), Decision::Attach(q)) if std::ptr::eq(p, q) => Decision::Attach(p),
+        (Decision::Attach(_), Decision::Attach(_)) => Decision::Refuse(TokenError::new(
             TokenErrorKind::UnsafeDestination,
-            match host {
-                Some(host) => format!(
-                    "refusing to send a bearer token to {host}: the host is not on this layer's {listed_in}; add it there if the token is meant for it, or choose UnlistedHost::SendWithoutToken to send such requests without a token"
-                ),
-                None => format!(
-                    "the request names no host, so nothing on this layer's {listed_in} can match it; send absolute URIs (https://host/path), or use one EntraAuthLayer per provider"
-                ),
-            },
-        ))
+            "the request's URI and the layer's origin (where the inner service sends it) take tokens from different providers; send relative URIs, or make the URI's host the origin's",
+        )),
+        // One of them is an unlisted host whose requests go without a token.
+        _ => Decision::SendWithoutToken,
     }
 }
 

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::aadsts;
-use crate::error::{EntraError, TokenError};
+use crate::error::{EntraError, MAX_SERVER_FIELD_BYTES, TokenError, server_text};
 use crate::token::AccessToken;
 
 /// The grant type of the client credentials flow.
@@ -74,7 +74,8 @@ pub(crate) fn parse_token_response(
         Some(t) if t.eq_ignore_ascii_case("bearer") => {}
         Some(other) => {
             return Err(TokenError::invalid_response(format!(
-                "the token response has token_type {other:?}; only Bearer tokens are supported"
+                "the token response has token_type \"{}\"; only Bearer tokens are supported",
+                server_text(other, MAX_SERVER_FIELD_BYTES)
             )));
         }
         None => {
@@ -290,5 +291,41 @@ mod tests {
             assert_eq!(e.entra().unwrap().trace_id(), Some("t-1"), "{codes}");
             assert_eq!(e.entra().unwrap().correlation_id(), Some("c-1"), "{codes}");
         }
+    }
+
+    #[test]
+    fn a_hostile_error_body_is_printed_escaped_and_bounded() {
+        let mib = "A".repeat(1 << 20);
+        let body = serde_json::json!({
+            "error": "invalid_client\r\nERROR forged",
+            "error_description": format!("AADSTS7000215: x\u{1b}[2J\u{202e}{mib}\r\nTrace ID: t"),
+            "error_codes": [7000215],
+            "trace_id": format!("t\n{mib}"),
+            "correlation_id": "c\u{1b}]0;pwned\u{7}",
+            "timestamp": mib,
+            "error_uri": "https://x/\r\nSet-Cookie: a",
+        })
+        .to_string();
+        let e = parse_error_response(401, body.as_bytes(), None);
+        assert_eq!(e.kind(), TokenErrorKind::Authentication);
+        assert!(e.hint().is_some());
+        for shown in [e.to_string(), format!("{e:?}")] {
+            for bad in ['\n', '\r', '\u{1b}', '\u{7}', '\u{202e}'] {
+                assert!(!shown.contains(bad), "{bad:?} in {shown:?}");
+            }
+            assert!(shown.len() < 8 * 1024, "{} bytes", shown.len());
+        }
+        assert!(
+            e.to_string()
+                .contains(r"correlation id c\u{1b}]0;pwned\u{7}"),
+            "{e}"
+        );
+
+        let token_type = format!("pop\u{1b}[31m{mib}");
+        let body =
+            serde_json::json!({"token_type": token_type, "expires_in": 60, "access_token": "x"});
+        let e = parse(&body.to_string()).unwrap_err();
+        let shown = e.to_string();
+        assert!(!shown.contains('\u{1b}') && shown.len() < 1024, "{shown:?}");
     }
 }

@@ -99,6 +99,12 @@ impl TokenErrorKind {
 ///
 /// Quote [`trace_id`](Self::trace_id), [`correlation_id`](Self::correlation_id) and
 /// [`timestamp`](Self::timestamp) in a support ticket.
+///
+/// Each text is kept as the server sent it, made safe to print: control characters (and
+/// Unicode bidi controls) are escaped (`\n`, `\u{1b}`), and each field is cut to 256 bytes (the
+/// description to 1024, its line breaks kept as `\n`), marked with `…`. So a hostile or broken
+/// endpoint cannot forge log lines, colour a terminal or flood logs through `Display`, `Debug`
+/// or tracing fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EntraError {
     pub(crate) status: u16,
@@ -144,6 +150,77 @@ impl EntraError {
     pub fn error_uri(&self) -> Option<&str> {
         self.error_uri.as_deref()
     }
+}
+
+impl EntraError {
+    /// This error with each server-supplied text escaped and bounded.
+    fn printable(self) -> EntraError {
+        let field = |s: Option<String>| s.map(|s| server_text(&s, MAX_SERVER_FIELD_BYTES));
+        EntraError {
+            status: self.status,
+            error: server_text(&self.error, MAX_SERVER_FIELD_BYTES),
+            description: server_lines(&self.description, MAX_DESCRIPTION_BYTES),
+            codes: self.codes,
+            trace_id: field(self.trace_id),
+            correlation_id: field(self.correlation_id),
+            timestamp: field(self.timestamp),
+            error_uri: field(self.error_uri),
+        }
+    }
+}
+
+/// The most bytes kept of one short text from a server (an id, a code, a timestamp).
+pub(crate) const MAX_SERVER_FIELD_BYTES: usize = 256;
+/// The most bytes kept of Entra's `error_description` (whose first line `Display` shows).
+const MAX_DESCRIPTION_BYTES: usize = 1024;
+/// Marks a text that was cut.
+const CUT: char = '…';
+
+/// `text` from a server, safe to print on one line: control characters and bidi controls
+/// escaped, cut at a character boundary to at most `max` bytes (plus the `…` that marks a cut).
+pub(crate) fn server_text(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    push_server_text(&mut out, text, max);
+    out
+}
+
+/// Like [`server_text`], keeping line breaks (as `\n`) between the lines.
+fn server_lines(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for (i, line) in text.lines().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if !push_server_text(&mut out, line, max) {
+            break;
+        }
+    }
+    out
+}
+
+/// Appends `text` escaped while `out` stays within `max` bytes; false when it was cut.
+fn push_server_text(out: &mut String, text: &str, max: usize) -> bool {
+    for c in text.chars() {
+        let before = out.len();
+        match c {
+            '\n' | '\r' | '\t' => out.extend(c.escape_debug()),
+            c if is_unprintable(c) => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+        if out.len() > max {
+            out.truncate(before);
+            out.push(CUT);
+            return false;
+        }
+    }
+    true
+}
+
+/// Characters that would let a text rewrite what is around it when printed: C0/C1 controls
+/// (line breaks, ANSI escapes) and Unicode bidi overrides.
+fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Why a token could not be had.
@@ -237,6 +314,8 @@ impl TokenError {
     }
 
     pub(crate) fn from_entra(entra: EntraError, retry_after: Option<Duration>) -> Self {
+        // Every way an Entra answer reaches an error passes here.
+        let entra = entra.printable();
         let kind = aadsts::classify(&entra);
         let message = format!("Entra refused the token request ({})", entra.error);
         Self::new(kind, message).with(|i| {
@@ -364,6 +443,16 @@ mod tests {
         assert_eq!(e.kind(), TokenErrorKind::Rejected);
     }
 
+    /// Texts that would forge log lines, drive a terminal or reorder text if printed raw.
+    const HOSTILE: [&str; 5] = ["\n", "\r", "\u{1b}", "\u{7}", "\u{202e}"];
+
+    fn assert_printable(what: &str, s: &str, max: usize) {
+        for bad in HOSTILE {
+            assert!(!s.contains(bad), "{what} has {bad:?}: {s:?}");
+        }
+        assert!(s.len() <= max, "{what} is {} bytes", s.len());
+    }
+
     #[test]
     fn display_has_code_ids_and_hint_on_one_line() {
         let e = TokenError::from_entra(entra(401, "invalid_client", 7000215), None);
@@ -375,5 +464,63 @@ mod tests {
         );
         assert!(s.contains("Hint: the client secret is wrong"), "{s}");
         assert!(!s.contains('\n'), "{s}");
+
+        // The same from a hostile endpoint: line breaks, ANSI escapes, bidi overrides, a MiB.
+        let mib = "x".repeat(1 << 20);
+        let hostile = EntraError {
+            status: 401,
+            error: format!("invalid_client\n\u{1b}[31mERROR fake\u{7}{mib}"),
+            description: format!(
+                "AADSTS7000215: bad\rINFO forged\u{1b}[2J\u{202e}{mib}\r\nTrace ID: t"
+            ),
+            codes: vec![7000215],
+            trace_id: Some("t\nINFO forged line".into()),
+            correlation_id: Some(mib.clone()),
+            timestamp: Some("\u{1b}]0;title\u{7}".into()),
+            error_uri: Some(format!("https://x/\u{1b}[0m{mib}")),
+        };
+        let e = TokenError::from_entra(hostile, None);
+        let s = e.to_string();
+        assert_printable("Display", &s, 4 * 1024);
+        assert!(
+            s.contains("AADSTS7000215: bad\\rINFO forged\\u{1b}[2J"),
+            "{s}"
+        );
+        assert!(s.contains("trace id t\\nINFO forged line"), "{s}");
+        assert!(s.contains("Hint: the client secret is wrong"), "{s}");
+        assert!(s.contains('…'), "a cut is marked: {s}");
+        assert_printable("Debug", &format!("{e:?}"), 8 * 1024);
+        // What the fetch span records as tracing fields.
+        let entra = e.entra().unwrap();
+        for (field, value) in [
+            ("error", Some(entra.error())),
+            ("trace_id", entra.trace_id()),
+            ("correlation_id", entra.correlation_id()),
+            ("timestamp", entra.timestamp()),
+            ("error_uri", entra.error_uri()),
+        ] {
+            assert_printable(
+                field,
+                value.unwrap(),
+                MAX_SERVER_FIELD_BYTES + CUT.len_utf8(),
+            );
+        }
+        assert!(
+            entra
+                .error()
+                .starts_with("invalid_client\\n\\u{1b}[31mERROR fake\\u{7}xxx"),
+            "{}",
+            entra.error()
+        );
+        assert_eq!(entra.error().len(), MAX_SERVER_FIELD_BYTES + CUT.len_utf8());
+    }
+
+    #[test]
+    fn server_text_cuts_at_a_character_boundary() {
+        let text = "é".repeat(200);
+        let cut = server_text(&text, 255);
+        assert_eq!(cut, "é".repeat(127) + "…");
+        assert_eq!(server_text("short", 256), "short");
+        assert_eq!(server_lines("a\r\nb\rc\n", 256), "a\nb\\rc");
     }
 }

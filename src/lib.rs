@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 mod aadsts;
+mod audience;
 mod authority;
 mod authorize;
 mod challenge;
