@@ -86,7 +86,10 @@ fn main() {
             token.header_value().clone(),
         )
         .layer(client.clone());
-        let entra = EntraAuthLayer::new(provider).layer(client);
+        let entra = EntraAuthLayer::new(provider)
+            .allow_hosts(["127.0.0.1"])
+            .unwrap()
+            .layer(client);
 
         let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
         for round in 0..ROUNDS {

@@ -102,7 +102,9 @@ async fn run() -> Result<(), BoxError> {
     println!("token obtained with a {alg} certificate assertion, valid for {expires_in} s");
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    // The demo API's scope is api://..., which names no host: name the emulator's.
     let response = EntraAuthLayer::new(provider)
+        .allow_hosts(["127.0.0.1"])?
         .layer(client)
         .oneshot(http::Request::get(emulator.demo_api_url()).body(Empty::new())?)
         .await?;

@@ -29,8 +29,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let provider = TokenProvider::new(credential, Emulator::DEMO_API_SCOPE)?;
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    // The demo API's scope is api://..., which names no host: name the emulator's.
     let service = ServiceBuilder::new()
-        .layer(EntraAuthLayer::new(provider.clone()))
+        .layer(EntraAuthLayer::new(provider.clone()).allow_hosts(["127.0.0.1"])?)
         .service(client);
 
     let mut calls = Vec::new();

@@ -60,7 +60,10 @@ async fn emulator() -> Result<(), BoxError> {
     let provider = TokenProvider::new(credential, Emulator::DEMO_API_SCOPE)?;
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let service = EntraAuthLayer::new(provider).layer(client);
+    // The demo API's scope is api://..., which names no host: name the emulator's.
+    let service = EntraAuthLayer::new(provider)
+        .allow_hosts(["127.0.0.1"])?
+        .layer(client);
 
     let url = emulator.demo_api_url();
     let requests: Vec<_> = (0..100)
@@ -94,6 +97,7 @@ async fn emulator() -> Result<(), BoxError> {
     let provider = TokenProvider::new(credential, Emulator::DEMO_API_SCOPE)?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let response = EntraAuthLayer::new(provider)
+        .allow_hosts(["127.0.0.1"])?
         .layer(client)
         .oneshot(http::Request::get(&url).body(Empty::new())?)
         .await?;

@@ -27,8 +27,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let provider = TokenProvider::new(credential, Emulator::DEMO_API_SCOPE)?;
 
     // reqwest::Client is Clone and always ready, so it is a tower Service as it is.
+    // The demo API's scope is api://..., which names no host: name the emulator's.
+    let layer = EntraAuthLayer::new(provider.clone()).allow_hosts(["127.0.0.1"])?;
     let service = ServiceBuilder::new()
-        .layer(EntraAuthLayer::new(provider.clone()))
+        .layer(layer.clone())
         .service(reqwest::Client::new());
     let url = Url::parse(&emulator.demo_api_url())?;
     let response = service
@@ -43,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     #[cfg(feature = "reqwest-middleware")]
     {
         let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-            .with(tower_entra::EntraAuthMiddleware::new(provider.clone()))
+            .with(tower_entra::EntraAuthMiddleware::from_layer(&layer))
             .build();
         let response = client.get(emulator.demo_api_url()).send().await?;
         println!(

@@ -41,7 +41,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .timeout(Duration::from_secs(10))
         .buffer(32)
         .concurrency_limit(4)
-        .layer(EntraAuthLayer::new(provider.clone()))
+        // The demo API's scope is api://..., which names no host: name the emulator's.
+        .layer(EntraAuthLayer::new(provider.clone()).allow_hosts(["127.0.0.1"])?)
         .service(client);
     let get = || http::Request::get(emulator.demo_api_url()).body(Full::new(Bytes::new()));
 

@@ -16,7 +16,7 @@ use tonic::{Request, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use tower::ServiceBuilder;
-use tower_entra::{ClientSecretCredential, EntraAuthLayer, TokenProvider};
+use tower_entra::{ClientSecretCredential, EntraAuthLayer, TokenError, TokenProvider};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -65,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // The generated client sends relative URIs: `.origin()` tells the layer where they go, so it
     // can check https (or loopback).
     let channel = ServiceBuilder::new()
-        .layer(grpc_layer(provider, endpoint.uri()))
+        .layer(grpc_layer(provider, endpoint.uri())?)
         .service(channel);
     let mut client = HealthClient::new(channel);
     let response = client.check(HealthCheckRequest::default()).await?;
@@ -85,7 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             .layer(grpc_layer(
                 TokenProvider::new(bad, Emulator::DEMO_API_SCOPE)?,
                 endpoint.uri(),
-            ))
+            )?)
             .service(channel),
     );
     let status = client
@@ -107,11 +107,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 fn grpc_layer(
     provider: TokenProvider,
     origin: &http::Uri,
-) -> tower::layer::util::Stack<EntraAuthLayer, tower_entra::tonic::GrpcStatusLayer> {
-    EntraAuthLayer::new(provider).origin(origin.clone()).grpc()
+) -> Result<
+    tower::layer::util::Stack<EntraAuthLayer, tower_entra::tonic::GrpcStatusLayer>,
+    TokenError,
+> {
+    Ok(auth_layer(provider, origin)?.grpc())
 }
 
 #[cfg(not(feature = "tonic"))]
-fn grpc_layer(provider: TokenProvider, origin: &http::Uri) -> EntraAuthLayer {
-    EntraAuthLayer::new(provider).origin(origin.clone())
+fn grpc_layer(provider: TokenProvider, origin: &http::Uri) -> Result<EntraAuthLayer, TokenError> {
+    auth_layer(provider, origin)
+}
+
+/// The demo API's scope is api://..., which names no host: the origin's host is named.
+fn auth_layer(provider: TokenProvider, origin: &http::Uri) -> Result<EntraAuthLayer, TokenError> {
+    EntraAuthLayer::new(provider)
+        .origin(origin.clone())
+        .allow_hosts(origin.host())
 }

@@ -1,26 +1,51 @@
-//! Where tokens go: https (or loopback) only, an optional allow-list of hosts, and routing by
-//! host to one of several providers.
+//! Where tokens go: to the hosts the token's audience serves, over https (or loopback), and
+//! routing by host to one of several providers.
 //!
 //! A bearer token sent to the wrong host is a leaked credential, so [`EntraAuth`] decides, per
 //! request, before any token is fetched:
 //!
 //! 1. A request that already has an `Authorization` header passes unchanged.
-//! 2. The request's host picks the provider: the layer's one provider, limited to the
-//!    [allow-list](crate::EntraAuthLayer::allow_hosts) when there is one, or the
-//!    [route](ProviderRoutes) that matches. A host that nothing matches is refused, or sent
-//!    without a token with [`UnlistedHost::SendWithoutToken`].
+//! 2. The request's host picks the provider: the first [route](ProviderRoutes) that matches it,
+//!    else the layer's default provider (the one given to
+//!    [`EntraAuthLayer::new`](crate::EntraAuthLayer::new)) when the host is one it reaches:
+//!    - by default, a host its **audience** serves: the scope's own host for
+//!      `https://<host>/.default` (`graph.microsoft.com` for Microsoft Graph), plus, for the
+//!      well-known Microsoft resources whose tokens are used on other hosts, those hosts in
+//!      every cloud (`https://storage.azure.com`: `*.blob|queue|table|file|dfs.core.windows.net`;
+//!      `https://vault.azure.net`: `*.vault.azure.net`; `https://database.windows.net`;
+//!      Service Bus and Event Hubs; Cosmos DB; Cognitive Services and Azure OpenAI; PostgreSQL
+//!      and MySQL flexible servers). An `api://...` or application-id scope names no host, so
+//!      its tokens go nowhere until hosts are named;
+//!    - the [allow-list](crate::EntraAuthLayer::allow_hosts), when one is given, instead;
+//!    - any host, after [`allow_any_https_host`](crate::EntraAuthLayer::allow_any_https_host).
+//!
+//!    A host that nothing matches is refused with [`TokenErrorKind::UnsafeDestination`] naming
+//!    the host, the audience and the fix, or sent without a token with
+//!    [`UnlistedHost::SendWithoutToken`].
 //! 3. A token goes over `https`, or plain `http` to a loopback address (for tests). Anything
-//!    else (plain http to another host, another scheme, an origin without a scheme) is refused
-//!    with [`TokenErrorKind::UnsafeDestination`].
+//!    else (plain http to another host, another scheme, an origin without a scheme) is refused.
+//!
+//! Loopback gets no exemption from the audience: a token for `http://127.0.0.1:7071/.default`
+//! goes to `127.0.0.1`, its own host, but one for `api://my-api` goes to a local server only
+//! once it is named (`.allow_hosts(["127.0.0.1"])`), as any other host; another process on the
+//! machine is not the API.
 //!
 //! A request with a relative URI (as tonic's generated clients send into a `Channel`, which
 //! adds the origin itself) names neither scheme nor host: it is judged by the layer's
-//! [origin](crate::EntraAuthLayer::origin), and refused when none is set.
+//! [origin](crate::EntraAuthLayer::origin), and refused when none is set. With an origin set,
+//! a request with an absolute URI is judged by both (the inner service sends it to the origin
+//! whatever its URI says). A request that names a host without a scheme (`evil.example:443`,
+//! as for CONNECT) is refused.
+//!
+//! Host patterns are checked when they are given ([`ProviderRoutes::route`],
+//! [`EntraAuthLayer::allow_hosts`](crate::EntraAuthLayer::allow_hosts)): a pattern that is not
+//! a host fails there with [`TokenErrorKind::Configuration`], not at the first request.
 //!
 //! [`EntraAuth`]: crate::EntraAuth
 
 use std::fmt;
 
+use crate::audience::Audience;
 use crate::authority::is_loopback_host;
 use crate::authorize::AuthorizeRequest;
 use crate::error::{TokenError, TokenErrorKind};
@@ -38,75 +63,79 @@ pub enum UnlistedHost {
 }
 
 /// A host name, or `*.suffix` for every subdomain of `suffix`. Compared case-insensitively,
-/// without port or trailing dot.
+/// without port or trailing dot. Only made by [`HostPattern::parse`], so it is always valid.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) enum HostPattern {
     Exact(String),
     Subdomains(String),
-    /// Not a host pattern: matches nothing, and makes the layer refuse every request with an
-    /// error saying why, so that the mistake shows at the first request.
-    Invalid {
-        pattern: String,
-        why: &'static str,
-    },
 }
 
 impl HostPattern {
     /// Reads `graph.microsoft.com`, `*.blob.core.windows.net`, `127.0.0.1`, `[::1]`, or a URL
-    /// (`https://graph.microsoft.com/`), whose host is taken.
-    pub(crate) fn parse(pattern: &str) -> HostPattern {
+    /// (`https://graph.microsoft.com/`), whose host is taken. Anything else (a port, a path
+    /// without a scheme, a wildcard that is not a leading `*.` or covers a top-level domain,
+    /// characters no host has) is a `Configuration` error that names the pattern.
+    pub(crate) fn parse(pattern: &str) -> Result<HostPattern, TokenError> {
         let input = pattern.trim();
+        let invalid = |why: &str| {
+            TokenError::configuration(format!(
+                "the host pattern {input:?} is not valid ({why}); use a host such as `graph.microsoft.com`, or `*.vault.azure.net` for its subdomains"
+            ))
+        };
         // A URL: keep its authority (`https://*.vault.azure.net/` is not a parsable URL).
         let host = match input.split_once("://") {
             Some((_, rest)) => rest.split(['/', '?', '#']).next().unwrap_or_default(),
+            None if input.contains(['/', '?', '#']) => {
+                return Err(invalid(
+                    "a host has no path or query; write the host alone, or a whole URL with its scheme",
+                ));
+            }
             None => input,
         };
         let host = normalize(host);
-        let invalid = |why| HostPattern::Invalid {
-            pattern: input.to_owned(),
-            why,
-        };
         let (wildcard, name) = match host.strip_prefix("*.") {
             Some(suffix) => (true, suffix),
             None => (false, host.as_str()),
         };
         if name.is_empty() || name.starts_with('.') || name.contains("..") {
-            return invalid("it names no host");
+            return Err(invalid("it names no host"));
         }
         if name.contains('*') {
-            return invalid("a wildcard may only be a leading `*.`");
-        }
-        if name.contains('@') || name.contains(char::is_whitespace) {
-            return invalid("a host has no user, path or spaces");
+            return Err(invalid("a wildcard may only be a leading `*.`"));
         }
         // IPv6 addresses have colons; anything else with one has a port.
-        if name.contains(':') && name.parse::<std::net::Ipv6Addr>().is_err() {
-            return invalid("hosts are compared without port: drop the `:port`");
+        let ipv6 = name.parse::<std::net::Ipv6Addr>().is_ok();
+        if name.contains(':') && !ipv6 {
+            return Err(invalid("hosts are compared without port: drop the `:port`"));
         }
-        if wildcard {
+        if !ipv6
+            && !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        {
+            return Err(invalid(
+                "a host is letters, digits, `-` and `.`, with no user or spaces; write an international name in its `xn--` form",
+            ));
+        }
+        if wildcard && !name.contains('.') {
+            return Err(invalid(
+                "a wildcard must stand below a domain, not a top-level domain: `*.vault.azure.net`",
+            ));
+        }
+        Ok(if wildcard {
             HostPattern::Subdomains(name.to_owned())
         } else {
             HostPattern::Exact(name.to_owned())
-        }
+        })
     }
 
-    fn problem(&self) -> Option<String> {
-        match self {
-            HostPattern::Invalid { pattern, why } => Some(format!(
-                "the host pattern {pattern:?} is not valid ({why}); use a host such as `graph.microsoft.com`, or `*.vault.azure.net` for its subdomains"
-            )),
-            _ => None,
-        }
-    }
-
-    fn matches(&self, host: &str) -> bool {
+    pub(crate) fn matches(&self, host: &str) -> bool {
         let host = host.trim_end_matches('.');
         let host = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
         match self {
-            HostPattern::Invalid { .. } => false,
             HostPattern::Exact(h) => host.eq_ignore_ascii_case(h),
             HostPattern::Subdomains(suffix) => {
                 // Bytes, not str slices: a host is any &str here, and may not be ASCII.
@@ -133,7 +162,6 @@ impl fmt::Debug for HostPattern {
         match self {
             HostPattern::Exact(h) => f.write_str(h),
             HostPattern::Subdomains(s) => write!(f, "*.{s}"),
-            HostPattern::Invalid { pattern, .. } => write!(f, "invalid {pattern:?}"),
         }
     }
 }
@@ -156,8 +184,8 @@ impl fmt::Debug for HostPattern {
 ///
 /// let layer = EntraAuthLayer::routed(
 ///     ProviderRoutes::new()
-///         .route("graph.microsoft.com", graph)
-///         .route("management.azure.com", arm),
+///         .route("graph.microsoft.com", graph)?
+///         .route("management.azure.com", arm)?,
 /// );
 /// # let _ = layer;
 /// # Ok(()) }
@@ -175,9 +203,18 @@ impl ProviderRoutes {
 
     /// Sends requests for `host` (`graph.microsoft.com`, or `*.vault.azure.net` for every
     /// subdomain; a URL's host is taken) tokens from `provider`.
-    pub fn route(mut self, host: &str, provider: TokenProvider) -> Self {
-        self.routes.push((HostPattern::parse(host), provider));
-        self
+    ///
+    /// # Errors
+    ///
+    /// [`TokenErrorKind::Configuration`] naming `host` when it is not a host pattern (a port, a
+    /// path without a scheme, a wildcard other than a leading `*.`, or one over a top-level
+    /// domain such as `*.com`). This is an error rather than a panic because route tables are
+    /// often read from configuration, where a typo should fail start-up with a message, not
+    /// abort the process; and rather than a refusal at the first request because a mistake
+    /// should show where it is made.
+    pub fn route(mut self, host: &str, provider: TokenProvider) -> Result<Self, TokenError> {
+        self.routes.push((HostPattern::parse(host)?, provider));
+        Ok(self)
     }
 
     /// The provider for `host`, if a route matches it.
@@ -202,25 +239,48 @@ impl fmt::Debug for ProviderRoutes {
     }
 }
 
-/// The layer's token configuration: which provider serves which host.
+/// The layer's token configuration, one shape for every layer: routes, tried first, then a
+/// default provider for the hosts it reaches.
+///
+/// [`EntraAuthLayer::new`](crate::EntraAuthLayer::new) makes no routes and a default provider
+/// that reaches its audience's hosts;
+/// [`EntraAuthLayer::routed`](crate::EntraAuthLayer::routed) makes routes and no default.
 #[derive(Clone, Debug)]
 pub(crate) struct Targets {
-    source: Source,
+    routes: ProviderRoutes,
+    default: Option<DefaultProvider>,
     unlisted: UnlistedHost,
-    /// Where requests with a relative URI go (a tonic `Channel`'s endpoint).
+    /// Where the inner service sends requests (a tonic `Channel`'s endpoint).
     origin: Option<http::Uri>,
-    /// A configuration mistake (an invalid host pattern, an allow-list on a routed layer):
-    /// every request is refused with it.
-    mistake: Option<TokenError>,
 }
 
+/// The provider for hosts no route names, and which of them its tokens may go to.
 #[derive(Clone, Debug)]
-enum Source {
-    One {
-        provider: TokenProvider,
-        allow: Option<Vec<HostPattern>>,
-    },
-    Routed(ProviderRoutes),
+struct DefaultProvider {
+    provider: TokenProvider,
+    reach: Reach,
+}
+
+/// The hosts a default provider's tokens go to.
+#[derive(Clone, Debug)]
+enum Reach {
+    /// The hosts its audience serves (the default).
+    Audience(Audience),
+    /// Only these ([`EntraAuthLayer::allow_hosts`](crate::EntraAuthLayer::allow_hosts)).
+    Listed(Vec<HostPattern>),
+    /// Every host ([`EntraAuthLayer::allow_any_https_host`](crate::EntraAuthLayer::allow_any_https_host)).
+    AnyHost,
+}
+
+impl DefaultProvider {
+    fn reaches(&self, host: Option<&str>) -> bool {
+        match (&self.reach, host) {
+            (Reach::AnyHost, _) => true,
+            (Reach::Audience(audience), Some(host)) => audience.serves(host),
+            (Reach::Listed(list), Some(host)) => list.iter().any(|p| p.matches(host)),
+            (Reach::Audience(_) | Reach::Listed(_), None) => false,
+        }
+    }
 }
 
 /// What to do with one request.
@@ -232,28 +292,24 @@ pub(crate) enum Decision<'a> {
 
 impl Targets {
     pub(crate) fn one(provider: TokenProvider) -> Self {
+        let audience = Audience::of_scope(provider.scope());
         Targets {
-            source: Source::One {
+            routes: ProviderRoutes::new(),
+            default: Some(DefaultProvider {
                 provider,
-                allow: None,
-            },
+                reach: Reach::Audience(audience),
+            }),
             unlisted: UnlistedHost::Refuse,
             origin: None,
-            mistake: None,
         }
     }
 
     pub(crate) fn routed(routes: ProviderRoutes) -> Self {
-        let mistake = routes
-            .routes
-            .iter()
-            .find_map(|(p, _)| p.problem())
-            .map(misconfigured);
         Targets {
-            source: Source::Routed(routes),
+            routes,
+            default: None,
             unlisted: UnlistedHost::Refuse,
             origin: None,
-            mistake,
         }
     }
 
@@ -261,112 +317,86 @@ impl Targets {
         self.origin = Some(origin);
     }
 
-    /// Adds hosts to the allow-list (a routed layer's routes are its allow-list already).
-    pub(crate) fn allow(&mut self, hosts: impl IntoIterator<Item = HostPattern>) {
-        match &mut self.source {
-            Source::One { allow, .. } => {
-                let list = allow.get_or_insert_with(Vec::new);
-                list.extend(hosts);
-                if let Some(problem) = list.iter().find_map(HostPattern::problem) {
-                    self.mistake.get_or_insert(misconfigured(problem));
-                }
-            }
-            Source::Routed(_) => {
-                self.mistake.get_or_insert(misconfigured(
-                    "allow_hosts was set on a routed layer, whose routes are its allow-list; add a route instead".to_owned(),
-                ));
-            }
+    /// The default provider, which a routed layer lacks: its routes are its allow-list, so
+    /// widening or narrowing it there is a mistake, said at once.
+    fn default_mut(&mut self, method: &str) -> Result<&mut DefaultProvider, TokenError> {
+        self.default.as_mut().ok_or_else(|| {
+            TokenError::configuration(format!(
+                "{method} was called on a routed layer, whose routes are its allow-list; add a route (ProviderRoutes::route) instead"
+            ))
+        })
+    }
+
+    /// Limits the default provider to `hosts` instead of its audience's (calls add up).
+    pub(crate) fn allow(&mut self, hosts: Vec<HostPattern>) -> Result<(), TokenError> {
+        let default = self.default_mut("allow_hosts")?;
+        match &mut default.reach {
+            Reach::Listed(list) => list.extend(hosts),
+            reach => *reach = Reach::Listed(hosts),
         }
+        Ok(())
+    }
+
+    /// Lets the default provider's tokens go to any host.
+    pub(crate) fn allow_any_host(&mut self) -> Result<(), TokenError> {
+        self.default_mut("allow_any_https_host")?.reach = Reach::AnyHost;
+        Ok(())
     }
 
     pub(crate) fn set_unlisted(&mut self, unlisted: UnlistedHost) {
         self.unlisted = unlisted;
     }
 
-    /// The single provider, when there is one.
+    /// The default provider, when there is one.
     pub(crate) fn provider(&self) -> Option<&TokenProvider> {
-        match &self.source {
-            Source::One { provider, .. } => Some(provider),
-            Source::Routed(_) => None,
-        }
+        self.default.as_ref().map(|d| &d.provider)
     }
 
+    /// The routes of a routed layer (one without a default provider).
     pub(crate) fn routes(&self) -> Option<&ProviderRoutes> {
-        match &self.source {
-            Source::Routed(r) => Some(r),
-            Source::One { .. } => None,
-        }
+        self.default.is_none().then_some(&self.routes)
     }
 
     /// Decides whether, and from which provider, `request` gets a token.
+    ///
+    /// With an origin set, the inner service may send any request there whatever its URI (a
+    /// tonic `Channel` rewrites even absolute URIs to its endpoint), so an absolute URI must
+    /// pass and the origin must pass too, choosing the same provider.
     pub(crate) fn decide<R: AuthorizeRequest>(&self, request: &R) -> Decision<'_> {
-        // A relative URI (tonic's) goes where the inner service says; the layer must be told.
-        let origin = match (request.scheme(), &self.origin) {
-            (Some(_), _) => None,
-            (None, Some(origin)) => Some(origin),
-            (None, None) => {
-                return Decision::Refuse(TokenError::new(
-                    TokenErrorKind::UnsafeDestination,
-                    "the request has a relative URI, so where it goes (and whether over https) is unknown here; tell the layer the origin its inner service sends to, e.g. `EntraAuthLayer::new(provider).origin(endpoint.uri().clone())` for a tonic Channel",
-                ));
-            }
-        };
-        let scheme = match origin {
-            Some(o) => o.scheme_str(),
-            None => request.scheme(),
-        };
-        let https = scheme.is_some_and(|s| s.eq_ignore_ascii_case("https"));
-        if let (
-            Source::One {
-                provider,
-                allow: None,
-            },
-            true,
-        ) = (&self.source, https)
-        {
-            // The common case needs no host: one provider, no allow-list, https.
-            return Decision::Attach(provider);
+        let origin = self.origin.as_ref();
+        match (request.scheme(), request.host(), origin) {
+            (Some(scheme), host, None) => self.judge(Some(scheme), host),
+            (Some(scheme), host, Some(origin)) => both(
+                self.judge(Some(scheme), host),
+                self.judge(origin.scheme_str(), origin.host()),
+            ),
+            (None, Some(host), _) => Decision::Refuse(TokenError::new(
+                TokenErrorKind::UnsafeDestination,
+                format!(
+                    "the request names the host {host} but no scheme (an authority-form URI, as for CONNECT), so whether a token would travel over https is unknown; send an absolute URI (https://{host}/path) or a relative one with the layer's origin set"
+                ),
+            )),
+            (None, None, Some(origin)) => self.judge(origin.scheme_str(), origin.host()),
+            (None, None, None) => Decision::Refuse(TokenError::new(
+                TokenErrorKind::UnsafeDestination,
+                "the request has a relative URI, so where it goes (and whether over https) is unknown here; tell the layer the origin its inner service sends to, e.g. `EntraAuthLayer::new(provider).origin(endpoint.uri().clone())` for a tonic Channel",
+            )),
         }
-        if let Some(mistake) = &self.mistake {
-            return Decision::Refuse(mistake.clone());
-        }
-        let host = match origin {
-            Some(o) => o.host(),
-            None => request.host(),
-        };
-        let provider = match (&self.source, host) {
-            (Source::One { provider, allow }, host) => match (allow, host) {
-                (None, _) => Some(provider),
-                (Some(list), Some(h)) => list.iter().any(|p| p.matches(h)).then_some(provider),
-                // No host to check against the allow-list.
-                (Some(_), None) => None,
-            },
-            (Source::Routed(routes), Some(h)) => routes.provider_for(h),
-            (Source::Routed(_), None) => {
-                return Decision::Refuse(TokenError::new(
-                    TokenErrorKind::UnsafeDestination,
-                    "the request names no host, so no provider route can be chosen for it; send absolute URIs (https://host/path) through a routed EntraAuthLayer, or use one EntraAuthLayer per provider",
-                ));
-            }
-        };
+    }
+
+    /// Whether a token may go to `scheme://host`, and from which provider.
+    fn judge(&self, scheme: Option<&str>, host: Option<&str>) -> Decision<'_> {
+        let routed = host.and_then(|h| self.routes.provider_for(h));
+        let provider = routed.or_else(|| {
+            self.default
+                .as_ref()
+                .filter(|d| d.reaches(host))
+                .map(|d| &d.provider)
+        });
         let Some(provider) = provider else {
-            return match self.unlisted {
-                UnlistedHost::SendWithoutToken => Decision::SendWithoutToken,
-                UnlistedHost::Refuse => Decision::Refuse(TokenError::new(
-                    TokenErrorKind::UnsafeDestination,
-                    format!(
-                        "refusing to send a bearer token to {}: the host is not on this layer's {}; add it there if the token is meant for it, or choose UnlistedHost::SendWithoutToken to send such requests without a token",
-                        host.unwrap_or("an unnamed host"),
-                        if self.routes().is_some() {
-                            "routes (ProviderRoutes::route)"
-                        } else {
-                            "allow-list (EntraAuthLayer::allow_hosts)"
-                        }
-                    ),
-                )),
-            };
+            return self.unlisted(host);
         };
-        if https {
+        if scheme.is_some_and(|s| s.eq_ignore_ascii_case("https")) {
             return Decision::Attach(provider);
         }
         let plain_http = scheme.is_some_and(|s| s.eq_ignore_ascii_case("http"));
@@ -385,53 +415,107 @@ impl Targets {
             )),
         }
     }
+
+    /// A request for a host that no route, allow-list entry or audience names.
+    fn unlisted(&self, host: Option<&str>) -> Decision<'_> {
+        if self.unlisted == UnlistedHost::SendWithoutToken {
+            return Decision::SendWithoutToken;
+        }
+        let Some(host) = host else {
+            return Decision::Refuse(TokenError::new(
+                TokenErrorKind::UnsafeDestination,
+                "the request names no host, so no route, allow-list entry or audience can match it; send absolute URIs (https://host/path)",
+            ));
+        };
+        let message = match self.default.as_ref().map(|d| &d.reach) {
+            Some(Reach::Audience(audience)) if audience.names_hosts() => format!(
+                "refusing to send a bearer token for {audience} to {host}: a token goes only to the hosts its audience serves; if {host} is meant to receive it, name it with EntraAuthLayer::allow_hosts, or choose UnlistedHost::SendWithoutToken to send such requests without a token"
+            ),
+            Some(Reach::Audience(audience)) => format!(
+                "refusing to send a bearer token for {audience} to {host}: the hosts of an api:// or application-id audience cannot be known, so its tokens go nowhere until they are named; name the API's hosts with EntraAuthLayer::allow_hosts([\"{host}\"]) (or, knowing the risk, allow_any_https_host())"
+            ),
+            Some(_) => format!(
+                "refusing to send a bearer token to {host}: the host is not on this layer's allow-list (EntraAuthLayer::allow_hosts); add it there if the token is meant for it, or choose UnlistedHost::SendWithoutToken to send such requests without a token"
+            ),
+            None => format!(
+                "refusing to send a bearer token to {host}: the host is not on this layer's routes (ProviderRoutes::route); add a route if the token is meant for it, or choose UnlistedHost::SendWithoutToken to send such requests without a token"
+            ),
+        };
+        Decision::Refuse(TokenError::new(TokenErrorKind::UnsafeDestination, message))
+    }
 }
 
-fn misconfigured(problem: String) -> TokenError {
-    TokenError::new(
-        TokenErrorKind::Configuration,
-        format!("the layer refuses every request: {problem}"),
-    )
+/// The decision for a request whose URI and origin were both judged: a token only when both
+/// allow the same provider's.
+fn both<'a>(uri: Decision<'a>, origin: Decision<'a>) -> Decision<'a> {
+    match (uri, origin) {
+        (Decision::Refuse(e), _) | (_, Decision::Refuse(e)) => Decision::Refuse(e),
+        (Decision::Attach(p), Decision::Attach(q)) if std::ptr::eq(p, q) => Decision::Attach(p),
+        (Decision::Attach(_), Decision::Attach(_)) => Decision::Refuse(TokenError::new(
+            TokenErrorKind::UnsafeDestination,
+            "the request's URI and the layer's origin (where the inner service sends it) take tokens from different providers; send relative URIs, or make the URI's host the origin's",
+        )),
+        // One of them is an unlisted host whose requests go without a token.
+        _ => Decision::SendWithoutToken,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(pattern: &str) -> HostPattern {
+        HostPattern::parse(pattern).unwrap_or_else(|e| panic!("{pattern:?}: {e}"))
+    }
+
     #[test]
     fn host_patterns() {
-        let exact = HostPattern::parse("Graph.Microsoft.com");
+        let exact = parse("Graph.Microsoft.com");
         assert!(exact.matches("graph.microsoft.com"));
         assert!(exact.matches("GRAPH.microsoft.com."));
         assert!(!exact.matches("evil-graph.microsoft.com"));
         assert!(!exact.matches("graph.microsoft.com.evil.example"));
-        let sub = HostPattern::parse("*.vault.azure.net");
+        let sub = parse("*.vault.azure.net");
         assert!(sub.matches("myvault.vault.azure.net"));
         assert!(sub.matches("a.b.vault.azure.net"));
         assert!(!sub.matches("vault.azure.net"));
         assert!(!sub.matches("evilvault.azure.net"));
         assert!(!sub.matches("x.vault.azure.net.evil"));
-        let url = HostPattern::parse("https://management.azure.com/");
+        let url = parse("https://management.azure.com/");
         assert!(url.matches("management.azure.com"));
-        let v6 = HostPattern::parse("[::1]");
+        let v6 = parse("[::1]");
         assert!(v6.matches("[::1]"));
-        assert!(HostPattern::parse("127.0.0.1").matches("127.0.0.1"));
+        assert!(parse("127.0.0.1").matches("127.0.0.1"));
         // Not ASCII: no panic, no match.
-        assert!(!HostPattern::parse("*.b").matches("xé"));
-        assert!(HostPattern::parse("*.b").matches("é.b"));
-        assert!(HostPattern::parse("https://*.vault.azure.net/").matches("kv.vault.azure.net"));
-        for bad in [
-            "",
-            "*.",
-            "localhost:8080",
-            "a.*.b",
-            "https://",
-            "a..b",
-            "user@host",
+        assert!(!parse("*.b.c").matches("xé"));
+        assert!(parse("*.b.c").matches("é.b.c"));
+        assert!(parse("https://*.vault.azure.net/").matches("kv.vault.azure.net"));
+        assert!(parse("https://graph.microsoft.com/v1.0?x#y").matches("graph.microsoft.com"));
+    }
+
+    #[test]
+    fn a_pattern_that_is_not_a_host_is_refused_when_given() {
+        for (bad, why) in [
+            ("", "names no host"),
+            ("*.", "wildcard"),
+            ("https://", "names no host"),
+            ("a..b", "names no host"),
+            ("localhost:8080", "port"),
+            ("a.*.b", "wildcard"),
+            ("user@host", "no user"),
+            ("gra ph.microsoft.com", "no user or spaces"),
+            ("graph.microsoft.com/v1.0", "no path"),
+            ("host?x", "no path or query"),
+            ("*.com", "top-level domain"),
+            ("bücher.example", "xn--"),
         ] {
-            let p = HostPattern::parse(bad);
-            assert!(p.problem().is_some(), "{bad:?} accepted as {p:?}");
-            assert!(!p.matches("localhost"));
+            let e = HostPattern::parse(bad).expect_err(bad);
+            assert_eq!(e.kind(), TokenErrorKind::Configuration, "{bad:?}");
+            let s = e.to_string();
+            assert!(
+                s.contains(&format!("{bad:?}")) && s.contains(why),
+                "{bad:?}: {s}"
+            );
         }
     }
 }

@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::error::{EntraError, TokenError};
+use crate::aadsts;
+use crate::error::{EntraError, MAX_SERVER_FIELD_BYTES, TokenError, server_text};
 use crate::token::AccessToken;
 
 /// The grant type of the client credentials flow.
@@ -73,7 +74,8 @@ pub(crate) fn parse_token_response(
         Some(t) if t.eq_ignore_ascii_case("bearer") => {}
         Some(other) => {
             return Err(TokenError::invalid_response(format!(
-                "the token response has token_type {other:?}; only Bearer tokens are supported"
+                "the token response has token_type \"{}\"; only Bearer tokens are supported",
+                server_text(other, MAX_SERVER_FIELD_BYTES)
             )));
         }
         None => {
@@ -144,7 +146,7 @@ pub(crate) fn parse_error_response(
             let description = raw.error_description.unwrap_or_default();
             let mut codes = raw.error_codes;
             if codes.is_empty() {
-                codes.extend(aadsts_code(&description));
+                codes.extend(aadsts::code_in_description(&description));
             }
             return TokenError::from_entra(
                 EntraError {
@@ -174,15 +176,6 @@ pub(crate) fn parse_error_response(
         ),
     )
     .with_retry_after(retry_after)
-}
-
-/// `AADSTS7000215: ...` -> 7000215, for bodies without `error_codes`.
-fn aadsts_code(description: &str) -> Option<u32> {
-    let rest = description.strip_prefix("AADSTS")?;
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
 }
 
 #[cfg(test)]
@@ -237,9 +230,9 @@ mod tests {
         let body = r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: 0f\r\nCorrelation ID: c0\r\nTimestamp: 2026-11-27 10:00:00Z","error_codes":[7000215],"timestamp":"2026-11-27 10:00:00Z","trace_id":"0f","correlation_id":"c0","error_uri":"https://login.microsoftonline.com/error?code=7000215"}"#;
         let e = parse_error_response(401, body.as_bytes(), None);
         assert_eq!(e.kind(), TokenErrorKind::Authentication);
-        assert_eq!(e.aadsts_codes(), &[7000215]);
-        assert_eq!(e.trace_id(), Some("0f"));
-        assert_eq!(e.correlation_id(), Some("c0"));
+        assert_eq!(e.entra().unwrap().codes(), &[7000215]);
+        assert_eq!(e.entra().unwrap().trace_id(), Some("0f"));
+        assert_eq!(e.entra().unwrap().correlation_id(), Some("c0"));
         let entra = e.entra().unwrap();
         assert_eq!(
             entra.error_uri(),
@@ -253,7 +246,7 @@ mod tests {
             br#"{"error":"invalid_scope","error_description":"AADSTS1002012: bad"}"#,
             None,
         );
-        assert_eq!(e.aadsts_codes(), &[1002012]);
+        assert_eq!(e.entra().unwrap().codes(), &[1002012]);
 
         let e = parse_error_response(503, b"<html>", Some(Duration::from_secs(7)));
         assert!(e.is_transient());
@@ -294,9 +287,45 @@ mod tests {
         ] {
             let e = parse_error_response(401, body(codes).as_bytes(), None);
             assert_eq!(e.kind(), TokenErrorKind::Authentication, "{codes}");
-            assert_eq!(e.aadsts_codes(), expected, "{codes}");
-            assert_eq!(e.trace_id(), Some("t-1"), "{codes}");
-            assert_eq!(e.correlation_id(), Some("c-1"), "{codes}");
+            assert_eq!(e.entra().unwrap().codes(), expected, "{codes}");
+            assert_eq!(e.entra().unwrap().trace_id(), Some("t-1"), "{codes}");
+            assert_eq!(e.entra().unwrap().correlation_id(), Some("c-1"), "{codes}");
         }
+    }
+
+    #[test]
+    fn a_hostile_error_body_is_printed_escaped_and_bounded() {
+        let mib = "A".repeat(1 << 20);
+        let body = serde_json::json!({
+            "error": "invalid_client\r\nERROR forged",
+            "error_description": format!("AADSTS7000215: x\u{1b}[2J\u{202e}{mib}\r\nTrace ID: t"),
+            "error_codes": [7000215],
+            "trace_id": format!("t\n{mib}"),
+            "correlation_id": "c\u{1b}]0;pwned\u{7}",
+            "timestamp": mib,
+            "error_uri": "https://x/\r\nSet-Cookie: a",
+        })
+        .to_string();
+        let e = parse_error_response(401, body.as_bytes(), None);
+        assert_eq!(e.kind(), TokenErrorKind::Authentication);
+        assert!(e.hint().is_some());
+        for shown in [e.to_string(), format!("{e:?}")] {
+            for bad in ['\n', '\r', '\u{1b}', '\u{7}', '\u{202e}'] {
+                assert!(!shown.contains(bad), "{bad:?} in {shown:?}");
+            }
+            assert!(shown.len() < 8 * 1024, "{} bytes", shown.len());
+        }
+        assert!(
+            e.to_string()
+                .contains(r"correlation id c\u{1b}]0;pwned\u{7}"),
+            "{e}"
+        );
+
+        let token_type = format!("pop\u{1b}[31m{mib}");
+        let body =
+            serde_json::json!({"token_type": token_type, "expires_in": 60, "access_token": "x"});
+        let e = parse(&body.to_string()).unwrap_err();
+        let shown = e.to_string();
+        assert!(!shown.contains('\u{1b}') && shown.len() < 1024, "{shown:?}");
     }
 }

@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::aadsts;
+
 /// The error of an [`EntraAuth`](crate::EntraAuth) service: either no token could be had, or the
 /// wrapped service failed.
 ///
@@ -97,6 +99,12 @@ impl TokenErrorKind {
 ///
 /// Quote [`trace_id`](Self::trace_id), [`correlation_id`](Self::correlation_id) and
 /// [`timestamp`](Self::timestamp) in a support ticket.
+///
+/// Each text is kept as the server sent it, made safe to print: control characters (and
+/// Unicode bidi controls) are escaped (`\n`, `\u{1b}`), and each field is cut to 256 bytes (the
+/// description to 1024, its line breaks kept as `\n`), marked with `…`. So a hostile or broken
+/// endpoint cannot forge log lines, colour a terminal or flood logs through `Display`, `Debug`
+/// or tracing fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EntraError {
     pub(crate) status: u16,
@@ -144,6 +152,77 @@ impl EntraError {
     }
 }
 
+impl EntraError {
+    /// This error with each server-supplied text escaped and bounded.
+    fn printable(self) -> EntraError {
+        let field = |s: Option<String>| s.map(|s| server_text(&s, MAX_SERVER_FIELD_BYTES));
+        EntraError {
+            status: self.status,
+            error: server_text(&self.error, MAX_SERVER_FIELD_BYTES),
+            description: server_lines(&self.description, MAX_DESCRIPTION_BYTES),
+            codes: self.codes,
+            trace_id: field(self.trace_id),
+            correlation_id: field(self.correlation_id),
+            timestamp: field(self.timestamp),
+            error_uri: field(self.error_uri),
+        }
+    }
+}
+
+/// The most bytes kept of one short text from a server (an id, a code, a timestamp).
+pub(crate) const MAX_SERVER_FIELD_BYTES: usize = 256;
+/// The most bytes kept of Entra's `error_description` (whose first line `Display` shows).
+const MAX_DESCRIPTION_BYTES: usize = 1024;
+/// Marks a text that was cut.
+const CUT: char = '…';
+
+/// `text` from a server, safe to print on one line: control characters and bidi controls
+/// escaped, cut at a character boundary to at most `max` bytes (plus the `…` that marks a cut).
+pub(crate) fn server_text(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    push_server_text(&mut out, text, max);
+    out
+}
+
+/// Like [`server_text`], keeping line breaks (as `\n`) between the lines.
+fn server_lines(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for (i, line) in text.lines().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if !push_server_text(&mut out, line, max) {
+            break;
+        }
+    }
+    out
+}
+
+/// Appends `text` escaped while `out` stays within `max` bytes; false when it was cut.
+fn push_server_text(out: &mut String, text: &str, max: usize) -> bool {
+    for c in text.chars() {
+        let before = out.len();
+        match c {
+            '\n' | '\r' | '\t' => out.extend(c.escape_debug()),
+            c if is_unprintable(c) => out.extend(c.escape_unicode()),
+            c => out.push(c),
+        }
+        if out.len() > max {
+            out.truncate(before);
+            out.push(CUT);
+            return false;
+        }
+    }
+    true
+}
+
+/// Characters that would let a text rewrite what is around it when printed: C0/C1 controls
+/// (line breaks, ANSI escapes) and Unicode bidi overrides.
+fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Why a token could not be had.
 ///
 /// Cheap to clone (one fetch's error is handed to every request that waited on it). Its
@@ -163,7 +242,42 @@ struct Inner {
 }
 
 impl TokenError {
-    pub(crate) fn new(kind: TokenErrorKind, message: impl Into<String>) -> Self {
+    /// An error of `kind`, with `message` saying what went wrong and, where it helps, how to
+    /// fix it. This is how a [`Credential`](crate::Credential) defined outside this crate
+    /// fails; callers of [`TokenProvider::token`](crate::TokenProvider::token) get the same
+    /// kind, message and [source](Self::with_source). The kind decides whether the provider
+    /// retries ([`TokenErrorKind::is_transient`]). Keep secrets and tokens out of the message:
+    /// it reaches logs.
+    ///
+    /// ```
+    /// use std::error::Error as _;
+    /// use futures::future::BoxFuture;
+    /// use tower_entra::{AccessToken, Credential, TokenError, TokenErrorKind, TokenProvider, TokenRequest};
+    ///
+    /// /// Reads a token that a sidecar writes to a file.
+    /// #[derive(Debug)]
+    /// struct SidecarToken;
+    ///
+    /// impl Credential for SidecarToken {
+    ///     fn request_token<'a>(&'a self, _: TokenRequest<'a>) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
+    ///         Box::pin(async {
+    ///             let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+    ///             Err(TokenError::new(TokenErrorKind::Authentication, "the sidecar wrote no token")
+    ///                 .with_source(io))
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), TokenError> {
+    /// let provider = TokenProvider::new(SidecarToken, "https://graph.microsoft.com/.default")?;
+    /// let e = provider.token().await.unwrap_err();
+    /// assert_eq!(e.kind(), TokenErrorKind::Authentication);
+    /// assert_eq!(e.message(), "the sidecar wrote no token");
+    /// assert_eq!(e.source().unwrap().to_string(), "no such file");
+    /// # Ok(()) }
+    /// ```
+    pub fn new(kind: TokenErrorKind, message: impl Into<String>) -> Self {
         TokenError {
             inner: Arc::new(Inner {
                 kind,
@@ -188,10 +302,9 @@ impl TokenError {
         self
     }
 
-    pub(crate) fn with_source(
-        self,
-        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-    ) -> Self {
+    /// The error that caused this one, returned by [`std::error::Error::source`] and shown
+    /// after the message in `Display` (a `&str` or `String` works too). See [`new`](Self::new).
+    pub fn with_source(self, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         let source: Arc<dyn std::error::Error + Send + Sync> = Arc::from(source.into());
         self.with(|i| i.source = Some(source))
     }
@@ -201,7 +314,9 @@ impl TokenError {
     }
 
     pub(crate) fn from_entra(entra: EntraError, retry_after: Option<Duration>) -> Self {
-        let kind = classify(&entra);
+        // Every way an Entra answer reaches an error passes here.
+        let entra = entra.printable();
+        let kind = aadsts::classify(&entra);
         let message = format!("Entra refused the token request ({})", entra.error);
         Self::new(kind, message).with(|i| {
             i.entra = Some(entra);
@@ -219,24 +334,10 @@ impl TokenError {
         self.inner.kind.is_transient()
     }
 
-    /// The error as Entra answered it, when the token endpoint answered with an error body.
+    /// The error as Entra answered it, when the token endpoint answered with an error body: its
+    /// AADSTS codes, trace and correlation ids and timestamp for a support ticket.
     pub fn entra(&self) -> Option<&EntraError> {
         self.inner.entra.as_ref()
-    }
-
-    /// The AADSTS codes Entra gave, empty when it gave none.
-    pub fn aadsts_codes(&self) -> &[u32] {
-        self.inner.entra.as_ref().map_or(&[], |e| e.codes())
-    }
-
-    /// Entra's trace id, for a support ticket.
-    pub fn trace_id(&self) -> Option<&str> {
-        self.inner.entra.as_ref().and_then(|e| e.trace_id())
-    }
-
-    /// Entra's correlation id, for a support ticket.
-    pub fn correlation_id(&self) -> Option<&str> {
-        self.inner.entra.as_ref().and_then(|e| e.correlation_id())
     }
 
     /// How long the token endpoint asked us to wait (`Retry-After`).
@@ -246,7 +347,7 @@ impl TokenError {
 
     /// A one-line hint on how to fix the cause, when it is known.
     pub fn hint(&self) -> Option<&'static str> {
-        self.aadsts_codes().iter().find_map(|&c| hint_for(c))
+        self.entra()?.codes().iter().find_map(|&c| aadsts::hint(c))
     }
 
     /// A short description of what went wrong, without hint or ids.
@@ -313,104 +414,6 @@ impl std::error::Error for TokenError {
     }
 }
 
-/// Codes whose cause is the client's identity or credentials.
-const AUTHENTICATION_CODES: &[u32] = &[
-    700016, 7000215, 7000222, 7000216, 7000218, 90002, 50049, 700024, 700027, 700021, 700023,
-    7000274, 53003, 50034, 50126, 700025, 70021, 700212, 700213,
-];
-const SCOPE_CODES: &[u32] = &[70011, 1002012, 700022, 500011, 28000, 28002, 28003];
-
-fn classify(e: &EntraError) -> TokenErrorKind {
-    if e.codes.iter().any(|c| SCOPE_CODES.contains(c)) || e.error == "invalid_scope" {
-        return TokenErrorKind::InvalidScope;
-    }
-    if e.codes.iter().any(|c| AUTHENTICATION_CODES.contains(c))
-        || matches!(
-            e.error.as_str(),
-            "invalid_client" | "unauthorized_client" | "access_denied"
-        )
-    {
-        return TokenErrorKind::Authentication;
-    }
-    // 50196: Entra's loop detection; backing off is the cure.
-    if e.status >= 500
-        || e.status == 429
-        || e.status == 408
-        || e.error == "temporarily_unavailable"
-        || e.codes.contains(&50196)
-    {
-        return TokenErrorKind::Transient;
-    }
-    TokenErrorKind::Rejected
-}
-
-/// One-line fixes for the AADSTS codes a daemon meets most.
-fn hint_for(code: u32) -> Option<&'static str> {
-    Some(match code {
-        700016 => {
-            "the client id is not an app in this tenant: check AZURE_CLIENT_ID and AZURE_TENANT_ID, and for a multi-tenant app have an admin of this tenant consent to it"
-        }
-        7000215 => {
-            "the client secret is wrong: use the secret's Value (shown once at creation), not its Secret ID; make a new one with `az ad app credential reset --id <client-id> --append`"
-        }
-        7000222 => {
-            "the client secret has expired: make a new one with `az ad app credential reset --id <client-id> --append` and update the configuration"
-        }
-        70011 => {
-            "the scope is invalid: ask for exactly one `<application ID URI>/.default` scope, e.g. `https://graph.microsoft.com/.default`"
-        }
-        1002012 => {
-            "client credentials need a scope of the form `<application ID URI>/.default`; permissions are granted in the app registration, not in the scope"
-        }
-        700022 => {
-            "a token is for one resource: use one `<application ID URI>/.default` scope per TokenProvider"
-        }
-        90002 => {
-            "the tenant does not exist in this cloud: check AZURE_TENANT_ID and that the authority host matches the tenant's cloud (public, US Government, China)"
-        }
-        50049 => {
-            "the authority is unknown: use https://login.microsoftonline.com or the host of your sovereign cloud"
-        }
-        700024 => {
-            "the client assertion is outside its valid time window: check this machine's clock (NTP)"
-        }
-        700027 => {
-            "the assertion's signature did not verify: upload this certificate's public part to the app registration (`az ad app credential reset --id <client-id> --cert @cert.pem --append`) or use the matching private key"
-        }
-        7000218 | 7000216 => {
-            "no client credential was sent: configure a client secret, a certificate or a federated token"
-        }
-        500011 => {
-            "the resource is not in this tenant: check the application ID URI in the scope, and that the API's service principal exists in the tenant (admin consent provisions it)"
-        }
-        53003 => {
-            "a Conditional Access policy blocked this app: ask a tenant admin to review the policies that apply to workload identities"
-        }
-        50196 => {
-            "Entra saw too many identical requests: cache tokens (share one TokenProvider instead of making one per request)"
-        }
-        70021 => {
-            "no federated credential matches the token's issuer, subject and audience: check the federated credential on the app registration"
-        }
-        700023 => {
-            "the client assertion's `aud` is not this token endpoint: sign it for the token URL (`<authority host>/<tenant>/oauth2/v2.0/token`) of the tenant and cloud you call"
-        }
-        700021 => {
-            "the client assertion's `iss` and `sub` must both be the client id (AZURE_CLIENT_ID)"
-        }
-        50013 => {
-            "the client assertion is invalid or was already used (same `jti`): sign a new assertion for every token request"
-        }
-        1000502 | 7000274 => {
-            "the certificate is outside its validity period: create a new one and upload it (`az ad app credential reset --id <client-id> --cert @cert.pem --append`)"
-        }
-        5002738 => {
-            "the assertion's signature algorithm is not accepted: Entra verifies RS256 and PS256 (RSA keys) only"
-        }
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,16 +431,6 @@ mod tests {
     }
 
     #[test]
-    fn every_documented_code_has_a_hint() {
-        for code in [
-            700016, 7000215, 7000222, 70011, 1002012, 700022, 90002, 50049, 700024, 700027,
-            7000218, 500011, 53003, 50196, 700023, 700021, 50013, 1000502, 7000274, 5002738,
-        ] {
-            assert!(hint_for(code).is_some(), "no hint for AADSTS{code}");
-        }
-    }
-
-    #[test]
     fn classifies_entra_errors() {
         let e = TokenError::from_entra(entra(401, "invalid_client", 7000215), None);
         assert_eq!(e.kind(), TokenErrorKind::Authentication);
@@ -448,6 +441,16 @@ mod tests {
         assert!(e.is_transient());
         let e = TokenError::from_entra(entra(400, "invalid_request", 12345), None);
         assert_eq!(e.kind(), TokenErrorKind::Rejected);
+    }
+
+    /// Texts that would forge log lines, drive a terminal or reorder text if printed raw.
+    const HOSTILE: [&str; 5] = ["\n", "\r", "\u{1b}", "\u{7}", "\u{202e}"];
+
+    fn assert_printable(what: &str, s: &str, max: usize) {
+        for bad in HOSTILE {
+            assert!(!s.contains(bad), "{what} has {bad:?}: {s:?}");
+        }
+        assert!(s.len() <= max, "{what} is {} bytes", s.len());
     }
 
     #[test]
@@ -461,5 +464,63 @@ mod tests {
         );
         assert!(s.contains("Hint: the client secret is wrong"), "{s}");
         assert!(!s.contains('\n'), "{s}");
+
+        // The same from a hostile endpoint: line breaks, ANSI escapes, bidi overrides, a MiB.
+        let mib = "x".repeat(1 << 20);
+        let hostile = EntraError {
+            status: 401,
+            error: format!("invalid_client\n\u{1b}[31mERROR fake\u{7}{mib}"),
+            description: format!(
+                "AADSTS7000215: bad\rINFO forged\u{1b}[2J\u{202e}{mib}\r\nTrace ID: t"
+            ),
+            codes: vec![7000215],
+            trace_id: Some("t\nINFO forged line".into()),
+            correlation_id: Some(mib.clone()),
+            timestamp: Some("\u{1b}]0;title\u{7}".into()),
+            error_uri: Some(format!("https://x/\u{1b}[0m{mib}")),
+        };
+        let e = TokenError::from_entra(hostile, None);
+        let s = e.to_string();
+        assert_printable("Display", &s, 4 * 1024);
+        assert!(
+            s.contains("AADSTS7000215: bad\\rINFO forged\\u{1b}[2J"),
+            "{s}"
+        );
+        assert!(s.contains("trace id t\\nINFO forged line"), "{s}");
+        assert!(s.contains("Hint: the client secret is wrong"), "{s}");
+        assert!(s.contains('…'), "a cut is marked: {s}");
+        assert_printable("Debug", &format!("{e:?}"), 8 * 1024);
+        // What the fetch span records as tracing fields.
+        let entra = e.entra().unwrap();
+        for (field, value) in [
+            ("error", Some(entra.error())),
+            ("trace_id", entra.trace_id()),
+            ("correlation_id", entra.correlation_id()),
+            ("timestamp", entra.timestamp()),
+            ("error_uri", entra.error_uri()),
+        ] {
+            assert_printable(
+                field,
+                value.unwrap(),
+                MAX_SERVER_FIELD_BYTES + CUT.len_utf8(),
+            );
+        }
+        assert!(
+            entra
+                .error()
+                .starts_with("invalid_client\\n\\u{1b}[31mERROR fake\\u{7}xxx"),
+            "{}",
+            entra.error()
+        );
+        assert_eq!(entra.error().len(), MAX_SERVER_FIELD_BYTES + CUT.len_utf8());
+    }
+
+    #[test]
+    fn server_text_cuts_at_a_character_boundary() {
+        let text = "é".repeat(200);
+        let cut = server_text(&text, 255);
+        assert_eq!(cut, "é".repeat(127) + "…");
+        assert_eq!(server_text("short", 256), "short");
+        assert_eq!(server_lines("a\r\nb\rc\n", 256), "a\nb\\rc");
     }
 }

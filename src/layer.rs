@@ -37,6 +37,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use crate::destination::{HostPattern, ProviderRoutes, Targets, UnlistedHost};
+use crate::error::TokenError;
 use crate::provider::TokenProvider;
 use crate::service::EntraAuth;
 
@@ -47,15 +48,20 @@ use crate::service::EntraAuth;
 /// retry carries a current token and a timeout bounds the token fetch too.
 ///
 /// Where tokens go is described in [`destination`](crate::destination): https or loopback
-/// only, optionally only to [allowed hosts](Self::allow_hosts), or [routed by
-/// host](Self::routed) to one of several providers.
+/// only, to the hosts the token's audience serves or the [allowed hosts](Self::allow_hosts), or
+/// [routed by host](Self::routed) to one of several providers.
 #[derive(Debug, Clone)]
 pub struct EntraAuthLayer {
     targets: Arc<Targets>,
 }
 
 impl EntraAuthLayer {
-    /// A layer that takes tokens from `provider`, for any https (or loopback) host.
+    /// A layer that takes tokens from `provider` and attaches them only to the hosts its
+    /// audience serves: the scope's own host for `https://<host>/.default`, and the hosts of
+    /// well-known Microsoft resources (`https://storage.azure.com` for
+    /// `*.blob.core.windows.net`, `https://vault.azure.net` for `*.vault.azure.net`, ...). An
+    /// `api://` or application-id scope names no host, so its tokens go nowhere until
+    /// [`allow_hosts`](Self::allow_hosts) names them. See [`destination`](crate::destination).
     pub fn new(provider: TokenProvider) -> Self {
         EntraAuthLayer {
             targets: Arc::new(Targets::one(provider)),
@@ -71,44 +77,73 @@ impl EntraAuthLayer {
     }
 
     /// Attaches tokens only to these hosts (`graph.microsoft.com`, `*.vault.azure.net` for
-    /// every subdomain, `127.0.0.1`; compared without port). Requests to other hosts are
-    /// refused, or sent without a token, as [`unlisted_hosts`](Self::unlisted_hosts) says.
-    /// Requests with a relative URI are judged by the [`origin`](Self::origin). Calls add up.
-    /// A pattern that is not a host (a port, a path, a wildcard other than a leading `*.`) makes
-    /// the layer refuse every request with a `Configuration` error naming it. Ignored by a [routed](Self::routed) layer, whose routes are its
-    /// allow-list.
+    /// every subdomain, `127.0.0.1`; compared without port), instead of the hosts the
+    /// provider's audience serves. Requests to other hosts are refused, or sent without a
+    /// token, as [`unlisted_hosts`](Self::unlisted_hosts) says. Requests are also judged by the
+    /// [`origin`](Self::origin) when one is set. Calls add up.
     ///
     /// ```
-    /// # fn demo(provider: tower_entra::TokenProvider) {
+    /// # fn demo(provider: tower_entra::TokenProvider) -> Result<(), tower_entra::TokenError> {
     /// use tower_entra::{EntraAuthLayer, UnlistedHost};
     ///
     /// let layer = EntraAuthLayer::new(provider)
-    ///     .allow_hosts(["graph.microsoft.com"])
+    ///     .allow_hosts(["graph.microsoft.com"])?
     ///     .unlisted_hosts(UnlistedHost::SendWithoutToken);
-    /// # }
+    /// # Ok(()) }
     /// ```
-    pub fn allow_hosts<I>(mut self, hosts: I) -> Self
+    ///
+    /// # Errors
+    ///
+    /// [`TokenErrorKind::Configuration`](crate::TokenErrorKind::Configuration), naming the
+    /// pattern, when one is not a host (a port, a path without a scheme, a wildcard other than
+    /// a leading `*.` or one over a top-level domain such as `*.com`); and on a
+    /// [routed](Self::routed) layer, whose routes are its allow-list. An error rather than a
+    /// panic because allow-lists are often read from configuration, where a typo should fail
+    /// start-up with a message rather than abort the process; and at once rather than at the
+    /// first request, so that the mistake shows where it is made.
+    pub fn allow_hosts<I>(mut self, hosts: I) -> Result<Self, TokenError>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        Arc::make_mut(&mut self.targets)
-            .allow(hosts.into_iter().map(|h| HostPattern::parse(h.as_ref())));
-        self
+        let hosts = hosts
+            .into_iter()
+            .map(|h| HostPattern::parse(h.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Arc::make_mut(&mut self.targets).allow(hosts)?;
+        Ok(self)
     }
 
-    /// Where requests with a relative URI go: a tonic generated client sends path-only URIs to
-    /// its `Channel`, which adds the endpoint below this layer. The origin's scheme and host are
-    /// checked as an absolute URI's would be (https or loopback, allow-list, routes). Without
-    /// it, a request with a relative URI is refused with
+    /// Attaches tokens to any host the request names (still only over https, or plain http to
+    /// a loopback address), whatever the provider's audience: the explicit opt-out of
+    /// audience-bound tokens. Only for a client whose every request is meant for the API (no
+    /// followed links, no user-supplied URLs): any host it is sent to receives the token.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenErrorKind::Configuration`](crate::TokenErrorKind::Configuration) on a
+    /// [routed](Self::routed) layer, whose routes are its allow-list.
+    pub fn allow_any_https_host(mut self) -> Result<Self, TokenError> {
+        Arc::make_mut(&mut self.targets).allow_any_host()?;
+        Ok(self)
+    }
+
+    /// Where the inner service sends requests: a tonic `Channel` sends every request to its
+    /// endpoint, adding it to the path-only URIs generated clients send and rewriting absolute
+    /// ones. The origin's scheme and host are checked as an absolute URI's would be (https or
+    /// loopback, audience, allow-list, routes); a request with an absolute URI must pass too, and
+    /// both must take tokens from the same provider. Without an origin, a request with a
+    /// relative URI is refused with
     /// [`TokenErrorKind::UnsafeDestination`](crate::TokenErrorKind::UnsafeDestination): the
     /// layer cannot tell whether the token would travel over https.
     ///
     /// ```
-    /// # fn demo(provider: tower_entra::TokenProvider) {
+    /// # fn demo(provider: tower_entra::TokenProvider) -> Result<(), tower_entra::TokenError> {
+    /// // The API's app ID URI is api://..., which names no host: name it.
     /// let layer = tower_entra::EntraAuthLayer::new(provider)
-    ///     .origin(http::Uri::from_static("https://grpc.contoso.com:443"));
-    /// # }
+    ///     .origin(http::Uri::from_static("https://grpc.contoso.com:443"))
+    ///     .allow_hosts(["grpc.contoso.com"])?;
+    /// # Ok(()) }
     /// ```
     pub fn origin(mut self, origin: http::Uri) -> Self {
         Arc::make_mut(&mut self.targets).set_origin(origin);

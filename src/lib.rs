@@ -30,6 +30,8 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod aadsts;
+mod audience;
 mod authority;
 mod authorize;
 mod challenge;

@@ -39,7 +39,9 @@ pub struct EntraAuthMiddleware {
 }
 
 impl EntraAuthMiddleware {
-    /// Tokens from `provider` for any https (or loopback) host.
+    /// Tokens from `provider` for the hosts its audience serves, as
+    /// [`EntraAuthLayer::new`](crate::EntraAuthLayer::new); [`from_layer`](Self::from_layer)
+    /// takes an allow-list or routes.
     pub fn new(provider: TokenProvider) -> Self {
         EntraAuthMiddleware {
             targets: Arc::new(Targets::one(provider)),

@@ -40,7 +40,8 @@ pub struct EntraAuth<S> {
 }
 
 impl<S> EntraAuth<S> {
-    /// Wraps `inner`, with tokens from `provider` for every host (https or loopback).
+    /// Wraps `inner`, with tokens from `provider` for the hosts its audience serves (over https,
+    /// or plain http to loopback), as [`EntraAuthLayer::new`](crate::EntraAuthLayer::new).
     pub fn new(inner: S, provider: TokenProvider) -> Self {
         EntraAuth {
             inner,

@@ -17,7 +17,11 @@ async fn claims_challenge_fetches_a_token_with_the_claims_and_the_replay_succeed
     let client = support::http_client();
     let mut service = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryOnChallenge::new()))
-        .layer(EntraAuthLayer::new(s.provider.clone()))
+        .layer(
+            EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap(),
+        )
         .service(client);
 
     assert_eq!(support::status(&mut service, get(&url)).await, 200);
@@ -63,7 +67,11 @@ async fn concurrent_claims_challenges_share_one_token_request() {
     let client = support::http_client();
     let service = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryOnChallenge::new()))
-        .layer(EntraAuthLayer::new(s.provider.clone()))
+        .layer(
+            EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap(),
+        )
         .service(client);
     assert_eq!(
         service.clone().oneshot(get(&url)).await.unwrap().status(),
@@ -92,7 +100,9 @@ async fn without_a_retry_layer_the_next_request_carries_the_new_token() {
     let s = setup_with(true).await;
     let url = s.emulator.demo_api_url();
     let client = support::http_client();
-    let layer = EntraAuthLayer::new(s.provider.clone());
+    let layer = EntraAuthLayer::new(s.provider.clone())
+        .allow_hosts(["127.0.0.1"])
+        .unwrap();
     let mut service = tower::Layer::layer(&layer, client);
     assert_eq!(support::status(&mut service, get(&url)).await, 200);
     s.emulator.cae_revoke();

@@ -259,7 +259,7 @@ async fn certificate_chain_authenticates_by_subject_name_and_issuer() {
         let without_chain = credential(&emulator, &app, source, AssertionAlgorithm::Ps256, false);
         let e = token(&without_chain).await.unwrap_err();
         assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
-        assert_eq!(e.aadsts_codes(), [700027]);
+        assert_eq!(e.entra().unwrap().codes(), [700027]);
     }
 }
 
@@ -337,7 +337,7 @@ async fn refused_assertions_surface_entra_codes_as_authentication_errors() {
     let expect = |result: Result<tower_entra::AccessToken, TokenError>, code: u32, what: &str| {
         let e = result.expect_err(what);
         assert_eq!(e.kind(), TokenErrorKind::Authentication, "{what}: {e}");
-        assert_eq!(e.aadsts_codes(), [code], "{what}: {e}");
+        assert_eq!(e.entra().unwrap().codes(), [code], "{what}: {e}");
         let shown = format!("{e} {e:?}");
         assert!(
             !shown.contains(&captured[captured.len() - 20..]),

@@ -14,7 +14,10 @@ use tower_entra::{EntraAuthLayer, Error, TokenErrorKind};
 async fn a_thousand_concurrent_requests_share_one_token_request() {
     let s = setup().await;
     s.emulator.set_latency(Duration::from_millis(100));
-    let service = EntraAuthLayer::new(s.provider.clone()).layer(http_client());
+    let service = EntraAuthLayer::new(s.provider.clone())
+        .allow_hosts(["127.0.0.1"])
+        .unwrap()
+        .layer(http_client());
     let url = s.emulator.demo_api_url();
     let tasks: Vec<_> = (0..1000)
         .map(|_| {
@@ -34,7 +37,10 @@ async fn a_thousand_concurrent_requests_share_one_token_request() {
 #[tokio::test]
 async fn a_401_invalid_token_invalidates_and_the_next_request_fetches_anew() {
     let s = setup().await;
-    let mut service = EntraAuthLayer::new(s.provider.clone()).layer(http_client());
+    let mut service = EntraAuthLayer::new(s.provider.clone())
+        .allow_hosts(["127.0.0.1"])
+        .unwrap()
+        .layer(http_client());
     let url = s.emulator.demo_api_url();
     let ok = support::status(&mut service, get(&url)).await;
     assert_eq!(ok, StatusCode::OK);
@@ -52,7 +58,10 @@ async fn a_401_invalid_token_invalidates_and_the_next_request_fetches_anew() {
 #[tokio::test]
 async fn an_existing_authorization_header_is_kept() {
     let s = setup().await;
-    let mut service = EntraAuthLayer::new(s.provider.clone()).layer(http_client());
+    let mut service = EntraAuthLayer::new(s.provider.clone())
+        .allow_hosts(["127.0.0.1"])
+        .unwrap()
+        .layer(http_client());
     let mut req = get(&s.emulator.demo_api_url());
     req.headers_mut()
         .insert("authorization", "Bearer caller-chose-this".parse().unwrap());
@@ -64,11 +73,15 @@ async fn an_existing_authorization_header_is_kept() {
 #[tokio::test]
 async fn plain_http_to_a_remote_host_gets_no_token() {
     let s = setup().await;
-    let mut service = EntraAuthLayer::new(s.provider.clone()).layer(tower::service_fn(
-        |_req: http::Request<http_body_util::Full<bytes::Bytes>>| async {
-            Ok::<_, std::convert::Infallible>(http::Response::new(()))
-        },
-    ));
+    // Whatever hosts the layer allows, plain http to a remote host is refused.
+    let mut service = EntraAuthLayer::new(s.provider.clone())
+        .allow_any_https_host()
+        .unwrap()
+        .layer(tower::service_fn(
+            |_req: http::Request<http_body_util::Full<bytes::Bytes>>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(()))
+            },
+        ));
     let err = service
         .ready()
         .await
@@ -80,7 +93,7 @@ async fn plain_http_to_a_remote_host_gets_no_token() {
         panic!("not a token error")
     };
     assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
-    assert!(e.to_string().contains("https"), "{e}");
+    assert!(e.to_string().contains("use https"), "{e}");
     assert_eq!(s.emulator.token_requests(), 0);
 }
 
@@ -90,7 +103,11 @@ async fn over_a_buffer_cold_requests_never_call_an_unreadied_clone() {
     let s = setup().await;
     s.emulator.set_latency(Duration::from_millis(50));
     let service = ServiceBuilder::new()
-        .layer(EntraAuthLayer::new(s.provider.clone()))
+        .layer(
+            EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap(),
+        )
         .buffer(4)
         .service(http_client());
     let url = s.emulator.demo_api_url();
@@ -123,7 +140,11 @@ async fn an_outer_timeout_bounds_a_slow_token_fetch() {
     s.emulator.set_latency(Duration::from_secs(60));
     let mut service = ServiceBuilder::new()
         .timeout(Duration::from_secs(2))
-        .layer(EntraAuthLayer::new(s.provider.clone()))
+        .layer(
+            EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap(),
+        )
         .service(http_client());
     let started = tokio::time::Instant::now();
     let err = service
@@ -176,7 +197,11 @@ async fn an_outer_retry_attaches_the_current_token_on_each_attempt() {
     let s = setup().await;
     let mut service = ServiceBuilder::new()
         .retry(RetryOn401(false))
-        .layer(EntraAuthLayer::new(s.provider.clone()))
+        .layer(
+            EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap(),
+        )
         .service(http_client());
     let url = s.emulator.demo_api_url();
     assert_eq!(
@@ -206,7 +231,10 @@ async fn a_missing_role_is_a_403_from_the_api_not_a_token_error() {
         Emulator::DEMO_API_SCOPE,
     )
     .unwrap();
-    let mut service = EntraAuthLayer::new(provider).layer(http_client());
+    let mut service = EntraAuthLayer::new(provider)
+        .allow_hosts(["127.0.0.1"])
+        .unwrap()
+        .layer(http_client());
     let response = service
         .ready()
         .await

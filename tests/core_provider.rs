@@ -234,9 +234,11 @@ async fn wrong_secret_is_aadsts7000215_with_hint() {
     .unwrap();
     let e = concurrent_error(p, &s.emulator).await;
     assert_eq!(e.kind(), TokenErrorKind::Authentication);
-    assert_eq!(e.aadsts_codes(), &[7000215]);
+    assert_eq!(e.entra().unwrap().codes(), &[7000215]);
     assert!(e.hint().unwrap().contains("Value"), "{e}");
-    assert!(e.trace_id().is_some() && e.correlation_id().is_some());
+    assert!(
+        e.entra().unwrap().trace_id().is_some() && e.entra().unwrap().correlation_id().is_some()
+    );
     let shown = format!("{e} {e:?}");
     assert!(
         !shown.contains("not-the-secret") && !shown.contains(SECRET),
@@ -261,7 +263,7 @@ async fn unknown_tenant_is_aadsts90002_with_hint() {
     )
     .await;
     assert_eq!(e.kind(), TokenErrorKind::Authentication);
-    assert_eq!(e.aadsts_codes(), &[90002]);
+    assert_eq!(e.entra().unwrap().codes(), &[90002]);
     assert!(e.hint().unwrap().contains("AZURE_TENANT_ID"), "{e}");
 }
 
@@ -282,7 +284,7 @@ async fn unknown_client_is_aadsts700016_with_hint() {
     )
     .await;
     assert_eq!(e.kind(), TokenErrorKind::Authentication);
-    assert_eq!(e.aadsts_codes(), &[700016]);
+    assert_eq!(e.entra().unwrap().codes(), &[700016]);
     assert!(e.hint().unwrap().contains("AZURE_CLIENT_ID"), "{e}");
 }
 
@@ -304,7 +306,7 @@ async fn scope_without_default_is_refused_up_front_and_by_entra() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), TokenErrorKind::InvalidScope);
-    assert_eq!(e.aadsts_codes(), &[1002012]);
+    assert_eq!(e.entra().unwrap().codes(), &[1002012]);
     assert!(e.hint().unwrap().contains("/.default"), "{e}");
 }
 
@@ -323,7 +325,7 @@ async fn expired_secret_and_unknown_resource_have_their_codes() {
     .token()
     .await
     .unwrap_err();
-    assert_eq!(e.aadsts_codes(), &[7000222]);
+    assert_eq!(e.entra().unwrap().codes(), &[7000222]);
     assert!(e.hint().unwrap().contains("expired"));
 
     let e = TokenProvider::new(
@@ -335,7 +337,7 @@ async fn expired_secret_and_unknown_resource_have_their_codes() {
     .await
     .unwrap_err();
     assert_eq!(e.kind(), TokenErrorKind::InvalidScope);
-    assert_eq!(e.aadsts_codes(), &[500011]);
+    assert_eq!(e.entra().unwrap().codes(), &[500011]);
 }
 
 #[tokio::test]

@@ -78,8 +78,13 @@ async fn token_refused_for_a_plain_http_remote_host() {
         .build()
         .unwrap();
     let seen = Seen::default();
+    // Whatever hosts the layer allows, the scheme is checked.
     let svc = ServiceBuilder::new()
-        .layer(EntraAuthLayer::new(provider))
+        .layer(
+            EntraAuthLayer::new(provider)
+                .allow_any_https_host()
+                .unwrap(),
+        )
         .service(recording_client(seen.clone()));
 
     let e = token_error(
@@ -121,7 +126,8 @@ async fn token_not_attached_to_a_host_outside_the_allow_list() {
     let refuse = ServiceBuilder::new()
         .layer(
             EntraAuthLayer::new(provider.clone())
-                .allow_hosts(["graph.microsoft.com", "*.graph.microsoft.us"]),
+                .allow_hosts(["graph.microsoft.com", "*.graph.microsoft.us"])
+                .unwrap(),
         )
         .service(recording_client(seen.clone()));
 
@@ -163,6 +169,7 @@ async fn token_not_attached_to_a_host_outside_the_allow_list() {
         .layer(
             EntraAuthLayer::new(provider)
                 .allow_hosts(["graph.microsoft.com"])
+                .unwrap()
                 .unlisted_hosts(UnlistedHost::SendWithoutToken),
         )
         .service(recording_client(seen.clone()));
@@ -186,7 +193,11 @@ async fn an_existing_authorization_header_is_kept() {
         .unwrap();
     let seen = Seen::default();
     let svc = ServiceBuilder::new()
-        .layer(EntraAuthLayer::new(provider).allow_hosts(["graph.microsoft.com"]))
+        .layer(
+            EntraAuthLayer::new(provider)
+                .allow_hosts(["graph.microsoft.com"])
+                .unwrap(),
+        )
         .service(recording_client(seen.clone()));
     let mut request = get("https://graph.microsoft.com/v1.0/me");
     request.headers_mut().insert(
@@ -211,7 +222,9 @@ async fn one_client_routes_each_host_to_its_provider() {
         .layer(EntraAuthLayer::routed(
             ProviderRoutes::new()
                 .route("graph.microsoft.com", graph)
-                .route("https://management.azure.com/", arm),
+                .unwrap()
+                .route("https://management.azure.com/", arm)
+                .unwrap(),
         ))
         .service(recording_client(seen.clone()));
 
@@ -243,36 +256,34 @@ async fn one_client_routes_each_host_to_its_provider() {
     );
 }
 
-#[tokio::test]
-async fn a_mistyped_allow_list_refuses_every_request_saying_why() {
-    let seen = Seen::default();
+#[test]
+fn a_mistyped_host_pattern_is_refused_where_it_is_given() {
     let provider = TokenProvider::new(ScopeEcho::default(), GRAPH).unwrap();
-    let layer = EntraAuthLayer::new(provider.clone()).allow_hosts(["graph.microsoft.com:443"]);
-    let svc = ServiceBuilder::new()
-        .layer(layer)
-        .service(recording_client(seen.clone()));
-    let e = token_error(
-        svc.oneshot(get("https://graph.microsoft.com/v1.0/me"))
-            .await,
-    );
-    assert_eq!(e.kind(), TokenErrorKind::Configuration);
-    assert!(
-        e.to_string().contains("graph.microsoft.com:443") && e.to_string().contains("port"),
-        "{e}"
-    );
-    assert!(seen.lock().unwrap().is_empty());
+    for bad in [
+        "graph.microsoft.com:443",
+        "graph.microsoft.com/v1.0",
+        "*.com",
+    ] {
+        let e = EntraAuthLayer::new(provider.clone())
+            .allow_hosts(["graph.microsoft.com", bad])
+            .expect_err(bad);
+        assert_eq!(e.kind(), TokenErrorKind::Configuration);
+        assert!(e.to_string().contains(bad), "{e}");
+        let e = ProviderRoutes::new()
+            .route(bad, provider.clone())
+            .expect_err(bad);
+        assert_eq!(e.kind(), TokenErrorKind::Configuration);
+        assert!(e.to_string().contains(bad), "{e}");
+    }
 
     // An allow-list on a routed layer would be silently ignored; it is an error instead.
-    let routed =
-        EntraAuthLayer::routed(ProviderRoutes::new().route("graph.microsoft.com", provider))
-            .allow_hosts(["graph.microsoft.com"]);
-    let svc = ServiceBuilder::new()
-        .layer(routed)
-        .service(recording_client(seen.clone()));
-    let e = token_error(
-        svc.oneshot(get("https://graph.microsoft.com/v1.0/me"))
-            .await,
-    );
+    let routes = ProviderRoutes::new()
+        .route("graph.microsoft.com", provider)
+        .unwrap();
+    let e = EntraAuthLayer::routed(routes)
+        .allow_hosts(["graph.microsoft.com"])
+        .unwrap_err();
+    assert_eq!(e.kind(), TokenErrorKind::Configuration);
     assert!(e.to_string().contains("routed"), "{e}");
 }
 
@@ -289,6 +300,8 @@ async fn only_https_or_loopback_http_is_trusted_whatever_the_scheme_source() {
         ),
         (
             EntraAuthLayer::new(provider.clone())
+                .allow_any_https_host()
+                .unwrap()
                 .origin(http::Uri::from_static("grpc.contoso.com:50051")),
             "/grpc.health.v1.Health/Check",
         ),
@@ -298,12 +311,14 @@ async fn only_https_or_loopback_http_is_trusted_whatever_the_scheme_source() {
             .service(recording_client(seen.clone()));
         let e = token_error(svc.oneshot(get(uri)).await);
         assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination, "{uri}: {e}");
-        assert!(e.to_string().contains("https"), "{e}");
+        assert!(e.to_string().contains("use https"), "{e}");
     }
     // An https origin is trusted for relative URIs.
     let svc = ServiceBuilder::new()
         .layer(
             EntraAuthLayer::new(provider)
+                .allow_hosts(["grpc.contoso.com"])
+                .unwrap()
                 .origin(http::Uri::from_static("https://grpc.contoso.com")),
         )
         .service(recording_client(seen.clone()));
@@ -318,4 +333,267 @@ async fn only_https_or_loopback_http_is_trusted_whatever_the_scheme_source() {
             .as_deref()
             .is_some_and(|a| a.starts_with("Bearer "))
     );
+}
+
+const STORAGE: &str = "https://storage.azure.com/.default";
+const CUSTOM_API: &str = "api://contoso-orders/.default";
+
+/// Sends each of `uris` through `layer` and returns what was sent (uri, Authorization) and
+/// the refusals.
+async fn send_all(
+    layer: EntraAuthLayer,
+    uris: &[&str],
+) -> (Vec<(String, Option<String>)>, Vec<TokenError>) {
+    let seen = Seen::default();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(recording_client(seen.clone()));
+    let mut refused = Vec::new();
+    for uri in uris {
+        match svc.clone().oneshot(get(uri)).await {
+            Ok(_) => {}
+            Err(Error::Token(e)) => refused.push(e),
+            Err(e) => panic!("{uri}: {e:?}"),
+        }
+    }
+    let seen = seen.lock().unwrap().clone();
+    (seen, refused)
+}
+
+#[tokio::test]
+async fn a_token_goes_only_to_the_hosts_its_audience_serves() {
+    let credential = Arc::new(ScopeEcho::default());
+    let graph = TokenProvider::builder_shared(credential.clone(), GRAPH)
+        .build()
+        .unwrap();
+    // A client used for Graph and for user-supplied URLs (webhooks) sends the Graph token to
+    // Graph only, not to the webhook host nor to a look-alike.
+    let (seen, refused) = send_all(
+        EntraAuthLayer::new(graph.clone()),
+        &[
+            "https://graph.microsoft.com/v1.0/users",
+            "https://graph.microsoft.com.attacker.example/v1.0/users",
+            "https://hooks.attacker.example/incoming",
+            "https://x.graph.microsoft.com/",
+        ],
+    )
+    .await;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        seen[0].1.as_deref(),
+        Some("Bearer token-for-https-graph.microsoft.com-.default")
+    );
+    assert_eq!(refused.len(), 3);
+    for (e, host) in refused.iter().zip([
+        "graph.microsoft.com.attacker.example",
+        "hooks.attacker.example",
+        "x.graph.microsoft.com",
+    ]) {
+        assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
+        let s = e.to_string();
+        assert!(
+            s.contains(host)
+                && s.contains("https://graph.microsoft.com")
+                && s.contains("allow_hosts"),
+            "names host, audience and fix: {s}"
+        );
+    }
+    assert_eq!(
+        *credential.requests.lock().unwrap(),
+        1,
+        "one token, for Graph"
+    );
+
+    // A well-known resource's tokens go to the hosts that serve it, in every cloud.
+    let storage = TokenProvider::new(ScopeEcho::default(), STORAGE).unwrap();
+    let (seen, refused) = send_all(
+        EntraAuthLayer::new(storage),
+        &[
+            "https://acct.blob.core.windows.net/c/blob",
+            "https://acct.dfs.core.usgovcloudapi.net/fs",
+            "https://acct.blob.core.windows.net.attacker.example/c/blob",
+            "https://graph.microsoft.com/v1.0/users",
+        ],
+    )
+    .await;
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen.iter().all(|(_, a)| a.is_some()));
+    assert_eq!(refused.len(), 2);
+
+    // The explicit opt-out sends it anywhere (over https).
+    let (seen, refused) = send_all(
+        EntraAuthLayer::new(graph).allow_any_https_host().unwrap(),
+        &["https://hooks.attacker.example/incoming"],
+    )
+    .await;
+    assert!(refused.is_empty() && seen[0].1.is_some());
+}
+
+#[tokio::test]
+async fn a_custom_api_scope_sends_nothing_until_its_hosts_are_named() {
+    let credential = Arc::new(ScopeEcho::default());
+    let api = TokenProvider::builder_shared(credential.clone(), CUSTOM_API)
+        .build()
+        .unwrap();
+    let (seen, refused) = send_all(
+        EntraAuthLayer::new(api.clone()),
+        &[
+            "https://orders.contoso.com/v1/orders",
+            "http://127.0.0.1:8080/v1/orders",
+        ],
+    )
+    .await;
+    assert!(seen.is_empty(), "{seen:?}");
+    for e in &refused {
+        let s = e.to_string();
+        assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
+        assert!(
+            s.contains("api://contoso-orders") && s.contains("allow_hosts"),
+            "{s}"
+        );
+    }
+    assert_eq!(refused.len(), 2);
+    assert_eq!(*credential.requests.lock().unwrap(), 0, "no token fetched");
+
+    // Named, they get it; others still do not.
+    let (seen, refused) = send_all(
+        EntraAuthLayer::new(api.clone())
+            .allow_hosts(["orders.contoso.com", "127.0.0.1"])
+            .unwrap(),
+        &[
+            "https://orders.contoso.com/v1/orders",
+            "http://127.0.0.1:8080/v1/orders",
+            "https://graph.microsoft.com/v1.0/users",
+        ],
+    )
+    .await;
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|(_, a)| a.is_some()));
+    assert_eq!(refused.len(), 1);
+
+    // A routed layer keeps its routes: they name the hosts.
+    let (seen, refused) = send_all(
+        EntraAuthLayer::routed(
+            ProviderRoutes::new()
+                .route("orders.contoso.com", api.clone())
+                .unwrap(),
+        ),
+        &["https://orders.contoso.com/v1/orders"],
+    )
+    .await;
+    assert!(refused.is_empty() && seen[0].1.is_some());
+    let e = EntraAuthLayer::routed(ProviderRoutes::new())
+        .allow_any_https_host()
+        .unwrap_err();
+    assert_eq!(e.kind(), TokenErrorKind::Configuration);
+}
+
+/// Like a tonic `Channel`: sends every request to its own endpoint, whatever the request's
+/// URI says, and records what went where.
+fn rewriting_channel(
+    endpoint: &'static str,
+    seen: Seen,
+) -> impl tower::Service<
+    Request<String>,
+    Response = Response<String>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone {
+    service_fn(move |req: Request<String>| {
+        let seen = seen.clone();
+        async move {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            let auth = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(|v| v.to_str().unwrap().to_owned());
+            seen.lock()
+                .unwrap()
+                .push((format!("{endpoint}{path}"), auth));
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }
+    })
+}
+
+#[tokio::test]
+async fn with_an_origin_both_the_uri_and_the_origin_are_judged() {
+    let api = TokenProvider::new(ScopeEcho::default(), CUSTOM_API).unwrap();
+    let layer = |origin: &'static str| {
+        EntraAuthLayer::new(api.clone())
+            .allow_hosts(["grpc.contoso.com"])
+            .unwrap()
+            .origin(http::Uri::from_static(origin))
+    };
+    // `Grpc::with_origin(channel, "https://...")`: an absolute https URI that the channel
+    // sends to its plain-http endpoint. The token would travel in clear.
+    let seen = Seen::default();
+    let svc = ServiceBuilder::new()
+        .layer(layer("http://grpc.contoso.com:50051"))
+        .service(rewriting_channel(
+            "http://grpc.contoso.com:50051",
+            seen.clone(),
+        ));
+    let e = token_error(
+        svc.clone()
+            .oneshot(get("https://grpc.contoso.com/orders.Orders/List"))
+            .await,
+    );
+    assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
+    assert!(e.to_string().contains("use https"), "{e}");
+    assert!(seen.lock().unwrap().is_empty(), "nothing sent: {seen:?}");
+
+    // An https origin, but a URI naming a host the token is not for: refused too.
+    let seen = Seen::default();
+    let svc = ServiceBuilder::new()
+        .layer(layer("https://grpc.contoso.com"))
+        .service(rewriting_channel("https://grpc.contoso.com", seen.clone()));
+    let e = token_error(
+        svc.clone()
+            .oneshot(get("https://attacker.example/orders.Orders/List"))
+            .await,
+    );
+    assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
+    assert!(e.to_string().contains("attacker.example"), "{e}");
+    // Both fine: sent with the token, as are relative URIs.
+    svc.clone()
+        .oneshot(get("https://grpc.contoso.com/orders.Orders/List"))
+        .await
+        .unwrap();
+    svc.clone()
+        .oneshot(get("/orders.Orders/List"))
+        .await
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|(_, a)| a.is_some()));
+}
+
+#[tokio::test]
+async fn a_host_without_a_scheme_is_refused() {
+    let credential = Arc::new(ScopeEcho::default());
+    let graph = TokenProvider::builder_shared(credential.clone(), GRAPH)
+        .build()
+        .unwrap();
+    for layer in [
+        EntraAuthLayer::new(graph.clone())
+            .allow_any_https_host()
+            .unwrap(),
+        // An origin the token may go to does not vouch for a request that names another host.
+        EntraAuthLayer::new(graph.clone())
+            .origin(http::Uri::from_static("https://graph.microsoft.com")),
+    ] {
+        let (seen, refused) =
+            send_all(layer, &["evil.example:443", "graph.microsoft.com:443"]).await;
+        assert!(seen.is_empty(), "{seen:?}");
+        assert_eq!(refused.len(), 2);
+        for e in refused {
+            assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
+            assert!(e.to_string().contains("no scheme"), "{e}");
+        }
+    }
+    assert_eq!(*credential.requests.lock().unwrap(), 0);
 }

@@ -17,7 +17,11 @@ async fn hyper_client_100_concurrent_requests_one_token_fetch() {
     let server = CheckingServer::start(TokenChecker::new(&s.emulator, DEMO_AUDIENCE)).await;
     let client = support::http_client();
     let service = ServiceBuilder::new()
-        .layer(EntraAuthLayer::new(s.provider.clone()))
+        .layer(
+            EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap(),
+        )
         .service(client);
 
     let mut tasks = Vec::new();
@@ -54,7 +58,11 @@ async fn a_refused_token_is_dropped_and_the_next_request_gets_a_new_one() {
     let s = setup().await;
     let client = support::http_client();
     let mut service = ServiceBuilder::new()
-        .layer(EntraAuthLayer::new(s.provider.clone()))
+        .layer(
+            EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap(),
+        )
         .service(client);
     let url = s.emulator.demo_api_url();
     let get = || support::get(&url);

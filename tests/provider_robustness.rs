@@ -117,7 +117,11 @@ async fn a_resource_that_refuses_every_token_costs_one_renewal_per_interval() {
     .unwrap();
     let mut service = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryOnChallenge::new()))
-        .layer(EntraAuthLayer::new(graph.clone()))
+        .layer(
+            EntraAuthLayer::new(graph.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap(),
+        )
         .service(http_client());
     let url = s.emulator.demo_api_url();
     for _ in 0..10 {
@@ -141,6 +145,7 @@ async fn no_replay_for_a_request_sent_without_a_token() {
         .layer(
             EntraAuthLayer::new(s.provider.clone())
                 .allow_hosts(["graph.microsoft.com"])
+                .unwrap()
                 .unlisted_hosts(tower_entra::UnlistedHost::SendWithoutToken),
         )
         .service(http_client());
@@ -160,7 +165,10 @@ async fn no_replay_for_a_request_sent_without_a_token() {
 #[tokio::test]
 async fn a_failed_claims_fetch_still_returns_the_apis_answer() {
     let s = support::setup_with(true).await;
-    let mut service = EntraAuthLayer::new(s.provider.clone()).layer(http_client());
+    let mut service = EntraAuthLayer::new(s.provider.clone())
+        .allow_hosts(["127.0.0.1"])
+        .unwrap()
+        .layer(http_client());
     let url = s.emulator.demo_api_url();
     assert_eq!(status(&mut service, get(&url)).await, StatusCode::OK);
     s.emulator.cae_revoke();
@@ -173,7 +181,13 @@ async fn a_failed_claims_fetch_still_returns_the_apis_answer() {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        s.provider.stats().last_error.unwrap().aadsts_codes(),
+        s.provider
+            .stats()
+            .last_error
+            .unwrap()
+            .entra()
+            .unwrap()
+            .codes(),
         &[90100]
     );
 }
@@ -277,7 +291,10 @@ async fn claims_challenges_with_changing_claims_cost_one_fetch_per_interval() {
             }
         }
     });
-    let mut service = EntraAuthLayer::new(provider.clone()).layer(api);
+    let mut service = EntraAuthLayer::new(provider.clone())
+        .allow_hosts(["api.contoso.com"])
+        .unwrap()
+        .layer(api);
     for _ in 0..5 {
         let request = http::Request::get("https://api.contoso.com/")
             .body(String::new())

@@ -15,7 +15,11 @@ async fn reqwest_client_as_a_service_100_concurrent_requests_one_token_fetch() {
     let s = setup().await;
     let server = CheckingServer::start(TokenChecker::new(&s.emulator, DEMO_AUDIENCE)).await;
     let service = ServiceBuilder::new()
-        .layer(EntraAuthLayer::new(s.provider.clone()))
+        .layer(
+            EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap(),
+        )
         .service(reqwest::Client::new());
 
     let mut tasks = Vec::new();
@@ -46,7 +50,11 @@ async fn reqwest_middleware_attaches_and_replays_after_invalid_token() {
 
     let s = setup().await;
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(EntraAuthMiddleware::new(s.provider.clone()))
+        .with(EntraAuthMiddleware::from_layer(
+            &EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap(),
+        ))
         .build();
     let url = s.emulator.demo_api_url();
     let r = client.get(&url).send().await.unwrap();
@@ -64,7 +72,9 @@ async fn reqwest_middleware_attaches_and_replays_after_invalid_token() {
     assert_eq!(s.emulator.api_requests(), 3);
 
     // Same provider (cache) as the tower layer: no new fetch.
-    let svc = EntraAuthLayer::new(s.provider.clone());
+    let svc = EntraAuthLayer::new(s.provider.clone())
+        .allow_hosts(["127.0.0.1"])
+        .unwrap();
     let svc = tower::Layer::layer(&svc, reqwest::Client::new());
     let r = svc
         .oneshot(reqwest::Request::new(
@@ -84,7 +94,11 @@ async fn reqwest_middleware_refuses_plain_http_remote_hosts() {
 
     let s = setup().await;
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(EntraAuthMiddleware::new(s.provider.clone()))
+        .with(EntraAuthMiddleware::from_layer(
+            &EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap(),
+        ))
         .build();
     let err = client
         .get("http://api.example.com/data")

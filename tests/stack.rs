@@ -21,7 +21,11 @@ async fn retry_timeout_buffer_limit_auth_client_serves_and_replays_after_invalid
         .timeout(Duration::from_secs(30))
         .buffer(64)
         .concurrency_limit(8)
-        .layer(EntraAuthLayer::new(s.provider.clone()))
+        .layer(
+            EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap(),
+        )
         .service(client);
     let url = s.emulator.demo_api_url();
     let get = || support::get(&url);
@@ -65,7 +69,11 @@ async fn the_policy_replays_only_once() {
     let client = support::http_client();
     let service = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryOnChallenge::new()))
-        .layer(EntraAuthLayer::new(s.provider.clone()))
+        .layer(
+            EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap(),
+        )
         .service(client);
     let request = http::Request::get(server.url("/"))
         .body(Full::new(Bytes::new()))

@@ -64,7 +64,12 @@ async fn tonic_health_check_100_concurrent_calls_one_token_fetch() {
     let (channel, origin, accepted) =
         health_server(TokenChecker::new(&s.emulator, DEMO_AUDIENCE)).await;
     let channel = ServiceBuilder::new()
-        .layer(EntraAuthLayer::new(s.provider.clone()).origin(origin.clone()))
+        .layer(
+            EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap()
+                .origin(origin.clone()),
+        )
         .service(channel);
     let client = HealthClient::new(channel);
 
@@ -124,7 +129,13 @@ async fn token_failures_reach_the_caller_as_unauthenticated_or_unavailable() {
     .unwrap();
     let mut client = HealthClient::new(
         ServiceBuilder::new()
-            .layer(EntraAuthLayer::new(wrong).origin(origin.clone()).grpc())
+            .layer(
+                EntraAuthLayer::new(wrong)
+                    .allow_hosts(["127.0.0.1"])
+                    .unwrap()
+                    .origin(origin.clone())
+                    .grpc(),
+            )
             .service(channel.clone()),
     );
     let status = client
@@ -154,7 +165,13 @@ async fn token_failures_reach_the_caller_as_unauthenticated_or_unavailable() {
     s.emulator.push_fault(Fault::status(503));
     let mut client = HealthClient::new(
         ServiceBuilder::new()
-            .layer(EntraAuthLayer::new(flaky).origin(origin.clone()).grpc())
+            .layer(
+                EntraAuthLayer::new(flaky)
+                    .allow_hosts(["127.0.0.1"])
+                    .unwrap()
+                    .origin(origin.clone())
+                    .grpc(),
+            )
             .service(channel),
     );
     let status = client

@@ -18,7 +18,11 @@ async fn the_fetch_span_is_seen_and_no_token_or_secret_anywhere() {
     let s = setup_with(true).await;
     let client = support::http_client();
     let mut service = ServiceBuilder::new()
-        .layer(EntraAuthLayer::new(s.provider.clone()))
+        .layer(
+            EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap(),
+        )
         .service(client);
     let url = s.emulator.demo_api_url();
     let get = || support::get(&url);

@@ -14,7 +14,11 @@ async fn no_events_on_the_cached_hot_path() {
     let s = setup_with(false).await;
     let client = support::http_client();
     let service = ServiceBuilder::new()
-        .layer(EntraAuthLayer::new(s.provider.clone()))
+        .layer(
+            EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap(),
+        )
         .service(client);
     let url = s.emulator.demo_api_url();
     let get = || support::get(&url);

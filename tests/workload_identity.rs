@@ -199,7 +199,7 @@ async fn missing_empty_and_untrusted_token_files() {
     let c = workload(&s, &other);
     let e = token(&c).await.unwrap_err();
     assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
-    assert_eq!(e.aadsts_codes(), [70021]);
+    assert_eq!(e.entra().unwrap().codes(), [70021]);
     let shown = format!("{e} {e:?} {c:?}");
     assert!(!shown.contains(&wrong[wrong.len() - 20..]), "{shown}");
 

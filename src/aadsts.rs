@@ -1,0 +1,171 @@
+//! What Entra's AADSTS codes mean to a caller: which kind of failure each is, and a one-line
+//! fix for the ones a daemon meets most. The one place to add a code.
+
+use crate::error::{EntraError, TokenErrorKind};
+
+/// Codes whose cause is the client's identity or credentials.
+const AUTHENTICATION: &[u32] = &[
+    700016, 7000215, 7000222, 7000216, 7000218, 90002, 50049, 700024, 700027, 700021, 700023,
+    7000274, 53003, 50034, 50126, 700025, 70021, 700212, 700213,
+];
+
+/// Codes that say the scope (the resource asked for) is wrong.
+const SCOPE: &[u32] = &[70011, 1002012, 700022, 500011, 28000, 28002, 28003];
+
+/// Entra's loop detection: the client asks too often, and backing off is the cure.
+const TOO_MANY_IDENTICAL_REQUESTS: u32 = 50196;
+
+/// The kind of failure an answer from Entra is: its codes first, then its OAuth error, then
+/// its HTTP status.
+pub(crate) fn classify(e: &EntraError) -> TokenErrorKind {
+    if e.codes.iter().any(|c| SCOPE.contains(c)) || e.error == "invalid_scope" {
+        return TokenErrorKind::InvalidScope;
+    }
+    if e.codes.iter().any(|c| AUTHENTICATION.contains(c))
+        || matches!(
+            e.error.as_str(),
+            "invalid_client" | "unauthorized_client" | "access_denied"
+        )
+    {
+        return TokenErrorKind::Authentication;
+    }
+    if e.status >= 500
+        || e.status == 429
+        || e.status == 408
+        || e.error == "temporarily_unavailable"
+        || e.codes.contains(&TOO_MANY_IDENTICAL_REQUESTS)
+    {
+        return TokenErrorKind::Transient;
+    }
+    TokenErrorKind::Rejected
+}
+
+/// `AADSTS7000215: ...` -> 7000215, for bodies without `error_codes`.
+pub(crate) fn code_in_description(description: &str) -> Option<u32> {
+    let rest = description.strip_prefix("AADSTS")?;
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// A one-line fix for `code`, when one is known.
+pub(crate) fn hint(code: u32) -> Option<&'static str> {
+    Some(match code {
+        700016 => {
+            "the client id is not an app in this tenant: check AZURE_CLIENT_ID and AZURE_TENANT_ID, and for a multi-tenant app have an admin of this tenant consent to it"
+        }
+        7000215 => {
+            "the client secret is wrong: use the secret's Value (shown once at creation), not its Secret ID; make a new one with `az ad app credential reset --id <client-id> --append`"
+        }
+        7000222 => {
+            "the client secret has expired: make a new one with `az ad app credential reset --id <client-id> --append` and update the configuration"
+        }
+        70011 => {
+            "the scope is invalid: ask for exactly one `<application ID URI>/.default` scope, e.g. `https://graph.microsoft.com/.default`"
+        }
+        1002012 => {
+            "client credentials need a scope of the form `<application ID URI>/.default`; permissions are granted in the app registration, not in the scope"
+        }
+        700022 => {
+            "a token is for one resource: use one `<application ID URI>/.default` scope per TokenProvider"
+        }
+        90002 => {
+            "the tenant does not exist in this cloud: check AZURE_TENANT_ID and that the authority host matches the tenant's cloud (public, US Government, China)"
+        }
+        50049 => {
+            "the authority is unknown: use https://login.microsoftonline.com or the host of your sovereign cloud"
+        }
+        700024 => {
+            "the client assertion is outside its valid time window: check this machine's clock (NTP)"
+        }
+        700027 => {
+            "the assertion's signature did not verify: upload this certificate's public part to the app registration (`az ad app credential reset --id <client-id> --cert @cert.pem --append`) or use the matching private key"
+        }
+        7000218 | 7000216 => {
+            "no client credential was sent: configure a client secret, a certificate or a federated token"
+        }
+        500011 => {
+            "the resource is not in this tenant: check the application ID URI in the scope, and that the API's service principal exists in the tenant (admin consent provisions it)"
+        }
+        53003 => {
+            "a Conditional Access policy blocked this app: ask a tenant admin to review the policies that apply to workload identities"
+        }
+        TOO_MANY_IDENTICAL_REQUESTS => {
+            "Entra saw too many identical requests: cache tokens (share one TokenProvider instead of making one per request)"
+        }
+        70021 => {
+            "no federated credential matches the token's issuer, subject and audience: check the federated credential on the app registration"
+        }
+        700023 => {
+            "the client assertion's `aud` is not this token endpoint: sign it for the token URL (`<authority host>/<tenant>/oauth2/v2.0/token`) of the tenant and cloud you call"
+        }
+        700021 => {
+            "the client assertion's `iss` and `sub` must both be the client id (AZURE_CLIENT_ID)"
+        }
+        50013 => {
+            "the client assertion is invalid or was already used (same `jti`): sign a new assertion for every token request"
+        }
+        1000502 | 7000274 => {
+            "the certificate is outside its validity period: create a new one and upload it (`az ad app credential reset --id <client-id> --cert @cert.pem --append`)"
+        }
+        5002738 => {
+            "the assertion's signature algorithm is not accepted: Entra verifies RS256 and PS256 (RSA keys) only"
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entra(status: u16, error: &str, code: u32) -> EntraError {
+        EntraError {
+            status,
+            error: error.into(),
+            codes: vec![code],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_documented_code_has_a_hint() {
+        for code in [
+            700016, 7000215, 7000222, 70011, 1002012, 700022, 90002, 50049, 700024, 700027,
+            7000218, 500011, 53003, 50196, 700023, 700021, 50013, 1000502, 7000274, 5002738,
+        ] {
+            assert!(hint(code).is_some(), "no hint for AADSTS{code}");
+        }
+    }
+
+    #[test]
+    fn classifies_entra_errors() {
+        use TokenErrorKind::*;
+        for (status, error, code, kind) in [
+            (401, "invalid_client", 7000215, Authentication),
+            (400, "invalid_request", 700016, Authentication),
+            (400, "invalid_scope", 1002012, InvalidScope),
+            (400, "invalid_request", 500011, InvalidScope),
+            (503, "temporarily_unavailable", 0, Transient),
+            (400, "invalid_request", 50196, Transient),
+            (429, "invalid_request", 0, Transient),
+            (400, "invalid_request", 12345, Rejected),
+        ] {
+            assert_eq!(
+                classify(&entra(status, error, code)),
+                kind,
+                "{error} {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_the_code_at_the_start_of_a_description() {
+        assert_eq!(code_in_description("AADSTS7000215: Invalid"), Some(7000215));
+        assert_eq!(code_in_description("AADSTS70011"), Some(70011));
+        assert_eq!(code_in_description("AADSTS: none"), None);
+        assert_eq!(code_in_description("Invalid AADSTS70011"), None);
+        assert_eq!(code_in_description("AADSTS99999999999: too long"), None);
+    }
+}
