@@ -62,6 +62,7 @@ pub use credential::{
     ClientCertificateCredential, ClientCertificateCredentialBuilder, ClientSecret,
     ClientSecretCredential, ClientSecretCredentialBuilder, ConfidentialClientCredential,
     ConfidentialClientCredentialBuilder, Credential, EnvironmentCredential, FederatedTokenFile,
+    ManagedIdentityCredential, ManagedIdentityCredentialBuilder, ManagedIdentityId,
     TokenRequest, WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder,
 };
 pub use destination::{ProviderRoutes, UnlistedHost};

@@ -12,6 +12,7 @@ mod client_assertion;
 mod client_secret;
 mod confidential;
 mod environment;
+mod managed_identity;
 mod workload_identity;
 
 use std::fmt;
@@ -31,6 +32,9 @@ pub use client_assertion::{
 pub use client_secret::{ClientSecret, ClientSecretCredential, ClientSecretCredentialBuilder};
 pub use confidential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};
 pub use environment::EnvironmentCredential;
+pub use managed_identity::{
+    ManagedIdentityCredential, ManagedIdentityCredentialBuilder, ManagedIdentityId,
+};
 pub use workload_identity::{
     FederatedTokenFile, WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder,
 };

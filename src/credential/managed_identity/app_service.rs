@@ -1,0 +1,60 @@
+//! App Service's, Functions' and Container Apps' request: `GET {IDENTITY_ENDPOINT}
+//! ?api-version=2019-08-01&resource=…` with `X-IDENTITY-HEADER: {IDENTITY_HEADER}`; a
+//! user-assigned identity as `client_id`, `principal_id` or `mi_res_id`. The 2017 API
+//! (`MSI_ENDPOINT` + `MSI_SECRET`) takes the header `secret` and only `clientid`.
+
+use bytes::Bytes;
+use http::HeaderValue;
+use http_body_util::Full;
+use url::Url;
+
+use super::ManagedIdentityId;
+use super::imds::invalid_url;
+use crate::error::TokenError;
+
+pub(super) const API_VERSION: &str = "2019-08-01";
+pub(super) const LEGACY_API_VERSION: &str = "2017-09-01";
+
+pub(super) fn request(
+    endpoint: &Url,
+    header: &str,
+    legacy: bool,
+    resource: &str,
+    id: Option<&ManagedIdentityId>,
+) -> Result<http::Request<Full<Bytes>>, TokenError> {
+    let mut url = endpoint.clone();
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair(
+            "api-version",
+            if legacy { LEGACY_API_VERSION } else { API_VERSION },
+        );
+        query.append_pair("resource", resource);
+        match id {
+            None => {}
+            Some(ManagedIdentityId::ClientId(v)) if legacy => {
+                query.append_pair("clientid", v);
+            }
+            Some(ManagedIdentityId::ClientId(v)) => {
+                query.append_pair("client_id", v);
+            }
+            Some(ManagedIdentityId::ObjectId(v)) => {
+                query.append_pair("principal_id", v);
+            }
+            Some(ManagedIdentityId::ResourceId(v)) => {
+                query.append_pair("mi_res_id", v);
+            }
+        }
+    }
+    let mut secret = HeaderValue::from_str(header).map_err(|_| {
+        TokenError::configuration(
+            "IDENTITY_HEADER has characters that cannot be sent in an HTTP header; the platform sets it, so check what overrides it",
+        )
+    })?;
+    secret.set_sensitive(true);
+    http::Request::get(url.as_str())
+        .header(if legacy { "secret" } else { "X-IDENTITY-HEADER" }, secret)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Full::new(Bytes::new()))
+        .map_err(invalid_url)
+}

@@ -1,0 +1,117 @@
+//! Microsoft's retry guidance for IMDS, applied to every managed identity source: retry 404
+//! (the identity is being set up), 410 (IMDS is upgrading: it answers again within about
+//! 70 s), 429 and 5xx with exponential backoff; fail at once on anything else.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// How long IMDS may answer 410 while it upgrades, per Microsoft's guidance.
+const UPGRADE_WINDOW: Duration = Duration::from_secs(70);
+
+/// When and how often a managed identity request is retried.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RetryPolicy {
+    /// The first wait; each next one doubles, up to `max_delay`.
+    pub(super) initial: Duration,
+    pub(super) max_delay: Duration,
+    /// Retries after a 404, 429, 5xx or a broken connection. A 410 is retried for as long as
+    /// the upgrade window lasts instead.
+    pub(super) max_retries: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial: Duration::from_secs(1),
+            max_delay: Duration::from_secs(16),
+            max_retries: 3,
+        }
+    }
+}
+
+/// Whether a status may go away on retry.
+pub(super) fn is_retryable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 404 | 410 | 429 | 500..=599)
+}
+
+impl RetryPolicy {
+    /// The wait before the next attempt, or `None` to give up. `retries` have been made so
+    /// far, `elapsed` since the first attempt; `status` is the last answer's (`None`: the
+    /// connection failed); `jitter` is a draw in `[0, 1)` so that a fleet does not retry in step.
+    pub(super) fn next_delay(
+        &self,
+        retries: u32,
+        elapsed: Duration,
+        status: Option<StatusCode>,
+        retry_after: Option<Duration>,
+        jitter: f64,
+    ) -> Option<Duration> {
+        if status.is_some_and(|s| !is_retryable(s)) {
+            return None;
+        }
+        let backoff = self
+            .initial
+            .saturating_mul(1u32 << retries.min(16))
+            .min(self.max_delay)
+            .mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0));
+        let delay = backoff.max(retry_after.unwrap_or_default().min(Duration::from_secs(60)));
+        let go_on = if status == Some(StatusCode::GONE) {
+            elapsed + delay <= UPGRADE_WINDOW + self.max_delay
+        } else {
+            retries < self.max_retries
+        };
+        go_on.then_some(delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> Option<StatusCode> {
+        Some(StatusCode::from_u16(code).unwrap())
+    }
+
+    #[test]
+    fn retries_what_the_guidance_names_and_nothing_else() {
+        let p = RetryPolicy::default();
+        for code in [404, 410, 429, 500, 502, 503, 504] {
+            assert!(p.next_delay(0, Duration::ZERO, status(code), None, 0.5).is_some(), "{code}");
+        }
+        assert!(p.next_delay(0, Duration::ZERO, None, None, 0.5).is_some());
+        for code in [400, 401, 403, 405, 408, 409] {
+            assert_eq!(p.next_delay(0, Duration::ZERO, status(code), None, 0.5), None, "{code}");
+        }
+    }
+
+    #[test]
+    fn backs_off_exponentially_and_honours_retry_after() {
+        let p = RetryPolicy::default();
+        let waits: Vec<_> = (0..3)
+            .map(|n| p.next_delay(n, Duration::ZERO, status(500), None, 0.5).unwrap())
+            .collect();
+        assert_eq!(
+            waits,
+            [1, 2, 4].map(Duration::from_secs),
+            "exponential from 1 s"
+        );
+        assert_eq!(p.next_delay(3, Duration::ZERO, status(500), None, 0.5), None);
+        let throttled = p.next_delay(0, Duration::ZERO, status(429), Some(Duration::from_secs(7)), 0.5);
+        assert_eq!(throttled, Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn a_410_is_retried_through_imds_upgrade_window() {
+        let p = RetryPolicy::default();
+        // Well past the retries other statuses get, while the 70 s window lasts.
+        let (mut elapsed, mut retries) = (Duration::ZERO, 0);
+        while let Some(d) = p.next_delay(retries, elapsed, status(410), None, 0.5) {
+            elapsed += d;
+            retries += 1;
+        }
+        assert!(elapsed >= UPGRADE_WINDOW, "gave up after {elapsed:?}");
+        assert!(elapsed <= UPGRADE_WINDOW + 2 * p.max_delay, "{elapsed:?}");
+        assert!(retries > p.max_retries, "{retries}");
+    }
+}

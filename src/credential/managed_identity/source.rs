@@ -1,0 +1,291 @@
+//! Which managed identity endpoint serves this host, told by the environment variables each
+//! Azure platform sets, in the order the Azure SDKs check them.
+
+use std::fmt;
+
+use url::Url;
+use zeroize::Zeroizing;
+
+use crate::credential::environment::EnvVars;
+use crate::error::TokenError;
+
+pub(super) const IDENTITY_ENDPOINT: &str = "IDENTITY_ENDPOINT";
+pub(super) const IDENTITY_HEADER: &str = "IDENTITY_HEADER";
+pub(super) const IDENTITY_SERVER_THUMBPRINT: &str = "IDENTITY_SERVER_THUMBPRINT";
+pub(super) const IMDS_ENDPOINT: &str = "IMDS_ENDPOINT";
+pub(super) const MSI_ENDPOINT: &str = "MSI_ENDPOINT";
+pub(super) const MSI_SECRET: &str = "MSI_SECRET";
+pub(super) const POD_IDENTITY_AUTHORITY_HOST: &str = "AZURE_POD_IDENTITY_AUTHORITY_HOST";
+
+/// IMDS's address on every Azure VM: link-local, plain http by design.
+const IMDS_HOST: &str = "http://169.254.169.254";
+const IMDS_PATH: &str = "/metadata/identity/oauth2/token";
+
+/// The endpoint that issues this host's managed identity tokens.
+#[derive(Clone)]
+pub(super) enum Source {
+    /// Azure Instance Metadata Service: VMs, scale sets, AKS nodes.
+    Imds { url: Url },
+    /// App Service, Azure Functions, Container Apps (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`),
+    /// or their 2017 API (`MSI_ENDPOINT` + `MSI_SECRET`) when `legacy`.
+    AppService {
+        url: Url,
+        header: Zeroizing<String>,
+        legacy: bool,
+    },
+    /// An Azure Arc-enabled server's local agent (`IDENTITY_ENDPOINT` + `IMDS_ENDPOINT`).
+    Arc { url: Url },
+    /// Service Fabric (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER` + `IDENTITY_SERVER_THUMBPRINT`).
+    ServiceFabric {
+        url: Url,
+        header: Zeroizing<String>,
+        thumbprint: String,
+    },
+    /// Azure Cloud Shell (`MSI_ENDPOINT` alone).
+    CloudShell { url: Url },
+}
+
+impl Source {
+    /// The source's name, for logs and errors.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Source::Imds { .. } => "IMDS",
+            Source::AppService { .. } => "App Service",
+            Source::Arc { .. } => "Azure Arc",
+            Source::ServiceFabric { .. } => "Service Fabric",
+            Source::CloudShell { .. } => "Cloud Shell",
+        }
+    }
+
+    /// The endpoint's URL (it holds no secret).
+    pub(super) fn url(&self) -> &Url {
+        match self {
+            Source::Imds { url }
+            | Source::AppService { url, .. }
+            | Source::Arc { url }
+            | Source::ServiceFabric { url, .. }
+            | Source::CloudShell { url } => url,
+        }
+    }
+
+    /// Detects the source from the variables, or says which half-set configuration is wrong.
+    pub(super) fn detect<F: Fn(&str) -> Option<String>>(
+        env: &EnvVars<F>,
+    ) -> Result<Source, TokenError> {
+        let identity_endpoint = env.var(IDENTITY_ENDPOINT);
+        let identity_header = env.secret(IDENTITY_HEADER);
+        let thumbprint = env.var(IDENTITY_SERVER_THUMBPRINT);
+        let imds_endpoint = env.var(IMDS_ENDPOINT);
+        let msi_endpoint = env.var(MSI_ENDPOINT);
+        let msi_secret = env.secret(MSI_SECRET);
+
+        if let Some(endpoint) = identity_endpoint {
+            let url = parse(IDENTITY_ENDPOINT, &endpoint)?;
+            return match (identity_header, thumbprint, imds_endpoint) {
+                (Some(header), Some(thumbprint), _) => Ok(Source::ServiceFabric {
+                    url,
+                    header,
+                    thumbprint: normalize_thumbprint(&thumbprint)?,
+                }),
+                (Some(header), None, _) => Ok(Source::AppService {
+                    url,
+                    header,
+                    legacy: false,
+                }),
+                (None, Some(_), _) => Err(TokenError::configuration(format!(
+                    "{IDENTITY_ENDPOINT} and {IDENTITY_SERVER_THUMBPRINT} are set but {IDENTITY_HEADER} is not; Service Fabric sets all three for an application with a managed identity, so check the application manifest's ManagedIdentity settings"
+                ))),
+                (None, None, Some(imds)) => {
+                    parse(IMDS_ENDPOINT, &imds)?;
+                    Ok(Source::Arc { url })
+                }
+                (None, None, None) => Err(TokenError::configuration(format!(
+                    "{IDENTITY_ENDPOINT} is set but neither {IDENTITY_HEADER} (App Service, Functions, Container Apps) nor {IMDS_ENDPOINT} (Azure Arc) is; enable the app's managed identity (`az webapp identity assign`, `az containerapp identity assign`) so the platform sets both, or unset {IDENTITY_ENDPOINT}"
+                ))),
+            };
+        }
+        for (name, set) in [
+            (IDENTITY_HEADER, identity_header.is_some()),
+            (IDENTITY_SERVER_THUMBPRINT, thumbprint.is_some()),
+        ] {
+            if set {
+                return Err(TokenError::configuration(format!(
+                    "{name} is set but {IDENTITY_ENDPOINT} is not; the platform sets both together, so unset {name} or set {IDENTITY_ENDPOINT} to the identity endpoint"
+                )));
+            }
+        }
+        if let Some(endpoint) = msi_endpoint {
+            let url = parse(MSI_ENDPOINT, &endpoint)?;
+            return Ok(match msi_secret {
+                Some(header) => Source::AppService {
+                    url,
+                    header,
+                    legacy: true,
+                },
+                None => Source::CloudShell { url },
+            });
+        }
+        if msi_secret.is_some() {
+            return Err(TokenError::configuration(format!(
+                "{MSI_SECRET} is set but {MSI_ENDPOINT} is not; unset {MSI_SECRET} or set {MSI_ENDPOINT}"
+            )));
+        }
+        let host = env
+            .var(POD_IDENTITY_AUTHORITY_HOST)
+            .unwrap_or_else(|| IMDS_HOST.to_owned());
+        let url = parse(
+            POD_IDENTITY_AUTHORITY_HOST,
+            &format!("{}{IMDS_PATH}", host.trim_end_matches('/')),
+        )?;
+        Ok(Source::Imds { url })
+    }
+}
+
+/// The variables that would select a source other than IMDS, for the error of a host where
+/// IMDS does not answer.
+pub(super) const OTHER_SOURCES: &str = "IDENTITY_ENDPOINT + IDENTITY_HEADER select App Service, Functions and Container Apps, IDENTITY_ENDPOINT + IMDS_ENDPOINT Azure Arc, IDENTITY_ENDPOINT + IDENTITY_HEADER + IDENTITY_SERVER_THUMBPRINT Service Fabric, MSI_ENDPOINT Cloud Shell, AZURE_POD_IDENTITY_AUTHORITY_HOST another IMDS address";
+
+fn parse(name: &str, value: &str) -> Result<Url, TokenError> {
+    let url = Url::parse(value.trim()).map_err(|e| {
+        TokenError::configuration(format!(
+            "{name} is not a URL ({e}); the platform sets it to the identity endpoint, e.g. http://localhost:42356/msi/token"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(TokenError::configuration(format!(
+            "{name} must be an http or https URL of the identity endpoint"
+        )));
+    }
+    Ok(url)
+}
+
+/// The thumbprint as uppercase hex without separators (it is compared with the SHA-1 of the
+/// server's certificate).
+fn normalize_thumbprint(value: &str) -> Result<String, TokenError> {
+    let hex: String = value
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' '))
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(TokenError::configuration(format!(
+            "{IDENTITY_SERVER_THUMBPRINT} is not a SHA-1 thumbprint (40 hex digits); Service Fabric sets it to its identity endpoint certificate's thumbprint"
+        )));
+    }
+    Ok(hex)
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the identity header: it is the secret that lets a caller ask for tokens.
+        let mut d = f.debug_struct(self.name());
+        d.field("endpoint", &self.url().as_str());
+        if let Source::ServiceFabric { thumbprint, .. } = self {
+            d.field("thumbprint", thumbprint);
+        }
+        if let Source::AppService { legacy: true, .. } = self {
+            d.field("api_version", &"2017-09-01");
+        }
+        d.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    pub(crate) fn detect(vars: &[(&str, &str)]) -> Result<Source, TokenError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Source::detect(&EnvVars::new(|k: &str| vars.get(k).cloned()))
+    }
+
+    const EP: &str = "http://127.0.0.1:41000/msi/token";
+    const THUMB: &str = "aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd";
+
+    #[test]
+    fn detects_each_source_as_the_azure_sdks_do() {
+        let name = |vars: &[(&str, &str)]| detect(vars).unwrap().name();
+        assert_eq!(name(&[]), "IMDS");
+        assert_eq!(
+            detect(&[]).unwrap().url().as_str(),
+            "http://169.254.169.254/metadata/identity/oauth2/token"
+        );
+        let pod = detect(&[(POD_IDENTITY_AUTHORITY_HOST, "http://10.0.0.9:2579/")]).unwrap();
+        assert_eq!(
+            pod.url().as_str(),
+            "http://10.0.0.9:2579/metadata/identity/oauth2/token"
+        );
+        assert_eq!(
+            name(&[(IDENTITY_ENDPOINT, EP), (IDENTITY_HEADER, "h")]),
+            "App Service"
+        );
+        assert_eq!(
+            name(&[(IDENTITY_ENDPOINT, EP), (IMDS_ENDPOINT, "http://localhost:40342")]),
+            "Azure Arc"
+        );
+        let sf = detect(&[
+            (IDENTITY_ENDPOINT, "https://10.0.0.4:2377/metadata/identity/oauth2/token"),
+            (IDENTITY_HEADER, "h"),
+            (IDENTITY_SERVER_THUMBPRINT, THUMB),
+        ])
+        .unwrap();
+        assert_eq!(sf.name(), "Service Fabric");
+        assert!(
+            format!("{sf:?}").contains("AABBCCDDEEFF00112233445566778899AABBCCDD"),
+            "{sf:?}"
+        );
+        assert_eq!(name(&[(MSI_ENDPOINT, EP)]), "Cloud Shell");
+        let legacy = detect(&[(MSI_ENDPOINT, EP), (MSI_SECRET, "s")]).unwrap();
+        assert!(matches!(legacy, Source::AppService { legacy: true, .. }));
+        // IDENTITY_* wins over MSI_* (App Service sets both on older stacks).
+        assert_eq!(
+            name(&[
+                (IDENTITY_ENDPOINT, EP),
+                (IDENTITY_HEADER, "h"),
+                (MSI_ENDPOINT, EP),
+                (MSI_SECRET, "s")
+            ]),
+            "App Service"
+        );
+    }
+
+    #[test]
+    fn half_set_environments_are_configuration_errors_naming_the_variables() {
+        for (vars, names) in [
+            (vec![(IDENTITY_ENDPOINT, EP)], vec![IDENTITY_HEADER, IMDS_ENDPOINT]),
+            (vec![(IDENTITY_HEADER, "h")], vec![IDENTITY_ENDPOINT]),
+            (
+                vec![(IDENTITY_SERVER_THUMBPRINT, THUMB)],
+                vec![IDENTITY_ENDPOINT],
+            ),
+            (
+                vec![(IDENTITY_ENDPOINT, EP), (IDENTITY_SERVER_THUMBPRINT, THUMB)],
+                vec![IDENTITY_HEADER],
+            ),
+            (vec![(MSI_SECRET, "s")], vec![MSI_ENDPOINT]),
+            (vec![(IDENTITY_ENDPOINT, "not a url"), (IDENTITY_HEADER, "h")], vec![IDENTITY_ENDPOINT]),
+            (
+                vec![(IDENTITY_ENDPOINT, EP), (IDENTITY_HEADER, "h"), (IDENTITY_SERVER_THUMBPRINT, "abc")],
+                vec![IDENTITY_SERVER_THUMBPRINT],
+            ),
+        ] {
+            let e = detect(&vars).unwrap_err();
+            assert_eq!(e.kind(), crate::TokenErrorKind::Configuration, "{e}");
+            for name in names {
+                assert!(e.message().contains(name), "{vars:?}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_identity_header() {
+        let s = detect(&[(IDENTITY_ENDPOINT, EP), (IDENTITY_HEADER, "hunter2-header")]).unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("41000"), "{debug}");
+    }
+}
