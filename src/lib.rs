@@ -62,8 +62,8 @@ pub use credential::{
     ClientCertificateCredential, ClientCertificateCredentialBuilder, ClientSecret,
     ClientSecretCredential, ClientSecretCredentialBuilder, ConfidentialClientCredential,
     ConfidentialClientCredentialBuilder, Credential, EnvironmentCredential, FederatedTokenFile,
-    ManagedIdentityCredential, ManagedIdentityCredentialBuilder, ManagedIdentityId,
-    TokenRequest, WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder,
+    ManagedIdentityCredential, ManagedIdentityCredentialBuilder, ManagedIdentityId, TokenRequest,
+    WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder,
 };
 pub use destination::{ProviderRoutes, UnlistedHost};
 pub use error::{EntraError, Error, TokenError, TokenErrorKind};

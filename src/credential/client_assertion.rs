@@ -4,6 +4,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use zeroize::Zeroizing;
@@ -11,8 +12,12 @@ use zeroize::Zeroizing;
 use crate::credential::authentication::private::Authenticate;
 use crate::credential::authentication::{ClientAuthentication, ClientProof, trim_in_place};
 use crate::credential::client::ConfidentialClient;
-use crate::credential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};
+use crate::credential::{
+    ConfidentialClientCredential, ConfidentialClientCredentialBuilder, Credential,
+    ManagedIdentityCredential, TokenRequest,
+};
 use crate::error::{TokenError, TokenErrorKind};
+use crate::token::AccessToken;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 type Callback = dyn Fn() -> BoxFuture<'static, Result<String, BoxError>> + Send + Sync;
@@ -32,7 +37,9 @@ type Callback = dyn Fn() -> BoxFuture<'static, Result<String, BoxError>> + Send 
 /// public cloud with the default timeout; [`builder`](ConfidentialClientCredential::builder)
 /// with the same arguments sets the cloud, the timeout or the HTTP client.
 ///
-/// For a token in a file (Kubernetes), use [`WorkloadIdentityCredential`](crate::WorkloadIdentityCredential).
+/// For a token in a file (Kubernetes), use [`WorkloadIdentityCredential`](crate::WorkloadIdentityCredential);
+/// for a managed identity as the app's federated credential,
+/// [`from_managed_identity`](ConfidentialClientCredential::from_managed_identity).
 ///
 /// ```
 /// use tower_entra::ClientAssertionCredential;
@@ -57,7 +64,13 @@ pub type ClientAssertionCredentialBuilder = ConfidentialClientCredentialBuilder<
 /// [`ClientAssertionCredential`]. Called once per token request, bounded by the credential's
 /// timeout.
 #[derive(Clone)]
-pub struct AssertionCallback(Arc<Callback>);
+pub struct AssertionCallback(AssertionSource);
+
+#[derive(Clone)]
+enum AssertionSource {
+    Callback(Arc<Callback>),
+    ManagedIdentity(Arc<ManagedIdentityAssertion>),
+}
 
 /// Any async source of assertions: the caller's callback, or one of this crate's (such as a
 /// token from another credential).
@@ -68,40 +81,179 @@ where
     E: Into<BoxError>,
 {
     fn from(callback: F) -> Self {
-        AssertionCallback(Arc::new(move || {
+        AssertionCallback(AssertionSource::Callback(Arc::new(move || {
             let fut = callback();
             Box::pin(async move { fut.await.map_err(Into::into) })
-        }))
+        })))
+    }
+}
+
+impl ClientAssertionCredential {
+    /// An app registration that signs in with a managed identity as its federated credential:
+    /// no secret, and the app's permissions (Microsoft Graph application roles, other tenants)
+    /// stay on the app registration. The managed identity's token for
+    /// `api://AzureADTokenExchange` is the client assertion; add a federated identity credential
+    /// to the app with the managed identity's issuer (`https://login.microsoftonline.com/<tenant>/v2.0`)
+    /// and object (principal) id as subject.
+    ///
+    /// For the public cloud; for another, use
+    /// [`builder`](ConfidentialClientCredential::builder) with
+    /// [`AssertionCallback::from_managed_identity`] and set the authority host (the audience
+    /// follows it: `api://AzureADTokenExchangeUSGov`, `api://AzureADTokenExchangeChina`).
+    ///
+    /// ```no_run
+    /// use tower_entra::{ClientAssertionCredential, ManagedIdentityCredential, TokenProvider};
+    ///
+    /// let app = ClientAssertionCredential::from_managed_identity(
+    ///     "contoso.onmicrosoft.com",
+    ///     "00000000-0000-0000-0000-000000000001",
+    ///     ManagedIdentityCredential::new()?,
+    /// )?;
+    /// let graph = TokenProvider::new(app, "https://graph.microsoft.com/.default")?;
+    /// # Ok::<(), tower_entra::TokenError>(())
+    /// ```
+    pub fn from_managed_identity(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        managed_identity: ManagedIdentityCredential,
+    ) -> Result<Self, TokenError> {
+        Self::new(
+            tenant_id,
+            client_id,
+            AssertionCallback::from_managed_identity(managed_identity),
+        )
     }
 }
 
 impl AssertionCallback {
+    /// Client assertions from `managed_identity`: its token for the token exchange audience
+    /// of the credential's cloud (`api://AzureADTokenExchange` on the public cloud), reused
+    /// until 5 minutes before it expires.
+    ///
+    /// ```
+    /// use tower_entra::{AssertionCallback, AuthorityHost, ClientAssertionCredential, ManagedIdentityCredential};
+    ///
+    /// let app = ClientAssertionCredential::builder(
+    ///     "contoso.onmicrosoft.us",
+    ///     "00000000-0000-0000-0000-000000000001",
+    ///     AssertionCallback::from_managed_identity(ManagedIdentityCredential::new()?),
+    /// )
+    /// .authority_host(AuthorityHost::AZURE_GOVERNMENT)
+    /// .build()?;
+    /// # Ok::<(), tower_entra::TokenError>(())
+    /// ```
+    pub fn from_managed_identity(managed_identity: ManagedIdentityCredential) -> Self {
+        AssertionCallback(AssertionSource::ManagedIdentity(Arc::new(
+            ManagedIdentityAssertion {
+                credential: managed_identity,
+                cached: tokio::sync::Mutex::new(None),
+            },
+        )))
+    }
+
     async fn assertion<'a>(
         &'a self,
         client: &ConfidentialClient,
     ) -> Result<ClientProof<'a>, TokenError> {
-        // The callback is the caller's I/O (an OIDC endpoint, a file); bound it like the token
-        // request itself, so a hung callback cannot hold every waiting request forever.
-        let timeout = client.timeout();
-        let assertion = match tokio::time::timeout(timeout, (self.0)()).await {
-            Ok(result) => Zeroizing::new(result.map_err(callback_error)?),
-            Err(_) => {
-                return Err(TokenError::new(
-                    TokenErrorKind::Timeout,
-                    format!(
-                        "the client assertion callback did not return within {timeout:?}; make it faster or raise the credential's timeout"
-                    ),
-                ));
+        match &self.0 {
+            AssertionSource::Callback(callback) => {
+                callback_assertion(callback.as_ref(), client).await
             }
-        };
-        let assertion = trim_in_place(assertion);
-        if assertion.is_empty() {
-            return Err(TokenError::configuration(
-                "the client assertion callback returned an empty assertion; return the token issued for the app's federated identity credential",
+            AssertionSource::ManagedIdentity(mi) => mi.assertion(client).await,
+        }
+    }
+}
+
+/// A managed identity's token as the client assertion, cached per audience.
+struct ManagedIdentityAssertion {
+    credential: ManagedIdentityCredential,
+    /// The last token and its audience. An async lock: concurrent token requests of the app
+    /// wait for one managed identity request instead of each sending their own.
+    cached: tokio::sync::Mutex<Option<(&'static str, AccessToken)>>,
+}
+
+/// How long before its expiry a managed identity token stops being reused as an assertion
+/// (Entra must still find it valid when the token request reaches it).
+const ASSERTION_REUSE_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+impl ManagedIdentityAssertion {
+    async fn assertion<'a>(
+        &self,
+        client: &ConfidentialClient,
+    ) -> Result<ClientProof<'a>, TokenError> {
+        let audience = token_exchange_audience(client.token_url());
+        let mut cached = self.cached.lock().await;
+        let now = tokio::time::Instant::now();
+        let reusable = cached.as_ref().is_some_and(|(aud, token)| {
+            *aud == audience
+                && token.expires_at().saturating_duration_since(now) > ASSERTION_REUSE_MARGIN
+        });
+        if !reusable {
+            let scope = format!("{audience}/.default");
+            let token = self
+                .credential
+                .request_token(TokenRequest::new(&scope))
+                .await
+                .map_err(|e| {
+                    TokenError::new(
+                        e.kind(),
+                        format!(
+                            "the managed identity's token for {audience}, the app's client assertion, could not be had: {}",
+                            e.message()
+                        ),
+                    )
+                    .with_source(e)
+                })?;
+            *cached = Some((audience, token));
+        }
+        let (_, token) = cached.as_ref().ok_or_else(|| {
+            TokenError::new(
+                TokenErrorKind::Transient,
+                "no managed identity token was cached",
+            )
+        })?;
+        Ok(ClientProof::Assertion(Zeroizing::new(
+            token.secret().to_owned(),
+        )))
+    }
+}
+
+/// The audience Entra expects of a federated token, by the cloud of the token endpoint.
+fn token_exchange_audience(token_url: &url::Url) -> &'static str {
+    match token_url.host_str().unwrap_or_default() {
+        "login.microsoftonline.us" | "login.usgovcloudapi.net" => "api://AzureADTokenExchangeUSGov",
+        "login.chinacloudapi.cn" | "login.partner.microsoftonline.cn" => {
+            "api://AzureADTokenExchangeChina"
+        }
+        _ => "api://AzureADTokenExchange",
+    }
+}
+
+async fn callback_assertion<'a>(
+    callback: &Callback,
+    client: &ConfidentialClient,
+) -> Result<ClientProof<'a>, TokenError> {
+    // The callback is the caller's I/O (an OIDC endpoint, a file); bound it like the token
+    // request itself, so a hung callback cannot hold every waiting request forever.
+    let timeout = client.timeout();
+    let assertion = match tokio::time::timeout(timeout, callback()).await {
+        Ok(result) => Zeroizing::new(result.map_err(callback_error)?),
+        Err(_) => {
+            return Err(TokenError::new(
+                TokenErrorKind::Timeout,
+                format!(
+                    "the client assertion callback did not return within {timeout:?}; make it faster or raise the credential's timeout"
+                ),
             ));
         }
-        Ok(ClientProof::Assertion(assertion))
+    };
+    let assertion = trim_in_place(assertion);
+    if assertion.is_empty() {
+        return Err(TokenError::configuration(
+            "the client assertion callback returned an empty assertion; return the token issued for the app's federated identity credential",
+        ));
     }
+    Ok(ClientProof::Assertion(assertion))
 }
 
 fn callback_error(e: BoxError) -> TokenError {
@@ -128,7 +280,13 @@ impl Authenticate for AssertionCallback {
 
 impl fmt::Debug for AssertionCallback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AssertionCallback(..)")
+        match &self.0 {
+            AssertionSource::Callback(_) => f.write_str("AssertionCallback(..)"),
+            AssertionSource::ManagedIdentity(mi) => f
+                .debug_tuple("AssertionCallback")
+                .field(&mi.credential)
+                .finish(),
+        }
     }
 }
 

@@ -27,7 +27,11 @@ pub(super) fn request(
         let mut query = url.query_pairs_mut();
         query.append_pair(
             "api-version",
-            if legacy { LEGACY_API_VERSION } else { API_VERSION },
+            if legacy {
+                LEGACY_API_VERSION
+            } else {
+                API_VERSION
+            },
         );
         query.append_pair("resource", resource);
         match id {
@@ -53,7 +57,14 @@ pub(super) fn request(
     })?;
     secret.set_sensitive(true);
     http::Request::get(url.as_str())
-        .header(if legacy { "secret" } else { "X-IDENTITY-HEADER" }, secret)
+        .header(
+            if legacy {
+                "secret"
+            } else {
+                "X-IDENTITY-HEADER"
+            },
+            secret,
+        )
         .header(http::header::ACCEPT, "application/json")
         .body(Full::new(Bytes::new()))
         .map_err(invalid_url)

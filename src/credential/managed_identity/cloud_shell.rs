@@ -8,7 +8,10 @@ use url::Url;
 use super::imds::invalid_url;
 use crate::error::TokenError;
 
-pub(super) fn request(endpoint: &Url, resource: &str) -> Result<http::Request<Full<Bytes>>, TokenError> {
+pub(super) fn request(
+    endpoint: &Url,
+    resource: &str,
+) -> Result<http::Request<Full<Bytes>>, TokenError> {
     let form = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("resource", resource)
         .finish();

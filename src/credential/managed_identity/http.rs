@@ -48,23 +48,34 @@ impl MiHttp {
             builder = builder.tls_backend_preconfigured(tls);
         }
         let client = builder.build().map_err(|e| {
-            TokenError::configuration("could not build the HTTP client for managed identity requests")
-                .with_source(e)
+            TokenError::configuration(
+                "could not build the HTTP client for managed identity requests",
+            )
+            .with_source(e)
         })?;
         Ok(MiHttp { client, timeout })
     }
 
     /// Sends `request` and reads the answer, within the timeout. A redirect is an
     /// [`InvalidResponse`](TokenErrorKind::InvalidResponse) error, never followed.
-    pub(super) async fn send(&self, request: http::Request<Full<Bytes>>) -> Result<Answer, TokenError> {
+    pub(super) async fn send(
+        &self,
+        request: http::Request<Full<Bytes>>,
+    ) -> Result<Answer, TokenError> {
         let exchange = async {
             let (parts, body) = request.into_parts();
             // `Full` cannot fail; the body (a Cloud Shell form) is a few bytes.
-            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             let request = http::Request::from_parts(parts, body);
             let request = reqwest::Request::try_from(request).map_err(|e| {
-                TokenError::configuration("the managed identity endpoint URL is not a valid request URI")
-                    .with_source(e.without_url())
+                TokenError::configuration(
+                    "the managed identity endpoint URL is not a valid request URI",
+                )
+                .with_source(e.without_url())
             })?;
             let response = self.client.execute(request).await.map_err(send_error)?;
             let status = response.status();
@@ -76,7 +87,11 @@ impl MiHttp {
             }
             let headers = response.headers().clone();
             let body = read_bounded(response).await?;
-            Ok(Answer { status, headers, body })
+            Ok(Answer {
+                status,
+                headers,
+                body,
+            })
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result,
@@ -97,7 +112,9 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Zeroizing<Vec<u
     if expected.is_some_and(|n| n > MAX_BODY as u64) {
         return Err(oversized());
     }
-    let mut body = Zeroizing::new(Vec::with_capacity(expected.map_or(8 * 1024, |n| n as usize)));
+    let mut body = Zeroizing::new(Vec::with_capacity(
+        expected.map_or(8 * 1024, |n| n as usize),
+    ));
     while let Some(chunk) = response.chunk().await.map_err(send_error)? {
         let needed = body.len() + chunk.len();
         if needed > MAX_BODY {

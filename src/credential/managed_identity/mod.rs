@@ -218,8 +218,7 @@ impl ManagedIdentityCredential {
         inner.answered.store(true, Ordering::Relaxed);
         match &inner.source {
             Source::Arc { url } if answer.status == StatusCode::UNAUTHORIZED => {
-                let key =
-                    arc::challenge_key(&answer, inner.arc_key_directory.as_deref()).await?;
+                let key = arc::challenge_key(&answer, inner.arc_key_directory.as_deref()).await?;
                 inner
                     .http
                     .send(arc::request(url, resource, Some(&key))?)
@@ -241,9 +240,7 @@ impl ManagedIdentityCredential {
             None => "a system-assigned managed identity".to_owned(),
         };
         let configuration = |fix: String| {
-            TokenError::configuration(format!(
-                "{name} answered HTTP {status} ({said}): {fix}"
-            ))
+            TokenError::configuration(format!("{name} answered HTTP {status} ({said}): {fix}"))
         };
         if body.says("multiple user assigned identities") {
             return configuration(
@@ -465,7 +462,9 @@ impl ManagedIdentityCredentialBuilder {
         check_id(&source, self.id.as_ref())?;
         let (connect_timeout, tls) = match &source {
             Source::Imds { .. } => (IMDS_CONNECT_TIMEOUT, None),
-            Source::ServiceFabric { url, thumbprint, .. } if url.scheme() == "https" => (
+            Source::ServiceFabric {
+                url, thumbprint, ..
+            } if url.scheme() == "https" => (
                 Duration::from_secs(10),
                 Some(service_fabric::pinned_tls(thumbprint)?),
             ),
@@ -508,7 +507,10 @@ fn check_id(source: &Source, id: Option<&ManagedIdentityId>) -> Result<(), Token
         (Source::ServiceFabric { .. }, ManagedIdentityId::ClientId(_)) => Some(
             "Service Fabric selects a user-assigned identity by object id or resource id, not client id",
         ),
-        (Source::AppService { legacy: true, .. }, ManagedIdentityId::ObjectId(_) | ManagedIdentityId::ResourceId(_)) => Some(
+        (
+            Source::AppService { legacy: true, .. },
+            ManagedIdentityId::ObjectId(_) | ManagedIdentityId::ResourceId(_),
+        ) => Some(
             "App Service's 2017 API (MSI_ENDPOINT, MSI_SECRET) selects a user-assigned identity by client id only",
         ),
         _ => None,
@@ -525,7 +527,11 @@ impl fmt::Debug for ManagedIdentityCredentialBuilder {
             .field("id", &self.id)
             .field(
                 "environment",
-                &if self.lookup.is_some() { "caller's lookup" } else { "process" },
+                &if self.lookup.is_some() {
+                    "caller's lookup"
+                } else {
+                    "process"
+                },
             )
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()

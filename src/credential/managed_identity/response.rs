@@ -53,7 +53,10 @@ pub(super) fn parse_token(
             )));
         }
     }
-    let expires_in = match (raw.expires_in.as_ref().and_then(seconds), raw.expires_on.as_ref()) {
+    let expires_in = match (
+        raw.expires_in.as_ref().and_then(seconds),
+        raw.expires_on.as_ref(),
+    ) {
         // Relative, so immune to a skewed host clock: preferred when sent.
         (Some(secs), _) => Duration::from_secs(secs),
         (None, Some(on)) => {
@@ -90,9 +93,11 @@ pub(super) fn parse_token(
 /// A number of seconds sent as a JSON number or a numeric string.
 fn seconds(v: &Value) -> Option<u64> {
     match v {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64)),
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0)
+                .map(|f| f as u64)
+        }),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
     }
@@ -245,11 +250,15 @@ mod tests {
 
     #[test]
     fn reads_expiry_as_each_source_sends_it() {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let in_an_hour = now + 3600;
         for body in [
             // IMDS, Arc, Cloud Shell: strings.
-            r#"{"access_token":"a","expires_in":"3600","expires_on":"1","token_type":"Bearer"}"#.to_owned(),
+            r#"{"access_token":"a","expires_in":"3600","expires_on":"1","token_type":"Bearer"}"#
+                .to_owned(),
             // Numbers.
             r#"{"access_token":"a","expires_in":3600,"token_type":"Bearer"}"#.to_owned(),
             // App Service 2019-08-01: expires_on only, as a string.
@@ -266,10 +275,22 @@ mod tests {
 
     #[test]
     fn reads_app_services_2017_date() {
-        assert_eq!(parse_date("06/20/2019 02:57:58 +00:00"), Some(1_560_999_478));
-        assert_eq!(parse_date("6/20/2019 2:57:58 AM +00:00"), Some(1_560_999_478));
-        assert_eq!(parse_date("06/20/2019 02:57:58 PM +00:00"), Some(1_561_042_678));
-        assert_eq!(parse_date("06/20/2019 04:57:58 +02:00"), Some(1_560_999_478));
+        assert_eq!(
+            parse_date("06/20/2019 02:57:58 +00:00"),
+            Some(1_560_999_478)
+        );
+        assert_eq!(
+            parse_date("6/20/2019 2:57:58 AM +00:00"),
+            Some(1_560_999_478)
+        );
+        assert_eq!(
+            parse_date("06/20/2019 02:57:58 PM +00:00"),
+            Some(1_561_042_678)
+        );
+        assert_eq!(
+            parse_date("06/20/2019 04:57:58 +02:00"),
+            Some(1_560_999_478)
+        );
         assert_eq!(parse_date("01/01/1970 00:00:00 +00:00"), Some(0));
         for bad in [
             "",
@@ -297,7 +318,12 @@ mod tests {
             d += 1;
         }
         let s = unix.rem_euclid(86_400);
-        let date = format!("{m:02}/{d:02}/{y:04} {:02}:{:02}:{:02} +00:00", s / 3600, s / 60 % 60, s % 60);
+        let date = format!(
+            "{m:02}/{d:02}/{y:04} {:02}:{:02}:{:02} +00:00",
+            s / 3600,
+            s / 60 % 60,
+            s % 60
+        );
         let body = format!(r#"{{"access_token":"a","expires_on":"{date}","token_type":"Bearer"}}"#);
         let secs = lifetime(&parse(&body).unwrap());
         assert!((7190..=7200).contains(&secs), "{date}: {secs}");
@@ -328,11 +354,16 @@ mod tests {
 
     #[test]
     fn reads_each_sources_error_shape() {
-        let imds = ErrorBody::parse(br#"{"error":"invalid_request","error_description":"Identity not found"}"#);
+        let imds = ErrorBody::parse(
+            br#"{"error":"invalid_request","error_description":"Identity not found"}"#,
+        );
         assert_eq!(imds.summary(), "invalid_request: Identity not found");
         assert!(imds.says("identity not found"));
         let app = ErrorBody::parse(br#"{"statusCode":400,"message":"Unable to load the proper Managed Identity.","correlationId":"c"}"#);
-        assert_eq!(app.message.as_deref(), Some("Unable to load the proper Managed Identity."));
+        assert_eq!(
+            app.message.as_deref(),
+            Some("Unable to load the proper Managed Identity.")
+        );
         let sf = ErrorBody::parse(br#"{"error":{"correlationId":"c","code":"SecretHeaderNotFound","message":"Secret is not found"}}"#);
         assert_eq!(sf.summary(), "SecretHeaderNotFound: Secret is not found");
         let hostile = ErrorBody::parse(b"{\"error\":\"x\\n\\u001b[31mforged\"}");

@@ -77,11 +77,19 @@ mod tests {
     fn retries_what_the_guidance_names_and_nothing_else() {
         let p = RetryPolicy::default();
         for code in [404, 410, 429, 500, 502, 503, 504] {
-            assert!(p.next_delay(0, Duration::ZERO, status(code), None, 0.5).is_some(), "{code}");
+            assert!(
+                p.next_delay(0, Duration::ZERO, status(code), None, 0.5)
+                    .is_some(),
+                "{code}"
+            );
         }
         assert!(p.next_delay(0, Duration::ZERO, None, None, 0.5).is_some());
         for code in [400, 401, 403, 405, 408, 409] {
-            assert_eq!(p.next_delay(0, Duration::ZERO, status(code), None, 0.5), None, "{code}");
+            assert_eq!(
+                p.next_delay(0, Duration::ZERO, status(code), None, 0.5),
+                None,
+                "{code}"
+            );
         }
     }
 
@@ -89,15 +97,27 @@ mod tests {
     fn backs_off_exponentially_and_honours_retry_after() {
         let p = RetryPolicy::default();
         let waits: Vec<_> = (0..3)
-            .map(|n| p.next_delay(n, Duration::ZERO, status(500), None, 0.5).unwrap())
+            .map(|n| {
+                p.next_delay(n, Duration::ZERO, status(500), None, 0.5)
+                    .unwrap()
+            })
             .collect();
         assert_eq!(
             waits,
             [1, 2, 4].map(Duration::from_secs),
             "exponential from 1 s"
         );
-        assert_eq!(p.next_delay(3, Duration::ZERO, status(500), None, 0.5), None);
-        let throttled = p.next_delay(0, Duration::ZERO, status(429), Some(Duration::from_secs(7)), 0.5);
+        assert_eq!(
+            p.next_delay(3, Duration::ZERO, status(500), None, 0.5),
+            None
+        );
+        let throttled = p.next_delay(
+            0,
+            Duration::ZERO,
+            status(429),
+            Some(Duration::from_secs(7)),
+            0.5,
+        );
         assert_eq!(throttled, Some(Duration::from_secs(7)));
     }
 

@@ -153,7 +153,9 @@ mod tests {
             .skip(1)
             .take_while(|l| !l.starts_with("-----END"))
             .collect();
-        base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap()
     }
 
     fn verify(pin: [u8; 20], der: &[u8]) -> Result<ServerCertVerified, rustls::Error> {

@@ -224,11 +224,17 @@ mod tests {
             "App Service"
         );
         assert_eq!(
-            name(&[(IDENTITY_ENDPOINT, EP), (IMDS_ENDPOINT, "http://localhost:40342")]),
+            name(&[
+                (IDENTITY_ENDPOINT, EP),
+                (IMDS_ENDPOINT, "http://localhost:40342")
+            ]),
             "Azure Arc"
         );
         let sf = detect(&[
-            (IDENTITY_ENDPOINT, "https://10.0.0.4:2377/metadata/identity/oauth2/token"),
+            (
+                IDENTITY_ENDPOINT,
+                "https://10.0.0.4:2377/metadata/identity/oauth2/token",
+            ),
             (IDENTITY_HEADER, "h"),
             (IDENTITY_SERVER_THUMBPRINT, THUMB),
         ])
@@ -256,7 +262,10 @@ mod tests {
     #[test]
     fn half_set_environments_are_configuration_errors_naming_the_variables() {
         for (vars, names) in [
-            (vec![(IDENTITY_ENDPOINT, EP)], vec![IDENTITY_HEADER, IMDS_ENDPOINT]),
+            (
+                vec![(IDENTITY_ENDPOINT, EP)],
+                vec![IDENTITY_HEADER, IMDS_ENDPOINT],
+            ),
             (vec![(IDENTITY_HEADER, "h")], vec![IDENTITY_ENDPOINT]),
             (
                 vec![(IDENTITY_SERVER_THUMBPRINT, THUMB)],
@@ -267,9 +276,16 @@ mod tests {
                 vec![IDENTITY_HEADER],
             ),
             (vec![(MSI_SECRET, "s")], vec![MSI_ENDPOINT]),
-            (vec![(IDENTITY_ENDPOINT, "not a url"), (IDENTITY_HEADER, "h")], vec![IDENTITY_ENDPOINT]),
             (
-                vec![(IDENTITY_ENDPOINT, EP), (IDENTITY_HEADER, "h"), (IDENTITY_SERVER_THUMBPRINT, "abc")],
+                vec![(IDENTITY_ENDPOINT, "not a url"), (IDENTITY_HEADER, "h")],
+                vec![IDENTITY_ENDPOINT],
+            ),
+            (
+                vec![
+                    (IDENTITY_ENDPOINT, EP),
+                    (IDENTITY_HEADER, "h"),
+                    (IDENTITY_SERVER_THUMBPRINT, "abc"),
+                ],
                 vec![IDENTITY_SERVER_THUMBPRINT],
             ),
         ] {
