@@ -57,13 +57,14 @@ pub use authority::AuthorityHost;
 pub use authorize::AuthorizeRequest;
 pub use challenge::BearerChallenge;
 pub use credential::{
-    AssertionAlgorithm, AssertionCallback, CertificateAssertion, ClientAssertionCredential,
-    ClientAssertionCredentialBuilder, ClientAuthentication, ClientCertificate,
-    ClientCertificateCredential, ClientCertificateCredentialBuilder, ClientSecret,
-    ClientSecretCredential, ClientSecretCredentialBuilder, ConfidentialClientCredential,
-    ConfidentialClientCredentialBuilder, Credential, EnvironmentCredential, FederatedTokenFile,
-    ManagedIdentityCredential, ManagedIdentityCredentialBuilder, ManagedIdentityId, TokenRequest,
-    WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder,
+    AssertionAlgorithm, AssertionCallback, AzureCliCredential, CertificateAssertion,
+    ClientAssertionCredential, ClientAssertionCredentialBuilder, ClientAuthentication,
+    ClientCertificate, ClientCertificateCredential, ClientCertificateCredentialBuilder,
+    ClientSecret, ClientSecretCredential, ClientSecretCredentialBuilder,
+    ConfidentialClientCredential, ConfidentialClientCredentialBuilder, Credential,
+    DefaultCredential, EnvironmentCredential, FederatedTokenFile, ManagedIdentityCredential,
+    ManagedIdentityCredentialBuilder, ManagedIdentityId, TokenRequest, WorkloadIdentityCredential,
+    WorkloadIdentityCredentialBuilder,
 };
 pub use destination::{ProviderRoutes, UnlistedHost};
 pub use error::{EntraError, Error, TokenError, TokenErrorKind};

@@ -5,12 +5,14 @@
 
 mod assertion;
 mod authentication;
+mod azure_cli;
 mod certificate;
 mod certificate_key;
 mod client;
 mod client_assertion;
 mod client_secret;
 mod confidential;
+mod default;
 mod environment;
 mod managed_identity;
 mod workload_identity;
@@ -22,6 +24,7 @@ use futures::future::BoxFuture;
 
 pub use assertion::AssertionAlgorithm;
 pub use authentication::ClientAuthentication;
+pub use azure_cli::AzureCliCredential;
 pub use certificate::{
     CertificateAssertion, ClientCertificateCredential, ClientCertificateCredentialBuilder,
 };
@@ -31,6 +34,7 @@ pub use client_assertion::{
 };
 pub use client_secret::{ClientSecret, ClientSecretCredential, ClientSecretCredentialBuilder};
 pub use confidential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};
+pub use default::DefaultCredential;
 pub use environment::EnvironmentCredential;
 pub use managed_identity::{
     ManagedIdentityCredential, ManagedIdentityCredentialBuilder, ManagedIdentityId,
