@@ -94,7 +94,10 @@ pub(super) async fn challenge_key(
 
 /// Reads the key at `path` if it is a `.key` file directly inside `directory`, at most
 /// [`MAX_KEY_BYTES`] long.
-async fn read_key(path: &Path, directory: &Path) -> Result<Zeroizing<String>, TokenError> {
+pub(super) async fn read_key(
+    path: &Path,
+    directory: &Path,
+) -> Result<Zeroizing<String>, TokenError> {
     let shown = || server_text(&path.to_string_lossy(), MAX_SERVER_FIELD_BYTES);
     let refused = |why: &str| {
         TokenError::new(
