@@ -88,11 +88,12 @@ impl DefaultCredential {
                 builder = builder.user_assigned(ManagedIdentityId::ClientId(client_id));
             }
             let credential = builder.build().map_err(|e| {
-                let message = format!(
-                    "DefaultCredential has no usable credential: EnvironmentCredential: {ENVIRONMENT_UNSET}; ManagedIdentityCredential: {}",
-                    e.message()
-                );
-                TokenError::new(e.kind(), message).with_source(e)
+                TokenError::new(
+                    e.kind(),
+                    format!(
+                        "DefaultCredential has no usable credential: EnvironmentCredential: {ENVIRONMENT_UNSET}; ManagedIdentityCredential: {e}"
+                    ),
+                )
             })?;
             tracing::info!(
                 credential = "ManagedIdentityCredential",
@@ -172,17 +173,17 @@ impl DefaultCredential {
             }
             _ => mi_error,
         };
+        // Each one's error is in the message, its cause included, so none is a `source`.
         Err(TokenError::new(
             last.kind(),
             format!("DefaultCredential could not get a token: {said}"),
         )
-        .with_retry_after(last.retry_after())
-        .with_source(last))
+        .with_retry_after(last.retry_after()))
     }
 }
 
 fn chain_error(context: &str, e: &TokenError) -> TokenError {
-    TokenError::new(e.kind(), format!("{context} failed: {}", e.message())).with_source(e.clone())
+    TokenError::new(e.kind(), format!("{context} failed: {e}"))
 }
 
 impl Credential for DefaultCredential {
@@ -209,5 +210,143 @@ impl fmt::Debug for DefaultCredential {
             Chosen::ManagedIdentity { credential, .. } => d.field("chosen", credential),
         };
         d.field("azure_cli", &self.azure_cli.is_some()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use entra_emulator::{App, Emulator, ManagedIdentity};
+    use std::collections::HashMap;
+
+    const ARM: &str = "https://management.azure.com/.default";
+
+    fn from(vars: &[(&str, String)]) -> Result<DefaultCredential, TokenError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        DefaultCredential::from_lookup(Arc::new(move |k: &str| vars.get(k).cloned()))
+    }
+
+    async fn token(c: &DefaultCredential) -> Result<AccessToken, TokenError> {
+        c.request_token(TokenRequest::new(ARM)).await
+    }
+
+    #[tokio::test]
+    async fn the_environment_wins_when_it_is_configured() {
+        let em = Emulator::start().await;
+        em.assign_managed_identity(ManagedIdentity::system_assigned());
+        let app = em.register_app(&em.tenant_id(), App::new("daemon").with_secret("s3cret"));
+        let c = from(&[
+            ("AZURE_TENANT_ID", app.tenant_id.clone()),
+            ("AZURE_CLIENT_ID", app.client_id.clone()),
+            ("AZURE_CLIENT_SECRET", "s3cret".to_owned()),
+            ("AZURE_AUTHORITY_HOST", em.authority_host()),
+            ("AZURE_POD_IDENTITY_AUTHORITY_HOST", em.imds_host()),
+        ])
+        .unwrap();
+        assert_eq!(c.chosen(), "EnvironmentCredential");
+        token(&c).await.unwrap();
+        assert_eq!(em.token_requests(), 1);
+        assert!(em.managed_identity_request_log().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_configured_but_broken_environment_is_an_error_not_a_fallback() {
+        let e = from(&[("AZURE_CLIENT_SECRET", "s".to_owned())]).unwrap_err();
+        assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
+        assert!(e.message().contains("AZURE_TENANT_ID"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn otherwise_the_managed_identity_user_assigned_by_azure_client_id() {
+        let em = Emulator::start().await;
+        em.assign_managed_identity(ManagedIdentity::system_assigned());
+        let worker = em.assign_managed_identity(ManagedIdentity::user_assigned("worker"));
+        let host = ("AZURE_POD_IDENTITY_AUTHORITY_HOST", em.imds_host());
+        let c = from(&[host.clone()]).unwrap();
+        assert_eq!(c.chosen(), "ManagedIdentityCredential");
+        token(&c).await.unwrap();
+        let c = from(&[host, ("AZURE_CLIENT_ID", worker.client_id.clone())]).unwrap();
+        token(&c).await.unwrap();
+        let log = em.managed_identity_request_log();
+        assert_eq!(log[0].query_param("client_id"), None);
+        assert_eq!(
+            log[1].query_param("client_id"),
+            Some(worker.client_id.as_str())
+        );
+    }
+
+    fn nowhere() -> (&'static str, String) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        (
+            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+            format!("http://{addr}"),
+        )
+    }
+
+    #[tokio::test]
+    async fn when_all_fail_the_error_says_what_each_said() {
+        let c = from(&[nowhere()]).unwrap();
+        let e = token(&c).await.unwrap_err();
+        assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
+        for said in [
+            "EnvironmentCredential: not configured",
+            "AZURE_CLIENT_SECRET",
+            "ManagedIdentityCredential (IMDS)",
+            "no managed identity endpoint answered",
+        ] {
+            assert!(e.message().contains(said), "{said}: {e}");
+        }
+        let e = from(&[("IDENTITY_HEADER", "h".to_owned())]).unwrap_err();
+        assert!(
+            e.message().contains("EnvironmentCredential")
+                && e.message().contains("IDENTITY_ENDPOINT"),
+            "{e}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_azure_cli_only_when_asked_and_only_without_a_managed_identity() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir =
+            std::env::temp_dir().join(format!("tower-entra-default-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let az = dir.join("az");
+        let expires_on = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        std::fs::write(
+            &az,
+            format!(
+                "#!/bin/sh\necho '{{\"accessToken\":\"from-az\",\"expires_on\":{expires_on}}}'\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cli = AzureCliCredential::new().with_search_path(dir.as_os_str());
+
+        // Not asked for: never used.
+        let e = token(&from(&[nowhere()]).unwrap()).await.unwrap_err();
+        assert!(!e.message().contains("; AzureCliCredential:"), "{e}");
+        // Asked for, and no managed identity answers: used.
+        let c = from(&[nowhere()]).unwrap().with_this_azure_cli(cli.clone());
+        assert_eq!(token(&c).await.unwrap().secret(), "from-az");
+        // Asked for, but the host's managed identity was refused: not used.
+        let em = Emulator::start().await;
+        em.assign_managed_identity(ManagedIdentity::system_assigned());
+        em.push_managed_identity_fault(entra_emulator::Fault::status(403));
+        let c = from(&[("AZURE_POD_IDENTITY_AUTHORITY_HOST", em.imds_host())])
+            .unwrap()
+            .with_this_azure_cli(cli);
+        let e = token(&c).await.unwrap_err();
+        assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
+        assert!(!e.message().contains("; AzureCliCredential:"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
