@@ -172,6 +172,21 @@ fn run_ok(name: &str) -> String {
 }
 
 #[test]
+fn managed_identity_example_retries_imds_and_federates_an_app() {
+    let stdout = run_ok("managed_identity");
+    assert!(
+        stdout.contains(
+            "managed identity via IMDS: IMDS answered 410, 410, 200; demo API answered 200 OK"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("via its managed identity federated credential: demo API answered 200 OK"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn hyper_client_example_shares_one_token_request() {
     let stdout = run_ok("hyper_client");
     assert!(stdout.contains("20 requests answered 200"), "{stdout}");
