@@ -15,6 +15,7 @@
 //! The mark is all a replay is decided on ([`Replays`]), alike in
 //! [`RetryOnChallenge`](crate::RetryOnChallenge) and the reqwest middleware.
 
+use std::borrow::Borrow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -172,11 +173,12 @@ pub(crate) enum Answer<Res> {
     Renewing(Renewing<Res>),
 }
 
-/// Reads `response` to a request that carried `used` from `provider`, and has the provider act
-/// on a refusal. A refused token is dealt with even when the request will not be replayed, so
-/// that the next request carries a new one.
-pub(crate) fn answer<Res: InspectResponse>(
-    provider: &TokenProvider,
+/// Reads `response` to a request that carried `used`, and has its provider act on a refusal.
+/// A refused token is dealt with even when the request will not be replayed, so that the next
+/// request carries a new one. The provider is only asked for on a refusal: the tower future
+/// holds it weakly (upgrading it touches counts shared by every core), and may find it gone.
+pub(crate) fn answer<Res: InspectResponse, P: Borrow<TokenProvider>>(
+    provider: impl FnOnce() -> Option<P>,
     used: &AccessToken,
     mut response: Res,
 ) -> Answer<Res> {
@@ -184,7 +186,10 @@ pub(crate) fn answer<Res: InspectResponse>(
     if reaction == Reaction::None {
         return Answer::Ready(response);
     }
-    match provider.on_refusal(used, reaction) {
+    let Some(provider) = provider() else {
+        return Answer::Ready(response);
+    };
+    match provider.borrow().on_refusal(used, reaction) {
         Renewal::None => Answer::Ready(response),
         Renewal::Renewed => {
             response.mark_token_renewed();
