@@ -2,7 +2,7 @@
 //! revoked CAE token with a claims challenge, the layer fetches a token carrying the claims and
 //! `RetryOnChallenge` replays the request.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::{get, setup_with};
