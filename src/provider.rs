@@ -182,6 +182,10 @@ impl TokenProvider {
                 local::hold(&self.inner, generation, cached)
             }
         };
+        if lease.expired_by_wall_clock() {
+            self.expired_in_suspend(&lease);
+            return None;
+        }
         match lease.freshness(now) {
             Freshness::Fresh => {}
             Freshness::RefreshDue => self.refresh_ahead(now),
@@ -250,6 +254,18 @@ impl TokenProvider {
             Refused::AlreadyReplaced => {}
         }
         refused
+    }
+
+    /// The wall clock says `lease`'s token is no longer usable though tokio's clock says it is:
+    /// the machine was suspended. Drops the token so that this request fetches a new one
+    /// rather than wait for an API to refuse it.
+    fn expired_in_suspend(&self, lease: &Lease) {
+        let mut state = self.inner.lock_state();
+        if state.expired_in_suspend(lease.cached_id()) {
+            self.inner.publish(&state);
+            drop(state);
+            tracing::info!(scope = %self.inner.scope, "the cached token expired while the machine was suspended; fetching a new one");
+        }
     }
 
     fn refresh_ahead(&self, now: Instant) {

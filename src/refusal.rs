@@ -165,6 +165,9 @@ impl Reaction {
 }
 
 /// A response to a request that carried `used`, with its refusal (if any) acted on.
+// Unboxed on purpose: an `Answer` lives for one match, and its `Renewing` moves straight into
+// the response future's state, which is as large anyway.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Answer<Res> {
     /// Ready to return: not a refusal, or one already acted on (and marked when the token was
     /// renewed).

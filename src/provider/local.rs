@@ -17,6 +17,7 @@
 
 use std::cell::RefCell;
 use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
@@ -39,6 +40,11 @@ pub(crate) struct Lease(Arc<Held>);
 
 struct Held {
     token: AccessToken,
+    /// The id of the cache entry it copies, to drop exactly that entry after a suspend.
+    cached_id: u64,
+    /// `usable_until` on the wall clock (since the Unix epoch): tokio's clock stops while the
+    /// machine is suspended, the wall clock does not.
+    wall_usable_until: Duration,
     provider: Weak<Inner>,
     /// The provider's generation this copy was made under; `None` for a lease made on the cold
     /// path, which no thread serves from.
@@ -53,6 +59,8 @@ impl Lease {
         Lease(Arc::new(Held {
             usable_until: token.expires_at(),
             refresh_at: token.expires_at(),
+            cached_id: 0,
+            wall_usable_until: since_epoch(token.expires_on()),
             token,
             provider: Arc::downgrade(&provider.inner),
             generation: None,
@@ -82,6 +90,18 @@ impl Lease {
         }
     }
 
+    /// Whether the wall clock has passed the point where the token stops being usable, though
+    /// tokio's clock may not have (after a suspend). A coarse clock: a few milliseconds against
+    /// a margin of seconds, at a fraction of the cost of a precise read.
+    pub(super) fn expired_by_wall_clock(&self) -> bool {
+        wall_clock() >= self.0.wall_usable_until
+    }
+
+    /// The id of the cache entry this lease copies.
+    pub(super) fn cached_id(&self) -> u64 {
+        self.0.cached_id
+    }
+
     fn of(&self, inner: &Arc<Inner>) -> bool {
         std::ptr::eq(self.0.provider.as_ptr(), Arc::as_ptr(inner))
     }
@@ -103,7 +123,13 @@ pub(super) fn find(inner: &Arc<Inner>, generation: u64) -> Option<Lease> {
 /// Copies `cached` (published under `generation`) into this thread, replacing the thread's
 /// older copy for `inner`, and returns the copy.
 pub(super) fn hold(inner: &Arc<Inner>, generation: u64, cached: &Cached) -> Lease {
+    let margin = cached
+        .token
+        .expires_at()
+        .saturating_duration_since(cached.usable_until);
     let lease = Lease(Arc::new(Held {
+        cached_id: cached.id,
+        wall_usable_until: since_epoch(cached.token.expires_on()).saturating_sub(margin),
         token: cached.token.thread_copy(),
         provider: Arc::downgrade(inner),
         generation: Some(generation),
@@ -126,10 +152,29 @@ pub(super) fn forget(inner: &Arc<Inner>) {
     let _ = HELD.try_with(|held| held.borrow_mut().retain(|l| !l.of(inner)));
 }
 
+fn since_epoch(t: SystemTime) -> Duration {
+    t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()
+}
+
+/// The wall clock, since the Unix epoch: the kernel's coarse clock where there is one (read
+/// without a system call, at tick resolution), which keeps the check within the hot path's
+/// budget.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn wall_clock() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or_default(),
+        u32::try_from(t.tv_nsec).unwrap_or_default(),
+    )
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn wall_clock() -> Duration {
+    since_epoch(SystemTime::now())
+}
+
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
     use crate::provider::builder::ProviderOptions;
 

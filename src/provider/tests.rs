@@ -214,3 +214,42 @@ async fn every_thread_sees_a_dropped_and_a_new_token_at_its_next_request() {
         thread.join().unwrap();
     }
 }
+
+/// A machine suspended after a fetch: tokio's clock stood still, the wall clock moved on past
+/// the token's expiry. The next request fetches a new token instead of serving the dead one.
+/// Seen failing with the wall-clock check removed from `lease`.
+#[tokio::test]
+async fn after_a_suspend_past_expiry_the_next_request_fetches_a_new_token() {
+    #[derive(Debug, Default)]
+    struct SleptAfterFirst(Mutex<usize>);
+    impl Credential for SleptAfterFirst {
+        fn request_token<'a>(
+            &'a self,
+            _: TokenRequest<'a>,
+        ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
+            let n = {
+                let mut n = self.0.lock().unwrap();
+                *n += 1;
+                *n - 1
+            };
+            // The first token was received two hours before the wall clock's "now", while
+            // tokio's clock counts it as just received: as after a two-hour suspend.
+            let received = if n == 0 {
+                std::time::SystemTime::now() - 2 * HOUR
+            } else {
+                std::time::SystemTime::now()
+            };
+            Box::pin(async move {
+                AccessToken::issued(format!("token-{n}"), HOUR, None, Instant::now(), received)
+            })
+        }
+    }
+    let credential = Arc::new(SleptAfterFirst::default());
+    let provider = TokenProvider::builder_shared(credential.clone(), "api://x/.default")
+        .build()
+        .unwrap();
+    assert_eq!(provider.token().await.unwrap().secret(), "token-0");
+    assert_eq!(provider.token().await.unwrap().secret(), "token-1");
+    assert_eq!(provider.token().await.unwrap().secret(), "token-1");
+    assert_eq!(*credential.0.lock().unwrap(), 2);
+}
