@@ -30,12 +30,14 @@ use crate::token::AccessToken;
 mod builder;
 mod claims;
 mod fetch;
+mod local;
 mod state;
 #[cfg(test)]
 mod tests;
 
 pub use builder::TokenProviderBuilder;
 pub(crate) use claims::Renewal;
+pub(crate) use local::Lease;
 
 use builder::ProviderOptions;
 use state::{Cached, Freshness, Mode, Refused, Request, Start, State};
@@ -69,6 +71,10 @@ struct Inner {
     capabilities: Option<String>,
     /// The state's cached token, published for lock-free reads; stored only under the lock.
     current: ArcSwapOption<Cached>,
+    /// Bumped after each publish of `current`: a thread serves its own copy of the token (see
+    /// [`local`]) while this has not moved. Read by every request on every core and written
+    /// only when a token is stored or dropped, so it sits on a cache line of its own.
+    generation: Generation,
     state: Mutex<State<SharedFetch>>,
     options: ProviderOptions,
     counters: Counters,
@@ -78,6 +84,12 @@ struct Inner {
 }
 
 type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, TokenError>>>;
+
+/// An atomic counter alone on its cache line (128 bytes: adjacent-line prefetch pairs lines on
+/// x86), so that the fetch counters and the state lock beside it never invalidate it.
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct Generation(AtomicU64);
 
 #[derive(Default)]
 struct Counters {
@@ -151,23 +163,41 @@ impl TokenProvider {
         self.acquire().await
     }
 
-    /// The cached token when it is usable now; starts a refresh ahead when one is due. Never waits.
-    pub(crate) fn cached(&self) -> Option<AccessToken> {
+    /// This thread's lease on the cached token when it is usable now; starts a refresh ahead
+    /// when one is due. Never waits, and while the token is fresh writes nothing that another
+    /// core reads (see [`local`]).
+    pub(crate) fn lease(&self) -> Option<Lease> {
         let now = Instant::now();
-        let guard = self.inner.current.load();
-        let cached = guard.as_ref()?;
-        match cached.freshness(now) {
+        // Acquire: pairs with `publish`, so that the token loaded below is at least as new as
+        // this generation (a newer one is re-copied at the next request).
+        let generation = self.inner.generation.0.load(Ordering::Acquire);
+        let lease = match local::find(&self.inner, generation) {
+            Some(lease) => lease,
+            None => {
+                let guard = self.inner.current.load();
+                let Some(cached) = guard.as_ref() else {
+                    local::forget(&self.inner);
+                    return None;
+                };
+                local::hold(&self.inner, generation, cached)
+            }
+        };
+        if lease.expired_by_wall_clock() {
+            self.expired_in_suspend(&lease);
+            return None;
+        }
+        match lease.freshness(now) {
             Freshness::Fresh => {}
             Freshness::RefreshDue => self.refresh_ahead(now),
             Freshness::Unusable => return None,
         }
-        Some(cached.token.clone())
+        Some(lease)
     }
 
     /// A future for a usable token that does not borrow `self`.
     pub(crate) fn acquire(&self) -> Acquire {
-        match self.cached() {
-            Some(token) => Acquire::Ready(Some(token)),
+        match self.lease() {
+            Some(lease) => Acquire::Ready(Some(lease.token().clone())),
             None => self.join_or_start_fetch(),
         }
     }
@@ -224,6 +254,18 @@ impl TokenProvider {
             Refused::AlreadyReplaced => {}
         }
         refused
+    }
+
+    /// The wall clock says `lease`'s token is no longer usable though tokio's clock says it is:
+    /// the machine was suspended. Drops the token so that this request fetches a new one
+    /// rather than wait for an API to refuse it.
+    fn expired_in_suspend(&self, lease: &Lease) {
+        let mut state = self.inner.lock_state();
+        if state.expired_in_suspend(lease.cached_id()) {
+            self.inner.publish(&state);
+            drop(state);
+            tracing::info!(scope = %self.inner.scope, "the cached token expired while the machine was suspended; fetching a new one");
+        }
     }
 
     fn refresh_ahead(&self, now: Instant) {
@@ -308,6 +350,8 @@ impl Inner {
     /// Publishes the state's cached token to the lock-free readers; `state` is the locked state.
     fn publish(&self, state: &State<SharedFetch>) {
         self.current.store(state.current().cloned());
+        // Release: a reader that sees the new generation loads the token just stored.
+        self.generation.0.fetch_add(1, Ordering::Release);
     }
 
     /// Whether the cached token is usable at `now`.

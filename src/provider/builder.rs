@@ -126,6 +126,7 @@ impl TokenProviderBuilder {
                 scope: self.scope,
                 capabilities: capabilities_claims(&self.client_capabilities),
                 current: ArcSwapOption::empty(),
+                generation: Default::default(),
                 state: Mutex::new(State::default()),
                 options: self.options,
                 counters: Counters::default(),

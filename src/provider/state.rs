@@ -325,10 +325,10 @@ impl<F: Clone> State<F> {
         if let Some(slot) = &self.ordinary {
             return Request::Join(slot.fetch.clone());
         }
-        if let Some((until, error)) = &self.cold_error {
-            if now < *until {
-                return Request::Fail(error.clone());
-            }
+        if let Some((until, error)) = &self.cold_error
+            && now < *until
+        {
+            return Request::Fail(error.clone());
         }
         Request::Start(self.start(Mode::Cold, now))
     }
@@ -352,13 +352,12 @@ impl<F: Clone> State<F> {
         used: &AccessToken,
         merged: String,
     ) -> ClaimsRequest<F> {
-        if let Some(c) = &self.current {
-            if c.claims.as_deref() == Some(merged.as_str())
-                && !c.token.same_token(used)
-                && c.usable(now)
-            {
-                return ClaimsRequest::Serve(c.token.clone());
-            }
+        if let Some(c) = &self.current
+            && c.claims.as_deref() == Some(merged.as_str())
+            && !c.token.same_token(used)
+            && c.usable(now)
+        {
+            return ClaimsRequest::Serve(c.token.clone());
         }
         if let Some(fetch) = self.claims_in_flight(&merged) {
             return ClaimsRequest::Join(fetch);
@@ -389,6 +388,17 @@ impl<F: Clone> State<F> {
         self.min_store_id = self.min_store_id.max(cached_id);
         self.last_invalidation = Some(now);
         Refused::Dropped
+    }
+
+    /// The wall clock says the cached token `id` has expired while tokio's clock (which stops
+    /// while the machine is suspended) says it has not: drops it, so that the next request
+    /// fetches a new one. Says whether it was dropped (not if another token replaced it).
+    pub(super) fn expired_in_suspend(&mut self, id: u64) -> bool {
+        if self.current.as_ref().is_none_or(|c| c.id != id) {
+            return false;
+        }
+        self.current = None;
+        true
     }
 
     /// The provider started the fetch `start` asked for; `fetch` is what joiners get.
