@@ -265,7 +265,7 @@ mod tests {
         em.assign_managed_identity(ManagedIdentity::system_assigned());
         let worker = em.assign_managed_identity(ManagedIdentity::user_assigned("worker"));
         let host = ("AZURE_POD_IDENTITY_AUTHORITY_HOST", em.imds_host());
-        let c = from(&[host.clone()]).unwrap();
+        let c = from(std::slice::from_ref(&host)).unwrap();
         assert_eq!(c.chosen(), "ManagedIdentityCredential");
         token(&c).await.unwrap();
         let c = from(&[host, ("AZURE_CLIENT_ID", worker.client_id.clone())]).unwrap();

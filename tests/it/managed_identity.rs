@@ -29,6 +29,9 @@ fn with_env(vars: &[(&str, String)]) -> ManagedIdentityCredentialBuilder {
         .retry_backoff(Duration::from_millis(5))
 }
 
+/// A source's builder for the emulator's endpoint.
+type Source = fn(&Emulator) -> ManagedIdentityCredentialBuilder;
+
 fn imds(em: &Emulator) -> ManagedIdentityCredentialBuilder {
     with_env(&[("AZURE_POD_IDENTITY_AUTHORITY_HOST", em.imds_host())])
 }
@@ -135,7 +138,7 @@ async fn user_assigned_identities_are_selected_by_each_id_as_each_source_expects
             ManagedIdentityId::ResourceId(mi.resource_id.clone()),
         ]
     };
-    let sources: [(fn(&Emulator) -> ManagedIdentityCredentialBuilder, [&str; 3]); 2] = [
+    let sources: [(Source, [&str; 3]); 2] = [
         (imds, ["client_id", "object_id", "msi_res_id"]),
         (app_service, ["client_id", "principal_id", "mi_res_id"]),
     ];
