@@ -181,6 +181,20 @@ fn hyper_client_example_shares_one_token_request() {
     );
 }
 
+/// Also run by `cargo test --no-default-features --test examples`: the example then fetches its
+/// token with no reqwest in the build.
+#[test]
+fn hyper_transport_example_sends_the_token_request_through_hyper() {
+    let stdout = run_ok("hyper_transport");
+    assert!(stdout.contains("demo API: 200 OK"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "token requests through the hyper-util transport: 1 (received by the emulator: 1)"
+        ),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn reqwest_client_example_serves_both_ways() {
     let stdout = run_ok("reqwest_client");

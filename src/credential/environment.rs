@@ -1,6 +1,7 @@
 //! [`EnvironmentCredential`]: configuration from the Azure SDK's environment variables.
 
 use futures::future::BoxFuture;
+use tower_service::Service;
 use zeroize::Zeroizing;
 
 use crate::credential::authentication::private::Authenticate;
@@ -12,6 +13,7 @@ use crate::credential::{
 };
 use crate::error::TokenError;
 use crate::token::AccessToken;
+use crate::transport::{TransportChoice, TransportRequest};
 
 /// A credential configured by the environment variables the Azure SDKs read.
 ///
@@ -148,13 +150,33 @@ impl<F: Fn(&str) -> Option<String>> EnvVars<F> {
 }
 
 impl EnvironmentCredential {
-    /// Reads the process environment.
+    /// Reads the process environment. Token requests go through the default transport (reqwest,
+    /// feature `reqwest`); without that feature, use [`with_transport`](Self::with_transport).
     pub fn new() -> Result<Self, TokenError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_lookup(|name| std::env::var(name).ok(), TransportChoice::Default)
+    }
+
+    /// Reads the process environment; token requests go through `transport`, as with
+    /// [`ConfidentialClientCredentialBuilder::transport`] (same bounds and guarantees).
+    pub fn with_transport<S, B>(transport: S) -> Result<Self, TokenError>
+    where
+        S: Service<TransportRequest, Response = http::Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: http_body::Body + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        Self::from_lookup(
+            |name| std::env::var(name).ok(),
+            TransportChoice::service(transport),
+        )
     }
 
     /// Reads variables through `lookup` (for tests and for configuration held elsewhere).
-    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, TokenError> {
+    pub(crate) fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+        transport: TransportChoice,
+    ) -> Result<Self, TokenError> {
         let env = EnvVars::new(lookup);
         let (tenant_id, client_id) = env.ids(
             "set it to the Directory (tenant) ID from the app registration's Overview page",
@@ -212,7 +234,8 @@ impl EnvironmentCredential {
                 "no credential is configured: set {SECRET} (a client secret's Value), {CERT_PATH} (a PEM or PFX certificate file) or {TOKEN_FILE} (a federated token file)"
             )));
         };
-        let builder = ConfidentialClientCredential::builder(tenant_id, client_id, authentication);
+        let builder = ConfidentialClientCredential::builder(tenant_id, client_id, authentication)
+            .transport_choice(transport);
         Ok(EnvironmentCredential {
             inner: env.with_authority_host(builder).build()?,
         })
@@ -242,7 +265,11 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        EnvironmentCredential::from_lookup(|k| vars.get(k).cloned())
+        // Configuration only: nothing is sent.
+        EnvironmentCredential::from_lookup(
+            |k| vars.get(k).cloned(),
+            TransportChoice::service(crate::transport::tests::Offline),
+        )
     }
 
     #[test]
