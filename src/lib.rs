@@ -53,13 +53,17 @@ mod transport;
 pub use authority::AuthorityHost;
 pub use authorize::{AuthorizeRequest, InspectResponse};
 pub use challenge::BearerChallenge;
+#[cfg(feature = "certificate")]
 pub use credential::{
-    AssertionAlgorithm, AssertionCallback, CertificateAssertion, ClientAssertionCredential,
-    ClientAssertionCredentialBuilder, ClientAuthentication, ClientCertificate,
-    ClientCertificateCredential, ClientCertificateCredentialBuilder, ClientSecret,
-    ClientSecretCredential, ClientSecretCredentialBuilder, ConfidentialClientCredential,
-    ConfidentialClientCredentialBuilder, Credential, EnvironmentCredential, FederatedTokenFile,
-    TokenRequest, WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder,
+    AssertionAlgorithm, CertificateAssertion, ClientCertificate, ClientCertificateCredential,
+    ClientCertificateCredentialBuilder,
+};
+pub use credential::{
+    AssertionCallback, ClientAssertionCredential, ClientAssertionCredentialBuilder,
+    ClientAuthentication, ClientSecret, ClientSecretCredential, ClientSecretCredentialBuilder,
+    ConfidentialClientCredential, ConfidentialClientCredentialBuilder, Credential,
+    EnvironmentCredential, FederatedTokenFile, TokenRequest, WorkloadIdentityCredential,
+    WorkloadIdentityCredentialBuilder,
 };
 pub use destination::{ProviderRoutes, UnlistedHost};
 pub use error::{EntraError, Error, TokenError, TokenErrorKind};

@@ -114,6 +114,7 @@ pub struct ConfidentialClientCredentialBuilder<A> {
 
 impl<A: ClientAuthentication> ConfidentialClientCredentialBuilder<A> {
     /// The source's own settings, for the builder methods of one source.
+    #[cfg_attr(not(feature = "certificate"), allow(dead_code))]
     pub(crate) fn authentication_mut(&mut self) -> &mut A {
         &mut self.authentication
     }

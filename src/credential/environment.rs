@@ -7,9 +7,11 @@ use zeroize::Zeroizing;
 use crate::credential::authentication::private::Authenticate;
 use crate::credential::authentication::{ClientAuthentication, ClientProof};
 use crate::credential::client::ConfidentialClient;
+#[cfg(feature = "certificate")]
+use crate::credential::{CertificateAssertion, ClientCertificate};
 use crate::credential::{
-    CertificateAssertion, ClientCertificate, ClientSecret, ConfidentialClientCredential,
-    ConfidentialClientCredentialBuilder, Credential, FederatedTokenFile, TokenRequest,
+    ClientSecret, ConfidentialClientCredential, ConfidentialClientCredentialBuilder, Credential,
+    FederatedTokenFile, TokenRequest,
 };
 use crate::error::TokenError;
 use crate::token::AccessToken;
@@ -56,6 +58,7 @@ pub struct EnvironmentCredential {
 #[derive(Debug, Clone)]
 enum FromEnvironment {
     Secret(ClientSecret),
+    #[cfg(feature = "certificate")]
     Certificate(CertificateAssertion),
     TokenFile(FederatedTokenFile),
 }
@@ -66,6 +69,7 @@ impl Authenticate for FromEnvironment {
     fn check(&self) -> Result<(), TokenError> {
         match self {
             FromEnvironment::Secret(s) => s.check(),
+            #[cfg(feature = "certificate")]
             FromEnvironment::Certificate(c) => c.check(),
             FromEnvironment::TokenFile(f) => f.check(),
         }
@@ -77,6 +81,7 @@ impl Authenticate for FromEnvironment {
     ) -> BoxFuture<'a, Result<ClientProof<'a>, TokenError>> {
         match self {
             FromEnvironment::Secret(s) => s.authenticate(client),
+            #[cfg(feature = "certificate")]
             FromEnvironment::Certificate(c) => c.authenticate(client),
             FromEnvironment::TokenFile(f) => f.authenticate(client),
         }
@@ -209,24 +214,7 @@ impl EnvironmentCredential {
         let authentication = if let Some(secret) = secret {
             FromEnvironment::Secret(ClientSecret::from(secret))
         } else if let Some(path) = cert_path {
-            let send_chain = match send_chain.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
-                None => false,
-                Some(v) if v == "true" || v == "1" => true,
-                Some(v) if v == "false" || v == "0" => false,
-                Some(_) => {
-                    return Err(TokenError::configuration(format!(
-                        "{SEND_CHAIN} must be true, false, 1 or 0"
-                    )));
-                }
-            };
-            let certificate = ClientCertificate::from_file(
-                &path,
-                cert_password.as_deref().map(String::as_str),
-            )
-            .map_err(|e| TokenError::configuration(format!("{CERT_PATH}: {}", e.message())))?;
-            FromEnvironment::Certificate(
-                CertificateAssertion::from(certificate).with_certificate_chain(send_chain),
-            )
+            certificate(&path, cert_password, send_chain)?
         } else if let Some(file) = env.var(TOKEN_FILE) {
             FromEnvironment::TokenFile(FederatedTokenFile::from(file))
         } else {
@@ -240,6 +228,44 @@ impl EnvironmentCredential {
             inner: env.with_authority_host(builder).build()?,
         })
     }
+}
+
+/// The certificate source from `AZURE_CLIENT_CERTIFICATE_PATH` and its companions.
+#[cfg(feature = "certificate")]
+fn certificate(
+    path: &str,
+    password: Option<Zeroizing<String>>,
+    send_chain: Option<String>,
+) -> Result<FromEnvironment, TokenError> {
+    let send_chain = match send_chain.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
+        None => false,
+        Some(v) if v == "true" || v == "1" => true,
+        Some(v) if v == "false" || v == "0" => false,
+        Some(_) => {
+            return Err(TokenError::configuration(format!(
+                "{SEND_CHAIN} must be true, false, 1 or 0"
+            )));
+        }
+    };
+    let certificate =
+        ClientCertificate::from_file(path, password.as_deref().map(String::as_str))
+            .map_err(|e| TokenError::configuration(format!("{CERT_PATH}: {}", e.message())))?;
+    Ok(FromEnvironment::Certificate(
+        CertificateAssertion::from(certificate).with_certificate_chain(send_chain),
+    ))
+}
+
+/// Without the `certificate` feature, a configured certificate is an error that says so (rather
+/// than falling through to another source).
+#[cfg(not(feature = "certificate"))]
+fn certificate(
+    _path: &str,
+    _password: Option<Zeroizing<String>>,
+    _send_chain: Option<String>,
+) -> Result<FromEnvironment, TokenError> {
+    Err(TokenError::configuration(format!(
+        "{CERT_PATH} is set, but tower-entra was built without its `certificate` feature; enable the feature, or configure {SECRET} or {TOKEN_FILE} instead"
+    )))
 }
 
 impl Credential for EnvironmentCredential {
@@ -321,6 +347,7 @@ mod tests {
         from(&vars)
     }
 
+    #[cfg(feature = "certificate")]
     #[test]
     fn reads_a_pem_or_pfx_certificate_told_apart_by_content() {
         let pem = fixture("client-pkcs8.pem");
@@ -343,6 +370,21 @@ mod tests {
         with_ids(&[(CERT_PATH, &enc), (CERT_PASSWORD, "fixture-password")]).unwrap();
     }
 
+    #[cfg(not(feature = "certificate"))]
+    #[test]
+    fn without_the_certificate_feature_a_certificate_path_is_an_error_that_says_so() {
+        let e = with_ids(&[
+            (CERT_PATH, &fixture("client-pkcs8.pem")),
+            (TOKEN_FILE, "/var/run/token"),
+        ])
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(CERT_PATH) && e.to_string().contains("`certificate` feature"),
+            "{e}"
+        );
+    }
+
+    #[cfg(feature = "certificate")]
     #[test]
     fn certificate_errors_name_the_variable() {
         let e = with_ids(&[(CERT_PATH, &fixture("client-aes.pfx"))]).unwrap_err();
@@ -384,12 +426,15 @@ mod tests {
             matches!(c.inner.authentication(), FromEnvironment::Secret(_)),
             "{c:?}"
         );
-        let pem = fixture("client-pkcs8.pem");
-        let c = with_ids(&[(CERT_PATH, &pem), (TOKEN_FILE, "/var/run/token")]).unwrap();
-        assert!(
-            matches!(c.inner.authentication(), FromEnvironment::Certificate(_)),
-            "{c:?}"
-        );
+        #[cfg(feature = "certificate")]
+        {
+            let pem = fixture("client-pkcs8.pem");
+            let c = with_ids(&[(CERT_PATH, &pem), (TOKEN_FILE, "/var/run/token")]).unwrap();
+            assert!(
+                matches!(c.inner.authentication(), FromEnvironment::Certificate(_)),
+                "{c:?}"
+            );
+        }
         let c = with_ids(&[
             (TOKEN_FILE, "/var/run/token"),
             ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us"),

@@ -3,9 +3,12 @@
 //! A [`Credential`] asks Entra for a new token each time it is called; caching, single-flight
 //! and refresh belong to [`TokenProvider`](crate::TokenProvider).
 
+#[cfg(feature = "certificate")]
 mod assertion;
 mod authentication;
+#[cfg(feature = "certificate")]
 mod certificate;
+#[cfg(feature = "certificate")]
 mod certificate_key;
 mod client;
 mod client_assertion;
@@ -19,11 +22,14 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+#[cfg(feature = "certificate")]
 pub use assertion::AssertionAlgorithm;
 pub use authentication::ClientAuthentication;
+#[cfg(feature = "certificate")]
 pub use certificate::{
     CertificateAssertion, ClientCertificateCredential, ClientCertificateCredentialBuilder,
 };
+#[cfg(feature = "certificate")]
 pub use certificate_key::ClientCertificate;
 pub use client_assertion::{
     AssertionCallback, ClientAssertionCredential, ClientAssertionCredentialBuilder,
