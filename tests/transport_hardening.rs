@@ -127,6 +127,11 @@ async fn a_redirecting_token_endpoint_never_gets_the_secret_re_posted_elsewhere(
                 let mut buf = vec![0u8; 64 * 1024];
                 let n = read_request(&mut stream, &mut buf).await;
                 assert!(contains(&buf[..n], b"client_secret=redirect-secret"));
+                // The library's telemetry reaches the wire through reqwest, over the caller's
+                // builder's own user agent.
+                let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                assert!(head.contains("\r\nx-client-sku: tower-entra\r\n"), "{head}");
+                assert!(head.contains("\r\nuser-agent: tower-entra/"), "{head}");
                 count.fetch_add(1, Ordering::SeqCst);
                 let location = format!("Location: http://127.0.0.1:{thief_port}/steal\r\n");
                 respond(&mut stream, status, &location, "").await;

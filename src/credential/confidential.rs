@@ -152,6 +152,12 @@ impl<A: ClientAuthentication> ConfidentialClientCredentialBuilder<A> {
     /// [`Timeout`](crate::TokenErrorKind::Timeout) when their chain says so), retried by the
     /// provider.
     ///
+    /// Every request carries the telemetry headers Microsoft's own libraries send, so that Entra
+    /// support can tell which library asked: `x-client-SKU: tower-entra`, `x-client-Ver` (this
+    /// crate's version), `x-client-OS` (`std::env::consts::OS`) and
+    /// `User-Agent: tower-entra/<version>`, beside `client-request-id` (a new UUID per request,
+    /// which Entra logs as its correlation id).
+    ///
     /// Replaces an earlier [`http_client`](Self::http_client) (the last call wins).
     ///
     /// ```
