@@ -131,7 +131,15 @@ impl Authenticate for FederatedTokenFile {
         Box::pin(async move {
             // Off the runtime's worker threads: a file read can block (a slow or hung mount, a
             // FIFO), and a worker stuck in it would stall every task scheduled on it.
-            match tokio::task::spawn_blocking(move || file.assertion(now)).await {
+            // The blocking thread logs as the caller would: same subscriber, inside its span.
+            let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+            let span = tracing::Span::current();
+            let read = move || {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    span.in_scope(|| file.assertion(now))
+                })
+            };
+            match tokio::task::spawn_blocking(read).await {
                 Ok(assertion) => assertion.map(ClientProof::Assertion),
                 Err(e) => Err(TokenError::configuration(
                     "reading the federated token file did not finish (the blocking task panicked or the runtime is shutting down)",
