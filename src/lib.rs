@@ -56,15 +56,18 @@ mod transport;
 pub use authority::AuthorityHost;
 pub use authorize::AuthorizeRequest;
 pub use challenge::BearerChallenge;
+#[cfg(feature = "certificate")]
 pub use credential::{
-    AssertionAlgorithm, AssertionCallback, AzureCliCredential, CertificateAssertion,
-    ClientAssertionCredential, ClientAssertionCredentialBuilder, ClientAuthentication,
-    ClientCertificate, ClientCertificateCredential, ClientCertificateCredentialBuilder,
-    ClientSecret, ClientSecretCredential, ClientSecretCredentialBuilder,
-    ConfidentialClientCredential, ConfidentialClientCredentialBuilder, Credential,
-    DefaultCredential, EnvironmentCredential, FederatedTokenFile, ManagedIdentityCredential,
-    ManagedIdentityCredentialBuilder, ManagedIdentityId, TokenRequest, WorkloadIdentityCredential,
-    WorkloadIdentityCredentialBuilder,
+    AssertionAlgorithm, CertificateAssertion, ClientCertificate, ClientCertificateCredential,
+    ClientCertificateCredentialBuilder,
+};
+pub use credential::{
+    AssertionCallback, AzureCliCredential, ClientAssertionCredential,
+    ClientAssertionCredentialBuilder, ClientAuthentication, ClientSecret, ClientSecretCredential,
+    ClientSecretCredentialBuilder, ConfidentialClientCredential,
+    ConfidentialClientCredentialBuilder, Credential, DefaultCredential, EnvironmentCredential,
+    FederatedTokenFile, ManagedIdentityCredential, ManagedIdentityCredentialBuilder,
+    ManagedIdentityId, TokenRequest, WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder,
 };
 pub use destination::{ProviderRoutes, UnlistedHost};
 pub use error::{EntraError, Error, TokenError, TokenErrorKind};
@@ -78,6 +81,7 @@ pub use reqwest_middleware::EntraAuthMiddleware;
 pub use retry::RetryOnChallenge;
 pub use service::EntraAuth;
 pub use token::AccessToken;
+pub use transport::TransportRequest;
 
 // The README's examples compile as doctests (they use every optional feature).
 #[cfg(all(

@@ -1,11 +1,13 @@
 //! Runs the examples as a user would, with no Azure account: each must exit 0 and say what
-//! happened; bad input must fail clearly. The examples are built (or found up to date) by the
+//! happened; bad input must fail clearly. An example runs when this binary has the features it
+//! requires (Cargo.toml), so `--no-default-features` runs the hyper transport example alone. The examples are built (or found up to date) by the
 //! first test that needs one, so `cargo test --test examples` works alone.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+#[cfg(feature = "reqwest")]
 use entra_emulator::{App, Emulator};
 
 /// The features this test binary was built with, so that the examples are built to match.
@@ -22,6 +24,9 @@ fn features() -> Vec<&'static str> {
     }
     if cfg!(feature = "reqwest-middleware") {
         on.push("reqwest-middleware");
+    }
+    if cfg!(feature = "certificate") {
+        on.push("certificate");
     }
     on
 }
@@ -84,6 +89,7 @@ fn run(mut cmd: Command) -> (Output, String, String) {
     (out, stdout, stderr)
 }
 
+#[cfg(feature = "reqwest")]
 #[test]
 fn quickstart_prints_one_summary_line_and_the_consent_hint() {
     let (out, stdout, stderr) = run(example("quickstart"));
@@ -104,6 +110,7 @@ fn quickstart_prints_one_summary_line_and_the_consent_hint() {
     assert!(stdout.contains("admin-consent"), "{stdout}");
 }
 
+#[cfg(feature = "reqwest")]
 #[test]
 fn get_token_without_configuration_names_the_missing_variable_and_exits_1() {
     let mut cmd = example("get_token");
@@ -113,6 +120,7 @@ fn get_token_without_configuration_names_the_missing_variable_and_exits_1() {
     assert!(stderr.contains("AZURE_TENANT_ID"), "{stderr}");
 }
 
+#[cfg(feature = "reqwest")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_token_prints_claims_and_expiry_but_never_the_token() {
     let emulator = Emulator::start().await;
@@ -145,6 +153,7 @@ async fn get_token_prints_claims_and_expiry_but_never_the_token() {
     assert_eq!(emulator.token_requests(), 1);
 }
 
+#[cfg(feature = "reqwest")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_token_prints_the_typed_error_and_exits_1() {
     let emulator = Emulator::start().await;
@@ -171,6 +180,7 @@ fn run_ok(name: &str) -> String {
     stdout
 }
 
+#[cfg(feature = "reqwest")]
 #[test]
 fn managed_identity_example_retries_imds_and_federates_an_app() {
     let stdout = run_ok("managed_identity");
@@ -196,6 +206,21 @@ fn hyper_client_example_shares_one_token_request() {
     );
 }
 
+/// Also run by `cargo test --no-default-features --test examples`: the example then fetches its
+/// token with no reqwest in the build.
+#[test]
+fn hyper_transport_example_sends_the_token_request_through_hyper() {
+    let stdout = run_ok("hyper_transport");
+    assert!(stdout.contains("demo API: 200 OK"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "token requests through the hyper-util transport: 1 (received by the emulator: 1)"
+        ),
+        "{stdout}"
+    );
+}
+
+#[cfg(feature = "reqwest")]
 #[test]
 fn reqwest_client_example_serves_both_ways() {
     let stdout = run_ok("reqwest_client");
@@ -210,6 +235,7 @@ fn reqwest_client_example_serves_both_ways() {
     );
 }
 
+#[cfg(feature = "reqwest")]
 #[test]
 fn tonic_client_example_checks_health_and_maps_token_errors() {
     let stdout = run_ok("tonic_client");
@@ -226,6 +252,7 @@ fn tonic_client_example_checks_health_and_maps_token_errors() {
     assert!(stdout.contains("AADSTS7000215"), "{stdout}");
 }
 
+#[cfg(all(feature = "retry", feature = "reqwest"))]
 #[test]
 fn retry_timeout_example_replays_after_revocation_and_cae() {
     let stdout = run_ok("retry_timeout");
@@ -236,12 +263,14 @@ fn retry_timeout_example_replays_after_revocation_and_cae() {
     assert!(stdout.contains("after a CAE event: 200 OK"), "{stdout}");
 }
 
+#[cfg(all(feature = "certificate", feature = "reqwest"))]
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
 }
 
+#[cfg(all(feature = "certificate", feature = "reqwest"))]
 #[test]
 fn makes_a_certificate_and_gets_a_token_with_it() {
     let out = example("certificate").output().unwrap();
@@ -255,6 +284,7 @@ fn makes_a_certificate_and_gets_a_token_with_it() {
     assert!(stdout.contains("200 OK"), "{stdout}");
 }
 
+#[cfg(all(feature = "certificate", feature = "reqwest"))]
 #[test]
 fn loads_a_pfx_given_on_the_command_line() {
     let out = example("certificate")
@@ -269,6 +299,7 @@ fn loads_a_pfx_given_on_the_command_line() {
     assert!(stdout.contains("PS256"), "{stdout}");
 }
 
+#[cfg(all(feature = "certificate", feature = "reqwest"))]
 #[test]
 fn an_ec_key_exits_1_saying_rsa_is_required() {
     let out = example("certificate")

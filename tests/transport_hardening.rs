@@ -1,10 +1,12 @@
 //! The token request's transport, against raw servers on 127.0.0.1: a redirecting token endpoint
-//! never receives a second POST of the secret, a caller's `reqwest::ClientBuilder` is used, and
-//! the request body holding the client secret is zeroed before its memory is freed.
+//! never receives a second POST of the secret, a caller's `reqwest::ClientBuilder` is used, a
+//! proxy never sees a plain-http loopback request (and sees only a CONNECT for https), and the
+//! request body holding the client secret is zeroed before its memory is freed.
+//! (`HTTP_PROXY` from the environment: tests/proxy_env.rs, alone in its binary.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use entra_emulator::{App, Emulator};
@@ -127,6 +129,11 @@ async fn a_redirecting_token_endpoint_never_gets_the_secret_re_posted_elsewhere(
                 let mut buf = vec![0u8; 64 * 1024];
                 let n = read_request(&mut stream, &mut buf).await;
                 assert!(contains(&buf[..n], b"client_secret=redirect-secret"));
+                // The library's telemetry reaches the wire through reqwest, over the caller's
+                // builder's own user agent.
+                let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                assert!(head.contains("\r\nx-client-sku: tower-entra\r\n"), "{head}");
+                assert!(head.contains("\r\nuser-agent: tower-entra/"), "{head}");
                 count.fetch_add(1, Ordering::SeqCst);
                 let location = format!("Location: http://127.0.0.1:{thief_port}/steal\r\n");
                 respond(&mut stream, status, &location, "").await;
@@ -243,4 +250,69 @@ fn a_builders_debug_shows_no_proxy_credentials_or_default_headers() {
     for secret in ["header-secret-123", "proxy-pass-456", "client-secret-789"] {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
+}
+
+/// A proxy on 127.0.0.1 that records every byte it receives and answers 502.
+async fn proxy() -> (u16, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let record = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = stream.read(&mut buf).await.unwrap_or(0);
+            record.lock().unwrap().extend_from_slice(&buf[..n]);
+            respond(&mut stream, "502 Bad Gateway", "", "").await;
+        }
+    });
+    (port, received)
+}
+
+#[tokio::test]
+async fn a_plain_http_loopback_authority_never_goes_through_the_callers_proxy() {
+    let (proxy_port, received) = proxy().await;
+    let emulator = Emulator::start().await;
+    let app = emulator.register_app(&emulator.tenant_id(), App::new("proxied").with_secret("px"));
+    let proxy = reqwest::Proxy::all(format!("http://127.0.0.1:{proxy_port}")).unwrap();
+    let credential = ClientSecretCredential::builder(&app.tenant_id, &app.client_id, "px")
+        .authority_host(emulator.authority_host())
+        .timeout(Duration::from_secs(10))
+        .http_client(reqwest::Client::builder().proxy(proxy))
+        .build()
+        .unwrap();
+    credential
+        .request_token(TokenRequest::new(Emulator::DEMO_API_SCOPE))
+        .await
+        .unwrap();
+    assert_eq!(emulator.token_requests(), 1);
+    // A proxied request would have been answered 502 by the proxy before request_token returned.
+    assert!(
+        received.lock().unwrap().is_empty(),
+        "the proxy received the token request"
+    );
+}
+
+#[tokio::test]
+async fn https_through_a_proxy_is_a_connect_tunnel_the_proxy_cannot_read() {
+    let (proxy_port, received) = proxy().await;
+    let proxy = reqwest::Proxy::all(format!("http://127.0.0.1:{proxy_port}")).unwrap();
+    let credential = ClientSecretCredential::builder(TENANT, CLIENT, "tunnelled-secret")
+        .timeout(Duration::from_secs(10))
+        .http_client(reqwest::Client::builder().proxy(proxy))
+        .build()
+        .unwrap();
+    // The proxy refuses the tunnel (502), so the request fails; what it was sent is what counts.
+    let e = credential
+        .request_token(TokenRequest::new(SCOPE))
+        .await
+        .unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    let received = received.lock().unwrap();
+    assert!(
+        received.starts_with(b"CONNECT login.microsoftonline.com:443 HTTP/1.1\r\n"),
+        "{}",
+        String::from_utf8_lossy(&received)
+    );
+    assert!(!contains(&received, b"tunnelled-secret"));
 }

@@ -4,8 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use rsa::rand_core::OsRng;
-use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
+use getrandom::SysRng;
+use rsa::signature::{RandomizedSigner, SignatureEncoding};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -98,12 +98,14 @@ pub(crate) fn sign_assertion(
         URL_SAFE_NO_PAD.encode(claims)
     ));
     let key = certificate.key().clone();
+    // Both signers take the RNG: it blinds the private-key operation (RSA without blinding
+    // leaks timing about the key), and PSS draws its salt from it.
     let signature = match algorithm {
-        AssertionAlgorithm::Ps256 => rsa::pss::BlindedSigningKey::<Sha256>::new(key)
-            .try_sign_with_rng(&mut OsRng, jwt.as_bytes())
+        AssertionAlgorithm::Ps256 => rsa::pss::SigningKey::<Sha256>::new(key)
+            .try_sign_with_rng(&mut SysRng, jwt.as_bytes())
             .map(|s| s.to_vec()),
         AssertionAlgorithm::Rs256 => rsa::pkcs1v15::SigningKey::<Sha256>::new(key)
-            .try_sign(jwt.as_bytes())
+            .try_sign_with_rng(&mut SysRng, jwt.as_bytes())
             .map(|s| s.to_vec()),
     }
     .map_err(|e| TokenError::configuration(format!("cannot sign the client assertion ({e})")))?;

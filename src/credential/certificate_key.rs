@@ -8,8 +8,8 @@ use std::time::SystemTime;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use pkcs8::der::{DateTime, Decode, Encode};
-use pkcs8::{DecodePublicKey, ObjectIdentifier, PrivateKeyInfo};
-use rsa::RsaPrivateKey;
+use pkcs8::{DecodePublicKey, ObjectIdentifier, PrivateKeyInfoRef};
+use rsa::PrivateKey as RsaPrivateKey;
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
 use sha1::Sha1;
@@ -22,6 +22,12 @@ use crate::error::TokenError;
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+
+/// The most key-derivation (PBKDF2) iterations a password-protected key may ask for. A key file
+/// sets its own cost, so without a bound a crafted one stalls the loading thread for minutes;
+/// OpenSSL writes 2,048 by default (PKCS#12 tools up to 600,000). p12-keystore applies the same
+/// bound to PKCS#12 / PFX archives.
+const MAX_KDF_ITERATIONS: u32 = 1_000_000;
 
 const RSA_REQUIRED: &str = "Entra accepts only RSA certificates for client assertions (ES256 and other elliptic-curve signatures are refused); create an RSA key, e.g. `openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 365 -subj /CN=my-app`";
 
@@ -89,7 +95,14 @@ impl ClientCertificate {
     pub fn from_pkcs12(der: impl AsRef<[u8]>, password: Option<&str>) -> Result<Self, TokenError> {
         let der = der.as_ref();
         let password = password.unwrap_or("");
-        let store = p12_keystore::KeyStore::from_pkcs12(der, password).map_err(pkcs12_error)?;
+        // Strict: a key without its certificate is not imported (and is then "no private key
+        // with its certificate" below).
+        let store = p12_keystore::KeyStore::from_pkcs12(
+            der,
+            password,
+            p12_keystore::Pkcs12ImportPolicy::Strict,
+        )
+        .map_err(pkcs12_error)?;
         let mut chains = store.entries().filter_map(|(_, entry)| match entry {
             p12_keystore::KeyStoreEntry::PrivateKeyChain(chain) => Some(chain),
             _ => None,
@@ -104,10 +117,9 @@ impl ClientCertificate {
                 "the PKCS#12 / PFX file holds more than one private key; export only the certificate this app authenticates with",
             ));
         }
-        let key_der = Zeroizing::new(chain.key().to_vec());
-        let key = rsa_key_from_pkcs8(&key_der, "the PFX")?;
+        let key = rsa_key_from_pkcs8(chain.key().as_der(), "the PFX")?;
         let certificates: Vec<Vec<u8>> =
-            chain.chain().iter().map(|c| c.as_der().to_vec()).collect();
+            chain.certs().iter().map(|c| c.as_der().to_vec()).collect();
         Self::assemble(key, certificates, "the PFX")
     }
 
@@ -164,12 +176,13 @@ impl ClientCertificate {
                             "the private key is encrypted (ENCRYPTED PRIVATE KEY) and no password was given; pass it (AZURE_CLIENT_CERTIFICATE_PASSWORD, or ClientCertificate::from_pem_with_password)",
                         )
                     })?;
-                    let info = pkcs8::EncryptedPrivateKeyInfo::try_from(&block.der[..])
+                    let info = pkcs8::EncryptedPrivateKeyInfoRef::try_from(&block.der[..])
                         .map_err(|e| {
                             TokenError::configuration(format!(
                                 "the ENCRYPTED PRIVATE KEY block is not valid encrypted PKCS#8 ({e})"
                             ))
                         })?;
+                    check_kdf_cost(&info.encryption_algorithm)?;
                     let document = info.decrypt(password).map_err(|_| {
                         TokenError::configuration(
                             "cannot decrypt the ENCRYPTED PRIVATE KEY: the password is wrong, or the key uses an encryption scheme other than PBES2 (AES or 3DES); re-encrypt it with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in key.pem -out key.enc.pem`",
@@ -231,14 +244,14 @@ impl ClientCertificate {
                     "{source} holds a certificate that is not valid X.509 ({e})"
                 ))
             })?;
-            let spki = &cert.tbs_certificate.subject_public_key_info;
+            let spki = &cert.tbs_certificate().subject_public_key_info();
             if spki.algorithm.oid != RSA_ENCRYPTION && spki.algorithm.oid != RSASSA_PSS {
                 continue;
             }
             let spki_der = spki.to_der().map_err(|e| {
                 TokenError::configuration(format!("cannot encode the certificate's key ({e})"))
             })?;
-            if let Ok(cert_key) = rsa::RsaPublicKey::from_public_key_der(&spki_der)
+            if let Ok(cert_key) = rsa::PublicKey::from_public_key_der(&spki_der)
                 && cert_key.n() == public.n()
                 && cert_key.e() == public.e()
             {
@@ -253,10 +266,10 @@ impl ClientCertificate {
         };
         let leaf_der = certificates.remove(index);
         certificates.insert(0, leaf_der);
-        let validity = &cert.tbs_certificate.validity;
+        let validity = &cert.tbs_certificate().validity();
         let inner = Inner {
             key,
-            subject: cert.tbs_certificate.subject.to_string(),
+            subject: cert.tbs_certificate().subject().to_string(),
             sha1: Sha1::digest(&certificates[0]).into(),
             sha256: Sha256::digest(&certificates[0]).into(),
             not_before: validity.not_before.to_date_time(),
@@ -373,13 +386,13 @@ impl fmt::Debug for ClientCertificate {
 }
 
 fn rsa_key_from_pkcs8(der: &[u8], source: &str) -> Result<RsaPrivateKey, TokenError> {
-    let info = PrivateKeyInfo::try_from(der).map_err(|e| {
+    let info = PrivateKeyInfoRef::try_from(der).map_err(|e| {
         TokenError::configuration(format!(
             "the private key in {source} is not a valid PKCS#8 key ({e})"
         ))
     })?;
     match info.algorithm.oid {
-        RSA_ENCRYPTION => RsaPrivateKey::from_pkcs1_der(info.private_key).map_err(|e| {
+        RSA_ENCRYPTION => RsaPrivateKey::from_pkcs1_der(info.private_key.as_bytes()).map_err(|e| {
             TokenError::configuration(format!(
                 "the RSA private key in {source} is malformed ({e})"
             ))
@@ -393,9 +406,29 @@ fn rsa_key_from_pkcs8(der: &[u8], source: &str) -> Result<RsaPrivateKey, TokenEr
     }
 }
 
+/// Refuses an encrypted key whose key derivation would cost more than [`MAX_KDF_ITERATIONS`].
+fn check_kdf_cost(scheme: &pkcs8::pkcs5::EncryptionScheme) -> Result<(), TokenError> {
+    use pkcs8::pkcs5::{EncryptionScheme, pbes2::Kdf};
+    if let EncryptionScheme::Pbes2(params) = scheme
+        && let Kdf::Pbkdf2(pbkdf2) = &params.kdf
+        && pbkdf2.iteration_count > MAX_KDF_ITERATIONS
+    {
+        return Err(TokenError::configuration(format!(
+            "the ENCRYPTED PRIVATE KEY asks for {} key-derivation iterations, more than the {MAX_KDF_ITERATIONS} accepted; re-encrypt it with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in key.pem -out key.enc.pem`",
+            pbkdf2.iteration_count
+        )));
+    }
+    Ok(())
+}
+
 fn pkcs12_error(e: p12_keystore::error::Error) -> TokenError {
     use p12_keystore::error::Error as E;
     match e {
+        // p12-keystore's answer to, among others, a key-derivation or MAC iteration count above
+        // its bound (1,000,000).
+        E::InvalidParameters => TokenError::configuration(format!(
+            "the PKCS#12 / PFX file's encryption or MAC parameters are invalid, or ask for more than {MAX_KDF_ITERATIONS} key-derivation iterations; re-export it with `openssl pkcs12 -export`"
+        )),
         E::MacError(_) => TokenError::configuration(
             "cannot open the PKCS#12 / PFX file: the password is wrong (check AZURE_CLIENT_CERTIFICATE_PASSWORD, or pass None for a file exported without a password)",
         ),
@@ -431,7 +464,10 @@ fn pem_blocks(pem: &[u8]) -> Result<Vec<PemBlock>, TokenError> {
             .strip_prefix("-----BEGIN ")
             .and_then(|l| l.strip_suffix("-----"))
         {
-            current = Some((label.to_owned(), Zeroizing::new(String::new()), false));
+            // Sized for the whole text up front: growing the string would free its old buffer
+            // (base64 of a private key) unzeroed.
+            let body = Zeroizing::new(String::with_capacity(text.len()));
+            current = Some((label.to_owned(), body, false));
         } else if let Some(label) = line
             .strip_prefix("-----END ")
             .and_then(|l| l.strip_suffix("-----"))
@@ -490,5 +526,101 @@ mod tests {
         assert_eq!(&blocks[0].der[..], &[1, 2, 3]);
         assert!(pem_blocks(b"-----BEGIN X-----\nAQID\n").is_err());
         assert!(pem_blocks(b"-----BEGIN X-----\nAQID\n-----END Y-----\n").is_err());
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/tests/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    fn pem(label: &str, der: &[u8]) -> String {
+        format!(
+            "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+            STANDARD.encode(der)
+        )
+    }
+
+    /// The fixture's encrypted key re-encoded to ask for `iterations` PBKDF2 rounds (the
+    /// ciphertext is unchanged, so only the cap can give the answer quickly).
+    #[test]
+    fn an_encrypted_key_asking_for_too_many_kdf_iterations_is_refused_before_decrypting() {
+        use pkcs8::pkcs5::{EncryptionScheme, pbes2::Kdf};
+        let blocks = pem_blocks(&fixture("key.encrypted.pem")).unwrap();
+        let mut info = pkcs8::EncryptedPrivateKeyInfoRef::try_from(&blocks[0].der[..]).unwrap();
+        let EncryptionScheme::Pbes2(params) = &mut info.encryption_algorithm else {
+            panic!("the fixture is PBES2");
+        };
+        let Kdf::Pbkdf2(kdf) = &mut params.kdf else {
+            panic!("the fixture uses PBKDF2");
+        };
+        kdf.iteration_count = MAX_KDF_ITERATIONS * 2;
+        let text = String::from_utf8(fixture("cert.pem")).unwrap()
+            + &pem("ENCRYPTED PRIVATE KEY", &info.to_der().unwrap());
+        let e = ClientCertificate::from_pem_with_password(text, "fixture-password").unwrap_err();
+        assert!(
+            e.to_string().contains("2000000 key-derivation iterations"),
+            "{e}"
+        );
+    }
+
+    /// A DER length.
+    fn der_len(len: usize) -> Vec<u8> {
+        match len {
+            0..0x80 => vec![len as u8],
+            0x80..0x100 => vec![0x81, len as u8],
+            _ => vec![0x82, (len >> 8) as u8, len as u8],
+        }
+    }
+
+    /// Splits DER `input` into its top-level TLVs (short lengths and 1-2 byte long ones).
+    fn tlvs(mut input: &[u8]) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        while !input.is_empty() {
+            let (header, len) = match input[1] {
+                n if n < 0x80 => (2, n as usize),
+                0x81 => (3, input[2] as usize),
+                0x82 => (4, ((input[2] as usize) << 8) | input[3] as usize),
+                n => panic!("length form {n:#x}"),
+            };
+            out.push(&input[..header + len]);
+            input = &input[header + len..];
+        }
+        out
+    }
+
+    fn sequence(parts: &[&[u8]]) -> Vec<u8> {
+        let body = parts.concat();
+        [vec![0x30], der_len(body.len()), body].concat()
+    }
+
+    #[test]
+    fn a_pfx_asking_for_too_many_mac_iterations_is_refused() {
+        // PFX ::= SEQUENCE { version, authSafe, macData SEQUENCE { mac, macSalt, iterations } }
+        let pfx = fixture("client-aes.pfx");
+        let pfx_body = tlvs(&pfx)[0];
+        let header = if pfx_body[1] == 0x82 { 4 } else { 3 };
+        let fields = tlvs(&pfx_body[header..]);
+        assert_eq!(fields.len(), 3, "version, authSafe, macData");
+        let mac_header = if fields[2][1] == 0x82 {
+            4
+        } else if fields[2][1] == 0x81 {
+            3
+        } else {
+            2
+        };
+        let mac = tlvs(&fields[2][mac_header..]);
+        assert_eq!(mac.len(), 3, "mac, macSalt, iterations");
+        // INTEGER 2,000,000.
+        let iterations = [0x02, 0x03, 0x1e, 0x84, 0x80];
+        let patched = sequence(&[
+            fields[0],
+            fields[1],
+            &sequence(&[mac[0], mac[1], &iterations]),
+        ]);
+        let e = ClientCertificate::from_pkcs12(&patched, Some("fixture-password")).unwrap_err();
+        assert!(e.to_string().contains("key-derivation iterations"), "{e}");
     }
 }

@@ -10,32 +10,14 @@ use crate::credential::authentication::ClientProof;
 use crate::endpoint::{GRANT_TYPE, JWT_BEARER};
 use crate::error::TokenError;
 use crate::token::AccessToken;
-use crate::transport::{DEFAULT_TIMEOUT, Transport};
+use crate::transport::{DEFAULT_TIMEOUT, Transport, TransportChoice};
 
 /// The settings of a confidential client's token requests, as its builder collects them.
+#[derive(Debug)]
 pub(crate) struct ConfidentialClientOptions {
     pub(crate) authority_host: String,
     pub(crate) timeout: Duration,
-    /// Built by [`Transport::new`], which always forbids redirects.
-    pub(crate) http_client: Option<reqwest::ClientBuilder>,
-}
-
-impl std::fmt::Debug for ConfidentialClientOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Not the ClientBuilder itself: its default headers and proxy URLs may hold credentials.
-        f.debug_struct("ConfidentialClientOptions")
-            .field("authority_host", &self.authority_host)
-            .field("timeout", &self.timeout)
-            .field(
-                "http_client",
-                &if self.http_client.is_some() {
-                    "caller's builder"
-                } else {
-                    "default"
-                },
-            )
-            .finish()
-    }
+    pub(crate) transport: TransportChoice,
 }
 
 impl Default for ConfidentialClientOptions {
@@ -43,7 +25,7 @@ impl Default for ConfidentialClientOptions {
         ConfidentialClientOptions {
             authority_host: AuthorityHost::AZURE_PUBLIC_CLOUD.to_owned(),
             timeout: DEFAULT_TIMEOUT,
-            http_client: None,
+            transport: TransportChoice::Default,
         }
     }
 }
@@ -67,17 +49,13 @@ impl ConfidentialClient {
         options: ConfidentialClientOptions,
     ) -> Result<Self, TokenError> {
         check_client_id(client_id)?;
-        if options.timeout.is_zero() {
-            return Err(TokenError::configuration(
-                "the token request timeout is zero; use a positive duration (the default is 30 s)",
-            ));
-        }
         let host = parse_authority_host(&options.authority_host)?;
+        let token_url = token_url(&host, tenant_id)?;
         Ok(ConfidentialClient {
-            token_url: token_url(&host, tenant_id)?,
+            transport: Transport::new(options.transport, options.timeout, &token_url)?,
+            token_url,
             tenant_id: tenant_id.to_owned(),
             client_id: client_id.to_owned(),
-            transport: Transport::new(options.http_client, options.timeout)?,
         })
     }
 

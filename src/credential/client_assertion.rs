@@ -294,6 +294,7 @@ impl fmt::Debug for AssertionCallback {
 pub(crate) mod tests {
     use super::*;
     use crate::credential::{Credential, TokenRequest};
+    use crate::transport::tests::Offline;
     use std::time::Duration;
 
     /// Nothing is sent: every case here fails before the token request.
@@ -311,6 +312,7 @@ pub(crate) mod tests {
             std::future::pending::<Result<String, std::io::Error>>()
         })
         .authority_host(NOWHERE)
+        .transport(Offline)
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
@@ -331,6 +333,7 @@ pub(crate) mod tests {
             Err::<String, _>(TokenError::new(TokenErrorKind::Authentication, message))
         })
         .authority_host(NOWHERE)
+        .transport(Offline)
         .build()
         .unwrap()
     }

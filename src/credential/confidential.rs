@@ -5,12 +5,14 @@ use std::fmt;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use tower_service::Service;
 
 use crate::credential::authentication::ClientAuthentication;
 use crate::credential::client::{ConfidentialClient, ConfidentialClientOptions};
 use crate::credential::{Credential, TokenRequest};
 use crate::error::TokenError;
 use crate::token::AccessToken;
+use crate::transport::{TransportChoice, TransportRequest};
 
 /// A confidential client (an app registration with its own credentials) that gets tokens with
 /// the client credentials flow, proving itself with the source `A`.
@@ -112,6 +114,7 @@ pub struct ConfidentialClientCredentialBuilder<A> {
 
 impl<A: ClientAuthentication> ConfidentialClientCredentialBuilder<A> {
     /// The source's own settings, for the builder methods of one source.
+    #[cfg_attr(not(feature = "certificate"), allow(dead_code))]
     pub(crate) fn authentication_mut(&mut self) -> &mut A {
         &mut self.authentication
     }
@@ -130,25 +133,99 @@ impl<A: ClientAuthentication> ConfidentialClientCredentialBuilder<A> {
         self
     }
 
-    /// The HTTP client for token requests, as a `reqwest::ClientBuilder`: configure proxies, TLS
-    /// roots, etc. on the builder.
+    /// The transport for token requests: any `tower::Service` that takes an
+    /// `http::Request<http_body_util::Full<bytes::Bytes>>` ([`TransportRequest`](crate::TransportRequest))
+    /// and answers an `http::Response<B>` with `B: http_body::Body` — a hyper-util client with
+    /// your TLS set-up, a service with your proxy or tracing layers, a test double. Default: a
+    /// reqwest 0.13 client with rustls (feature `reqwest`); without that feature a credential
+    /// needs a transport, and `build()` says so.
+    ///
+    /// Whatever the service, the credential keeps its guarantees: a 3xx answer is an
+    /// [`InvalidResponse`](crate::TokenErrorKind::InvalidResponse) error and is never followed
+    /// (the service itself must not follow redirects: a followed 307/308 re-sends the form,
+    /// secret included, to the redirect target), the answer is read into at most 1 MiB of
+    /// memory that is zeroed when dropped, the whole exchange is bounded by
+    /// [`timeout`](Self::timeout), and the request form lives in memory that is zeroed when the
+    /// service drops it. Each request gets its own clone of the service, readied before it is
+    /// called. Errors of the service or its body are
+    /// [`Connection`](crate::TokenErrorKind::Connection) errors (or
+    /// [`Timeout`](crate::TokenErrorKind::Timeout) when their chain says so), retried by the
+    /// provider.
+    ///
+    /// Every request carries the telemetry headers Microsoft's own libraries send, so that Entra
+    /// support can tell which library asked: `x-client-SKU: tower-entra`, `x-client-Ver` (this
+    /// crate's version), `x-client-OS` (`std::env::consts::OS`) and
+    /// `User-Agent: tower-entra/<version>`, beside `client-request-id` (a new UUID per request,
+    /// which Entra logs as its correlation id).
+    ///
+    /// Replaces an earlier [`http_client`](Self::http_client) (the last call wins).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    /// use hyper_util::client::legacy::Client;
+    /// use hyper_util::rt::TokioExecutor;
+    /// use tower_entra::ClientSecretCredential;
+    ///
+    /// let https = hyper_rustls::HttpsConnectorBuilder::new()
+    ///     .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
+    ///     .https_only()
+    ///     .enable_http1()
+    ///     .build();
+    /// let client = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(https);
+    /// let credential = ClientSecretCredential::builder(
+    ///     "contoso.onmicrosoft.com",
+    ///     "00000000-0000-0000-0000-000000000001",
+    ///     "the secret's Value",
+    /// )
+    /// .transport(client)
+    /// .build()?;
+    /// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+    /// ```
+    pub fn transport<S, B>(mut self, service: S) -> Self
+    where
+        S: Service<TransportRequest, Response = http::Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: http_body::Body + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.options.transport = TransportChoice::service(service);
+        self
+    }
+
+    /// The transport as a configuration (for `EnvironmentCredential`).
+    pub(crate) fn transport_choice(mut self, choice: TransportChoice) -> Self {
+        self.options.transport = choice;
+        self
+    }
+
+    /// The HTTP client for token requests, as a `reqwest::ClientBuilder` (feature `reqwest`):
+    /// configure proxies, TLS roots, etc. on the builder.
     ///
     /// The credential always sets `.redirect(reqwest::redirect::Policy::none())` on it (a token
     /// endpoint never redirects, and following a 307/308 would re-send the client secret or
     /// assertion to the redirect target; a redirect is an
     /// [`InvalidResponse`](crate::TokenErrorKind::InvalidResponse) error) and a connect timeout
-    /// (at most the request [`timeout`](Self::timeout), 10 s at most) before building it. If it
+    /// (at most the request [`timeout`](Self::timeout), 10 s at most) before building it. For a
+    /// plain-http loopback authority (a local emulator) it also sets `.no_proxy()`: plain http
+    /// through a proxy would hand the form, secret included, to the proxy in clear (https
+    /// through a proxy stays a `CONNECT` tunnel, so the proxy sees only encrypted bytes). If it
     /// cannot be built, `build()` returns a
     /// [`Configuration`](crate::TokenErrorKind::Configuration) error.
+    ///
+    /// Replaces an earlier [`transport`](Self::transport) (the last call wins).
+    #[cfg(feature = "reqwest")]
     pub fn http_client(mut self, builder: reqwest::ClientBuilder) -> Self {
-        self.options.http_client = Some(builder);
+        self.options.transport = TransportChoice::Reqwest(Box::new(builder));
         self
     }
 
     /// Checks the settings and builds the credential. A
     /// [`Configuration`](crate::TokenErrorKind::Configuration) error names what is wrong: an
     /// empty secret or token file path, a malformed tenant or client id, an authority host that
-    /// is not https, a zero timeout, an HTTP client that cannot be built.
+    /// is not https, a zero timeout, an HTTP client that cannot be built, no transport (a build
+    /// without the `reqwest` feature needs [`transport`](Self::transport)).
     pub fn build(self) -> Result<ConfidentialClientCredential<A>, TokenError> {
         self.authentication.check()?;
         Ok(ConfidentialClientCredential {

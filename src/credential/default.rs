@@ -72,8 +72,9 @@ impl DefaultCredential {
     pub(crate) fn from_lookup(lookup: Lookup) -> Result<Self, TokenError> {
         let set = |name: &str| lookup(name).is_some_and(|v| !v.trim().is_empty());
         let chosen = if [SECRET, CERT_PATH, TOKEN_FILE].into_iter().any(set) {
-            let credential = EnvironmentCredential::from_lookup(|name| lookup(name))
-                .map_err(|e| chain_error("EnvironmentCredential is configured but", &e))?;
+            let credential =
+                EnvironmentCredential::from_lookup(|name| lookup(name), Default::default())
+                    .map_err(|e| chain_error("EnvironmentCredential is configured but", &e))?;
             tracing::info!(
                 credential = "EnvironmentCredential",
                 "DefaultCredential chose EnvironmentCredential"

@@ -1,17 +1,21 @@
 //! [`EnvironmentCredential`]: configuration from the Azure SDK's environment variables.
 
 use futures::future::BoxFuture;
+use tower_service::Service;
 use zeroize::Zeroizing;
 
 use crate::credential::authentication::private::Authenticate;
 use crate::credential::authentication::{ClientAuthentication, ClientProof};
 use crate::credential::client::ConfidentialClient;
+#[cfg(feature = "certificate")]
+use crate::credential::{CertificateAssertion, ClientCertificate};
 use crate::credential::{
-    CertificateAssertion, ClientCertificate, ClientSecret, ConfidentialClientCredential,
-    ConfidentialClientCredentialBuilder, Credential, FederatedTokenFile, TokenRequest,
+    ClientSecret, ConfidentialClientCredential, ConfidentialClientCredentialBuilder, Credential,
+    FederatedTokenFile, TokenRequest,
 };
 use crate::error::TokenError;
 use crate::token::AccessToken;
+use crate::transport::{TransportChoice, TransportRequest};
 
 /// A credential configured by the environment variables the Azure SDKs read.
 ///
@@ -54,6 +58,7 @@ pub struct EnvironmentCredential {
 #[derive(Debug, Clone)]
 enum FromEnvironment {
     Secret(ClientSecret),
+    #[cfg(feature = "certificate")]
     Certificate(CertificateAssertion),
     TokenFile(FederatedTokenFile),
 }
@@ -64,6 +69,7 @@ impl Authenticate for FromEnvironment {
     fn check(&self) -> Result<(), TokenError> {
         match self {
             FromEnvironment::Secret(s) => s.check(),
+            #[cfg(feature = "certificate")]
             FromEnvironment::Certificate(c) => c.check(),
             FromEnvironment::TokenFile(f) => f.check(),
         }
@@ -75,6 +81,7 @@ impl Authenticate for FromEnvironment {
     ) -> BoxFuture<'a, Result<ClientProof<'a>, TokenError>> {
         match self {
             FromEnvironment::Secret(s) => s.authenticate(client),
+            #[cfg(feature = "certificate")]
             FromEnvironment::Certificate(c) => c.authenticate(client),
             FromEnvironment::TokenFile(f) => f.authenticate(client),
         }
@@ -148,13 +155,33 @@ impl<F: Fn(&str) -> Option<String>> EnvVars<F> {
 }
 
 impl EnvironmentCredential {
-    /// Reads the process environment.
+    /// Reads the process environment. Token requests go through the default transport (reqwest,
+    /// feature `reqwest`); without that feature, use [`with_transport`](Self::with_transport).
     pub fn new() -> Result<Self, TokenError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_lookup(|name| std::env::var(name).ok(), TransportChoice::Default)
+    }
+
+    /// Reads the process environment; token requests go through `transport`, as with
+    /// [`ConfidentialClientCredentialBuilder::transport`] (same bounds and guarantees).
+    pub fn with_transport<S, B>(transport: S) -> Result<Self, TokenError>
+    where
+        S: Service<TransportRequest, Response = http::Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: http_body::Body + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        Self::from_lookup(
+            |name| std::env::var(name).ok(),
+            TransportChoice::service(transport),
+        )
     }
 
     /// Reads variables through `lookup` (for tests and for configuration held elsewhere).
-    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, TokenError> {
+    pub(crate) fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+        transport: TransportChoice,
+    ) -> Result<Self, TokenError> {
         let env = EnvVars::new(lookup);
         let (tenant_id, client_id) = env.ids(
             "set it to the Directory (tenant) ID from the app registration's Overview page",
@@ -187,24 +214,7 @@ impl EnvironmentCredential {
         let authentication = if let Some(secret) = secret {
             FromEnvironment::Secret(ClientSecret::from(secret))
         } else if let Some(path) = cert_path {
-            let send_chain = match send_chain.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
-                None => false,
-                Some(v) if v == "true" || v == "1" => true,
-                Some(v) if v == "false" || v == "0" => false,
-                Some(_) => {
-                    return Err(TokenError::configuration(format!(
-                        "{SEND_CHAIN} must be true, false, 1 or 0"
-                    )));
-                }
-            };
-            let certificate = ClientCertificate::from_file(
-                &path,
-                cert_password.as_deref().map(String::as_str),
-            )
-            .map_err(|e| TokenError::configuration(format!("{CERT_PATH}: {}", e.message())))?;
-            FromEnvironment::Certificate(
-                CertificateAssertion::from(certificate).with_certificate_chain(send_chain),
-            )
+            certificate(&path, cert_password, send_chain)?
         } else if let Some(file) = env.var(TOKEN_FILE) {
             FromEnvironment::TokenFile(FederatedTokenFile::from(file))
         } else {
@@ -212,11 +222,50 @@ impl EnvironmentCredential {
                 "no credential is configured: set {SECRET} (a client secret's Value), {CERT_PATH} (a PEM or PFX certificate file) or {TOKEN_FILE} (a federated token file)"
             )));
         };
-        let builder = ConfidentialClientCredential::builder(tenant_id, client_id, authentication);
+        let builder = ConfidentialClientCredential::builder(tenant_id, client_id, authentication)
+            .transport_choice(transport);
         Ok(EnvironmentCredential {
             inner: env.with_authority_host(builder).build()?,
         })
     }
+}
+
+/// The certificate source from `AZURE_CLIENT_CERTIFICATE_PATH` and its companions.
+#[cfg(feature = "certificate")]
+fn certificate(
+    path: &str,
+    password: Option<Zeroizing<String>>,
+    send_chain: Option<String>,
+) -> Result<FromEnvironment, TokenError> {
+    let send_chain = match send_chain.as_deref().map(|v| v.trim().to_ascii_lowercase()) {
+        None => false,
+        Some(v) if v == "true" || v == "1" => true,
+        Some(v) if v == "false" || v == "0" => false,
+        Some(_) => {
+            return Err(TokenError::configuration(format!(
+                "{SEND_CHAIN} must be true, false, 1 or 0"
+            )));
+        }
+    };
+    let certificate =
+        ClientCertificate::from_file(path, password.as_deref().map(String::as_str))
+            .map_err(|e| TokenError::configuration(format!("{CERT_PATH}: {}", e.message())))?;
+    Ok(FromEnvironment::Certificate(
+        CertificateAssertion::from(certificate).with_certificate_chain(send_chain),
+    ))
+}
+
+/// Without the `certificate` feature, a configured certificate is an error that says so (rather
+/// than falling through to another source).
+#[cfg(not(feature = "certificate"))]
+fn certificate(
+    _path: &str,
+    _password: Option<Zeroizing<String>>,
+    _send_chain: Option<String>,
+) -> Result<FromEnvironment, TokenError> {
+    Err(TokenError::configuration(format!(
+        "{CERT_PATH} is set, but tower-entra was built without its `certificate` feature; enable the feature, or configure {SECRET} or {TOKEN_FILE} instead"
+    )))
 }
 
 impl Credential for EnvironmentCredential {
@@ -242,7 +291,11 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        EnvironmentCredential::from_lookup(|k| vars.get(k).cloned())
+        // Configuration only: nothing is sent.
+        EnvironmentCredential::from_lookup(
+            |k| vars.get(k).cloned(),
+            TransportChoice::service(crate::transport::tests::Offline),
+        )
     }
 
     #[test]
@@ -294,6 +347,7 @@ mod tests {
         from(&vars)
     }
 
+    #[cfg(feature = "certificate")]
     #[test]
     fn reads_a_pem_or_pfx_certificate_told_apart_by_content() {
         let pem = fixture("client-pkcs8.pem");
@@ -316,6 +370,21 @@ mod tests {
         with_ids(&[(CERT_PATH, &enc), (CERT_PASSWORD, "fixture-password")]).unwrap();
     }
 
+    #[cfg(not(feature = "certificate"))]
+    #[test]
+    fn without_the_certificate_feature_a_certificate_path_is_an_error_that_says_so() {
+        let e = with_ids(&[
+            (CERT_PATH, &fixture("client-pkcs8.pem")),
+            (TOKEN_FILE, "/var/run/token"),
+        ])
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(CERT_PATH) && e.to_string().contains("`certificate` feature"),
+            "{e}"
+        );
+    }
+
+    #[cfg(feature = "certificate")]
     #[test]
     fn certificate_errors_name_the_variable() {
         let e = with_ids(&[(CERT_PATH, &fixture("client-aes.pfx"))]).unwrap_err();
@@ -357,12 +426,15 @@ mod tests {
             matches!(c.inner.authentication(), FromEnvironment::Secret(_)),
             "{c:?}"
         );
-        let pem = fixture("client-pkcs8.pem");
-        let c = with_ids(&[(CERT_PATH, &pem), (TOKEN_FILE, "/var/run/token")]).unwrap();
-        assert!(
-            matches!(c.inner.authentication(), FromEnvironment::Certificate(_)),
-            "{c:?}"
-        );
+        #[cfg(feature = "certificate")]
+        {
+            let pem = fixture("client-pkcs8.pem");
+            let c = with_ids(&[(CERT_PATH, &pem), (TOKEN_FILE, "/var/run/token")]).unwrap();
+            assert!(
+                matches!(c.inner.authentication(), FromEnvironment::Certificate(_)),
+                "{c:?}"
+            );
+        }
         let c = with_ids(&[
             (TOKEN_FILE, "/var/run/token"),
             ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us"),

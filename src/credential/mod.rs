@@ -3,10 +3,13 @@
 //! A [`Credential`] asks Entra for a new token each time it is called; caching, single-flight
 //! and refresh belong to [`TokenProvider`](crate::TokenProvider).
 
+#[cfg(feature = "certificate")]
 mod assertion;
 mod authentication;
 mod azure_cli;
+#[cfg(feature = "certificate")]
 mod certificate;
+#[cfg(feature = "certificate")]
 mod certificate_key;
 mod client;
 mod client_assertion;
@@ -22,12 +25,15 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+#[cfg(feature = "certificate")]
 pub use assertion::AssertionAlgorithm;
 pub use authentication::ClientAuthentication;
 pub use azure_cli::AzureCliCredential;
+#[cfg(feature = "certificate")]
 pub use certificate::{
     CertificateAssertion, ClientCertificateCredential, ClientCertificateCredentialBuilder,
 };
+#[cfg(feature = "certificate")]
 pub use certificate_key::ClientCertificate;
 pub use client_assertion::{
     AssertionCallback, ClientAssertionCredential, ClientAssertionCredentialBuilder,

@@ -1,7 +1,7 @@
 //! [`WorkloadIdentityCredential`]: a federated token read from a file (Kubernetes).
 
 use std::fmt;
-use std::future::ready;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -21,6 +21,9 @@ use crate::error::TokenError;
 /// unchanged. Kubernetes rotates projected service account tokens at 80 % of their lifetime
 /// (one hour at least), so five minutes is always well within a token's life.
 pub(crate) const REREAD_AFTER: Duration = Duration::from_secs(300);
+
+/// The largest federated token file read: a projected service account token is 1-2 KiB.
+const MAX_TOKEN_FILE: usize = 64 * 1024;
 
 /// Authenticates with a federated token that the platform writes to a file: Azure Kubernetes
 /// Service workload identity (the webhook sets `AZURE_FEDERATED_TOKEN_FILE`,
@@ -122,7 +125,28 @@ impl Authenticate for FederatedTokenFile {
         &'a self,
         _client: &'a ConfidentialClient,
     ) -> BoxFuture<'a, Result<ClientProof<'a>, TokenError>> {
-        Box::pin(ready(self.0.assertion().map(ClientProof::Assertion)))
+        let file = self.0.clone();
+        // The clock is read here: a blocking-pool thread may not see a test's paused clock.
+        let now = Instant::now();
+        Box::pin(async move {
+            // Off the runtime's worker threads: a file read can block (a slow or hung mount, a
+            // FIFO), and a worker stuck in it would stall every task scheduled on it.
+            // The blocking thread logs as the caller would: same subscriber, inside its span.
+            let dispatch = tracing::dispatcher::get_default(|d| d.clone());
+            let span = tracing::Span::current();
+            let read = move || {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    span.in_scope(|| file.assertion(now))
+                })
+            };
+            match tokio::task::spawn_blocking(read).await {
+                Ok(assertion) => assertion.map(ClientProof::Assertion),
+                Err(e) => Err(TokenError::configuration(
+                    "reading the federated token file did not finish (the blocking task panicked or the runtime is shutting down)",
+                )
+                .with_source(e)),
+            }
+        })
     }
 }
 
@@ -140,8 +164,8 @@ struct Cached {
 
 impl TokenFile {
     /// The token: from memory while the file looks unchanged and the copy is recent, else read.
-    fn assertion(&self) -> Result<Zeroizing<String>, TokenError> {
-        // A small local file (tmpfs on Kubernetes): reading it inline is cheaper than a thread hop.
+    /// Blocking: called on the blocking pool.
+    fn assertion(&self, now: Instant) -> Result<Zeroizing<String>, TokenError> {
         let metadata = std::fs::metadata(&self.path).ok();
         let stamp = metadata.as_ref().map(|m| (m.modified().ok(), m.len()));
         {
@@ -149,17 +173,12 @@ impl TokenFile {
             if let Some(c) = cached.as_ref() {
                 let unchanged =
                     stamp.is_none_or(|(modified, len)| modified == c.modified && len == c.len);
-                if unchanged && c.read_at.elapsed() < REREAD_AFTER {
+                if unchanged && now.saturating_duration_since(c.read_at) < REREAD_AFTER {
                     return Ok(c.assertion.clone());
                 }
             }
         }
-        let token = trim_in_place(Zeroizing::new(std::fs::read_to_string(&self.path).map_err(|e| {
-            TokenError::configuration(format!(
-                "cannot read the federated token file {} (AZURE_FEDERATED_TOKEN_FILE): {e}; check that workload identity is enabled for this pod and the path is right",
-                self.path.display()
-            ))
-        })?));
+        let token = trim_in_place(self.read()?);
         if token.is_empty() {
             return Err(TokenError::configuration(format!(
                 "the federated token file {} (AZURE_FEDERATED_TOKEN_FILE) is empty; it must hold the service account token",
@@ -169,11 +188,123 @@ impl TokenFile {
         let (modified, len) = stamp.unwrap_or((None, 0));
         *self.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some(Cached {
             assertion: token.clone(),
-            read_at: Instant::now(),
+            read_at: now,
             modified,
             len,
         });
         tracing::debug!(file = %self.path.display(), "read the federated token file");
         Ok(token)
+    }
+
+    /// The file's text, at most [`MAX_TOKEN_FILE`] bytes, read into memory sized once (so that
+    /// no growing buffer leaves a copy of the token behind) and zeroed when dropped.
+    fn read(&self) -> Result<Zeroizing<String>, TokenError> {
+        let unreadable = |e: std::io::Error| {
+            TokenError::configuration(format!(
+                "cannot read the federated token file {} (AZURE_FEDERATED_TOKEN_FILE): {e}; check that workload identity is enabled for this pod and the path is right",
+                self.path.display()
+            ))
+        };
+        let file = std::fs::File::open(&self.path).map_err(unreadable)?;
+        let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_TOKEN_FILE + 1));
+        file.take(MAX_TOKEN_FILE as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(unreadable)?;
+        if bytes.len() > MAX_TOKEN_FILE {
+            return Err(TokenError::configuration(format!(
+                "the federated token file {} (AZURE_FEDERATED_TOKEN_FILE) is larger than {MAX_TOKEN_FILE} bytes; it must hold one service account token (a few KiB)",
+                self.path.display()
+            )));
+        }
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => Ok(Zeroizing::new(text.to_owned())),
+            Err(_) => Err(TokenError::configuration(format!(
+                "the federated token file {} (AZURE_FEDERATED_TOKEN_FILE) is not UTF-8 text; it must hold a service account token (a JWT)",
+                self.path.display()
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::{Credential, TokenRequest};
+    use crate::transport::TransportRequest;
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use std::convert::Infallible;
+    use std::path::PathBuf;
+
+    /// A path in the temp directory, unique to this test and process.
+    fn temp_path(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("tower-entra-{}-{name}", std::process::id()))
+    }
+
+    /// A credential reading `path` whose transport answers every request with a token.
+    fn credential(path: &Path) -> WorkloadIdentityCredential {
+        let answering = tower::service_fn(|_: TransportRequest| async {
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                br#"{"token_type":"Bearer","expires_in":3599,"access_token":"a.b.c"}"#,
+            ))))
+        });
+        WorkloadIdentityCredential::builder("t", "c", path)
+            .transport(answering)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_token_file_over_the_bound_is_refused_unread() {
+        let path = temp_path("oversized-token");
+        std::fs::write(&path, vec![b'e'; MAX_TOKEN_FILE + 1]).unwrap();
+        let e = credential(&path)
+            .request_token(TokenRequest::new("api://x/.default"))
+            .await
+            .unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(e.to_string().contains("larger than 65536 bytes"), "{e}");
+        assert!(!e.to_string().contains("eeee"), "{e}");
+    }
+
+    /// The token file is a FIFO that the test writes only after the credential started reading:
+    /// on a current-thread runtime, a read on the runtime's thread would block the writer task
+    /// for ever. The runtime runs on a thread of its own, so that this test fails (after a minute)
+    /// rather than hangs.
+    #[test]
+    fn the_token_file_is_read_off_the_runtimes_worker_threads() {
+        let path = temp_path("token-fifo");
+        let _ = std::fs::remove_file(&path);
+        let made = std::process::Command::new("mkfifo").arg(&path).status();
+        if !made.is_ok_and(|s| s.success()) {
+            // No mkfifo (not a Unix system): nothing to show here.
+            return;
+        }
+        let (done, finished) = std::sync::mpsc::channel();
+        let fifo = path.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let result = runtime.block_on(async {
+                let writer = tokio::spawn({
+                    let fifo = fifo.clone();
+                    async move { tokio::fs::write(fifo, "eyJ.federated.token").await }
+                });
+                let token = credential(&fifo)
+                    .request_token(TokenRequest::new("api://x/.default"))
+                    .await;
+                writer.await.unwrap().unwrap();
+                token
+            });
+            let _ = done.send(result.map(|t| t.secret().to_owned()));
+        });
+        let result = finished.recv_timeout(Duration::from_secs(60));
+        let _ = std::fs::remove_file(&path);
+        let token = result
+            .expect("the token file read blocked the runtime's only thread")
+            .unwrap();
+        assert_eq!(token, "a.b.c");
     }
 }

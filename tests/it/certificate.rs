@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use entra_emulator::{App, Emulator, RegisteredApp};
 use rsa::pkcs8::DecodePrivateKey;
-use rsa::signature::{RandomizedSigner, SignatureEncoding};
+use rsa::signature::{SignatureEncoding, Signer};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tower_entra::{
@@ -266,14 +266,14 @@ async fn certificate_chain_authenticates_by_subject_name_and_issuer() {
 /// Signs an assertion by hand (PS256 with the fixture key) so that tests can break one claim.
 fn hand_signed(header: Value, claims: Value) -> String {
     let pem = String::from_utf8(read("key.pkcs8.pem")).unwrap();
-    let key = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).unwrap();
+    let key = rsa::PrivateKey::from_pkcs8_pem(&pem).unwrap();
     let signing = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let signature = rsa::pss::BlindedSigningKey::<Sha256>::new(key)
-        .sign_with_rng(&mut rsa::rand_core::OsRng, signing.as_bytes())
+    let signature = rsa::pss::SigningKey::<Sha256>::new(key)
+        .sign(signing.as_bytes())
         .to_vec();
     format!("{signing}.{}", URL_SAFE_NO_PAD.encode(signature))
 }

@@ -8,7 +8,9 @@ mod support;
 
 #[cfg(feature = "retry")]
 mod cae;
+#[cfg(feature = "certificate")]
 mod certificate;
+#[cfg(feature = "certificate")]
 mod certificate_loading;
 mod core_layer;
 mod core_provider;
@@ -16,10 +18,12 @@ mod custom_credential;
 mod destination;
 mod hyper_client;
 mod managed_identity;
+#[cfg(feature = "retry")]
 mod provider_robustness;
 mod reqwest_client;
 #[cfg(feature = "retry")]
 mod stack;
+mod telemetry;
 mod tonic_health;
 mod tower_contract;
 mod workload_identity;

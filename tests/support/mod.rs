@@ -19,7 +19,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::signature::Verifier;
-use rsa::{BigUint, RsaPublicKey};
+use rsa::{BoxedUint, PublicKey};
 use serde_json::Value;
 use sha2::Sha256;
 use tower_entra::{ClientSecretCredential, TokenProvider};
@@ -90,13 +90,13 @@ impl TokenChecker {
         let jwks = emulator.signing_jwks();
         let jwk = &jwks["keys"][0];
         let b = |f: &str| {
-            BigUint::from_bytes_be(
+            BoxedUint::from_be_slice_vartime(
                 &URL_SAFE_NO_PAD
                     .decode(jwk[f].as_str().expect("jwk field"))
                     .expect("jwk base64"),
             )
         };
-        let key = RsaPublicKey::new(b("n"), b("e")).expect("rsa key");
+        let key = PublicKey::new(b("n"), b("e")).expect("rsa key");
         TokenChecker {
             key: VerifyingKey::new(key),
             audience: audience.to_owned(),

@@ -1,0 +1,99 @@
+//! What a token request carries, seen by a capturing transport (a tower service that records the
+//! request and answers a token): the telemetry headers Microsoft's libraries send, beside the
+//! correlation id, on every request, whatever the transport.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tower_entra::{ClientSecretCredential, Credential, TokenRequest, TransportRequest};
+
+const TOKEN: &str = r#"{"token_type":"Bearer","expires_in":3599,"access_token":"a.b.c"}"#;
+
+/// The requests a transport was given: method, URI, headers and body.
+type Recorded = Arc<Mutex<Vec<(http::request::Parts, Bytes)>>>;
+
+fn capturing() -> (
+    impl tower::Service<
+        TransportRequest,
+        Response = http::Response<Full<Bytes>>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + 'static,
+    Recorded,
+) {
+    let recorded = Recorded::default();
+    let record = recorded.clone();
+    let service = tower::service_fn(move |request: TransportRequest| {
+        let record = record.clone();
+        async move {
+            let (parts, body) = request.into_parts();
+            let body = body.collect().await?.to_bytes();
+            record.lock().unwrap().push((parts, body));
+            Ok(http::Response::new(Full::new(Bytes::from_static(
+                TOKEN.as_bytes(),
+            ))))
+        }
+    });
+    (service, recorded)
+}
+
+#[tokio::test]
+async fn every_token_request_names_the_library_its_version_and_os() {
+    let (transport, recorded) = capturing();
+    let credential = ClientSecretCredential::builder(
+        "contoso.onmicrosoft.com",
+        "00000000-0000-0000-0000-000000000001",
+        "telemetry-secret",
+    )
+    .transport(transport)
+    .build()
+    .unwrap();
+    for _ in 0..2 {
+        let token = credential
+            .request_token(TokenRequest::new("https://graph.microsoft.com/.default"))
+            .await
+            .unwrap();
+        assert_eq!(token.secret(), "a.b.c");
+    }
+
+    let recorded = recorded.lock().unwrap();
+    assert_eq!(recorded.len(), 2);
+    let version = env!("CARGO_PKG_VERSION");
+    let mut request_ids = Vec::new();
+    for (parts, body) in recorded.iter() {
+        assert_eq!(parts.method, http::Method::POST);
+        assert_eq!(
+            parts.uri,
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .unwrap_or_else(|| panic!("no {name} header: {:?}", parts.headers))
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(header("x-client-SKU"), "tower-entra");
+        assert_eq!(header("x-client-Ver"), version);
+        assert_eq!(header("x-client-OS"), std::env::consts::OS);
+        assert_eq!(header("user-agent"), format!("tower-entra/{version}"));
+        assert_eq!(header("return-client-request-id"), "true");
+        assert_eq!(header("content-type"), "application/x-www-form-urlencoded");
+        let id = header("client-request-id");
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        request_ids.push(id);
+        let form: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+        assert!(
+            form.contains(&("client_secret".into(), "telemetry-secret".into())),
+            "{form:?}"
+        );
+    }
+    // A new correlation id per request, so Entra's logs tell them apart.
+    assert_ne!(request_ids[0], request_ids[1]);
+}
