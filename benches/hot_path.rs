@@ -273,10 +273,7 @@ fn main() {
     for (i, (name, _)) in arms.iter().enumerate() {
         let (m1, mn) = (median(&mut one[i]), median(&mut many[i]));
         medians.push((m1, mn));
-        println!(
-            "{name:<42} {m1:>10.1} {mn:>14.1} {:>11.2}x",
-            m1 / mn
-        );
+        println!("{name:<42} {m1:>10.1} {mn:>14.1} {:>11.2}x", m1 / mn);
     }
     let floor = medians[2].0;
     println!(

@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use futures::FutureExt;
@@ -86,6 +87,36 @@ struct Counters {
     refreshes_ahead: AtomicU64,
     invalidations: AtomicU64,
     claims_challenges: AtomicU64,
+    /// Failed token requests since the last successful one.
+    consecutive_failures: AtomicU64,
+    /// When the last token request succeeded, in nanoseconds since the Unix epoch; 0 for never.
+    last_success_unix_nanos: AtomicU64,
+}
+
+impl Counters {
+    /// A token request failed.
+    fn failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A token request succeeded at `at`.
+    fn succeeded(&self, at: SystemTime) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        let nanos = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        // 0 means never; a clock set before 1970 still records a success.
+        self.last_success_unix_nanos
+            .store(nanos.max(1), Ordering::Relaxed);
+    }
+
+    fn last_success(&self) -> Option<SystemTime> {
+        match self.last_success_unix_nanos.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => UNIX_EPOCH.checked_add(Duration::from_nanos(nanos)),
+        }
+    }
 }
 
 /// Counters for health endpoints and dashboards. Taken with [`TokenProvider::stats`].
@@ -103,7 +134,12 @@ pub struct ProviderStats {
     /// Token fetches started for a claims challenge (Continuous Access Evaluation).
     pub claims_challenges: u64,
     /// When the cached token expires, if one is held.
-    pub token_expires_on: Option<std::time::SystemTime>,
+    pub token_expires_on: Option<SystemTime>,
+    /// When a token request last succeeded (wall clock), if one has.
+    pub last_success: Option<SystemTime>,
+    /// Token requests that failed since the last one that succeeded (retries included): 0 while
+    /// all is well, growing while Entra or the network fails.
+    pub consecutive_failures: u64,
     /// The last fetch error, cleared by the next success.
     pub last_error: Option<TokenError>,
 }
@@ -151,6 +187,27 @@ impl TokenProvider {
         self.acquire().await
     }
 
+    /// Gets a token now, unless a usable one is already cached, and returns the error when none
+    /// can be had: call it at start-up to fail fast on a wrong secret, a missing consent or an
+    /// unreachable endpoint, instead of at the first request. Transient failures are retried
+    /// first, as for any request that waits for a token.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// use tower_entra::{EnvironmentCredential, TokenProvider};
+    ///
+    /// let provider = TokenProvider::new(EnvironmentCredential::new()?, "https://graph.microsoft.com/.default")?;
+    /// if let Err(e) = provider.warm_up().await {
+    ///     eprintln!("cannot get a token for Microsoft Graph: {e}");
+    ///     std::process::exit(1);
+    /// }
+    /// // ...serve, with the token cached and refreshed ahead of expiry.
+    /// # Ok(()) }
+    /// ```
+    pub async fn warm_up(&self) -> Result<(), TokenError> {
+        self.token().await.map(drop)
+    }
+
     /// The cached token when it is usable now; starts a refresh ahead when one is due. Never waits.
     pub(crate) fn cached(&self) -> Option<AccessToken> {
         let now = Instant::now();
@@ -189,6 +246,8 @@ impl TokenProvider {
             refreshes_ahead: c.refreshes_ahead.load(Ordering::Relaxed),
             invalidations: c.invalidations.load(Ordering::Relaxed),
             claims_challenges: c.claims_challenges.load(Ordering::Relaxed),
+            last_success: c.last_success(),
+            consecutive_failures: c.consecutive_failures.load(Ordering::Relaxed),
             token_expires_on: self
                 .inner
                 .current

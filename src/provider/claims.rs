@@ -7,8 +7,8 @@ use tokio::time::Instant;
 use super::state::{ClaimsRequest, FORCED_RENEWAL_INTERVAL, InFlight};
 use super::{Acquire, Refused, SharedFetch, TokenProvider, no_runtime, ready};
 use crate::challenge::merge_claims;
-use crate::refusal::Reaction;
 use crate::error::TokenError;
+use crate::refusal::Reaction;
 use crate::token::AccessToken;
 
 /// What the provider did about an API's refusal of a token.

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
 use tokio::sync::oneshot;
@@ -133,13 +133,13 @@ async fn run_fetch(inner: &Inner, mode: &Mode, id: u64) -> Result<AccessToken, T
             Mode::Cold | Mode::Ahead => inner.token_request(),
         };
         let error = match inner.credential.request_token(request).await {
-            Ok(token) => break Ok(token),
+            Ok(token) => {
+                inner.counters.succeeded(SystemTime::now());
+                break Ok(token);
+            }
             Err(e) => e,
         };
-        inner
-            .counters
-            .failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        inner.counters.failed();
         let delay = retry_delay(&inner.options, attempt, &error, fastrand::f64());
         // Ahead of expiry nobody waits: one attempt. Once the held token is unusable, callers
         // wait on this fetch, so it retries like a cold one.
