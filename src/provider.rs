@@ -31,6 +31,7 @@ use crate::token::AccessToken;
 mod builder;
 mod claims;
 mod fetch;
+mod roles;
 mod state;
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::roles;
 use super::state::{Finished, Mode, Start, retry_delay};
 use super::{Inner, SharedFetch};
 use crate::credential::TokenRequest;
@@ -132,7 +133,21 @@ async fn run_fetch(inner: &Inner, mode: &Mode, id: u64) -> Result<AccessToken, T
             Mode::Claims(claims) => TokenRequest::new(&inner.scope).with_claims(claims),
             Mode::Cold | Mode::Ahead => inner.token_request(),
         };
-        let error = match inner.credential.request_token(request).await {
+        let fetched = inner
+            .credential
+            .request_token(request)
+            .await
+            .and_then(|token| {
+                let client_id = inner.credential.identity().map(|(_, client)| client);
+                roles::check(
+                    &inner.options.required_roles,
+                    &token,
+                    &inner.scope,
+                    client_id,
+                )?;
+                Ok(token)
+            });
+        let error = match fetched {
             Ok(token) => {
                 inner.counters.succeeded(SystemTime::now());
                 break Ok(token);
