@@ -302,7 +302,7 @@ impl TokenProvider {
                 // Nobody here waits for it; its result lands in the cache.
                 let _refresh = self.launch(state, start, &runtime);
             }
-            Request::Serve(_) | Request::Join(_) | Request::Fail(_) => {}
+            Request::Serve(_) | Request::Join(..) | Request::Fail(_) => {}
         }
     }
 
@@ -317,7 +317,12 @@ impl TokenProvider {
                 let _refresh = self.launch(state, start, &runtime);
                 Acquire::Ready(Some(token))
             }
-            Request::Join(fetch) => Acquire::Waiting(fetch),
+            Request::Join(fetch, deadline) => {
+                let provider = self.clone();
+                Acquire::Waiting(join_until(fetch, deadline, move || async move {
+                    provider.token().await
+                }))
+            }
             Request::Start(start) => Acquire::Waiting(self.launch(state, start, &runtime)),
             Request::Fail(error) => Acquire::Waiting(ready(Err(error))),
         }
@@ -335,6 +340,12 @@ impl TokenProvider {
         let (fetch, task) = fetch::prepare(self.inner.clone(), &start);
         state.started(&start, fetch.clone());
         drop(state);
+        if start.replaces_dead {
+            tracing::warn!(
+                scope = %self.inner.scope,
+                "a token fetch ran past its deadline (its task may sit on a runtime that is no longer driven); starting another on this runtime"
+            );
+        }
         let counter = match start.mode {
             Mode::Cold => None,
             Mode::Ahead => Some(&self.inner.counters.refreshes_ahead),
@@ -346,6 +357,25 @@ impl TokenProvider {
         runtime.spawn(task);
         fetch
     }
+}
+
+/// `fetch`, waited on from this caller's runtime until `deadline`. Past it the fetch counts as
+/// dead (its task may sit on a current-thread runtime that nobody drives any more, where it
+/// would never end), and `again` asks anew: the state then starts a new fetch, on this runtime.
+/// The timer is made when the caller first polls, so it runs on the caller's runtime.
+fn join_until<F, Fut>(fetch: SharedFetch, deadline: Instant, again: F) -> SharedFetch
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<AccessToken, TokenError>> + Send + 'static,
+{
+    async move {
+        match tokio::time::timeout_at(deadline, fetch).await {
+            Ok(result) => result,
+            Err(_past_deadline) => again().await,
+        }
+    }
+    .boxed()
+    .shared()
 }
 
 /// A fetch that is already over.

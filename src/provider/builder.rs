@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
-use super::{Counters, Inner, State, TokenProvider};
+use super::{Counters, Inner, State, TokenProvider, state};
 use crate::challenge::capabilities_claims;
 use crate::credential::Credential;
 use crate::error::{TokenError, TokenErrorKind};
@@ -151,13 +151,14 @@ impl TokenProviderBuilder {
     pub fn build(self) -> Result<TokenProvider, TokenError> {
         check_scope(&self.scope)?;
         check_roles(&self.options.required_roles)?;
+        let fetch_budget = state::fetch_budget(&self.options, self.credential.timeout());
         Ok(TokenProvider {
             inner: Arc::new(Inner {
                 credential: self.credential,
                 scope: self.scope,
                 capabilities: capabilities_claims(&self.client_capabilities),
                 current: ArcSwapOption::empty(),
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State::new(fetch_budget)),
                 options: self.options,
                 counters: Counters::default(),
                 last_error: ArcSwapOption::empty(),

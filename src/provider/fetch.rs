@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::roles;
-use super::state::{Finished, Mode, Start, retry_delay};
+use super::state::{Finished, Mode, Start, longest_retry_delay, retry_delay};
 use super::{Inner, SharedFetch};
 use crate::credential::TokenRequest;
 use crate::error::{TokenError, TokenErrorKind};
@@ -162,7 +162,7 @@ async fn run_fetch(inner: &Inner, mode: &Mode, id: u64) -> Result<AccessToken, T
         let retry = waited_on
             && error.is_transient()
             && attempt < inner.options.max_attempts
-            && delay <= inner.options.max_backoff.max(Duration::from_secs(60));
+            && delay <= longest_retry_delay(&inner.options);
         if !retry {
             break Err(error);
         }
@@ -205,6 +205,10 @@ async fn run_fetch(inner: &Inner, mode: &Mode, id: u64) -> Result<AccessToken, T
                 error = %error,
                 retry_in_ms = retry_in.as_millis() as u64,
                 "token request failed"
+            ),
+            Finished::AbandonedFailed => tracing::debug!(
+                error = %error,
+                "a token fetch that ran past its deadline, and was replaced, failed"
             ),
             Finished::Stored | Finished::Discarded => {}
         }
