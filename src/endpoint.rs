@@ -141,27 +141,27 @@ pub(crate) fn parse_error_response(
     body: &[u8],
     retry_after: Option<Duration>,
 ) -> TokenError {
-    if let Ok(raw) = serde_json::from_slice::<RawEntraError>(body) {
-        if let Some(error) = raw.error {
-            let description = raw.error_description.unwrap_or_default();
-            let mut codes = raw.error_codes;
-            if codes.is_empty() {
-                codes.extend(aadsts::code_in_description(&description));
-            }
-            return TokenError::from_entra(
-                EntraError {
-                    status,
-                    error,
-                    description,
-                    codes,
-                    trace_id: raw.trace_id,
-                    correlation_id: raw.correlation_id,
-                    timestamp: raw.timestamp,
-                    error_uri: raw.error_uri,
-                },
-                retry_after,
-            );
+    if let Ok(raw) = serde_json::from_slice::<RawEntraError>(body)
+        && let Some(error) = raw.error
+    {
+        let description = raw.error_description.unwrap_or_default();
+        let mut codes = raw.error_codes;
+        if codes.is_empty() {
+            codes.extend(aadsts::code_in_description(&description));
         }
+        return TokenError::from_entra(
+            EntraError {
+                status,
+                error,
+                description,
+                codes,
+                trace_id: raw.trace_id,
+                correlation_id: raw.correlation_id,
+                timestamp: raw.timestamp,
+                error_uri: raw.error_uri,
+            },
+            retry_after,
+        );
     }
     let kind = if status >= 500 || status == 429 || status == 408 {
         crate::TokenErrorKind::Transient

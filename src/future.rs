@@ -10,9 +10,8 @@ use tower_service::Service;
 
 use crate::authorize::AuthorizeRequest;
 use crate::error::{Error, TokenError};
-use crate::provider::{Acquire, TokenProvider};
+use crate::provider::{Acquire, Lease, TokenProvider};
 use crate::refusal::{self, Answer, InspectResponse, Renewing};
-use crate::token::AccessToken;
 
 pin_project! {
     /// The response future of [`EntraAuth`](crate::EntraAuth).
@@ -41,8 +40,9 @@ pin_project! {
         Calling {
             #[pin]
             future: S::Future,
-            // Kept to act on the API's refusal of this token (see `refusal`).
-            used: Option<(TokenProvider, AccessToken)>,
+            // Kept to act on the API's refusal of this token (see `refusal`): this thread's
+            // lease, so that holding it touches no count another core touches.
+            used: Option<Lease>,
         },
         // A claims challenge came back: a token with those claims is fetched before the
         // response is returned, so that a replay carries it.
@@ -65,11 +65,11 @@ struct Waiting<S, R> {
 }
 
 impl<S: Service<R>, R> ResponseFuture<S, R> {
-    pub(crate) fn calling(future: S::Future, provider: TokenProvider, token: AccessToken) -> Self {
+    pub(crate) fn calling(future: S::Future, lease: Lease) -> Self {
         ResponseFuture {
             state: State::Calling {
                 future,
-                used: Some((provider, token)),
+                used: Some(lease),
             },
         }
     }
@@ -136,15 +136,15 @@ where
                     };
                     request.set_authorization(token.header_value().clone());
                     let future = service.call(request);
-                    let used = Some((provider.clone(), token));
+                    let used = Some(Lease::fetched(provider, token));
                     this.state.set(State::Calling { future, used });
                 }
                 StateProj::Calling { future, used } => {
                     let response = ready!(future.poll(cx)).map_err(Error::Inner)?;
-                    let Some((provider, token)) = used.take() else {
+                    let Some(lease) = used.take() else {
                         return Poll::Ready(Ok(response));
                     };
-                    match refusal::answer(&provider, &token, response) {
+                    match refusal::answer(|| lease.provider(), lease.token(), response) {
                         Answer::Ready(response) => return Poll::Ready(Ok(response)),
                         Answer::Renewing(renewing) => {
                             this.state.set(State::Renewing { renewing });

@@ -31,6 +31,7 @@ use crate::token::AccessToken;
 mod builder;
 mod claims;
 mod fetch;
+mod local;
 mod roles;
 mod state;
 #[cfg(test)]
@@ -38,6 +39,7 @@ mod tests;
 
 pub use builder::TokenProviderBuilder;
 pub(crate) use claims::Renewal;
+pub(crate) use local::Lease;
 
 use builder::ProviderOptions;
 use state::{Cached, Freshness, Mode, Refused, Request, Start, State};
@@ -71,6 +73,10 @@ struct Inner {
     capabilities: Option<String>,
     /// The state's cached token, published for lock-free reads; stored only under the lock.
     current: ArcSwapOption<Cached>,
+    /// Bumped after each publish of `current`: a thread serves its own copy of the token (see
+    /// [`local`]) while this has not moved. Read by every request on every core and written
+    /// only when a token is stored or dropped, so it sits on a cache line of its own.
+    generation: Generation,
     state: Mutex<State<SharedFetch>>,
     options: ProviderOptions,
     counters: Counters,
@@ -80,6 +86,12 @@ struct Inner {
 }
 
 type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, TokenError>>>;
+
+/// An atomic counter alone on its cache line (128 bytes: adjacent-line prefetch pairs lines on
+/// x86), so that the fetch counters and the state lock beside it never invalidate it.
+#[derive(Default)]
+#[repr(align(128))]
+pub(crate) struct Generation(AtomicU64);
 
 #[derive(Default)]
 struct Counters {
@@ -209,23 +221,41 @@ impl TokenProvider {
         self.token().await.map(drop)
     }
 
-    /// The cached token when it is usable now; starts a refresh ahead when one is due. Never waits.
-    pub(crate) fn cached(&self) -> Option<AccessToken> {
+    /// This thread's lease on the cached token when it is usable now; starts a refresh ahead
+    /// when one is due. Never waits, and while the token is fresh writes nothing that another
+    /// core reads (see [`local`]).
+    pub(crate) fn lease(&self) -> Option<Lease> {
         let now = Instant::now();
-        let guard = self.inner.current.load();
-        let cached = guard.as_ref()?;
-        match cached.freshness(now) {
+        // Acquire: pairs with `publish`, so that the token loaded below is at least as new as
+        // this generation (a newer one is re-copied at the next request).
+        let generation = self.inner.generation.0.load(Ordering::Acquire);
+        let lease = match local::find(&self.inner, generation) {
+            Some(lease) => lease,
+            None => {
+                let guard = self.inner.current.load();
+                let Some(cached) = guard.as_ref() else {
+                    local::forget(&self.inner);
+                    return None;
+                };
+                local::hold(&self.inner, generation, cached)
+            }
+        };
+        if lease.expired_by_wall_clock() {
+            self.expired_in_suspend(&lease);
+            return None;
+        }
+        match lease.freshness(now) {
             Freshness::Fresh => {}
             Freshness::RefreshDue => self.refresh_ahead(now),
             Freshness::Unusable => return None,
         }
-        Some(cached.token.clone())
+        Some(lease)
     }
 
     /// A future for a usable token that does not borrow `self`.
     pub(crate) fn acquire(&self) -> Acquire {
-        match self.cached() {
-            Some(token) => Acquire::Ready(Some(token)),
+        match self.lease() {
+            Some(lease) => Acquire::Ready(Some(lease.token().clone())),
             None => self.join_or_start_fetch(),
         }
     }
@@ -286,6 +316,18 @@ impl TokenProvider {
         refused
     }
 
+    /// The wall clock says `lease`'s token is no longer usable though tokio's clock says it is:
+    /// the machine was suspended. Drops the token so that this request fetches a new one
+    /// rather than wait for an API to refuse it.
+    fn expired_in_suspend(&self, lease: &Lease) {
+        let mut state = self.inner.lock_state();
+        if state.expired_in_suspend(lease.cached_id()) {
+            self.inner.publish(&state);
+            drop(state);
+            tracing::info!(scope = %self.inner.scope, "the cached token expired while the machine was suspended; fetching a new one");
+        }
+    }
+
     fn refresh_ahead(&self, now: Instant) {
         // Without a runtime there is nothing to refresh on; the token is still usable.
         let Ok(runtime) = Handle::try_current() else {
@@ -307,24 +349,31 @@ impl TokenProvider {
     }
 
     fn join_or_start_fetch(&self) -> Acquire {
+        match self.ask() {
+            Asked::Token(token) => Acquire::Ready(Some(token)),
+            Asked::Wait(fetch) => Acquire::Waiting(fetch),
+            Asked::Join(fetch, deadline) => {
+                let provider = self.clone();
+                Acquire::Waiting(join_until(fetch, deadline, move || provider.ask()))
+            }
+        }
+    }
+
+    /// What the state gives a request for a token now, with the fetch it asks for started.
+    fn ask(&self) -> Asked {
         let Ok(runtime) = Handle::try_current() else {
-            return Acquire::Waiting(ready(Err(no_runtime())));
+            return Asked::Wait(ready(Err(no_runtime())));
         };
         let mut state = self.inner.lock_state();
         match state.request(Instant::now()) {
-            Request::Serve(token) => Acquire::Ready(Some(token)),
+            Request::Serve(token) => Asked::Token(token),
             Request::ServeAndRefresh(token, start) => {
                 let _refresh = self.launch(state, start, &runtime);
-                Acquire::Ready(Some(token))
+                Asked::Token(token)
             }
-            Request::Join(fetch, deadline) => {
-                let provider = self.clone();
-                Acquire::Waiting(join_until(fetch, deadline, move || async move {
-                    provider.token().await
-                }))
-            }
-            Request::Start(start) => Acquire::Waiting(self.launch(state, start, &runtime)),
-            Request::Fail(error) => Acquire::Waiting(ready(Err(error))),
+            Request::Join(fetch, deadline) => Asked::Join(fetch, deadline),
+            Request::Start(start) => Asked::Wait(self.launch(state, start, &runtime)),
+            Request::Fail(error) => Asked::Wait(ready(Err(error))),
         }
     }
 
@@ -359,19 +408,47 @@ impl TokenProvider {
     }
 }
 
+/// How long a caller waits before asking again when the state hands it a fetch already past its
+/// deadline by the caller's clock.
+const REJOIN_PAUSE: Duration = Duration::from_millis(10);
+
+/// What asking the state for a token gives, once the fetch it asked for is started.
+enum Asked {
+    Token(AccessToken),
+    /// A fetch to wait on to the end.
+    Wait(SharedFetch),
+    /// A fetch in flight, to wait on until its deadline.
+    Join(SharedFetch, Instant),
+}
+
 /// `fetch`, waited on from this caller's runtime until `deadline`. Past it the fetch counts as
 /// dead (its task may sit on a current-thread runtime that nobody drives any more, where it
-/// would never end), and `again` asks anew: the state then starts a new fetch, on this runtime.
-/// The timer is made when the caller first polls, so it runs on the caller's runtime.
-fn join_until<F, Fut>(fetch: SharedFetch, deadline: Instant, again: F) -> SharedFetch
+/// would never end), and `ask` asks anew: the state then starts a new fetch, on this runtime (or
+/// gives another fetch in flight, waited on in turn, in a loop rather than nested futures). The
+/// timer is made when the caller first polls, so it runs on the caller's runtime.
+fn join_until<F>(fetch: SharedFetch, deadline: Instant, ask: F) -> SharedFetch
 where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<AccessToken, TokenError>> + Send + 'static,
+    F: Fn() -> Asked + Send + 'static,
 {
     async move {
-        match tokio::time::timeout_at(deadline, fetch).await {
-            Ok(result) => result,
-            Err(_past_deadline) => again().await,
+        let (mut fetch, mut deadline) = (fetch, deadline);
+        loop {
+            if let Ok(result) = tokio::time::timeout_at(deadline, fetch).await {
+                return result;
+            }
+            match ask() {
+                Asked::Token(token) => return Ok(token),
+                Asked::Wait(started) => return started.await,
+                Asked::Join(other, until) => {
+                    // The state joins only a fetch before its deadline; should this caller's
+                    // clock disagree (a future moved between runtimes), pause between attempts
+                    // rather than spin.
+                    if until <= Instant::now() {
+                        tokio::time::sleep(REJOIN_PAUSE).await;
+                    }
+                    (fetch, deadline) = (other, until);
+                }
+            }
         }
     }
     .boxed()
@@ -398,6 +475,8 @@ impl Inner {
     /// Publishes the state's cached token to the lock-free readers; `state` is the locked state.
     fn publish(&self, state: &State<SharedFetch>) {
         self.current.store(state.current().cloned());
+        // Release: a reader that sees the new generation loads the token just stored.
+        self.generation.0.fetch_add(1, Ordering::Release);
     }
 
     /// Whether the cached token is usable at `now`.

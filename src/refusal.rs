@@ -15,6 +15,7 @@
 //! The mark is all a replay is decided on ([`Replays`]), alike in
 //! [`RetryOnChallenge`](crate::RetryOnChallenge) and the reqwest middleware.
 
+use std::borrow::Borrow;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -164,6 +165,9 @@ impl Reaction {
 }
 
 /// A response to a request that carried `used`, with its refusal (if any) acted on.
+// Unboxed on purpose: an `Answer` lives for one match, and its `Renewing` moves straight into
+// the response future's state, which is as large anyway.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Answer<Res> {
     /// Ready to return: not a refusal, or one already acted on (and marked when the token was
     /// renewed).
@@ -172,11 +176,12 @@ pub(crate) enum Answer<Res> {
     Renewing(Renewing<Res>),
 }
 
-/// Reads `response` to a request that carried `used` from `provider`, and has the provider act
-/// on a refusal. A refused token is dealt with even when the request will not be replayed, so
-/// that the next request carries a new one.
-pub(crate) fn answer<Res: InspectResponse>(
-    provider: &TokenProvider,
+/// Reads `response` to a request that carried `used`, and has its provider act on a refusal.
+/// A refused token is dealt with even when the request will not be replayed, so that the next
+/// request carries a new one. The provider is only asked for on a refusal: the tower future
+/// holds it weakly (upgrading it touches counts shared by every core), and may find it gone.
+pub(crate) fn answer<Res: InspectResponse, P: Borrow<TokenProvider>>(
+    provider: impl FnOnce() -> Option<P>,
     used: &AccessToken,
     mut response: Res,
 ) -> Answer<Res> {
@@ -184,7 +189,10 @@ pub(crate) fn answer<Res: InspectResponse>(
     if reaction == Reaction::None {
         return Answer::Ready(response);
     }
-    match provider.on_refusal(used, reaction) {
+    let Some(provider) = provider() else {
+        return Answer::Ready(response);
+    };
+    match provider.borrow().on_refusal(used, reaction) {
         Renewal::None => Answer::Ready(response),
         Renewal::Renewed => {
             response.mark_token_renewed();

@@ -94,7 +94,7 @@ impl Middleware for EntraAuthMiddleware {
                 .map_err(reqwest_middleware::Error::middleware)?;
             req.set_authorization(token.header_value().clone());
             let response = next.clone().run(req, extensions).await?;
-            let response = match refusal::answer(&provider, &token, response) {
+            let response = match refusal::answer(|| Some(&provider), &token, response) {
                 Answer::Ready(response) => response,
                 Answer::Renewing(renewing) => renewing
                     .await

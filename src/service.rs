@@ -104,11 +104,11 @@ where
             }
             Decision::Refuse(e) => return ResponseFuture::failed(e),
         };
-        match provider.cached() {
-            Some(token) => {
-                request.set_authorization(token.header_value().clone());
+        match provider.lease() {
+            Some(lease) => {
+                request.set_authorization(lease.token().header_value().clone());
                 let future = self.inner.call(request);
-                ResponseFuture::calling(future, provider.clone(), token)
+                ResponseFuture::calling(future, lease)
             }
             None => {
                 // Take the service that poll_ready readied; leave a fresh clone for the next call.

@@ -147,6 +147,25 @@ impl AccessToken {
         self.issued_at
     }
 
+    /// The same token in memory of its own (zeroed when dropped), so that the thread that
+    /// serves it bumps reference counts no other thread touches.
+    pub(crate) fn thread_copy(&self) -> AccessToken {
+        let bytes = Bytes::from_owner(Zeroizing::new(self.header.as_bytes().to_vec()));
+        let mut header = match HeaderValue::from_maybe_shared(bytes) {
+            Ok(header) => header,
+            // Cannot happen (the bytes were a header value); the shared value serves as well.
+            Err(_) => self.header.clone(),
+        };
+        header.set_sensitive(true);
+        AccessToken {
+            header,
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+            refresh_in: self.refresh_in,
+            expires_on: self.expires_on,
+        }
+    }
+
     /// Whether `self` and `other` are the same token string.
     pub fn same_token(&self, other: &AccessToken) -> bool {
         self.header == other.header

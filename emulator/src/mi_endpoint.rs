@@ -524,10 +524,10 @@ async fn arc_challenge(shared: &Shared, req: &RecordedRequest) -> Option<Respons
         .map(|(_, key)| key.trim().to_owned());
     let (dir, key) = {
         let mut st = shared.lock();
-        if let Some(key) = presented {
-            if st.mi_secrets.arc_keys.remove(&key) {
-                return None;
-            }
+        if let Some(key) = presented
+            && st.mi_secrets.arc_keys.remove(&key)
+        {
+            return None;
         }
         let key = format!("{}{}", guid(), guid()).replace('-', "");
         st.mi_secrets.arc_keys.insert(key.clone());

@@ -238,11 +238,12 @@ impl ClientCertificate {
             let spki_der = spki.to_der().map_err(|e| {
                 TokenError::configuration(format!("cannot encode the certificate's key ({e})"))
             })?;
-            if let Ok(cert_key) = rsa::RsaPublicKey::from_public_key_der(&spki_der) {
-                if cert_key.n() == public.n() && cert_key.e() == public.e() {
-                    leaf = Some((i, cert));
-                    break;
-                }
+            if let Ok(cert_key) = rsa::RsaPublicKey::from_public_key_der(&spki_der)
+                && cert_key.n() == public.n()
+                && cert_key.e() == public.e()
+            {
+                leaf = Some((i, cert));
+                break;
             }
         }
         let Some((index, cert)) = leaf else {

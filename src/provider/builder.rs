@@ -158,6 +158,7 @@ impl TokenProviderBuilder {
                 scope: self.scope,
                 capabilities: capabilities_claims(&self.client_capabilities),
                 current: ArcSwapOption::empty(),
+                generation: Default::default(),
                 state: Mutex::new(State::new(fetch_budget)),
                 options: self.options,
                 counters: Counters::default(),

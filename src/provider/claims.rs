@@ -5,7 +5,7 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::state::{ClaimsRequest, FORCED_RENEWAL_INTERVAL, InFlight};
-use super::{Acquire, Refused, SharedFetch, TokenProvider, join_until, no_runtime, ready};
+use super::{Acquire, Asked, Refused, SharedFetch, TokenProvider, join_until, no_runtime, ready};
 use crate::challenge::merge_claims;
 use crate::error::TokenError;
 use crate::refusal::Reaction;
@@ -39,10 +39,19 @@ impl TokenProvider {
     /// The fetch for `merged` claims in flight, or a new one. Not async: the lock must not be
     /// held by a waiter.
     fn claims_fetch(&self, merged: String, runtime: &Handle) -> SharedFetch {
+        match self.ask_claims(merged.clone(), runtime) {
+            Asked::Join(fetch, deadline) => self.join_claims_until(fetch, deadline, merged),
+            Asked::Wait(fetch) => fetch,
+            Asked::Token(token) => ready(Ok(token)),
+        }
+    }
+
+    /// The claims fetch in flight for `merged`, or a new one started.
+    fn ask_claims(&self, merged: String, runtime: &Handle) -> Asked {
         let mut state = self.inner.lock_state();
-        match state.claims_request(Instant::now(), merged.clone()) {
-            InFlight::Join(fetch, deadline) => self.join_claims_until(fetch, deadline, merged),
-            InFlight::Start(start) => self.launch(state, start, runtime),
+        match state.claims_request(Instant::now(), merged) {
+            InFlight::Join(fetch, deadline) => Asked::Join(fetch, deadline),
+            InFlight::Start(start) => Asked::Wait(self.launch(state, start, runtime)),
         }
     }
 
@@ -54,9 +63,9 @@ impl TokenProvider {
         merged: String,
     ) -> SharedFetch {
         let provider = self.clone();
-        join_until(fetch, deadline, move || async move {
-            let runtime = Handle::try_current().map_err(|_| no_runtime())?;
-            provider.claims_fetch(merged, &runtime).await
+        join_until(fetch, deadline, move || match Handle::try_current() {
+            Ok(runtime) => provider.ask_claims(merged.clone(), &runtime),
+            Err(_) => Asked::Wait(ready(Err(no_runtime()))),
         })
     }
 

@@ -384,10 +384,10 @@ impl<F: Clone> State<F> {
         if let Some(slot) = &self.ordinary {
             return Request::Join(slot.fetch.clone(), slot.deadline);
         }
-        if let Some((until, error)) = &self.cold_error {
-            if now < *until {
-                return Request::Fail(error.clone());
-            }
+        if let Some((until, error)) = &self.cold_error
+            && now < *until
+        {
+            return Request::Fail(error.clone());
         }
         Request::Start(self.start(Mode::Cold, now))
     }
@@ -413,13 +413,12 @@ impl<F: Clone> State<F> {
         merged: String,
     ) -> ClaimsRequest<F> {
         self.drop_dead_fetches(now);
-        if let Some(c) = &self.current {
-            if c.claims.as_deref() == Some(merged.as_str())
-                && !c.token.same_token(used)
-                && c.usable(now)
-            {
-                return ClaimsRequest::Serve(c.token.clone());
-            }
+        if let Some(c) = &self.current
+            && c.claims.as_deref() == Some(merged.as_str())
+            && !c.token.same_token(used)
+            && c.usable(now)
+        {
+            return ClaimsRequest::Serve(c.token.clone());
         }
         if let Some((fetch, deadline)) = self.claims_in_flight(&merged) {
             return ClaimsRequest::Join(fetch, deadline);
@@ -450,6 +449,17 @@ impl<F: Clone> State<F> {
         self.min_store_id = self.min_store_id.max(cached_id);
         self.last_invalidation = Some(now);
         Refused::Dropped
+    }
+
+    /// The wall clock says the cached token `id` has expired while tokio's clock (which stops
+    /// while the machine is suspended) says it has not: drops it, so that the next request
+    /// fetches a new one. Says whether it was dropped (not if another token replaced it).
+    pub(super) fn expired_in_suspend(&mut self, id: u64) -> bool {
+        if self.current.as_ref().is_none_or(|c| c.id != id) {
+            return false;
+        }
+        self.current = None;
+        true
     }
 
     /// The provider started the fetch `start` asked for; `fetch` is what joiners get.

@@ -157,3 +157,99 @@ async fn concurrent_requests_for_the_same_claims_share_one_fetch() {
     assert_eq!(credential.requests(), 1);
     assert_eq!(provider.stats().claims_challenges, 1);
 }
+
+/// Each thread serves its own copy of the token (so that a cached request writes nothing
+/// another core reads); a dropped token, and a new one, must still reach the next request on
+/// every thread. Seen failing with `publish` not bumping the generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_thread_sees_a_dropped_and_a_new_token_at_its_next_request() {
+    use std::sync::mpsc;
+
+    let credential = Scripted::new(Duration::ZERO, []);
+    let provider = credential.provider();
+    let first = provider.token().await.unwrap();
+
+    // Two long-lived OS threads, each asked in turn what it would serve now.
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (ask, asked) = mpsc::channel::<()>();
+            let (answer, answered) = mpsc::channel::<Option<String>>();
+            let provider = provider.clone();
+            let thread = std::thread::spawn(move || {
+                while asked.recv().is_ok() {
+                    let served = provider.lease().map(|l| l.token().secret().to_owned());
+                    answer.send(served).unwrap();
+                }
+            });
+            (ask, answered, thread)
+        })
+        .collect();
+    let ask_all = || -> Vec<Option<String>> {
+        workers
+            .iter()
+            .map(|(ask, answered, _)| {
+                ask.send(()).unwrap();
+                answered.recv().unwrap()
+            })
+            .collect()
+    };
+    let served = |token: &AccessToken| vec![Some(token.secret().to_owned()); 2];
+
+    assert_eq!(ask_all(), served(&first));
+    provider.invalidate(&first);
+    assert_eq!(
+        ask_all(),
+        vec![None, None],
+        "a dropped token is served by no thread"
+    );
+    let second = provider.token().await.unwrap();
+    assert_ne!(second.secret(), first.secret());
+    assert_eq!(
+        ask_all(),
+        served(&second),
+        "every thread serves the new token"
+    );
+    for (ask, _, thread) in workers {
+        drop(ask);
+        thread.join().unwrap();
+    }
+}
+
+/// A machine suspended after a fetch: tokio's clock stood still, the wall clock moved on past
+/// the token's expiry. The next request fetches a new token instead of serving the dead one.
+/// Seen failing with the wall-clock check removed from `lease`.
+#[tokio::test]
+async fn after_a_suspend_past_expiry_the_next_request_fetches_a_new_token() {
+    #[derive(Debug, Default)]
+    struct SleptAfterFirst(Mutex<usize>);
+    impl Credential for SleptAfterFirst {
+        fn request_token<'a>(
+            &'a self,
+            _: TokenRequest<'a>,
+        ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
+            let n = {
+                let mut n = self.0.lock().unwrap();
+                *n += 1;
+                *n - 1
+            };
+            // The first token was received two hours before the wall clock's "now", while
+            // tokio's clock counts it as just received: as after a two-hour suspend.
+            let received = if n == 0 {
+                std::time::SystemTime::now() - 2 * HOUR
+            } else {
+                std::time::SystemTime::now()
+            };
+            Box::pin(async move {
+                AccessToken::issued(format!("token-{n}"), HOUR, None, Instant::now(), received)
+            })
+        }
+    }
+    let credential = Arc::new(SleptAfterFirst::default());
+    let provider = TokenProvider::builder_shared(credential.clone(), "api://x/.default")
+        .build()
+        .unwrap();
+    assert_eq!(provider.token().await.unwrap().secret(), "token-0");
+    assert_eq!(provider.token().await.unwrap().secret(), "token-1");
+    assert_eq!(provider.token().await.unwrap().secret(), "token-1");
+    assert_eq!(*credential.0.lock().unwrap(), 2);
+}

@@ -1,7 +1,7 @@
 //! `EntraAuthLayer` over a hyper-util client, against a real hyper server on 127.0.0.1 that
 //! verifies the token's signature, audience, expiry and role.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 

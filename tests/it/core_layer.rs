@@ -1,6 +1,6 @@
 //! EntraAuthLayer over a real hyper-util client talking to the emulator's demo API.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! TokenProvider against the Entra emulator: single flight, refresh ahead, backoff, errors.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

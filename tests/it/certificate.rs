@@ -215,7 +215,7 @@ async fn assertion_header_and_claims_are_exactly_what_entra_documents() {
     );
     token(&c).await.unwrap();
     let rs = field(&emulator, "client_assertion").unwrap();
-    let sha1_hex = include_str!("fixtures/cert.sha1").trim();
+    let sha1_hex = include_str!("../fixtures/cert.sha1").trim();
     let sha1: Vec<u8> = (0..sha1_hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&sha1_hex[i..i + 2], 16).unwrap())

@@ -78,7 +78,8 @@ fn provider() -> (TokenProvider, Answers) {
         answers: Mutex::new(rx),
         requests: requests.clone(),
     };
-    let provider = TokenProvider::new(credential, "api://contract/.default").expect("provider");
+    let provider =
+        TokenProvider::new(credential, "https://api.example.com/.default").expect("provider");
     (provider, Answers { tx, requests })
 }
 

@@ -4,7 +4,7 @@
 // tonic's interceptor signature returns Result<_, Status>.
 #![allow(clippy::result_large_err)]
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! The full stack `Retry -> Timeout -> Buffer -> ConcurrencyLimit -> EntraAuth -> client`
 //! compiles and serves; `RetryOnChallenge` replays a request refused with `invalid_token`.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

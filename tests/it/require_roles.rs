@@ -1,12 +1,10 @@
 //! `require_roles` against the Entra emulator: an app without admin consent for a role fails at
 //! warm-up with `MissingPermission`, not with a 403 at its first request; with the role it passes.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{ScriptedCredential, credential};
 use entra_emulator::{App, Emulator};
-use support::{ScriptedCredential, credential};
 use tower_entra::{TokenErrorKind, TokenProvider};
 
 const SECRET: &str = "roles-secret-Qx7~";

@@ -1,7 +1,7 @@
 //! The provider recovers from fetches that end badly, keeps the newest token, and does not let a
 //! resource that refuses every token turn requests into token requests.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,12 +2,10 @@
 //! `stats()` says when the last token came, when the held one expires and how many token
 //! requests failed in a row.
 
-mod support;
-
 use std::time::{Duration, SystemTime};
 
+use crate::support::{SECRET, credential, setup};
 use entra_emulator::{Emulator, Fault};
-use support::{SECRET, credential, setup};
 use tower_entra::{TokenErrorKind, TokenProvider};
 
 #[tokio::test(start_paused = true)]

@@ -2,7 +2,7 @@
 //! revoked CAE token with a claims challenge, the layer fetches a token carrying the claims and
 //! `RetryOnChallenge` replays the request.
 
-mod support;
+use crate::support;
 
 use serde_json::Value;
 use support::{get, setup_with};
@@ -126,7 +126,11 @@ async fn the_reqwest_middleware_replays_after_a_claims_challenge() {
     let s = setup_with(true).await;
     let url = s.emulator.demo_api_url();
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(EntraAuthMiddleware::new(s.provider.clone()))
+        .with(EntraAuthMiddleware::from_layer(
+            &tower_entra::EntraAuthLayer::new(s.provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .unwrap(),
+        ))
         .build();
     assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
 

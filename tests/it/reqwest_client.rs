@@ -1,7 +1,7 @@
 //! `EntraAuthLayer` over `reqwest::Client` as a `tower::Service<reqwest::Request>`, and
 //! (feature `reqwest-middleware`) `EntraAuthMiddleware` in a `reqwest_middleware` client.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 

@@ -1,0 +1,258 @@
+//! Each thread's own copy of the tokens it serves, so that a cached request writes no memory
+//! that another core reads.
+//!
+//! A shared token costs a contended cache line per request: cloning it (or its header value)
+//! bumps one reference count that every core bumps. So each thread keeps its own copy of a
+//! provider's current token in a [`Lease`] (its own allocation, its own counts), tagged with the
+//! provider's *generation*, which the provider bumps whenever it publishes a new token or drops
+//! one. A request reads the generation (a shared read: the line stays shared across cores),
+//! and serves the thread's copy while the generations agree; otherwise it copies the newly
+//! published token, once per thread per token. A refresh, an invalidation or a claims
+//! challenge is thus seen by the next request on every core.
+//!
+//! A lease names its provider weakly: the refusal path (a 401) upgrades it, the cached path
+//! never touches it. A thread keeps at most [`MAX_HELD`] copies; those of providers that are
+//! gone are dropped when the thread next copies a token, and each copy's memory is zeroed when
+//! its last request is done with it.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::state::{Cached, Freshness};
+use super::{Inner, TokenProvider};
+use crate::token::AccessToken;
+
+/// The most providers one thread holds copies for; beyond it the oldest copy goes.
+const MAX_HELD: usize = 8;
+
+thread_local! {
+    static HELD: RefCell<Vec<Lease>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A token as one thread holds it, with what a request needs to act on the API's refusal.
+///
+/// Cloned per request: the count it bumps is this thread's own.
+#[derive(Clone)]
+pub(crate) struct Lease(Arc<Held>);
+
+struct Held {
+    token: AccessToken,
+    /// The id of the cache entry it copies, to drop exactly that entry after a suspend.
+    cached_id: u64,
+    /// `usable_until` on the wall clock (since the Unix epoch): tokio's clock stops while the
+    /// machine is suspended, the wall clock does not.
+    wall_usable_until: Duration,
+    provider: Weak<Inner>,
+    /// The provider's generation this copy was made under; `None` for a lease made on the cold
+    /// path, which no thread serves from.
+    generation: Option<u64>,
+    usable_until: Instant,
+    refresh_at: Instant,
+}
+
+impl Lease {
+    /// A lease for a token that was just fetched (the cold path): no thread serves it again.
+    pub(crate) fn fetched(provider: &TokenProvider, token: AccessToken) -> Lease {
+        Lease(Arc::new(Held {
+            usable_until: token.expires_at(),
+            refresh_at: token.expires_at(),
+            cached_id: 0,
+            wall_usable_until: since_epoch(token.expires_on()),
+            token,
+            provider: Arc::downgrade(&provider.inner),
+            generation: None,
+        }))
+    }
+
+    /// The token the request carries.
+    pub(crate) fn token(&self) -> &AccessToken {
+        &self.0.token
+    }
+
+    /// The provider, if it still exists: for the refusal path only (it touches shared counts).
+    pub(crate) fn provider(&self) -> Option<TokenProvider> {
+        self.0
+            .provider
+            .upgrade()
+            .map(|inner| TokenProvider { inner })
+    }
+
+    pub(super) fn freshness(&self, now: Instant) -> Freshness {
+        if now >= self.0.usable_until {
+            Freshness::Unusable
+        } else if now >= self.0.refresh_at {
+            Freshness::RefreshDue
+        } else {
+            Freshness::Fresh
+        }
+    }
+
+    /// Whether the wall clock has passed the point where the token stops being usable, though
+    /// tokio's clock may not have (after a suspend). A coarse clock: a few milliseconds against
+    /// a margin of seconds, at a fraction of the cost of a precise read.
+    pub(super) fn expired_by_wall_clock(&self) -> bool {
+        wall_clock() >= self.0.wall_usable_until
+    }
+
+    /// The id of the cache entry this lease copies.
+    pub(super) fn cached_id(&self) -> u64 {
+        self.0.cached_id
+    }
+
+    fn of(&self, inner: &Arc<Inner>) -> bool {
+        std::ptr::eq(self.0.provider.as_ptr(), Arc::as_ptr(inner))
+    }
+}
+
+/// This thread's copy of `inner`'s token made under `generation`, if it holds one.
+pub(super) fn find(inner: &Arc<Inner>, generation: u64) -> Option<Lease> {
+    // `try_with`: thread-local storage is gone while a thread exits; then there is no copy.
+    HELD.try_with(|held| {
+        held.borrow()
+            .iter()
+            .find(|l| l.0.generation == Some(generation) && l.of(inner))
+            .cloned()
+    })
+    .ok()
+    .flatten()
+}
+
+/// Copies `cached` (published under `generation`) into this thread, replacing the thread's
+/// older copy for `inner`, and returns the copy.
+pub(super) fn hold(inner: &Arc<Inner>, generation: u64, cached: &Cached) -> Lease {
+    let margin = cached
+        .token
+        .expires_at()
+        .saturating_duration_since(cached.usable_until);
+    let lease = Lease(Arc::new(Held {
+        cached_id: cached.id,
+        wall_usable_until: since_epoch(cached.token.expires_on()).saturating_sub(margin),
+        token: cached.token.thread_copy(),
+        provider: Arc::downgrade(inner),
+        generation: Some(generation),
+        usable_until: cached.usable_until,
+        refresh_at: cached.refresh_at,
+    }));
+    let _ = HELD.try_with(|held| {
+        let mut held = held.borrow_mut();
+        held.retain(|l| !l.of(inner) && l.0.provider.strong_count() > 0);
+        if held.len() >= MAX_HELD {
+            held.remove(0);
+        }
+        held.push(lease.clone());
+    });
+    lease
+}
+
+/// Drops this thread's copy for `inner` (its provider published "no token").
+pub(super) fn forget(inner: &Arc<Inner>) {
+    let _ = HELD.try_with(|held| held.borrow_mut().retain(|l| !l.of(inner)));
+}
+
+fn since_epoch(t: SystemTime) -> Duration {
+    t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()
+}
+
+/// The wall clock, since the Unix epoch: the kernel's coarse clock where there is one (read
+/// without a system call, at tick resolution), which keeps the check within the hot path's
+/// budget.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn wall_clock() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or_default(),
+        u32::try_from(t.tv_nsec).unwrap_or_default(),
+    )
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn wall_clock() -> Duration {
+    since_epoch(SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::builder::ProviderOptions;
+
+    fn cached(secret: &str) -> Cached {
+        let token = AccessToken::new(secret, Duration::from_secs(3600)).unwrap();
+        Cached::new(
+            &ProviderOptions::default(),
+            token,
+            Instant::now(),
+            0.5,
+            1,
+            None,
+        )
+    }
+
+    fn provider() -> TokenProvider {
+        #[derive(Debug)]
+        struct Never;
+        impl crate::Credential for Never {
+            fn request_token<'a>(
+                &'a self,
+                _: crate::TokenRequest<'a>,
+            ) -> futures::future::BoxFuture<'a, Result<AccessToken, crate::TokenError>>
+            {
+                Box::pin(std::future::pending())
+            }
+        }
+        TokenProvider::new(Never, "https://graph.microsoft.com/.default").unwrap()
+    }
+
+    #[test]
+    fn a_copy_is_served_only_under_its_generation_and_only_for_its_provider() {
+        let (a, b) = (provider(), provider());
+        let held = hold(&a.inner, 7, &cached("a.b.c"));
+        assert_eq!(held.token().secret(), "a.b.c");
+        assert!(find(&a.inner, 7).is_some());
+        assert!(
+            find(&a.inner, 8).is_none(),
+            "a newer generation needs a new copy"
+        );
+        assert!(find(&b.inner, 7).is_none(), "another provider's copy");
+        forget(&a.inner);
+        assert!(find(&a.inner, 7).is_none());
+    }
+
+    #[test]
+    fn each_thread_has_its_own_copy_not_a_shared_count() {
+        let p = provider();
+        let source = cached("x.y.z");
+        let here = hold(&p.inner, 1, &source);
+        let there = std::thread::scope(|s| {
+            s.spawn(|| hold(&p.inner, 1, &source).token().header_value().clone())
+                .join()
+                .unwrap()
+        });
+        assert_eq!(here.token().header_value(), &there);
+        // Distinct memory: cloning one never touches the other's reference count.
+        assert_ne!(
+            here.token().header_value().as_bytes().as_ptr(),
+            there.as_bytes().as_ptr()
+        );
+        assert_ne!(
+            here.token().header_value().as_bytes().as_ptr(),
+            source.token.header_value().as_bytes().as_ptr()
+        );
+    }
+
+    #[test]
+    fn copies_of_dropped_providers_go_and_a_thread_holds_a_bounded_number() {
+        let keep = provider();
+        hold(&keep.inner, 1, &cached("k.k.k"));
+        for _ in 0..3 * MAX_HELD {
+            let gone = provider();
+            hold(&gone.inner, 1, &cached("g.g.g"));
+        }
+        let held = HELD.with(|h| h.borrow().len());
+        assert!(held <= MAX_HELD, "{held}");
+        // Dropped providers' copies are purged at the next copy, so the live one survives.
+        assert!(find(&keep.inner, 1).is_some());
+    }
+}

@@ -1,0 +1,27 @@
+//! The integration tests, in one binary: one link instead of one per file. Tests that need a
+//! process of their own stay beside this folder as their own binaries: the tracing captures
+//! (callsite interest is global), the allocator-scanning transport test, and `examples`, which
+//! runs alone as `cargo test --test examples`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+#[cfg(feature = "retry")]
+mod cae;
+mod certificate;
+mod certificate_loading;
+mod core_layer;
+mod core_provider;
+mod custom_credential;
+mod destination;
+mod hyper_client;
+mod liveness;
+mod provider_robustness;
+mod require_roles;
+mod reqwest_client;
+#[cfg(feature = "retry")]
+mod stack;
+mod tonic_health;
+mod tower_contract;
+mod warm_up;
+mod workload_identity;
