@@ -49,76 +49,207 @@ pub(crate) fn code_in_description(description: &str) -> Option<u32> {
     rest[..end].parse().ok()
 }
 
+/// One line per code this crate knows: what it means, then the fix. The one place to add a
+/// code's hint; TROUBLESHOOTING.md is generated from it (a test fails when they drift).
+pub(crate) const HINTS: &[(u32, &str)] = &[
+    (
+        700016,
+        "the client id is not an app in this tenant: check AZURE_CLIENT_ID and AZURE_TENANT_ID, and for a multi-tenant app have an admin of this tenant consent to it",
+    ),
+    (
+        7000215,
+        "the client secret is wrong: use the secret's Value (shown once at creation), not its Secret ID; make a new one with `az ad app credential reset --id <client-id> --append`",
+    ),
+    (
+        7000222,
+        "the client secret has expired: make a new one with `az ad app credential reset --id <client-id> --append` and update the configuration",
+    ),
+    (
+        70011,
+        "the scope is invalid: ask for exactly one `<application ID URI>/.default` scope, e.g. `https://graph.microsoft.com/.default`",
+    ),
+    (
+        1002012,
+        "client credentials need a scope of the form `<application ID URI>/.default`; permissions are granted in the app registration, not in the scope",
+    ),
+    (
+        700022,
+        "a token is for one resource: use one `<application ID URI>/.default` scope per TokenProvider",
+    ),
+    (
+        90002,
+        "the tenant does not exist in this cloud: check AZURE_TENANT_ID and that the authority host matches the tenant's cloud (public, US Government, China)",
+    ),
+    (
+        50049,
+        "the authority is unknown: use https://login.microsoftonline.com or the host of your sovereign cloud",
+    ),
+    (
+        700024,
+        "the client assertion is outside its valid time window: check this machine's clock (NTP)",
+    ),
+    (
+        700027,
+        "the assertion's signature did not verify: upload this certificate's public part to the app registration (`az ad app credential reset --id <client-id> --cert @cert.pem --append`) or use the matching private key",
+    ),
+    (
+        7000218,
+        "no client credential was sent: configure a client secret, a certificate or a federated token",
+    ),
+    (
+        7000216,
+        "no client credential was sent: configure a client secret, a certificate or a federated token",
+    ),
+    (
+        500011,
+        "the resource is not in this tenant: check the application ID URI in the scope, and that the API's service principal exists in the tenant (admin consent provisions it)",
+    ),
+    (
+        53003,
+        "a Conditional Access policy blocked this app: ask a tenant admin to review the policies that apply to workload identities",
+    ),
+    (
+        TOO_MANY_IDENTICAL_REQUESTS,
+        "Entra saw too many identical requests: cache tokens (share one TokenProvider instead of making one per request)",
+    ),
+    (
+        70021,
+        "no federated credential matches the token's issuer, subject and audience: check the federated credential on the app registration",
+    ),
+    (
+        700023,
+        "the client assertion's `aud` is not this token endpoint: sign it for the token URL (`<authority host>/<tenant>/oauth2/v2.0/token`) of the tenant and cloud you call",
+    ),
+    (
+        700021,
+        "the client assertion's `iss` and `sub` must both be the client id (AZURE_CLIENT_ID)",
+    ),
+    (
+        50013,
+        "the client assertion is invalid or was already used (same `jti`): sign a new assertion for every token request",
+    ),
+    (
+        1000502,
+        "the certificate is outside its validity period: create a new one and upload it (`az ad app credential reset --id <client-id> --cert @cert.pem --append`)",
+    ),
+    (
+        7000274,
+        "the certificate is outside its validity period: create a new one and upload it (`az ad app credential reset --id <client-id> --cert @cert.pem --append`)",
+    ),
+    (
+        5002738,
+        "the assertion's signature algorithm is not accepted: Entra verifies RS256 and PS256 (RSA keys) only",
+    ),
+    (
+        50034,
+        "the user account does not exist in this tenant: a client credentials request names no user, so something sends a user flow's parameters; check the grant type and the tenant",
+    ),
+    (
+        50126,
+        "a user name or password was rejected: client credentials use no user password; check that the request is a client credentials request (grant_type=client_credentials)",
+    ),
+    (
+        700025,
+        "the app registration is a public client, which cannot use a secret or certificate: set \"Allow public client flows\" to No under Authentication in the app registration",
+    ),
+    (
+        700212,
+        "no federated credential matches the assertion's audience: the federated credential's audience (default `api://AzureADTokenExchange`) must be the token's `aud`",
+    ),
+    (
+        700213,
+        "no federated credential matches the assertion's subject: the federated credential's subject must be the token's `sub` exactly (for AKS `system:serviceaccount:<namespace>:<service account>`)",
+    ),
+    (
+        28000,
+        "the scope names more than one resource: a token is for one resource; use one `<application ID URI>/.default` scope per TokenProvider",
+    ),
+    (
+        28002,
+        "the scope is not valid for an access token: ask for `<application ID URI>/.default`, e.g. `https://graph.microsoft.com/.default`",
+    ),
+    (
+        28003,
+        "the scope is empty: ask for `<application ID URI>/.default`, e.g. `https://graph.microsoft.com/.default`",
+    ),
+];
+
 /// A one-line fix for `code`, when one is known.
 pub(crate) fn hint(code: u32) -> Option<&'static str> {
-    Some(match code {
-        700016 => {
-            "the client id is not an app in this tenant: check AZURE_CLIENT_ID and AZURE_TENANT_ID, and for a multi-tenant app have an admin of this tenant consent to it"
-        }
-        7000215 => {
-            "the client secret is wrong: use the secret's Value (shown once at creation), not its Secret ID; make a new one with `az ad app credential reset --id <client-id> --append`"
-        }
-        7000222 => {
-            "the client secret has expired: make a new one with `az ad app credential reset --id <client-id> --append` and update the configuration"
-        }
-        70011 => {
-            "the scope is invalid: ask for exactly one `<application ID URI>/.default` scope, e.g. `https://graph.microsoft.com/.default`"
-        }
-        1002012 => {
-            "client credentials need a scope of the form `<application ID URI>/.default`; permissions are granted in the app registration, not in the scope"
-        }
-        700022 => {
-            "a token is for one resource: use one `<application ID URI>/.default` scope per TokenProvider"
-        }
-        90002 => {
-            "the tenant does not exist in this cloud: check AZURE_TENANT_ID and that the authority host matches the tenant's cloud (public, US Government, China)"
-        }
-        50049 => {
-            "the authority is unknown: use https://login.microsoftonline.com or the host of your sovereign cloud"
-        }
-        700024 => {
-            "the client assertion is outside its valid time window: check this machine's clock (NTP)"
-        }
-        700027 => {
-            "the assertion's signature did not verify: upload this certificate's public part to the app registration (`az ad app credential reset --id <client-id> --cert @cert.pem --append`) or use the matching private key"
-        }
-        7000218 | 7000216 => {
-            "no client credential was sent: configure a client secret, a certificate or a federated token"
-        }
-        500011 => {
-            "the resource is not in this tenant: check the application ID URI in the scope, and that the API's service principal exists in the tenant (admin consent provisions it)"
-        }
-        53003 => {
-            "a Conditional Access policy blocked this app: ask a tenant admin to review the policies that apply to workload identities"
-        }
-        TOO_MANY_IDENTICAL_REQUESTS => {
-            "Entra saw too many identical requests: cache tokens (share one TokenProvider instead of making one per request)"
-        }
-        70021 => {
-            "no federated credential matches the token's issuer, subject and audience: check the federated credential on the app registration"
-        }
-        700023 => {
-            "the client assertion's `aud` is not this token endpoint: sign it for the token URL (`<authority host>/<tenant>/oauth2/v2.0/token`) of the tenant and cloud you call"
-        }
-        700021 => {
-            "the client assertion's `iss` and `sub` must both be the client id (AZURE_CLIENT_ID)"
-        }
-        50013 => {
-            "the client assertion is invalid or was already used (same `jti`): sign a new assertion for every token request"
-        }
-        1000502 | 7000274 => {
-            "the certificate is outside its validity period: create a new one and upload it (`az ad app credential reset --id <client-id> --cert @cert.pem --append`)"
-        }
-        5002738 => {
-            "the assertion's signature algorithm is not accepted: Entra verifies RS256 and PS256 (RSA keys) only"
-        }
-        _ => return None,
-    })
+    HINTS
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, hint)| *hint)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every code this crate treats specially, in order.
+    fn known_codes() -> Vec<u32> {
+        let mut codes: Vec<u32> = AUTHENTICATION
+            .iter()
+            .chain(SCOPE)
+            .chain([&TOO_MANY_IDENTICAL_REQUESTS])
+            .copied()
+            .chain(HINTS.iter().map(|(c, _)| *c))
+            .collect();
+        codes.sort_unstable();
+        codes.dedup();
+        codes
+    }
+
+    const BEGIN: &str = "<!-- BEGIN GENERATED from src/aadsts.rs: `UPDATE_TROUBLESHOOTING=1 cargo test --lib aadsts` rewrites it -->";
+    const END: &str = "<!-- END GENERATED -->";
+
+    /// The AADSTS table of TROUBLESHOOTING.md, from the table the code uses.
+    fn troubleshooting_table() -> String {
+        let mut out =
+            format!("{BEGIN}\n| code | kind | what it means, and the fix |\n|---|---|---|\n");
+        for code in known_codes() {
+            let kind = classify(&entra(400, "invalid_request", code));
+            let hint = hint(code).unwrap_or_default().replace('|', "\\|");
+            out.push_str(&format!(
+                "| [AADSTS{code}](https://login.microsoftonline.com/error?code={code}) | `{kind:?}` | {hint} |\n"
+            ));
+        }
+        out.push_str(END);
+        out
+    }
+
+    #[test]
+    fn troubleshooting_md_has_every_known_code_with_its_hint() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/TROUBLESHOOTING.md");
+        let doc = std::fs::read_to_string(path).expect("TROUBLESHOOTING.md");
+        let (Some(begin), Some(end)) = (doc.find(BEGIN), doc.find(END)) else {
+            panic!("TROUBLESHOOTING.md has no generated AADSTS table between {BEGIN} and {END}");
+        };
+        let expected = troubleshooting_table();
+        let found = &doc[begin..end + END.len()];
+        if found != expected {
+            if std::env::var_os("UPDATE_TROUBLESHOOTING").is_some() {
+                let updated = format!("{}{expected}{}", &doc[..begin], &doc[end + END.len()..]);
+                std::fs::write(path, updated).expect("rewrite TROUBLESHOOTING.md");
+            } else {
+                panic!(
+                    "TROUBLESHOOTING.md's AADSTS table differs from src/aadsts.rs; run `UPDATE_TROUBLESHOOTING=1 cargo test --lib aadsts` to regenerate it. Expected:\n{expected}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_known_code_has_a_hint() {
+        for code in known_codes() {
+            assert!(hint(code).is_some(), "no hint for AADSTS{code}");
+        }
+        let mut listed: Vec<u32> = HINTS.iter().map(|(c, _)| *c).collect();
+        listed.sort_unstable();
+        let before = listed.len();
+        listed.dedup();
+        assert_eq!(before, listed.len(), "a code has two hints");
+    }
 
     fn entra(status: u16, error: &str, code: u32) -> EntraError {
         EntraError {

@@ -83,6 +83,11 @@ pub enum TokenErrorKind {
     /// The layer refused to attach a token to this request (for example a plain-http remote
     /// host), so that the token does not leak.
     UnsafeDestination,
+    /// The token lacks an app role the provider was told to require
+    /// ([`TokenProviderBuilder::require_roles`](crate::TokenProviderBuilder::require_roles)): the
+    /// permission was not granted to the app, or not with admin consent. The message names the
+    /// missing roles and the fix. Permanent until an admin consents.
+    MissingPermission,
 }
 
 impl TokenErrorKind {

@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use futures::FutureExt;
@@ -31,6 +32,7 @@ mod builder;
 mod claims;
 mod fetch;
 mod local;
+mod roles;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -98,6 +100,36 @@ struct Counters {
     refreshes_ahead: AtomicU64,
     invalidations: AtomicU64,
     claims_challenges: AtomicU64,
+    /// Failed token requests since the last successful one.
+    consecutive_failures: AtomicU64,
+    /// When the last token request succeeded, in nanoseconds since the Unix epoch; 0 for never.
+    last_success_unix_nanos: AtomicU64,
+}
+
+impl Counters {
+    /// A token request failed.
+    fn failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A token request succeeded at `at`.
+    fn succeeded(&self, at: SystemTime) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        let nanos = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        // 0 means never; a clock set before 1970 still records a success.
+        self.last_success_unix_nanos
+            .store(nanos.max(1), Ordering::Relaxed);
+    }
+
+    fn last_success(&self) -> Option<SystemTime> {
+        match self.last_success_unix_nanos.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => UNIX_EPOCH.checked_add(Duration::from_nanos(nanos)),
+        }
+    }
 }
 
 /// Counters for health endpoints and dashboards. Taken with [`TokenProvider::stats`].
@@ -115,7 +147,12 @@ pub struct ProviderStats {
     /// Token fetches started for a claims challenge (Continuous Access Evaluation).
     pub claims_challenges: u64,
     /// When the cached token expires, if one is held.
-    pub token_expires_on: Option<std::time::SystemTime>,
+    pub token_expires_on: Option<SystemTime>,
+    /// When a token request last succeeded (wall clock), if one has.
+    pub last_success: Option<SystemTime>,
+    /// Token requests that failed since the last one that succeeded (retries included): 0 while
+    /// all is well, growing while Entra or the network fails.
+    pub consecutive_failures: u64,
     /// The last fetch error, cleared by the next success.
     pub last_error: Option<TokenError>,
 }
@@ -161,6 +198,27 @@ impl TokenProvider {
     /// A token that is valid now: the cached one, or a fresh one from the single fetch in flight.
     pub async fn token(&self) -> Result<AccessToken, TokenError> {
         self.acquire().await
+    }
+
+    /// Gets a token now, unless a usable one is already cached, and returns the error when none
+    /// can be had: call it at start-up to fail fast on a wrong secret, a missing consent or an
+    /// unreachable endpoint, instead of at the first request. Transient failures are retried
+    /// first, as for any request that waits for a token.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// use tower_entra::{EnvironmentCredential, TokenProvider};
+    ///
+    /// let provider = TokenProvider::new(EnvironmentCredential::new()?, "https://graph.microsoft.com/.default")?;
+    /// if let Err(e) = provider.warm_up().await {
+    ///     eprintln!("cannot get a token for Microsoft Graph: {e}");
+    ///     std::process::exit(1);
+    /// }
+    /// // ...serve, with the token cached and refreshed ahead of expiry.
+    /// # Ok(()) }
+    /// ```
+    pub async fn warm_up(&self) -> Result<(), TokenError> {
+        self.token().await.map(drop)
     }
 
     /// This thread's lease on the cached token when it is usable now; starts a refresh ahead
@@ -219,6 +277,8 @@ impl TokenProvider {
             refreshes_ahead: c.refreshes_ahead.load(Ordering::Relaxed),
             invalidations: c.invalidations.load(Ordering::Relaxed),
             claims_challenges: c.claims_challenges.load(Ordering::Relaxed),
+            last_success: c.last_success(),
+            consecutive_failures: c.consecutive_failures.load(Ordering::Relaxed),
             token_expires_on: self
                 .inner
                 .current
@@ -284,24 +344,36 @@ impl TokenProvider {
                 // Nobody here waits for it; its result lands in the cache.
                 let _refresh = self.launch(state, start, &runtime);
             }
-            Request::Serve(_) | Request::Join(_) | Request::Fail(_) => {}
+            Request::Serve(_) | Request::Join(..) | Request::Fail(_) => {}
         }
     }
 
     fn join_or_start_fetch(&self) -> Acquire {
+        match self.ask() {
+            Asked::Token(token) => Acquire::Ready(Some(token)),
+            Asked::Wait(fetch) => Acquire::Waiting(fetch),
+            Asked::Join(fetch, deadline) => {
+                let provider = self.clone();
+                Acquire::Waiting(join_until(fetch, deadline, move || provider.ask()))
+            }
+        }
+    }
+
+    /// What the state gives a request for a token now, with the fetch it asks for started.
+    fn ask(&self) -> Asked {
         let Ok(runtime) = Handle::try_current() else {
-            return Acquire::Waiting(ready(Err(no_runtime())));
+            return Asked::Wait(ready(Err(no_runtime())));
         };
         let mut state = self.inner.lock_state();
         match state.request(Instant::now()) {
-            Request::Serve(token) => Acquire::Ready(Some(token)),
+            Request::Serve(token) => Asked::Token(token),
             Request::ServeAndRefresh(token, start) => {
                 let _refresh = self.launch(state, start, &runtime);
-                Acquire::Ready(Some(token))
+                Asked::Token(token)
             }
-            Request::Join(fetch) => Acquire::Waiting(fetch),
-            Request::Start(start) => Acquire::Waiting(self.launch(state, start, &runtime)),
-            Request::Fail(error) => Acquire::Waiting(ready(Err(error))),
+            Request::Join(fetch, deadline) => Asked::Join(fetch, deadline),
+            Request::Start(start) => Asked::Wait(self.launch(state, start, &runtime)),
+            Request::Fail(error) => Asked::Wait(ready(Err(error))),
         }
     }
 
@@ -317,6 +389,12 @@ impl TokenProvider {
         let (fetch, task) = fetch::prepare(self.inner.clone(), &start);
         state.started(&start, fetch.clone());
         drop(state);
+        if start.replaces_dead {
+            tracing::warn!(
+                scope = %self.inner.scope,
+                "a token fetch ran past its deadline (its task may sit on a runtime that is no longer driven); starting another on this runtime"
+            );
+        }
         let counter = match start.mode {
             Mode::Cold => None,
             Mode::Ahead => Some(&self.inner.counters.refreshes_ahead),
@@ -328,6 +406,53 @@ impl TokenProvider {
         runtime.spawn(task);
         fetch
     }
+}
+
+/// How long a caller waits before asking again when the state hands it a fetch already past its
+/// deadline by the caller's clock.
+const REJOIN_PAUSE: Duration = Duration::from_millis(10);
+
+/// What asking the state for a token gives, once the fetch it asked for is started.
+enum Asked {
+    Token(AccessToken),
+    /// A fetch to wait on to the end.
+    Wait(SharedFetch),
+    /// A fetch in flight, to wait on until its deadline.
+    Join(SharedFetch, Instant),
+}
+
+/// `fetch`, waited on from this caller's runtime until `deadline`. Past it the fetch counts as
+/// dead (its task may sit on a current-thread runtime that nobody drives any more, where it
+/// would never end), and `ask` asks anew: the state then starts a new fetch, on this runtime (or
+/// gives another fetch in flight, waited on in turn, in a loop rather than nested futures). The
+/// timer is made when the caller first polls, so it runs on the caller's runtime.
+fn join_until<F>(fetch: SharedFetch, deadline: Instant, ask: F) -> SharedFetch
+where
+    F: Fn() -> Asked + Send + 'static,
+{
+    async move {
+        let (mut fetch, mut deadline) = (fetch, deadline);
+        loop {
+            if let Ok(result) = tokio::time::timeout_at(deadline, fetch).await {
+                return result;
+            }
+            match ask() {
+                Asked::Token(token) => return Ok(token),
+                Asked::Wait(started) => return started.await,
+                Asked::Join(other, until) => {
+                    // The state joins only a fetch before its deadline; should this caller's
+                    // clock disagree (a future moved between runtimes), pause between attempts
+                    // rather than spin.
+                    if until <= Instant::now() {
+                        tokio::time::sleep(REJOIN_PAUSE).await;
+                    }
+                    (fetch, deadline) = (other, until);
+                }
+            }
+        }
+    }
+    .boxed()
+    .shared()
 }
 
 /// A fetch that is already over.

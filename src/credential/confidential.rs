@@ -84,6 +84,10 @@ impl<A: ClientAuthentication> Credential for ConfidentialClientCredential<A> {
     fn identity(&self) -> Option<(&str, &str)> {
         self.client.identity()
     }
+
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.client.timeout())
+    }
 }
 
 impl<A: fmt::Debug> fmt::Debug for ConfidentialClientCredential<A> {

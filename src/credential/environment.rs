@@ -279,6 +279,10 @@ impl Credential for EnvironmentCredential {
     fn identity(&self) -> Option<(&str, &str)> {
         self.inner.identity()
     }
+
+    fn timeout(&self) -> Option<std::time::Duration> {
+        self.inner.timeout()
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ mod workload_identity;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 
@@ -112,6 +113,15 @@ pub trait Credential: fmt::Debug + Send + Sync + 'static {
     fn identity(&self) -> Option<(&str, &str)> {
         None
     }
+
+    /// The longest one call of [`request_token`](Self::request_token) takes (its request
+    /// timeout), when the credential bounds it. A [`TokenProvider`](crate::TokenProvider) derives
+    /// from it, the attempts and the backoff a deadline for each fetch: a fetch still running past
+    /// it counts as dead (its task may sit on a runtime that is no longer driven), and the next
+    /// caller starts a new one. `None` (the default) assumes 5 minutes.
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A shared credential is a credential: one app's credential behind several providers, or a
@@ -126,6 +136,10 @@ impl<C: Credential + ?Sized> Credential for Arc<C> {
 
     fn identity(&self) -> Option<(&str, &str)> {
         (**self).identity()
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        (**self).timeout()
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
-use super::{Counters, Inner, State, TokenProvider};
+use super::{Counters, Inner, State, TokenProvider, state};
 use crate::challenge::capabilities_claims;
 use crate::credential::Credential;
 use crate::error::{TokenError, TokenErrorKind};
@@ -21,6 +21,8 @@ pub(super) struct ProviderOptions {
     pub(super) initial_backoff: Duration,
     pub(super) max_backoff: Duration,
     pub(super) refresh_jitter: Duration,
+    /// App roles every token must carry in its `roles` claim.
+    pub(super) required_roles: Vec<String>,
 }
 
 impl Default for ProviderOptions {
@@ -31,6 +33,7 @@ impl Default for ProviderOptions {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             refresh_jitter: Duration::from_secs(60),
+            required_roles: Vec::new(),
         }
     }
 }
@@ -117,9 +120,38 @@ impl TokenProviderBuilder {
         self
     }
 
-    /// Checks the scope and builds the provider.
+    /// Requires application permissions (app roles, e.g. Graph's `Organization.Read.All`): after
+    /// each token request the token's `roles` claim is read (no signature check: it is our own
+    /// token, fresh from Entra), and a token without one of them fails with
+    /// [`TokenErrorKind::MissingPermission`], naming the missing roles and the admin-consent fix.
+    /// With [`TokenProvider::warm_up`] the service then fails at start-up instead of meeting a 403
+    /// at its first request. A token whose roles cannot be read (not a JWT) passes, with a
+    /// warning.
+    ///
+    /// ```no_run
+    /// # async fn demo(credential: tower_entra::ClientSecretCredential) -> Result<(), tower_entra::TokenError> {
+    /// use tower_entra::TokenProvider;
+    ///
+    /// let graph = TokenProvider::builder(credential, "https://graph.microsoft.com/.default")
+    ///     .require_roles(["Organization.Read.All", "User.Read.All"])
+    ///     .build()?;
+    /// graph.warm_up().await?; // Err(MissingPermission) until an admin consents
+    /// # Ok(()) }
+    /// ```
+    pub fn require_roles<I>(mut self, roles: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.options.required_roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Checks the scope and the required roles, and builds the provider.
     pub fn build(self) -> Result<TokenProvider, TokenError> {
         check_scope(&self.scope)?;
+        check_roles(&self.options.required_roles)?;
+        let fetch_budget = state::fetch_budget(&self.options, self.credential.timeout());
         Ok(TokenProvider {
             inner: Arc::new(Inner {
                 credential: self.credential,
@@ -127,7 +159,7 @@ impl TokenProviderBuilder {
                 capabilities: capabilities_claims(&self.client_capabilities),
                 current: ArcSwapOption::empty(),
                 generation: Default::default(),
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State::new(fetch_budget)),
                 options: self.options,
                 counters: Counters::default(),
                 last_error: ArcSwapOption::empty(),
@@ -167,9 +199,32 @@ pub(crate) fn check_scope(scope: &str) -> Result<(), TokenError> {
     }
 }
 
+/// A role value is one word (`Organization.Read.All`), as Entra's app role values are.
+fn check_roles(roles: &[String]) -> Result<(), TokenError> {
+    match roles
+        .iter()
+        .find(|r| r.is_empty() || r.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        Some(bad) => Err(TokenError::configuration(format!(
+            "the required role {bad:?} is not an app role value: name each role as the API defines it, e.g. `Organization.Read.All`"
+        ))),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn role_rules() {
+        assert!(check_roles(&["Organization.Read.All".into(), "Demo.Read".into()]).is_ok());
+        for bad in ["", "Org.Read All", "A\n"] {
+            let e = check_roles(&[bad.into()]).unwrap_err();
+            assert_eq!(e.kind(), TokenErrorKind::Configuration);
+            assert!(e.to_string().contains("app role value"), "{e}");
+        }
+    }
 
     #[test]
     fn scope_rules() {

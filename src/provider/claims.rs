@@ -5,7 +5,7 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::state::{ClaimsRequest, FORCED_RENEWAL_INTERVAL, InFlight};
-use super::{Acquire, Refused, SharedFetch, TokenProvider, no_runtime, ready};
+use super::{Acquire, Asked, Refused, SharedFetch, TokenProvider, join_until, no_runtime, ready};
 use crate::challenge::merge_claims;
 use crate::error::TokenError;
 use crate::refusal::Reaction;
@@ -39,11 +39,34 @@ impl TokenProvider {
     /// The fetch for `merged` claims in flight, or a new one. Not async: the lock must not be
     /// held by a waiter.
     fn claims_fetch(&self, merged: String, runtime: &Handle) -> SharedFetch {
+        match self.ask_claims(merged.clone(), runtime) {
+            Asked::Join(fetch, deadline) => self.join_claims_until(fetch, deadline, merged),
+            Asked::Wait(fetch) => fetch,
+            Asked::Token(token) => ready(Ok(token)),
+        }
+    }
+
+    /// The claims fetch in flight for `merged`, or a new one started.
+    fn ask_claims(&self, merged: String, runtime: &Handle) -> Asked {
         let mut state = self.inner.lock_state();
         match state.claims_request(Instant::now(), merged) {
-            InFlight::Join(fetch) => fetch,
-            InFlight::Start(start) => self.launch(state, start, runtime),
+            InFlight::Join(fetch, deadline) => Asked::Join(fetch, deadline),
+            InFlight::Start(start) => Asked::Wait(self.launch(state, start, runtime)),
         }
+    }
+
+    /// The claims fetch in flight, waited on until its deadline; then a new one, here.
+    fn join_claims_until(
+        &self,
+        fetch: SharedFetch,
+        deadline: Instant,
+        merged: String,
+    ) -> SharedFetch {
+        let provider = self.clone();
+        join_until(fetch, deadline, move || match Handle::try_current() {
+            Ok(runtime) => provider.ask_claims(merged.clone(), &runtime),
+            Err(_) => Asked::Wait(ready(Err(no_runtime()))),
+        })
     }
 
     /// Acts on an API's refusal of `used`: drops it on `invalid_token`, fetches a token with the
@@ -71,9 +94,14 @@ impl TokenProvider {
             return Renewal::Fetching(Acquire::Waiting(ready(Err(no_runtime()))));
         };
         let mut state = self.inner.lock_state();
-        match state.claims_challenge(Instant::now(), used, merged) {
+        match state.claims_challenge(Instant::now(), used, merged.clone()) {
             ClaimsRequest::Serve(token) => Renewal::Fetching(Acquire::Ready(Some(token))),
-            ClaimsRequest::Join(fetch) => Renewal::Fetching(Acquire::Waiting(fetch)),
+            ClaimsRequest::Join(fetch, deadline) => {
+                drop(state);
+                Renewal::Fetching(Acquire::Waiting(
+                    self.join_claims_until(fetch, deadline, merged),
+                ))
+            }
             ClaimsRequest::Start(start) => {
                 Renewal::Fetching(Acquire::Waiting(self.launch(state, start, &runtime)))
             }

@@ -4,14 +4,15 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::state::{Finished, Mode, Start, retry_delay};
+use super::roles;
+use super::state::{Finished, Mode, Start, longest_retry_delay, retry_delay};
 use super::{Inner, SharedFetch};
 use crate::credential::TokenRequest;
 use crate::error::{TokenError, TokenErrorKind};
@@ -132,14 +133,28 @@ async fn run_fetch(inner: &Inner, mode: &Mode, id: u64) -> Result<AccessToken, T
             Mode::Claims(claims) => TokenRequest::new(&inner.scope).with_claims(claims),
             Mode::Cold | Mode::Ahead => inner.token_request(),
         };
-        let error = match inner.credential.request_token(request).await {
-            Ok(token) => break Ok(token),
+        let fetched = inner
+            .credential
+            .request_token(request)
+            .await
+            .and_then(|token| {
+                let client_id = inner.credential.identity().map(|(_, client)| client);
+                roles::check(
+                    &inner.options.required_roles,
+                    &token,
+                    &inner.scope,
+                    client_id,
+                )?;
+                Ok(token)
+            });
+        let error = match fetched {
+            Ok(token) => {
+                inner.counters.succeeded(SystemTime::now());
+                break Ok(token);
+            }
             Err(e) => e,
         };
-        inner
-            .counters
-            .failures
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        inner.counters.failed();
         let delay = retry_delay(&inner.options, attempt, &error, fastrand::f64());
         // Ahead of expiry nobody waits: one attempt. Once the held token is unusable, callers
         // wait on this fetch, so it retries like a cold one.
@@ -147,7 +162,7 @@ async fn run_fetch(inner: &Inner, mode: &Mode, id: u64) -> Result<AccessToken, T
         let retry = waited_on
             && error.is_transient()
             && attempt < inner.options.max_attempts
-            && delay <= inner.options.max_backoff.max(Duration::from_secs(60));
+            && delay <= longest_retry_delay(&inner.options);
         if !retry {
             break Err(error);
         }
@@ -190,6 +205,10 @@ async fn run_fetch(inner: &Inner, mode: &Mode, id: u64) -> Result<AccessToken, T
                 error = %error,
                 retry_in_ms = retry_in.as_millis() as u64,
                 "token request failed"
+            ),
+            Finished::AbandonedFailed => tracing::debug!(
+                error = %error,
+                "a token fetch that ran past its deadline, and was replaced, failed"
             ),
             Finished::Stored | Finished::Discarded => {}
         }

@@ -41,6 +41,38 @@ const JITTER_WAIT_DIVISOR: u32 = 2;
 /// The expiry margin is at most this share (1/4) of a token's lifetime.
 const MARGIN_LIFETIME_DIVISOR: u32 = 4;
 
+/// How long one attempt of a credential that names no timeout of its own is given.
+const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A fetch retries only after a delay of at most `max_backoff` or this, whichever is longer (a
+/// longer `Retry-After` ends the fetch with its error instead).
+const RETRY_DELAY_FLOOR: Duration = Duration::from_secs(60);
+
+/// Added to a fetch's budget for what its timeouts do not bound: scheduling, the spawn, locks.
+const FETCH_GRACE: Duration = Duration::from_secs(5);
+
+/// The longest delay after which a fetch still retries.
+pub(super) fn longest_retry_delay(options: &ProviderOptions) -> Duration {
+    options.max_backoff.max(RETRY_DELAY_FLOOR)
+}
+
+/// How long a fetch may run before it counts as dead: every attempt taking the credential's
+/// whole `attempt_timeout` (5 minutes when it names none), and the longest delay before each
+/// retry, plus a grace. A fetch still running past this is not waiting on Entra: its task sits on
+/// a runtime that is no longer driven (a current-thread runtime that went idle), and would hold
+/// every other caller forever.
+pub(super) fn fetch_budget(
+    options: &ProviderOptions,
+    attempt_timeout: Option<Duration>,
+) -> Duration {
+    let attempts = options.max_attempts.max(1);
+    attempt_timeout
+        .unwrap_or(DEFAULT_ATTEMPT_TIMEOUT)
+        .saturating_mul(attempts)
+        .saturating_add(longest_retry_delay(options).saturating_mul(attempts - 1))
+        .saturating_add(FETCH_GRACE)
+}
+
 /// What a fetch is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Mode {
@@ -185,6 +217,10 @@ pub(super) struct Start {
     pub(super) id: u64,
     pub(super) mode: Mode,
     at: Instant,
+    /// Past this the fetch counts as dead.
+    pub(super) deadline: Instant,
+    /// It replaces a fetch of the same kind that passed its deadline (worth a warning).
+    pub(super) replaces_dead: bool,
 }
 
 /// What a request for a token gets.
@@ -194,8 +230,8 @@ pub(super) enum Request<F> {
     Serve(AccessToken),
     /// The cached token, and a refresh ahead to start.
     ServeAndRefresh(AccessToken, Start),
-    /// The fetch in flight.
-    Join(F),
+    /// The fetch in flight, to wait on until its deadline (then ask again: it is dead).
+    Join(F, Instant),
     /// A fetch to start and wait on.
     Start(Start),
     /// The last fetch's error, at once, during its backoff.
@@ -205,8 +241,8 @@ pub(super) enum Request<F> {
 /// What an explicit request for a token with claims gets.
 #[derive(Debug)]
 pub(super) enum InFlight<F> {
-    /// The claims fetch in flight for the same claims.
-    Join(F),
+    /// The claims fetch in flight for the same claims, to wait on until its deadline.
+    Join(F, Instant),
     /// A claims fetch to start and wait on.
     Start(Start),
 }
@@ -216,8 +252,8 @@ pub(super) enum InFlight<F> {
 pub(super) enum ClaimsRequest<F> {
     /// The cached token already carries these claims and is not the refused one.
     Serve(AccessToken),
-    /// The claims fetch in flight for the same claims.
-    Join(F),
+    /// The claims fetch in flight for the same claims, to wait on until its deadline.
+    Join(F, Instant),
     /// A claims fetch to start and wait on.
     Start(Start),
     /// Nothing: a claims fetch started less than [`FORCED_RENEWAL_INTERVAL`] ago.
@@ -245,6 +281,8 @@ pub(super) enum Finished {
     Discarded,
     /// A claims fetch failed; nothing else changes.
     ClaimsFailed,
+    /// A fetch that passed its deadline, and was replaced, failed; nothing changes.
+    AbandonedFailed,
     /// A refresh ahead failed while the held token is still usable; the next one waits this long.
     AheadFailed { retry_in: Duration },
     /// No usable token and the fetch failed: callers get its error at once for this long.
@@ -256,6 +294,13 @@ pub(super) enum Finished {
 struct Slot<F> {
     id: u64,
     fetch: F,
+    deadline: Instant,
+}
+
+impl<F> Slot<F> {
+    fn alive(&self, now: Instant) -> bool {
+        now < self.deadline
+    }
 }
 
 /// The provider's whole mutable state.
@@ -281,10 +326,21 @@ pub(super) struct State<F> {
     last_invalidation: Option<Instant>,
     /// When the last claims fetch started (one per interval, whatever the claims).
     last_claims_fetch: Option<Instant>,
+    /// How long a fetch may run before it counts as dead ([`fetch_budget`]).
+    fetch_budget: Duration,
+    /// A fetch of the same kind passed its deadline and was dropped: the next start says so.
+    replacing_dead: bool,
 }
 
 impl<F> Default for State<F> {
     fn default() -> Self {
+        State::new(fetch_budget(&ProviderOptions::default(), None))
+    }
+}
+
+impl<F> State<F> {
+    /// An empty state whose fetches count as dead `fetch_budget` after they start.
+    pub(super) fn new(fetch_budget: Duration) -> Self {
         State {
             current: None,
             ordinary: None,
@@ -296,6 +352,8 @@ impl<F> Default for State<F> {
             consecutive_failures: 0,
             last_invalidation: None,
             last_claims_fetch: None,
+            fetch_budget,
+            replacing_dead: false,
         }
     }
 }
@@ -308,6 +366,7 @@ impl<F: Clone> State<F> {
 
     /// A request for a token at `now`.
     pub(super) fn request(&mut self, now: Instant) -> Request<F> {
+        self.drop_dead_fetches(now);
         if let Some(cached) = &self.current {
             match cached.freshness(now) {
                 Freshness::Fresh => return Request::Serve(cached.token.clone()),
@@ -323,7 +382,7 @@ impl<F: Clone> State<F> {
             }
         }
         if let Some(slot) = &self.ordinary {
-            return Request::Join(slot.fetch.clone());
+            return Request::Join(slot.fetch.clone(), slot.deadline);
         }
         if let Some((until, error)) = &self.cold_error
             && now < *until
@@ -336,8 +395,9 @@ impl<F: Clone> State<F> {
     /// An explicit request for a token carrying `merged` claims: joins the same claims' fetch,
     /// or starts one.
     pub(super) fn claims_request(&mut self, now: Instant, merged: String) -> InFlight<F> {
+        self.drop_dead_fetches(now);
         match self.claims_in_flight(&merged) {
-            Some(fetch) => InFlight::Join(fetch),
+            Some((fetch, deadline)) => InFlight::Join(fetch, deadline),
             None => InFlight::Start(self.start(Mode::Claims(merged), now)),
         }
     }
@@ -352,6 +412,7 @@ impl<F: Clone> State<F> {
         used: &AccessToken,
         merged: String,
     ) -> ClaimsRequest<F> {
+        self.drop_dead_fetches(now);
         if let Some(c) = &self.current
             && c.claims.as_deref() == Some(merged.as_str())
             && !c.token.same_token(used)
@@ -359,8 +420,8 @@ impl<F: Clone> State<F> {
         {
             return ClaimsRequest::Serve(c.token.clone());
         }
-        if let Some(fetch) = self.claims_in_flight(&merged) {
-            return ClaimsRequest::Join(fetch);
+        if let Some((fetch, deadline)) = self.claims_in_flight(&merged) {
+            return ClaimsRequest::Join(fetch, deadline);
         }
         if self
             .last_claims_fetch
@@ -406,6 +467,7 @@ impl<F: Clone> State<F> {
         let slot = Slot {
             id: start.id,
             fetch,
+            deadline: start.deadline,
         };
         match &start.mode {
             Mode::Cold | Mode::Ahead => self.ordinary = Some(slot),
@@ -450,6 +512,12 @@ impl<F: Clone> State<F> {
                 self.store(options, id, None, token, now, draw)
             }
             (Err(_), Mode::Claims(_)) => Finished::ClaimsFailed,
+            // Its callers moved on to the fetch that replaced it, whose outcome counts.
+            (Err(_), Mode::Cold | Mode::Ahead)
+                if self.ordinary.as_ref().is_none_or(|s| s.id != id) =>
+            {
+                Finished::AbandonedFailed
+            }
             (Err(error), Mode::Cold | Mode::Ahead) => {
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
                 let backoff = retry_delay(options, self.consecutive_failures, error, draw);
@@ -489,14 +557,29 @@ impl<F: Clone> State<F> {
             id: self.next_id,
             mode,
             at: now,
+            deadline: now + self.fetch_budget,
+            replaces_dead: std::mem::take(&mut self.replacing_dead),
         }
     }
 
-    fn claims_in_flight(&self, merged: &str) -> Option<F> {
+    /// Frees the slots of fetches past their deadline, so that the next request starts a new
+    /// fetch (on its own runtime) instead of joining one that will never end.
+    fn drop_dead_fetches(&mut self, now: Instant) {
+        if self.ordinary.as_ref().is_some_and(|s| !s.alive(now)) {
+            self.ordinary = None;
+            self.replacing_dead = true;
+        }
+        if self.claims.as_ref().is_some_and(|(_, s)| !s.alive(now)) {
+            self.claims = None;
+            self.replacing_dead = true;
+        }
+    }
+
+    fn claims_in_flight(&self, merged: &str) -> Option<(F, Instant)> {
         self.claims
             .as_ref()
             .filter(|(claims, _)| claims == merged)
-            .map(|(_, slot)| slot.fetch.clone())
+            .map(|(_, slot)| (slot.fetch.clone(), slot.deadline))
     }
 }
 
@@ -682,7 +765,7 @@ mod tests {
         assert_eq!(start.mode, Mode::Cold);
         s.started(&start, "cold-1");
         for _ in 0..3 {
-            assert!(matches!(s.request(now), Request::Join("cold-1")));
+            assert!(matches!(s.request(now), Request::Join("cold-1", _)));
         }
     }
 
@@ -702,7 +785,7 @@ mod tests {
         // Once the held token is unusable, requests join the refresh.
         assert!(matches!(
             s.request(now + secs(3570)),
-            Request::Join("ahead")
+            Request::Join("ahead", _)
         ));
     }
 
@@ -716,7 +799,7 @@ mod tests {
         s.started(&first, "first");
         // A stale id frees nothing.
         s.free(first.id + 7);
-        assert!(matches!(s.request(now), Request::Join("first")));
+        assert!(matches!(s.request(now), Request::Join("first", _)));
         s.free(first.id);
         let Request::Start(second) = s.request(now) else {
             panic!("joined a finished fetch")
@@ -750,9 +833,11 @@ mod tests {
         let Request::Start(start) = s.request(now) else {
             panic!()
         };
+        s.started(&start, "cold");
         let e = transient(Some(HOUR));
         let done = s.finish(&options(), start.id, &start.mode, Err(&e), now, 0.0);
         assert_eq!(done, Finished::ColdFailed { retry_in: secs(30) });
+        s.free(start.id);
         assert!(matches!(s.request(now + secs(30)), Request::Start(_)));
     }
 
@@ -793,7 +878,8 @@ mod tests {
         let Request::Start(start) = s.request(now) else {
             panic!()
         };
-        s.finish(
+        s.started(&start, "cold");
+        let failed = s.finish(
             &options(),
             start.id,
             &start.mode,
@@ -801,6 +887,7 @@ mod tests {
             now,
             0.0,
         );
+        assert!(matches!(failed, Finished::ColdFailed { .. }));
         s.free(start.id);
         let later = now + secs(1);
         let Request::Start(start) = s.request(later) else {
@@ -905,7 +992,7 @@ mod tests {
         // The same claims join it.
         assert!(matches!(
             s.claims_challenge(now, &refused, CLAIMS.into()),
-            ClaimsRequest::Join("claims")
+            ClaimsRequest::Join("claims", _)
         ));
         let c = token("c", now, HOUR, None);
         s.finish(&options(), start.id, &start.mode, Ok(&c), now, 0.0);
@@ -954,5 +1041,106 @@ mod tests {
         }
         assert_eq!(served(&s.request(now)).as_deref(), Some("a"));
         assert!(s.not_before.is_none() && s.cold_error.is_none());
+    }
+
+    // Liveness: fetches past their deadline.
+
+    #[test]
+    fn the_fetch_budget_covers_every_attempt_and_the_delays_between() {
+        let o = options();
+        // 4 attempts of 30 s, 3 delays of at most 60 s, and the grace.
+        assert_eq!(fetch_budget(&o, Some(secs(30))), secs(4 * 30 + 3 * 60 + 5));
+        // A credential that names no timeout is given 5 minutes an attempt.
+        assert_eq!(fetch_budget(&o, None), secs(4 * 300 + 3 * 60 + 5));
+        let one = ProviderOptions {
+            max_attempts: 1,
+            ..options()
+        };
+        assert_eq!(fetch_budget(&one, Some(secs(2))), secs(7));
+        let slow = ProviderOptions {
+            max_backoff: secs(120),
+            ..options()
+        };
+        assert_eq!(
+            fetch_budget(&slow, Some(secs(30))),
+            secs(4 * 30 + 3 * 120 + 5)
+        );
+        assert_eq!(fetch_budget(&o, Some(Duration::MAX)), Duration::MAX);
+    }
+
+    #[test]
+    fn a_fetch_past_its_deadline_counts_as_dead_and_the_next_request_starts_another() {
+        let now = Instant::now();
+        let mut s: State<&str> = State::new(secs(7));
+        let Request::Start(first) = s.request(now) else {
+            panic!()
+        };
+        assert_eq!(first.deadline, now + secs(7));
+        assert!(!first.replaces_dead);
+        s.started(&first, "parked");
+        let Request::Join("parked", deadline) = s.request(now + secs(6)) else {
+            panic!("a request before the deadline did not join")
+        };
+        assert_eq!(deadline, now + secs(7));
+        let later = now + secs(7);
+        let Request::Start(second) = s.request(later) else {
+            panic!("a request past the deadline joined a dead fetch")
+        };
+        assert!(second.id > first.id && second.replaces_dead);
+        assert_eq!(second.deadline, later + secs(7));
+        s.started(&second, "live");
+        assert!(matches!(s.request(later), Request::Join("live", _)));
+        // The dead fetch ending at last frees nothing, and its failure sets no backoff.
+        s.free(first.id);
+        let done = s.finish(
+            &options(),
+            first.id,
+            &first.mode,
+            Err(&transient(Some(HOUR))),
+            later,
+            0.0,
+        );
+        assert_eq!(done, Finished::AbandonedFailed);
+        assert!(s.not_before.is_none() && s.cold_error.is_none());
+        assert!(matches!(s.request(later), Request::Join("live", _)));
+    }
+
+    #[test]
+    fn a_refresh_ahead_past_its_deadline_is_started_again() {
+        let now = Instant::now();
+        let mut s = holding("a", now);
+        let budget = secs(60);
+        s.fetch_budget = budget;
+        let due = now + secs(3300);
+        let Request::ServeAndRefresh(_, ahead) = s.request(due) else {
+            panic!()
+        };
+        s.started(&ahead, "parked");
+        assert!(matches!(
+            s.request(due + budget - secs(1)),
+            Request::Serve(_)
+        ));
+        let Request::ServeAndRefresh(_, again) = s.request(due + budget) else {
+            panic!("no new refresh once the parked one passed its deadline")
+        };
+        assert!(again.replaces_dead);
+    }
+
+    #[test]
+    fn a_claims_fetch_past_its_deadline_counts_as_dead() {
+        let now = Instant::now();
+        let mut s: State<&str> = State::new(secs(7));
+        let InFlight::Start(first) = s.claims_request(now, CLAIMS.into()) else {
+            panic!()
+        };
+        s.started(&first, "parked");
+        assert!(matches!(
+            s.claims_request(now + secs(6), CLAIMS.into()),
+            InFlight::Join("parked", _)
+        ));
+        let InFlight::Start(second) = s.claims_request(now + secs(7), CLAIMS.into()) else {
+            panic!("joined a dead claims fetch")
+        };
+        assert!(second.replaces_dead);
     }
 }

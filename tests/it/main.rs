@@ -17,13 +17,16 @@ mod core_provider;
 mod custom_credential;
 mod destination;
 mod hyper_client;
+mod liveness;
 mod managed_identity;
 #[cfg(feature = "retry")]
 mod provider_robustness;
+mod require_roles;
 mod reqwest_client;
 #[cfg(feature = "retry")]
 mod stack;
 mod telemetry;
 mod tonic_health;
 mod tower_contract;
+mod warm_up;
 mod workload_identity;

@@ -1,0 +1,226 @@
+//! A fleet simulation (not a timed test): 1,000 replicas of one service, each with its own
+//! `TokenProvider` and HTTP client, start within 10 s against an Entra emulator that admits 20
+//! token requests/s (429 with `Retry-After` beyond that), then run for three token lifetimes
+//! while each replica serves a request every 2 s. It prints how long until every replica held a
+//! token, the token requests sent, the peak and mean requests per second at the endpoint, and how
+//! the refreshes of each lifetime spread, with the default refresh jitter and without.
+//!
+//! Time is tokio's paused clock, which jumps ahead whenever every task waits (the emulator's
+//! sockets are on loopback, in the same runtime, so a request in flight is rarely idle time): a
+//! simulated hour takes seconds. Seconds below are simulated.
+//!
+//! ```text
+//! cargo bench --bench fleet
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use entra_emulator::{App, Emulator, TokenRequestStats};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tower_entra::{ClientSecretCredential, TokenProvider};
+
+const REPLICAS: usize = 1000;
+const START_WITHIN: Duration = Duration::from_secs(10);
+const RATE_LIMIT: u32 = 20;
+/// A token lifetime shorter than Entra's hour, so that three lifetimes are quick to simulate, but
+/// long enough for the refresh policy of real tokens: refresh 5 min before expiry (at 900 s),
+/// jitter up to 60 s earlier.
+const LIFETIME: Duration = Duration::from_secs(1200);
+const LIFETIMES: u32 = 3;
+/// Each replica asks its provider for a token this often (a request every 2 s).
+const REQUEST_EVERY: Duration = Duration::from_secs(2);
+
+/// What one replica saw, in seconds since the fleet started.
+#[derive(Default)]
+struct Replica {
+    first_token: Option<f64>,
+    /// When it first got each later token.
+    refreshes: Vec<f64>,
+    failed_requests: u64,
+}
+
+struct Run {
+    all_held_after: f64,
+    stats: TokenRequestStats,
+    replicas: Vec<Replica>,
+    /// The wall-clock time the simulation took.
+    wall: Duration,
+}
+
+fn main() {
+    println!(
+        "fleet: {REPLICAS} replicas start within {}s; token endpoint admits {RATE_LIMIT}/s (429 + Retry-After beyond); \
+         token lifetime {}s, run for {LIFETIMES} lifetimes; each replica asks for a token every {}s",
+        START_WITHIN.as_secs(),
+        LIFETIME.as_secs(),
+        REQUEST_EVERY.as_secs()
+    );
+    for (name, jitter) in [("default jitter (60 s)", true), ("no jitter", false)] {
+        let run = simulate(jitter);
+        report(name, &run);
+    }
+}
+
+fn simulate(jitter: bool) -> Run {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    let wall = std::time::Instant::now();
+    let mut run = runtime.block_on(fleet(jitter));
+    run.wall = wall.elapsed();
+    run
+}
+
+async fn fleet(jitter: bool) -> Run {
+    let emulator = Emulator::start().await;
+    emulator.set_token_lifetime(LIFETIME);
+    let app = emulator.register_app(
+        &emulator.tenant_id(),
+        App::new("fleet")
+            .with_secret("fleet-secret")
+            .with_roles(&[Emulator::DEMO_API_ROLE]),
+    );
+    emulator.set_token_rate_limit(Some(RATE_LIMIT));
+    emulator.reset_token_request_stats();
+
+    let started = Instant::now();
+    let holding = Arc::new(AtomicUsize::new(0));
+    let all_hold = Arc::new(Notify::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let replicas: Vec<_> = (0..REPLICAS)
+        .map(|_| {
+            let credential =
+                ClientSecretCredential::builder(&app.tenant_id, &app.client_id, "fleet-secret")
+                    .authority_host(emulator.authority_host())
+                    // The paused clock jumps while a request is in flight; no request timeout fires.
+                    .timeout(Duration::from_secs(24 * 3600))
+                    .build()
+                    .expect("credential");
+            let mut builder = TokenProvider::builder(credential, Emulator::DEMO_API_SCOPE);
+            if !jitter {
+                builder = builder.refresh_jitter(Duration::ZERO);
+            }
+            let provider = builder.build().expect("provider");
+            let (holding, all_hold, stop) = (holding.clone(), all_hold.clone(), stop.clone());
+            let delay = START_WITHIN.mul_f64(fastrand::f64());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                replica(provider, started, holding, all_hold, stop).await
+            })
+        })
+        .collect();
+
+    all_hold.notified().await;
+    let all_held_after = started.elapsed().as_secs_f64();
+    tokio::time::sleep(LIFETIME * LIFETIMES).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = Vec::with_capacity(REPLICAS);
+    for r in replicas {
+        seen.push(r.await.expect("replica"));
+    }
+    Run {
+        all_held_after,
+        stats: emulator.token_request_stats(),
+        replicas: seen,
+        wall: Duration::ZERO,
+    }
+}
+
+async fn replica(
+    provider: TokenProvider,
+    started: Instant,
+    holding: Arc<AtomicUsize>,
+    all_hold: Arc<Notify>,
+    stop: Arc<AtomicBool>,
+) -> Replica {
+    let mut seen = Replica::default();
+    let mut last = None;
+    while !stop.load(Ordering::Relaxed) {
+        match provider.token().await {
+            Ok(token) => {
+                let now = started.elapsed().as_secs_f64();
+                match &last {
+                    None => {
+                        seen.first_token = Some(now);
+                        if holding.fetch_add(1, Ordering::Relaxed) + 1 == REPLICAS {
+                            all_hold.notify_one();
+                        }
+                    }
+                    Some(previous) if !token.same_token(previous) => seen.refreshes.push(now),
+                    Some(_) => {}
+                }
+                last = Some(token);
+            }
+            Err(_) => seen.failed_requests += 1,
+        }
+        tokio::time::sleep(REQUEST_EVERY).await;
+    }
+    seen
+}
+
+fn report(name: &str, run: &Run) {
+    let s = &run.stats;
+    let failed: u64 = run.replicas.iter().map(|r| r.failed_requests).sum();
+    println!(
+        "\n{name} (simulated in {:.1} s of wall-clock time)",
+        run.wall.as_secs_f64()
+    );
+    println!(
+        "  every replica held a token after {:.1} s (the median one after {:.1} s); {failed} replica requests failed meanwhile (callers got the error)",
+        run.all_held_after,
+        median(run.replicas.iter().filter_map(|r| r.first_token).collect())
+    );
+    println!(
+        "  token requests: {} ({} admitted, {} answered 429); {:.2} per replica",
+        s.total,
+        s.admitted,
+        s.throttled,
+        s.total as f64 / REPLICAS as f64
+    );
+    println!(
+        "  requests/s at the endpoint: peak {}, mean {:.2} (over {} s)",
+        s.peak_per_second(),
+        s.mean_per_second(),
+        s.received_per_second.len(),
+    );
+    // Every wave of refreshes: a token is refreshed 5 min before it expires, so a wave comes
+    // every lifetime less 5 min; the last may be cut short by the end of the run.
+    for wave in 0.. {
+        let mut at: Vec<f64> = run
+            .replicas
+            .iter()
+            .filter_map(|r| r.refreshes.get(wave).copied())
+            .collect();
+        if at.is_empty() {
+            break;
+        }
+        at.sort_by(f64::total_cmp);
+        let pct = |p: f64| at[((at.len() - 1) as f64 * p).round() as usize];
+        // The busiest second of this wave, at the endpoint.
+        let (lo, hi) = (at[0].floor() as usize, at[at.len() - 1].ceil() as usize);
+        let wave_peak = s
+            .received_per_second
+            .get(lo..=hi.min(s.received_per_second.len().saturating_sub(1)))
+            .and_then(|w| w.iter().copied().max())
+            .unwrap_or(0);
+        println!(
+            "  refresh {}: {} replicas, from {:.0} s to {:.0} s (p10-p90 over {:.0} s), busiest second {} requests",
+            wave + 1,
+            at.len(),
+            at[0],
+            at[at.len() - 1],
+            pct(0.9) - pct(0.1),
+            wave_peak
+        );
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}

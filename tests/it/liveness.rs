@@ -1,0 +1,118 @@
+//! A fetch whose task sits on a runtime that is never driven again (a current-thread runtime
+//! that went idle) does not hold callers on other runtimes past the fetch's deadline: past it the
+//! fetch counts as dead, and the next caller starts a new one on its own runtime.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::runtime::Runtime;
+use tokio::time::Instant;
+use tower_entra::{AccessToken, Credential, TokenError, TokenProvider, TokenRequest};
+
+const HOUR: Duration = Duration::from_secs(3600);
+/// The credential's timeout hint; with one attempt, a fetch's deadline is this plus 5 s grace.
+const TIMEOUT: Duration = Duration::from_secs(2);
+const DEADLINE: Duration = Duration::from_secs(7);
+
+/// Answers at once with a new hour's token (`token-0`, `token-1`, ...), and says its requests
+/// take at most [`TIMEOUT`].
+#[derive(Debug, Default)]
+struct Instant1h {
+    requests: Arc<AtomicUsize>,
+}
+
+impl Credential for Instant1h {
+    fn request_token<'a>(
+        &'a self,
+        _request: TokenRequest<'a>,
+    ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
+        let n = self.requests.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move { AccessToken::new(format!("token-{n}"), HOUR) })
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        Some(TIMEOUT)
+    }
+}
+
+fn provider() -> (TokenProvider, Arc<AtomicUsize>) {
+    let credential = Instant1h::default();
+    let requests = credential.requests.clone();
+    let provider = TokenProvider::builder(credential, "api://x/.default")
+        .max_attempts(1)
+        .refresh_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
+    (provider, requests)
+}
+
+fn paused_runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_cold_fetch_parked_on_an_idle_runtime_holds_others_no_longer_than_its_deadline() {
+    let (provider, requests) = provider();
+    let parked = paused_runtime();
+    let other = paused_runtime();
+    // The fetch is spawned on `parked`, which returns at once and is never driven again.
+    parked.block_on(async {
+        let mut first = std::pin::pin!(provider.token());
+        assert!(first.as_mut().now_or_never().is_none());
+    });
+    assert_eq!(requests.load(Ordering::SeqCst), 0, "the parked fetch ran");
+
+    other.block_on(async {
+        let joined = Instant::now();
+        let token = tokio::time::timeout(HOUR, provider.token())
+            .await
+            .expect("a caller on another runtime waited on the parked fetch past its deadline")
+            .unwrap();
+        assert!(
+            Instant::now() - joined <= DEADLINE,
+            "waited past the deadline"
+        );
+        assert_eq!(token.secret(), "token-0");
+        // Now cached: later callers get it at once.
+        assert!(provider.token().await.unwrap().same_token(&token));
+    });
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+    drop(parked);
+}
+
+#[test]
+fn a_refresh_ahead_parked_on_an_idle_runtime_is_started_again_past_its_deadline() {
+    let (provider, requests) = provider();
+    let parked = paused_runtime();
+    let other = paused_runtime();
+    let first = parked.block_on(async {
+        let first = provider.token().await.unwrap();
+        // Into the refresh window: the refresh ahead is spawned on `parked`, never to run.
+        tokio::time::advance(Duration::from_secs(3301)).await;
+        assert!(provider.token().await.unwrap().same_token(&first));
+        first
+    });
+    assert_eq!(requests.load(Ordering::SeqCst), 1, "the parked refresh ran");
+
+    other.block_on(async {
+        // Past the parked refresh's deadline, the held token still usable: a caller here is
+        // served at once and starts a new refresh, on this runtime.
+        tokio::time::advance(Duration::from_secs(3301) + DEADLINE).await;
+        assert!(provider.token().await.unwrap().same_token(&first));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let refreshed = tokio::time::timeout(HOUR, provider.token())
+            .await
+            .expect("a caller waited on the parked refresh")
+            .unwrap();
+        assert_eq!(refreshed.secret(), "token-1", "no new refresh started");
+    });
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+    drop(parked);
+}
