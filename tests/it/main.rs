@@ -15,6 +15,7 @@ mod core_provider;
 mod custom_credential;
 mod destination;
 mod hyper_client;
+mod properties;
 mod provider_robustness;
 mod reqwest_client;
 #[cfg(feature = "retry")]
