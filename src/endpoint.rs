@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use tokio::time::Instant;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::aadsts;
 use crate::error::{EntraError, MAX_SERVER_FIELD_BYTES, TokenError, server_text};
@@ -45,9 +46,38 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
+/// The `access_token` as read from the body, in memory of its exact size that is zeroed when
+/// dropped: a response refused after its token was read (a wrong `token_type`, no
+/// `expires_in`, malformed JSON further on) leaves no copy of the token behind.
+struct TokenText(Zeroizing<String>);
+
+impl<'de> Deserialize<'de> for TokenText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = TokenText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<TokenText, E> {
+                // Sized once: a buffer that grew would leave copies in the blocks it left.
+                let mut text = Zeroizing::new(String::with_capacity(s.len()));
+                text.push_str(s);
+                Ok(TokenText(text))
+            }
+            fn visit_string<E: serde::de::Error>(self, mut s: String) -> Result<TokenText, E> {
+                let text = self.visit_str(&s);
+                s.zeroize();
+                text
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
 #[derive(Deserialize)]
 struct RawTokenResponse {
-    access_token: Option<String>,
+    access_token: Option<TokenText>,
     token_type: Option<String>,
     expires_in: Option<Seconds>,
     // `ext_expires_in` (the lifetime during an Entra outage) is not read: unused, and a malformed
@@ -84,7 +114,7 @@ pub(crate) fn parse_token_response(
             ));
         }
     }
-    let Some(secret) = raw.access_token else {
+    let Some(TokenText(mut secret)) = raw.access_token else {
         return Err(TokenError::invalid_response(
             "the token response has no access_token",
         ));
@@ -99,8 +129,9 @@ pub(crate) fn parse_token_response(
             "the token response says the token expires immediately (expires_in = 0)",
         ));
     }
+    // Moved, not copied: `issued` zeroes it once it is in the header value, or refused.
     AccessToken::issued(
-        secret,
+        std::mem::take(&mut *secret),
         Duration::from_secs(expires_in),
         raw.refresh_in.map(|Seconds(s)| Duration::from_secs(s)),
         now,
@@ -327,6 +358,91 @@ mod tests {
         let e = parse(&body.to_string()).unwrap_err();
         let shown = e.to_string();
         assert!(!shown.contains('\u{1b}') && shown.len() < 1024, "{shown:?}");
+    }
+}
+
+/// The token in a response is zeroed before its memory is freed, on every path out of the
+/// parser. The lib's unit tests run on an allocator that, while a test scans, counts freed
+/// blocks still holding the token; when not scanning it is the system allocator.
+#[cfg(test)]
+#[allow(unsafe_code)]
+mod freed_memory {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A token as Entra writes it (no JSON escapes: an escaped string is unescaped in
+    /// serde_json's own scratch buffer, which is not this crate's to zero).
+    const NEEDLE: &[u8] = b"eyJ0eXAi.Zq8-needle_token-that-must-be-zeroed.before-free";
+    /// What a freed block must not hold: enough of the token to find the partial copies a
+    /// growing buffer leaves behind.
+    const PREFIX: &[u8] = NEEDLE.split_at(24).0;
+    static SCANNING: AtomicBool = AtomicBool::new(false);
+    static LEAKED: AtomicUsize = AtomicUsize::new(0);
+
+    /// The system allocator, checking each freed block for [`PREFIX`] while scanning is on.
+    /// `realloc` is the trait's default (alloc, copy, dealloc), so a moved block is checked too.
+    struct ScanningAllocator;
+
+    unsafe impl GlobalAlloc for ScanningAllocator {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            unsafe { System.alloc_zeroed(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            if SCANNING.load(Ordering::Relaxed) && layout.size() >= PREFIX.len() {
+                // Volatile reads: the block may hold bytes never written through Rust.
+                let byte = |i: usize| unsafe { ptr.add(i).read_volatile() };
+                let found = (0..=layout.size() - PREFIX.len())
+                    .any(|start| (0..PREFIX.len()).all(|i| byte(start + i) == PREFIX[i]));
+                if found {
+                    LEAKED.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: ScanningAllocator = ScanningAllocator;
+
+    #[test]
+    fn the_token_is_zeroed_on_every_path_out_of_the_parser() {
+        let token = std::str::from_utf8(NEEDLE).unwrap();
+        let bodies = [
+            // Read, then refused.
+            format!(r#"{{"access_token":"{token}","token_type":"pop","expires_in":3599}}"#),
+            format!(r#"{{"access_token":"{token}","expires_in":3599}}"#),
+            format!(r#"{{"access_token":"{token}","token_type":"Bearer"}}"#),
+            format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":0}}"#),
+            format!(
+                r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":18446744073709551615}}"#
+            ),
+            // Read, then the JSON fails.
+            format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":"soon"}}"#),
+            format!(r#"{{"access_token":"{token}","access_token":"{token}"}}"#),
+            format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":3599"#),
+            // Accepted, then dropped.
+            format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":3599}}"#),
+        ];
+        for body in &bodies {
+            LEAKED.store(0, Ordering::Relaxed);
+            SCANNING.store(true, Ordering::Relaxed);
+            let outcome = parse_token_response(body.as_bytes(), Instant::now(), SystemTime::now());
+            let ok = outcome.is_ok();
+            drop(outcome);
+            SCANNING.store(false, Ordering::Relaxed);
+            assert_eq!(
+                LEAKED.load(Ordering::Relaxed),
+                0,
+                "a freed copy of the token (parsed: {ok}) after {body}"
+            );
+        }
     }
 }
 
