@@ -390,3 +390,273 @@ mod tests {
         assert!(capabilities_claims(&[]).is_none());
     }
 }
+
+/// Property tests: no header panics the parser; a challenge written as servers write it reads
+/// back as written.
+#[cfg(test)]
+mod properties {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Bounded, so that CI stays fast; no regression files in the tree.
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// A JSON object of any shape, a few levels deep (no floats: they need not print back
+    /// exactly).
+    fn json_object() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "(?s).{0,16}".prop_map(Value::from),
+        ];
+        let object = |inner| {
+            vec(("(?s).{0,8}", inner), 0..4)
+                .prop_map(|fields| Value::Object(fields.into_iter().collect()))
+        };
+        let value = leaf.prop_recursive(3, 24, 4, move |inner| {
+            prop_oneof![
+                vec(inner.clone(), 0..4).prop_map(Value::Array),
+                object(inner)
+            ]
+        });
+        object(value.boxed())
+    }
+
+    /// `claims` as a server may send it: base64 in either alphabet, padded or not, or the bare
+    /// JSON; quoted, or bare when that is a token68.
+    fn claims_param(claims: &Value) -> impl Strategy<Value = String> + use<> {
+        let json = claims.to_string();
+        let bytes = json.as_bytes();
+        let encodings = vec![
+            STANDARD.encode(bytes),
+            STANDARD_NO_PAD.encode(bytes),
+            URL_SAFE.encode(bytes),
+            URL_SAFE_NO_PAD.encode(bytes),
+        ];
+        let bare_json = quote(&json);
+        (
+            proptest::sample::select(encodings),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(move |(encoded, quoted, as_json)| match (as_json, quoted) {
+                (true, _) => bare_json.clone(),
+                // An empty token68 is no value; base64 of `{}` is never empty.
+                (false, true) => quote(&encoded),
+                (false, false) => encoded,
+            })
+    }
+
+    /// `value` as an RFC 7230 quoted-string.
+    fn quote(value: &str) -> String {
+        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+
+    /// The pieces of a `WWW-Authenticate` value.
+    const PIECES: &[&str] = &[
+        "Bearer ", ",", "=", "\"", "\\", "error=", "claims=", "e30", "{", "é", "\u{0}", " ",
+    ];
+
+    /// One change that breaks a well-formed value: cut it short, or put a piece in.
+    #[derive(Debug, Clone)]
+    enum Edit {
+        Truncate(proptest::sample::Index),
+        Insert(proptest::sample::Index, &'static str),
+    }
+
+    impl Edit {
+        fn apply(&self, value: &mut String) {
+            let at = |index: &proptest::sample::Index| {
+                let mut i = index.index(value.len() + 1);
+                while !value.is_char_boundary(i) {
+                    i -= 1;
+                }
+                i
+            };
+            match self {
+                Edit::Truncate(i) => value.truncate(at(i)),
+                Edit::Insert(i, piece) => value.insert_str(at(i), piece),
+            }
+        }
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        prop_oneof![
+            any::<proptest::sample::Index>().prop_map(Edit::Truncate),
+            (
+                any::<proptest::sample::Index>(),
+                proptest::sample::select(PIECES)
+            )
+                .prop_map(|(i, p)| Edit::Insert(i, p)),
+        ]
+    }
+
+    /// `Bearer` in any mix of cases.
+    fn bearer() -> impl Strategy<Value = String> {
+        vec(any::<bool>(), 6).prop_map(|upper| {
+            "bearer"
+                .chars()
+                .zip(upper)
+                .map(|(c, u)| if u { c.to_ascii_uppercase() } else { c })
+                .collect()
+        })
+    }
+
+    /// A parameter other than `error` and `claims`, with a quoted or token68 value.
+    fn other_param() -> impl Strategy<Value = String> {
+        let name = "[a-z_]{1,16}".prop_filter("error or claims", |n| {
+            !n.eq_ignore_ascii_case("error") && !n.eq_ignore_ascii_case("claims")
+        });
+        let value = prop_oneof![
+            "(?s).{0,40}".prop_map(|v| quote(&v)),
+            "[A-Za-z0-9._~+/-]{1,20}=*",
+        ];
+        (name, value).prop_map(|(n, v)| format!("{n}={v}"))
+    }
+
+    /// Challenges of other schemes, as may come before or after the Bearer one.
+    fn other_challenge() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("Negotiate".to_owned()),
+            "[A-Za-z0-9+/]{1,20}={0,2}".prop_map(|t| format!("Negotiate {t}")),
+            "(?s).{0,20}".prop_map(|realm| format!("Basic realm={}", quote(&realm))),
+            vec(other_param(), 1..3).prop_map(|p| format!("PoP {}", p.join(", "))),
+        ]
+    }
+
+    /// Optional white space around `=` and `,` (RFC 7230 BWS / OWS).
+    fn space() -> impl Strategy<Value = &'static str> {
+        prop_oneof![Just(""), Just(" "), Just("\t "), Just("  ")]
+    }
+
+    /// A Bearer challenge holding `error` (any text, quoted; or a bare token) and `claims`,
+    /// among other parameters in any order, among other challenges, in one or several header
+    /// values; an error-less Bearer challenge may come first.
+    fn challenge_headers() -> impl Strategy<Value = (Vec<String>, String, Value)> {
+        // Quotes and backslashes, escaped in a quoted-string, more often than by chance.
+        let error = prop_oneof!["(?s).{0,40}", "[a-z_]{1,30}", r#"[a-z"\\ ]{0,20}"#];
+        (error, json_object())
+            .prop_flat_map(|(error, claims)| {
+                let error_param = if !error.is_empty()
+                    && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                {
+                    prop_oneof![Just(error.clone()), Just(quote(&error))].boxed()
+                } else {
+                    Just(quote(&error)).boxed()
+                };
+                (
+                    Just(error),
+                    Just(claims.clone()),
+                    error_param,
+                    claims_param(&claims),
+                    vec(other_param(), 0..4),
+                    bearer(),
+                    vec(other_challenge(), 0..3),
+                    vec(other_challenge(), 0..3),
+                    any::<bool>(),
+                    any::<bool>(),
+                    space(),
+                )
+            })
+            .prop_flat_map(
+                |(
+                    error,
+                    claims,
+                    error_param,
+                    claims_param,
+                    others,
+                    scheme,
+                    before,
+                    after,
+                    errorless_first,
+                    split,
+                    sp,
+                )| {
+                    let mut params = others;
+                    params.push(format!("error{sp}={sp}{error_param}"));
+                    params.push(format!("claims{sp}={sp}{claims_param}"));
+                    (
+                        Just(params).prop_shuffle(),
+                        Just((
+                            error,
+                            claims,
+                            scheme,
+                            before,
+                            after,
+                            errorless_first,
+                            split,
+                            sp,
+                        )),
+                    )
+                },
+            )
+            .prop_map(
+                |(params, (error, claims, scheme, before, after, errorless_first, split, sp))| {
+                    let bearer = format!("{scheme} {}", params.join(&format!("{sp},{sp}")));
+                    let mut challenges = before;
+                    if errorless_first {
+                        challenges.insert(0, "Bearer realm=\"api\"".to_owned());
+                    }
+                    challenges.push(bearer);
+                    challenges.extend(after);
+                    let headers = if split {
+                        challenges
+                    } else {
+                        vec![challenges.join(&format!("{sp},{sp}"))]
+                    };
+                    (headers, error, claims)
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_header_values_are_read_without_panic(
+            values in vec(vec(any::<u8>(), 0..128), 0..4),
+            texts in vec("(?s).{0,128}", 0..4),
+            // Random bytes seldom reach the corners of a grammar; broken challenges do.
+            (broken, _, _) in challenge_headers(),
+            edits in vec(edit(), 1..4),
+        ) {
+            let pieces = broken.into_iter().map(|mut value| {
+                for edit in &edits {
+                    edit.apply(&mut value);
+                }
+                value
+            });
+            let values: Vec<String> = values
+                .iter()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .chain(texts)
+                .chain(pieces)
+                .collect();
+            if let Some(c) = BearerChallenge::find(values.iter().map(String::as_str)) {
+                // What is read as claims is always a JSON object.
+                if let Some(claims) = c.claims() {
+                    prop_assert!(serde_json::from_str::<Value>(claims).is_ok_and(|v| v.is_object()));
+                }
+            }
+        }
+
+        #[test]
+        fn a_challenge_reads_back_as_written((headers, error, claims) in challenge_headers()) {
+            let c = BearerChallenge::find(headers.iter().map(String::as_str))
+                .ok_or_else(|| TestCaseError::fail(format!("no challenge in {headers:?}")))?;
+            prop_assert_eq!(c.error(), Some(error.as_str()), "{:?}", headers);
+            let read: Option<Value> = c.claims().and_then(|s| serde_json::from_str(s).ok());
+            prop_assert_eq!(read, Some(claims), "{:?}", headers);
+        }
+    }
+}

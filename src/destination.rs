@@ -519,3 +519,173 @@ mod tests {
         }
     }
 }
+
+/// Property tests: any text is a pattern or a `Configuration` error, never a panic; a pattern
+/// matches its host (or, for `*.`, its subdomains) and nothing that only looks like it.
+#[cfg(test)]
+mod properties {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Bounded, so that CI stays fast; no regression files in the tree.
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// A DNS label (LDH), in any mix of cases.
+    fn label() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9]([a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?"
+    }
+
+    /// A host name of `min` or more labels.
+    fn host(min: usize) -> impl Strategy<Value = String> {
+        vec(label(), min..min + 4).prop_map(|labels| labels.join("."))
+    }
+
+    /// Text near a host: the pieces a look-alike or a broken pattern is made of.
+    fn near_host() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            label(),
+            Just(".".to_owned()),
+            Just("*.".to_owned()),
+            Just("*".to_owned()),
+            Just("https://".to_owned()),
+            Just(":443".to_owned()),
+            Just("/v1.0".to_owned()),
+            Just("?x#y".to_owned()),
+            Just("[".to_owned()),
+            Just("]".to_owned()),
+            Just("::1".to_owned()),
+            Just("é".to_owned()),
+            Just("@".to_owned()),
+            Just(" ".to_owned()),
+        ];
+        vec(piece, 0..8).prop_map(|p| p.concat())
+    }
+
+    /// Text shaped like a pattern, often a valid one: a scheme, a wildcard, labels, a port, a
+    /// path, each there or not.
+    fn pattern_like() -> impl Strategy<Value = String> {
+        let maybe = |s: &'static str| prop_oneof![Just(""), Just(s)];
+        (
+            maybe("https://"),
+            maybe("*."),
+            vec(prop_oneof![4 => label(), 1 => Just("é".to_owned()), 1 => Just("*".to_owned()), 1 => Just(String::new())], 1..4),
+            maybe("."),
+            prop_oneof![Just(""), Just(":8080"), Just("/v1.0"), Just("?x")],
+        )
+            .prop_map(|(scheme, wildcard, labels, dot, tail)| {
+                format!("{scheme}{wildcard}{}{dot}{tail}", labels.join("."))
+            })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_text_is_a_pattern_or_a_configuration_error(
+            text in prop_oneof!["(?s).{0,64}", near_host(), pattern_like()],
+            probe in prop_oneof!["(?s).{0,64}", near_host(), pattern_like()],
+        ) {
+            match HostPattern::parse(&text) {
+                Err(e) => {
+                    prop_assert_eq!(e.kind(), TokenErrorKind::Configuration);
+                    let shown = e.to_string();
+                    prop_assert!(shown.contains(&format!("{:?}", text.trim())), "{}", shown);
+                }
+                Ok(pattern) => {
+                    // What is accepted is a host: DNS characters in dot-separated labels, below
+                    // a domain for a wildcard; or an IPv6 address.
+                    let (HostPattern::Exact(name) | HostPattern::Subdomains(name)) = &pattern;
+                    let ipv6 = name.parse::<std::net::Ipv6Addr>().is_ok();
+                    let dns = name.split('.').all(|label| {
+                        !label.is_empty()
+                            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    });
+                    prop_assert!(ipv6 || dns, "{:?} accepted as {:?}", text, pattern);
+                    if let HostPattern::Subdomains(suffix) = &pattern {
+                        prop_assert!(suffix.contains('.'), "{:?} accepted as {:?}", text, pattern);
+                    }
+                    // Its written form reads back as the same pattern.
+                    let written = format!("{pattern:?}");
+                    let reread = HostPattern::parse(&written)
+                        .map_err(|e| TestCaseError::fail(format!("{written:?}: {e}")))?;
+                    prop_assert!(reread == pattern, "{:?} -> {:?}", written, reread);
+                    // What it matches is its host or below it, whatever the probe.
+                    if pattern.matches(&probe) {
+                        let probe = normalize(&probe);
+                        match &pattern {
+                            HostPattern::Exact(h) => prop_assert_eq!(&probe, h),
+                            HostPattern::Subdomains(s) => prop_assert!(
+                                probe.ends_with(&format!(".{s}")) && probe.len() > s.len() + 1,
+                                "{:?} matched {:?}", pattern, probe
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn a_host_matches_itself_and_no_look_alike(
+            host in host(1),
+            other in label(),
+            case in vec(any::<bool>(), 0..64),
+            scheme_and_path in proptest::option::of(("https?://", "(/[a-z0-9.]{0,8}){0,2}(\\?[a-z=]{0,6})?")),
+        ) {
+            let written = match &scheme_and_path {
+                Some((scheme, path)) => format!("{scheme}{host}{path}"),
+                None => host.clone(),
+            };
+            let pattern = HostPattern::parse(&written)
+                .map_err(|e| TestCaseError::fail(format!("{written:?}: {e}")))?;
+            let recased: String = host
+                .chars()
+                .zip(case.iter().chain(std::iter::repeat(&false)))
+                .map(|(c, &upper)| if upper { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+                .collect();
+            prop_assert!(pattern.matches(&host));
+            prop_assert!(pattern.matches(&recased), "{:?} vs {:?}", pattern, recased);
+            let trailing_dot = format!("{host}.");
+            prop_assert!(pattern.matches(&trailing_dot));
+            let subdomain = format!("{other}.{host}");
+            let suffixed = format!("{host}.{other}");
+            let glued = format!("{other}{host}");
+            for look_alike in [subdomain, suffixed, glued] {
+                prop_assert!(!pattern.matches(&look_alike), "{:?} matched {:?}", pattern, look_alike);
+            }
+        }
+
+        #[test]
+        fn a_wildcard_matches_every_subdomain_and_nothing_else(
+            domain in host(2),
+            below in vec(label(), 1..4),
+            other in label(),
+        ) {
+            let pattern = HostPattern::parse(&format!("*.{domain}"))
+                .map_err(|e| TestCaseError::fail(format!("*.{domain}: {e}")))?;
+            let sub = format!("{}.{domain}", below.join("."));
+            prop_assert!(pattern.matches(&sub), "{:?} vs {:?}", pattern, sub);
+            prop_assert!(pattern.matches(&sub.to_ascii_uppercase()));
+            let trailing_dot = format!("{sub}.");
+            prop_assert!(pattern.matches(&trailing_dot));
+            for look_alike in [
+                domain.clone(),
+                format!("{other}{domain}"),
+                // `_` is in no generated label: a top-level domain the domain cannot end in.
+                format!("{sub}.{other}_"),
+                format!("{other}.{}", &domain[domain.find('.').map_or(0, |i| i + 1)..]),
+                // Not ASCII where the suffix would start.
+                format!("{other}é{}", &domain[1..]),
+            ] {
+                prop_assert!(!pattern.matches(&look_alike), "{:?} matched {:?}", pattern, look_alike);
+            }
+        }
+    }
+}

@@ -28,7 +28,10 @@
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
+#![cfg_attr(not(test), forbid(unsafe_code))]
+// The unit tests' allocator reads freed memory for tokens that were not zeroed (endpoint.rs);
+// everything else stays free of `unsafe`.
+#![cfg_attr(test, deny(unsafe_code))]
 
 mod aadsts;
 mod audience;

@@ -79,6 +79,19 @@ impl TokenProviderBuilder {
 
     /// The longest backoff between attempts, and the longest time a failed fetch's error is
     /// handed out at once to callers with no usable token. Default 30 s; at most 1 h.
+    ///
+    /// How this caps `Retry-After` (itself read as at most 1 h) for callers with **no usable
+    /// token**, who are waiting:
+    ///
+    /// - within one fetch, a transient failure is retried only when the wait (at least its
+    ///   `Retry-After`) is at most `max_backoff`, or 60 s if that is more; a longer
+    ///   `Retry-After` fails the fetch at once, and [`TokenError::retry_after`] tells how long
+    ///   the endpoint asked for;
+    /// - after a failed fetch, callers get its error at once for at most `max_backoff`; then the
+    ///   next caller starts a new fetch, even if `Retry-After` asked for longer.
+    ///
+    /// While a usable token is held, a failed refresh ahead waits out the whole `Retry-After`
+    /// (up to 1 h, and no later than the token's expiry) and callers are served the held token.
     pub fn max_backoff(mut self, backoff: Duration) -> Self {
         self.options.max_backoff = backoff.min(MAX_SETTING);
         self

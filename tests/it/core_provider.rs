@@ -382,16 +382,79 @@ async fn secrets_and_tokens_never_reach_debug_display_or_errors() {
         assert!(!text.contains(&raw[..40]), "token in {text}");
         assert!(!text.contains(SECRET), "secret in {text}");
     }
-    // An error after a token was held carries neither.
-    s.emulator.push_fault(
+
+    // Errors built from answers that hold the secret and the token (a proxy or a broken
+    // endpoint echoing the request, a token response that fails validation) show neither.
+    let form = s.emulator.last_token_request().expect("the token request");
+    let echoed_form: String = form
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    assert!(echoed_form.contains(SECRET), "the form carries the secret");
+    let json = |v: serde_json::Value| v.to_string();
+    let answers = [
+        // An Entra error that also echoes the request form.
+        Fault::status(400).body(json(serde_json::json!({
+            "error": "invalid_request",
+            "error_description": "AADSTS900144: nope",
+            "error_codes": [900144],
+            "request": form.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "access_token": raw,
+        }))),
+        // The form echoed as plain text, with no Entra error body.
         Fault::status(400)
-            .body(r#"{"error":"invalid_request","error_description":"AADSTS900144: nope"}"#),
-    );
-    let e = cred
-        .request_token(TokenRequest::new(Emulator::DEMO_API_SCOPE))
-        .await
-        .unwrap_err();
-    let text = format!("{e} {e:?}");
+            .content_type("text/plain")
+            .body(format!("{echoed_form}&access_token={raw}")),
+        // A 2xx that is not JSON.
+        Fault::status(200)
+            .content_type("text/plain")
+            .body(format!("{echoed_form}&access_token={raw}")),
+        // A 2xx cut short in the token.
+        Fault::status(200).body(format!(
+            r#"{{"token_type":"Bearer","expires_in":3599,"client_secret":"{SECRET}","access_token":"{raw}"#
+        )),
+        // Well-formed tokens that fail validation.
+        Fault::status(200).body(json(serde_json::json!({
+            "token_type": "pop", "expires_in": 3599, "access_token": raw, "client_secret": SECRET,
+        }))),
+        Fault::status(200).body(json(serde_json::json!({
+            "token_type": "Bearer", "expires_in": 3599, "access_token": format!("{raw} {SECRET}"),
+        }))),
+        Fault::status(200).body(json(serde_json::json!({
+            "token_type": "Bearer", "expires_in": "soon", "access_token": raw,
+        }))),
+        Fault::status(200).body(json(serde_json::json!({
+            "token_type": "Bearer", "expires_in": 0, "access_token": raw,
+        }))),
+    ];
+    let count = answers.len();
+    for fault in answers {
+        s.emulator.push_fault(fault);
+    }
+    for i in 0..count {
+        let e = cred
+            .request_token(TokenRequest::new(Emulator::DEMO_API_SCOPE))
+            .await
+            .expect_err("a faulty answer");
+        let mut text = format!("{e} {e:?}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(inner) = source {
+            text.push_str(&format!(" {inner} {inner:?}"));
+            source = inner.source();
+        }
+        assert!(!text.contains(SECRET), "answer {i}: the secret in {text}");
+        assert!(
+            !text.contains(&raw[..40]),
+            "answer {i}: the token in {text}"
+        );
+    }
+    // Through the provider too, and what it keeps for health endpoints.
+    s.emulator
+        .push_fault(Fault::status(400).body(format!("{echoed_form}&access_token={raw}")));
+    s.provider.invalidate(&token);
+    let e = s.provider.token().await.unwrap_err();
+    let text = format!("{e} {e:?} {:?}", s.provider.stats());
     assert!(
         !text.contains(SECRET) && !text.contains(&raw[..40]),
         "{text}"
@@ -465,11 +528,17 @@ async fn hostile_numbers_from_the_endpoint_are_errors_not_panics() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_cold_fetch_is_not_repeated_for_every_request() {
+    const INITIAL: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(8);
+    const STEP: Duration = Duration::from_millis(10);
     let s = setup().await;
-    let provider = TokenProvider::new(
+    let provider = TokenProvider::builder(
         credential(&s.emulator, &s.app, "revoked-secret"),
         Emulator::DEMO_API_SCOPE,
     )
+    .initial_backoff(INITIAL)
+    .max_backoff(MAX)
+    .build()
     .unwrap();
     let first = provider.token().await.unwrap_err();
     for _ in 0..50 {
@@ -478,10 +547,33 @@ async fn a_failed_cold_fetch_is_not_repeated_for_every_request() {
     }
     assert_eq!(s.emulator.token_requests(), 1, "each request went to Entra");
 
-    // After the backoff, one new attempt; then the backoff grows.
-    tokio::time::advance(Duration::from_secs(30)).await;
-    provider.token().await.unwrap_err();
-    provider.token().await.unwrap_err();
-    assert_eq!(s.emulator.token_requests(), 2);
-    assert_eq!(provider.stats().failures, 2);
+    // A caller every 10 ms: the token requests they cause come further and further apart,
+    // each gap drawn from the upper half of a backoff that doubles (0.5 s, 1 s, 2 s, ...),
+    // up to max_backoff.
+    let start = Instant::now();
+    let mut requests = vec![start];
+    while requests.len() < 9 {
+        tokio::time::advance(STEP).await;
+        provider.token().await.unwrap_err();
+        if s.emulator.token_requests() > requests.len() {
+            requests.push(Instant::now());
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "{requests:?}");
+    }
+    assert_eq!(s.emulator.token_requests(), 9, "one request per backoff");
+    let gaps: Vec<Duration> = requests.windows(2).map(|w| w[1] - w[0]).collect();
+    let mut backoff = INITIAL;
+    for (i, gap) in gaps.iter().enumerate() {
+        // The backoff after failure i + 1, jittered into its upper half; the callers notice
+        // its end within a step.
+        assert!(
+            *gap >= backoff / 2 && *gap <= backoff + STEP,
+            "gap {i} is {gap:?}, not within [{:?}, {backoff:?}]: {gaps:?}",
+            backoff / 2
+        );
+        backoff = (backoff * 2).min(MAX);
+    }
+    assert!(gaps[4] >= gaps[0] * 7, "the backoff grows: {gaps:?}");
+    assert!(gaps[7] <= MAX + STEP, "capped at max_backoff: {gaps:?}");
+    assert_eq!(provider.stats().failures, 9);
 }

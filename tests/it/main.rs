@@ -19,6 +19,7 @@ mod destination;
 mod hyper_client;
 mod liveness;
 mod managed_identity;
+mod properties;
 #[cfg(feature = "retry")]
 mod provider_robustness;
 mod require_roles;
