@@ -23,6 +23,8 @@ mod managed_identity;
 mod provider_robustness;
 mod require_roles;
 mod reqwest_client;
+#[cfg(feature = "certificate")]
+mod rotation;
 #[cfg(feature = "retry")]
 mod stack;
 mod telemetry;
