@@ -305,10 +305,17 @@ mod tests {
     #[test]
     fn a_refused_secret_or_certificate_is_a_credential_rotation_answer() {
         for code in [7000215, 7000222, 700027, 7000274, 1000502] {
-            assert!(is_credential_rotation_answer(&entra(401, "invalid_client", code)));
+            assert!(is_credential_rotation_answer(&entra(
+                401,
+                "invalid_client",
+                code
+            )));
         }
         for code in [700016, 7000218, 700024, 90002, 70011] {
-            assert!(!is_credential_rotation_answer(&entra(400, "invalid_request", code)), "{code}");
+            assert!(
+                !is_credential_rotation_answer(&entra(400, "invalid_request", code)),
+                "{code}"
+            );
         }
     }
 

@@ -92,7 +92,11 @@ impl ClientCertificateCredential {
         path: impl Into<PathBuf>,
     ) -> Result<Self, TokenError> {
         let from_pem = Box::new(|pem: &[u8]| ClientCertificate::from_pem(pem));
-        Self::new(tenant_id, client_id, CertificateAssertion::watching(path, from_pem)?)
+        Self::new(
+            tenant_id,
+            client_id,
+            CertificateAssertion::watching(path, from_pem)?,
+        )
     }
 
     /// A credential from a PKCS#12 / PFX file (`password` is `None` for an archive exported
@@ -108,7 +112,11 @@ impl ClientCertificateCredential {
         let from_pkcs12 = Box::new(move |der: &[u8]| {
             ClientCertificate::from_pkcs12(der, password.as_ref().map(|p| p.as_str()))
         });
-        Self::new(tenant_id, client_id, CertificateAssertion::watching(path, from_pkcs12)?)
+        Self::new(
+            tenant_id,
+            client_id,
+            CertificateAssertion::watching(path, from_pkcs12)?,
+        )
     }
 
     /// A credential from a PKCS#12 / PFX archive (DER bytes); `password` is `None` for an

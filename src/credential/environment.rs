@@ -4,11 +4,11 @@ use futures::future::BoxFuture;
 use tower_service::Service;
 use zeroize::Zeroizing;
 
+#[cfg(feature = "certificate")]
+use crate::credential::CertificateAssertion;
 use crate::credential::authentication::private::Authenticate;
 use crate::credential::authentication::{ClientAuthentication, ClientProof};
 use crate::credential::client::ConfidentialClient;
-#[cfg(feature = "certificate")]
-use crate::credential::CertificateAssertion;
 use crate::credential::{
     ClientSecret, ConfidentialClientCredential, ConfidentialClientCredentialBuilder, Credential,
     FederatedTokenFile, TokenRequest,

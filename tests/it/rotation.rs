@@ -90,7 +90,12 @@ async fn register_two_certificates(
 
 /// An emulator with an app that has two secrets: the one in use and its successor.
 async fn register_two_secrets(name: &str) -> (Emulator, RegisteredApp) {
-    register(App::new(name).with_secret(OLD_SECRET).with_secret(NEW_SECRET)).await
+    register(
+        App::new(name)
+            .with_secret(OLD_SECRET)
+            .with_secret(NEW_SECRET),
+    )
+    .await
 }
 
 /// The `x5t#S256` header of the latest client assertion: which certificate signed it.
@@ -181,7 +186,10 @@ async fn a_secret_file_replaced_on_disk_is_used_for_the_next_token_request() {
     let file = TempFile::new("secret", format!("{OLD_SECRET}\n"));
     let provider = provider(secret_credential(&emulator, &app, &file));
     let first = provider.token().await.unwrap();
-    assert_eq!(sent(&emulator, "client_secret").as_deref(), Some(OLD_SECRET));
+    assert_eq!(
+        sent(&emulator, "client_secret").as_deref(),
+        Some(OLD_SECRET)
+    );
 
     file.write(NEW_SECRET);
     emulator.remove_secret(&app, OLD_SECRET);
@@ -192,7 +200,10 @@ async fn a_secret_file_replaced_on_disk_is_used_for_the_next_token_request() {
     provider.invalidate(&first);
     provider.token().await.unwrap();
     assert_eq!(emulator.token_requests(), 2);
-    assert_eq!(sent(&emulator, "client_secret").as_deref(), Some(NEW_SECRET));
+    assert_eq!(
+        sent(&emulator, "client_secret").as_deref(),
+        Some(NEW_SECRET)
+    );
 }
 
 #[tokio::test]
@@ -210,7 +221,10 @@ async fn an_invalid_secret_answer_rereads_the_file_once() {
     request(&credential).await.unwrap();
     assert_eq!(reads(&log), 1);
     assert_eq!(emulator.token_requests(), 3);
-    assert_eq!(sent(&emulator, "client_secret").as_deref(), Some(NEW_SECRET));
+    assert_eq!(
+        sent(&emulator, "client_secret").as_deref(),
+        Some(NEW_SECRET)
+    );
 
     // Refused again with the file unchanged: one read, no second request, the error as Entra
     // gave it.
@@ -236,7 +250,10 @@ async fn a_half_written_certificate_file_keeps_the_certificate_loaded_before() {
     assert_eq!(last_assertion_thumbprint(&emulator), old.x5t_s256());
     assert_eq!(credential.certificate().subject(), "CN=half-written-old");
     let text = log.text();
-    assert!(text.contains("WARN") && text.contains("half-written"), "{text}");
+    assert!(
+        text.contains("WARN") && text.contains("half-written"),
+        "{text}"
+    );
     for key in [old.private_key_pem(), new.private_key_pem()] {
         let key_line = key.lines().nth(1).unwrap();
         assert!(!text.contains(key_line), "{text}");
@@ -273,13 +290,22 @@ async fn a_truncated_pfx_file_keeps_the_certificate_loaded_before() {
 
     // The PFX constructor for the public cloud watches its file too; a truncated one is refused
     // at start-up, naming the path.
-    let e = ClientCertificateCredential::from_pkcs12_file("t", &app.client_id, file.path(), Some(PASSWORD))
-        .unwrap_err();
+    let e = ClientCertificateCredential::from_pkcs12_file(
+        "t",
+        &app.client_id,
+        file.path(),
+        Some(PASSWORD),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("truncated.pfx"), "{e}");
     file.write(&pfx);
-    let built =
-        ClientCertificateCredential::from_pkcs12_file("t", &app.client_id, file.path(), Some(PASSWORD))
-            .unwrap();
+    let built = ClientCertificateCredential::from_pkcs12_file(
+        "t",
+        &app.client_id,
+        file.path(),
+        Some(PASSWORD),
+    )
+    .unwrap();
     assert_eq!(built.certificate_file(), Some(file.path()));
 }
 
@@ -293,9 +319,15 @@ async fn an_emptied_secret_file_keeps_the_secret_read_before() {
     file.write("");
     pass_the_check_interval().await;
     request(&credential).await.unwrap();
-    assert_eq!(sent(&emulator, "client_secret").as_deref(), Some(OLD_SECRET));
+    assert_eq!(
+        sent(&emulator, "client_secret").as_deref(),
+        Some(OLD_SECRET)
+    );
     let text = log.text();
-    assert!(text.contains("WARN") && text.contains("half-written"), "{text}");
+    assert!(
+        text.contains("WARN") && text.contains("half-written"),
+        "{text}"
+    );
     assert!(!text.contains(OLD_SECRET), "{text}");
 
     // An empty file at start-up is refused, naming the path.
