@@ -15,6 +15,17 @@ const SCOPE: &[u32] = &[70011, 1002012, 700022, 500011, 28000, 28002, 28003];
 /// Entra's loop detection: the client asks too often, and backing off is the cure.
 const TOO_MANY_IDENTICAL_REQUESTS: u32 = 50196;
 
+/// Codes that say the client secret or certificate sent is invalid, expired or unknown to the app
+/// registration: what Entra answers when a credential was rotated and the old one removed.
+const CREDENTIAL_ROTATION: &[u32] = &[7000215, 7000222, 700027, 7000274, 1000502];
+
+/// Whether `e` is a credential-rotation answer: Entra refused the secret or certificate sent as
+/// invalid, expired or unknown, so a credential read from a file reads it again (it may hold the
+/// rotated credential already) before the error reaches callers.
+pub(crate) fn is_credential_rotation_answer(e: &EntraError) -> bool {
+    e.codes.iter().any(|c| CREDENTIAL_ROTATION.contains(c))
+}
+
 /// The kind of failure an answer from Entra is: its codes first, then its OAuth error, then
 /// its HTTP status.
 pub(crate) fn classify(e: &EntraError) -> TokenErrorKind {
@@ -287,6 +298,23 @@ mod tests {
                 classify(&entra(status, error, code)),
                 kind,
                 "{error} {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_secret_or_certificate_is_a_credential_rotation_answer() {
+        for code in [7000215, 7000222, 700027, 7000274, 1000502] {
+            assert!(is_credential_rotation_answer(&entra(
+                401,
+                "invalid_client",
+                code
+            )));
+        }
+        for code in [700016, 7000218, 700024, 90002, 70011] {
+            assert!(
+                !is_credential_rotation_answer(&entra(400, "invalid_request", code)),
+                "{code}"
             );
         }
     }

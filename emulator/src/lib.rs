@@ -393,6 +393,48 @@ impl Emulator {
         st.revoked_below = st.next_seq;
     }
 
+    /// Deletes a client secret of a registered app, as deleting it under the app's
+    /// "Certificates & secrets" does: from now on presenting it is answered with
+    /// `401 invalid_client` `AADSTS7000215`. The app's other credentials stay valid, so a
+    /// test can rotate a secret (register the old and the new one, then delete the old).
+    ///
+    /// # Panics
+    ///
+    /// If `app` is not registered in this emulator, or has no such secret.
+    pub fn remove_secret(&self, app: &RegisteredApp, secret: &str) {
+        let mut st = self.inner.shared.lock();
+        let record = registered(&mut st, app, "remove_secret");
+        let before = record.secrets.len();
+        record.secrets.retain(|s| s.value != secret);
+        assert!(
+            record.secrets.len() < before,
+            "entra-emulator: remove_secret: app '{}' has no such secret",
+            app.client_id
+        );
+    }
+
+    /// Deletes a certificate credential (DER, as given to
+    /// [`App::with_certificate`]) of a registered app: from now on assertions signed with its
+    /// key are answered with `401 invalid_client` `AADSTS700027` (key not found).
+    ///
+    /// # Panics
+    ///
+    /// If `app` is not registered in this emulator, `der` is not a certificate, or the app does
+    /// not have it.
+    pub fn remove_certificate(&self, app: &RegisteredApp, der: &[u8]) {
+        let info = cert::parse_certificate(der)
+            .unwrap_or_else(|e| panic!("entra-emulator: remove_certificate: {e}"));
+        let mut st = self.inner.shared.lock();
+        let record = registered(&mut st, app, "remove_certificate");
+        let before = record.certificates.len();
+        record.certificates.retain(|c| c.x5t_s256 != info.x5t_s256);
+        assert!(
+            record.certificates.len() < before,
+            "entra-emulator: remove_certificate: app '{}' has no such certificate",
+            app.client_id
+        );
+    }
+
     /// Registers (or redefines) a resource API that tokens can be requested
     /// for, with scope `{app_id_uri}/.default`, defining the app roles `roles`.
     pub fn register_api(&self, app_id_uri: &str, roles: &[&str]) {
@@ -437,6 +479,20 @@ impl Emulator {
     pub fn signing_jwks(&self) -> serde_json::Value {
         serde_json::json!({ "keys": [jwt::emulator_key().jwk()] })
     }
+}
+
+/// The record of a registered app, for the controls that change its credentials.
+fn registered<'a>(state: &'a mut State, app: &RegisteredApp, control: &str) -> &'a mut AppRecord {
+    state
+        .tenants
+        .get_mut(&app.tenant_id)
+        .and_then(|t| t.apps.get_mut(&app.client_id))
+        .unwrap_or_else(|| {
+            panic!(
+                "entra-emulator: {control}: app '{}' is not registered in tenant '{}'",
+                app.client_id, app.tenant_id
+            )
+        })
 }
 
 fn register_resource(state: &mut State, uri: &str, roles: &[&str]) {

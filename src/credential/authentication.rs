@@ -5,7 +5,9 @@
 //! builder and the token request around it are shared by all of them
 //! ([`ConfidentialClientCredential`](crate::ConfidentialClientCredential)).
 
+use std::borrow::Cow;
 use std::fmt;
+use std::future::ready;
 
 use futures::future::BoxFuture;
 use zeroize::Zeroizing;
@@ -26,8 +28,9 @@ pub trait ClientAuthentication: fmt::Debug + Send + Sync + 'static + private::Au
 
 /// What a source puts in the token request's form.
 pub enum ClientProof<'a> {
-    /// `client_secret`.
-    Secret(&'a str),
+    /// `client_secret`: borrowed from a secret given once, or a copy (zeroed on drop) of the one a
+    /// secret file holds now.
+    Secret(Cow<'a, Zeroizing<String>>),
     /// `client_assertion` (a signed JWT or a federated token) with the jwt-bearer type.
     Assertion(Zeroizing<String>),
 }
@@ -49,6 +52,14 @@ pub(crate) mod private {
             &'a self,
             client: &'a ConfidentialClient,
         ) -> BoxFuture<'a, Result<ClientProof<'a>, TokenError>>;
+
+        /// Entra refused the proof sent as invalid, expired or unknown (a
+        /// [credential-rotation answer](crate::aadsts::is_credential_rotation_answer)): a source
+        /// read from a file reads it again now and says whether it holds something else, worth
+        /// one more token request. Sources without a file say `false`.
+        fn reload_after_refusal(&self) -> BoxFuture<'_, bool> {
+            Box::pin(ready(false))
+        }
     }
 }
 

@@ -1,14 +1,17 @@
 //! [`ClientSecretCredential`]: the app proves itself with a client secret.
 
+use std::borrow::Cow;
 use std::fmt;
-use std::future::ready;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use zeroize::Zeroizing;
 
 use crate::credential::authentication::private::Authenticate;
-use crate::credential::authentication::{ClientAuthentication, ClientProof};
+use crate::credential::authentication::{ClientAuthentication, ClientProof, trim_in_place};
 use crate::credential::client::ConfidentialClient;
+use crate::credential::rotation::{Material, WatchedFile};
 use crate::credential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};
 use crate::error::TokenError;
 
@@ -21,6 +24,10 @@ use crate::error::TokenError;
 ///
 /// Prefer a certificate in production; a secret is the quickest start. The secret is zeroed on
 /// drop and never shown by `Debug`.
+///
+/// [`from_file`](Self::from_file) reads the secret from a file (as the Secrets Store CSI driver
+/// mounts a Key Vault secret) and follows its rotation without a restart: the file is checked
+/// every two minutes, and read at once when Entra answers that the secret is invalid or expired.
 ///
 /// ```
 /// use tower_entra::{AuthorityHost, ClientSecretCredential};
@@ -41,22 +48,91 @@ pub type ClientSecretCredential = ConfidentialClientCredential<ClientSecret>;
 /// Builds a [`ClientSecretCredential`].
 pub type ClientSecretCredentialBuilder = ConfidentialClientCredentialBuilder<ClientSecret>;
 
+/// The largest client secret file read: a secret's Value is about 40 characters.
+const MAX_SECRET_FILE: usize = 64 * 1024;
+
+impl ClientSecretCredential {
+    /// A credential for the public cloud whose secret is read from a file, as the Secrets Store
+    /// CSI driver mounts a Key Vault secret: [`ClientSecret::from_file`]. For another cloud or
+    /// options, pass `ClientSecret::from_file(path)?` to [`builder`](Self::builder).
+    ///
+    /// ```no_run
+    /// use tower_entra::ClientSecretCredential;
+    ///
+    /// let credential = ClientSecretCredential::from_file(
+    ///     "contoso.onmicrosoft.com",
+    ///     "00000000-0000-0000-0000-000000000001",
+    ///     "/mnt/secrets-store/client-secret",
+    /// )?;
+    /// # Ok::<(), tower_entra::TokenError>(())
+    /// ```
+    pub fn from_file(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        path: impl Into<PathBuf>,
+    ) -> Result<Self, TokenError> {
+        Self::new(tenant_id, client_id, ClientSecret::from_file(path)?)
+    }
+
+    /// The file the secret is read from, if it is read from one.
+    pub fn secret_file(&self) -> Option<&Path> {
+        self.authentication().0.path()
+    }
+}
+
 /// A client secret's Value: the [`ClientAuthentication`] of a [`ClientSecretCredential`]. Zeroed
-/// on drop; `Debug` shows `<redacted>`.
+/// on drop; `Debug` shows `<redacted>` (and the file's path for a secret read from a file).
 #[derive(Clone)]
-pub struct ClientSecret(Zeroizing<String>);
+pub struct ClientSecret(Material<Arc<Zeroizing<String>>>);
 
 impl<S: Into<String>> From<S> for ClientSecret {
     fn from(secret: S) -> Self {
-        ClientSecret(Zeroizing::new(secret.into()))
+        ClientSecret(Material::Fixed(Arc::new(Zeroizing::new(secret.into()))))
     }
+}
+
+impl ClientSecret {
+    /// The secret held by a file (surrounding white space and line ends trimmed), read now and
+    /// again when the file changes: it is checked every two minutes (its modification time and
+    /// length, no read unless they moved), never on every token request, and read at once when
+    /// Entra answers that the secret is invalid or expired (AADSTS7000215, AADSTS7000222), in
+    /// which case a changed secret is sent again before the error reaches callers. A file found
+    /// empty or unreadable later keeps the secret read before, with a warning.
+    ///
+    /// Fails with a [`Configuration`](crate::TokenErrorKind::Configuration) error naming the
+    /// path when the file cannot be read, is empty, is not UTF-8 or is larger than 64 KiB.
+    pub fn from_file(path: impl Into<PathBuf>) -> Result<Self, TokenError> {
+        let file = WatchedFile::load(
+            path,
+            "client secret file",
+            MAX_SECRET_FILE,
+            Box::new(secret_in),
+        )?;
+        Ok(ClientSecret(Material::File(file)))
+    }
+}
+
+/// The secret a file holds: UTF-8 text, trimmed, not empty.
+fn secret_in(bytes: &[u8]) -> Result<Arc<Zeroizing<String>>, TokenError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| {
+        TokenError::configuration(
+            "the client secret file is not UTF-8 text; it must hold the secret's Value",
+        )
+    })?;
+    let secret = trim_in_place(Zeroizing::new(text.to_owned()));
+    if secret.is_empty() {
+        return Err(TokenError::configuration(
+            "the client secret file is empty; it must hold the secret's Value",
+        ));
+    }
+    Ok(Arc::new(secret))
 }
 
 impl ClientAuthentication for ClientSecret {}
 
 impl Authenticate for ClientSecret {
     fn check(&self) -> Result<(), TokenError> {
-        if self.0.trim().is_empty() {
+        if self.0.current().trim().is_empty() {
             return Err(TokenError::configuration(
                 "the client secret is empty; use the Value of a client secret from the app registration's Certificates & secrets page",
             ));
@@ -68,12 +144,25 @@ impl Authenticate for ClientSecret {
         &'a self,
         _client: &'a ConfidentialClient,
     ) -> BoxFuture<'a, Result<ClientProof<'a>, TokenError>> {
-        Box::pin(ready(Ok(ClientProof::Secret(&self.0))))
+        Box::pin(async move {
+            let secret = match &self.0 {
+                Material::Fixed(secret) => Cow::Borrowed(&**secret),
+                file => Cow::Owned((*file.for_request().await).clone()),
+            };
+            Ok(ClientProof::Secret(secret))
+        })
+    }
+
+    fn reload_after_refusal(&self) -> BoxFuture<'_, bool> {
+        Box::pin(self.0.reload_after_refusal())
     }
 }
 
 impl fmt::Debug for ClientSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ClientSecret(<redacted>)")
+        match self.0.path() {
+            Some(path) => write!(f, "ClientSecret(<redacted>, file {})", path.display()),
+            None => f.write_str("ClientSecret(<redacted>)"),
+        }
     }
 }

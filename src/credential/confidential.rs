@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tower_service::Service;
 
+use crate::aadsts::is_credential_rotation_answer;
 use crate::credential::authentication::ClientAuthentication;
 use crate::credential::client::{ConfidentialClient, ConfidentialClientOptions};
 use crate::credential::{Credential, TokenRequest};
@@ -69,7 +70,23 @@ impl<A: ClientAuthentication> ConfidentialClientCredential<A> {
 
     async fn fetch(&self, request: TokenRequest<'_>) -> Result<AccessToken, TokenError> {
         let proof = self.authentication.authenticate(&self.client).await?;
-        self.client.request_token(request, proof).await
+        match self.client.request_token(request, proof).await {
+            // The secret or certificate may have been rotated, its file updated and the old
+            // one removed before the file's next check: read it now and, if it changed, ask
+            // once more, so that callers see no error for a rotation.
+            Err(e)
+                if e.entra().is_some_and(is_credential_rotation_answer)
+                    && self.authentication.reload_after_refusal().await =>
+            {
+                tracing::info!(
+                    code = ?e.entra().map(|entra| entra.codes()),
+                    "Entra refused the credential, and its file holds a new one: asking again with it"
+                );
+                let proof = self.authentication.authenticate(&self.client).await?;
+                self.client.request_token(request, proof).await
+            }
+            answer => answer,
+        }
     }
 }
 

@@ -4,11 +4,11 @@ use futures::future::BoxFuture;
 use tower_service::Service;
 use zeroize::Zeroizing;
 
+#[cfg(feature = "certificate")]
+use crate::credential::CertificateAssertion;
 use crate::credential::authentication::private::Authenticate;
 use crate::credential::authentication::{ClientAuthentication, ClientProof};
 use crate::credential::client::ConfidentialClient;
-#[cfg(feature = "certificate")]
-use crate::credential::{CertificateAssertion, ClientCertificate};
 use crate::credential::{
     ClientSecret, ConfidentialClientCredential, ConfidentialClientCredentialBuilder, Credential,
     FederatedTokenFile, TokenRequest,
@@ -42,7 +42,8 @@ use crate::transport::{TransportChoice, TransportRequest};
 /// error, as is a half-set configuration (`AZURE_CLIENT_CERTIFICATE_PASSWORD` or
 /// `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN` without `AZURE_CLIENT_CERTIFICATE_PATH`, a chain flag
 /// that is not a boolean). A missing or empty required variable is an error that names it. The
-/// certificate file is read once, here.
+/// certificate file is read here, and again when it changes (as
+/// [`CertificateAssertion::from_file`](crate::CertificateAssertion::from_file) says).
 ///
 /// ```no_run
 /// let credential = tower_entra::EnvironmentCredential::new()?;
@@ -84,6 +85,15 @@ impl Authenticate for FromEnvironment {
             #[cfg(feature = "certificate")]
             FromEnvironment::Certificate(c) => c.authenticate(client),
             FromEnvironment::TokenFile(f) => f.authenticate(client),
+        }
+    }
+
+    fn reload_after_refusal(&self) -> BoxFuture<'_, bool> {
+        match self {
+            FromEnvironment::Secret(s) => s.reload_after_refusal(),
+            #[cfg(feature = "certificate")]
+            FromEnvironment::Certificate(c) => c.reload_after_refusal(),
+            FromEnvironment::TokenFile(f) => f.reload_after_refusal(),
         }
     }
 }
@@ -248,10 +258,10 @@ fn certificate(
         }
     };
     let certificate =
-        ClientCertificate::from_file(path, password.as_deref().map(String::as_str))
+        CertificateAssertion::from_file(path, password.as_deref().map(String::as_str))
             .map_err(|e| TokenError::configuration(format!("{CERT_PATH}: {}", e.message())))?;
     Ok(FromEnvironment::Certificate(
-        CertificateAssertion::from(certificate).with_certificate_chain(send_chain),
+        certificate.with_certificate_chain(send_chain),
     ))
 }
 

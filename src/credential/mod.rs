@@ -18,6 +18,7 @@ mod confidential;
 mod default;
 mod environment;
 mod managed_identity;
+mod rotation;
 mod workload_identity;
 
 use std::fmt;

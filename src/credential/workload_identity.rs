@@ -1,7 +1,6 @@
 //! [`WorkloadIdentityCredential`]: a federated token read from a file (Kubernetes).
 
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -14,6 +13,7 @@ use crate::credential::authentication::private::Authenticate;
 use crate::credential::authentication::{ClientAuthentication, ClientProof, trim_in_place};
 use crate::credential::client::ConfidentialClient;
 use crate::credential::environment::{EnvVars, TOKEN_FILE};
+use crate::credential::rotation::{on_blocking_pool, read_bounded};
 use crate::credential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};
 use crate::error::TokenError;
 
@@ -129,17 +129,7 @@ impl Authenticate for FederatedTokenFile {
         // The clock is read here: a blocking-pool thread may not see a test's paused clock.
         let now = Instant::now();
         Box::pin(async move {
-            // Off the runtime's worker threads: a file read can block (a slow or hung mount, a
-            // FIFO), and a worker stuck in it would stall every task scheduled on it.
-            // The blocking thread logs as the caller would: same subscriber, inside its span.
-            let dispatch = tracing::dispatcher::get_default(|d| d.clone());
-            let span = tracing::Span::current();
-            let read = move || {
-                tracing::dispatcher::with_default(&dispatch, || {
-                    span.in_scope(|| file.assertion(now))
-                })
-            };
-            match tokio::task::spawn_blocking(read).await {
+            match on_blocking_pool(move || file.assertion(now)).await {
                 Ok(assertion) => assertion.map(ClientProof::Assertion),
                 Err(e) => Err(TokenError::configuration(
                     "reading the federated token file did not finish (the blocking task panicked or the runtime is shutting down)",
@@ -196,26 +186,14 @@ impl TokenFile {
         Ok(token)
     }
 
-    /// The file's text, at most [`MAX_TOKEN_FILE`] bytes, read into memory sized once (so that
-    /// no growing buffer leaves a copy of the token behind) and zeroed when dropped.
+    /// The file's text, at most [`MAX_TOKEN_FILE`] bytes, in memory zeroed when dropped.
     fn read(&self) -> Result<Zeroizing<String>, TokenError> {
-        let unreadable = |e: std::io::Error| {
+        let bytes = read_bounded(&self.path, "federated token file", MAX_TOKEN_FILE).map_err(|e| {
             TokenError::configuration(format!(
-                "cannot read the federated token file {} (AZURE_FEDERATED_TOKEN_FILE): {e}; check that workload identity is enabled for this pod and the path is right",
-                self.path.display()
+                "{} (AZURE_FEDERATED_TOKEN_FILE); check that workload identity is enabled for this pod",
+                e.message()
             ))
-        };
-        let file = std::fs::File::open(&self.path).map_err(unreadable)?;
-        let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_TOKEN_FILE + 1));
-        file.take(MAX_TOKEN_FILE as u64 + 1)
-            .read_to_end(&mut bytes)
-            .map_err(unreadable)?;
-        if bytes.len() > MAX_TOKEN_FILE {
-            return Err(TokenError::configuration(format!(
-                "the federated token file {} (AZURE_FEDERATED_TOKEN_FILE) is larger than {MAX_TOKEN_FILE} bytes; it must hold one service account token (a few KiB)",
-                self.path.display()
-            )));
-        }
+        })?;
         match std::str::from_utf8(&bytes) {
             Ok(text) => Ok(Zeroizing::new(text.to_owned())),
             Err(_) => Err(TokenError::configuration(format!(

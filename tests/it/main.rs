@@ -24,6 +24,8 @@ mod properties;
 mod provider_robustness;
 mod require_roles;
 mod reqwest_client;
+#[cfg(feature = "certificate")]
+mod rotation;
 #[cfg(feature = "retry")]
 mod stack;
 mod telemetry;
