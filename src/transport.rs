@@ -9,6 +9,7 @@
 //! [`Transport::request_token`] (the token POST); a builder collects a [`TransportChoice`] and
 //! turns it into a [`Transport`] with [`Transport::new`].
 
+mod in_transit;
 #[cfg(feature = "reqwest")]
 mod reqwest;
 mod service;
@@ -31,6 +32,7 @@ use crate::endpoint::{parse_error_response, parse_token_response};
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 
+pub(crate) use in_transit::is_not_connected;
 pub(crate) use service::TransportService;
 
 /// What a credential's transport is given to send: an `http::Request` whose body is the whole
@@ -85,6 +87,13 @@ impl TransportChoice {
         B::Error: Into<BoxError>,
     {
         TransportChoice::Service(Arc::new(service::ServiceTransport::new(service)))
+    }
+
+    /// A reqwest client built by a credential with settings of its own (no proxy, a short
+    /// connect timeout, a pinned certificate) as the transport.
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn reqwest_client(client: ::reqwest::Client) -> Self {
+        TransportChoice::Service(reqwest::from_client(client))
     }
 }
 
@@ -146,7 +155,10 @@ impl Transport {
                 ));
             }
         };
-        Ok(Transport { service, timeout })
+        Ok(Transport {
+            service,
+            timeout,
+        })
     }
 
     /// The bound on one exchange, connecting and reading the answer included.
@@ -167,7 +179,7 @@ impl Transport {
             Err(_) => Err(TokenError::new(
                 TokenErrorKind::Timeout,
                 format!(
-                    "the endpoint did not answer within {:?}; raise the credential's timeout or check the network path to the authority host",
+                    "the endpoint did not answer within {:?}; raise the credential's timeout or check the network path to the endpoint",
                     self.timeout
                 ),
             )),
@@ -227,7 +239,7 @@ fn form_body(form: &[(&str, &str)]) -> Bytes {
 fn refuse_redirect(status: StatusCode) -> Result<(), TokenError> {
     if status.is_redirection() {
         return Err(TokenError::invalid_response(format!(
-            "the endpoint answered with a redirect (HTTP {}), which is never followed; check the authority host",
+            "the endpoint answered with a redirect (HTTP {}), which is never followed; check the endpoint's URL (the authority host, or the variable naming a managed identity endpoint)",
             status.as_u16()
         )));
     }
@@ -249,7 +261,7 @@ where
     let mut body = pin!(body);
     let mut read = Zeroizing::new(Vec::with_capacity(capacity));
     while let Some(frame) = body.frame().await {
-        let Ok(mut data) = frame.map_err(service::in_transit)?.into_data() else {
+        let Ok(mut data) = frame.map_err(in_transit::in_transit)?.into_data() else {
             continue;
         };
         while data.has_remaining() {

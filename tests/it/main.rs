@@ -19,6 +19,7 @@ mod destination;
 mod hyper_client;
 mod liveness;
 mod managed_identity;
+mod managed_identity_transport;
 #[cfg(feature = "retry")]
 mod provider_robustness;
 mod require_roles;
