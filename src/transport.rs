@@ -9,6 +9,7 @@
 //! [`Transport::request_token`] (the token POST); a builder collects a [`TransportChoice`] and
 //! turns it into a [`Transport`] with [`Transport::new`].
 
+mod clock_skew;
 mod in_transit;
 #[cfg(feature = "reqwest")]
 mod reqwest;
@@ -28,6 +29,7 @@ use tokio::time::Instant;
 use url::Url;
 use zeroize::Zeroizing;
 
+use self::clock_skew::ClockSkewWarning;
 use crate::endpoint::{parse_error_response, parse_token_response};
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
@@ -114,6 +116,8 @@ impl fmt::Debug for TransportChoice {
 pub(crate) struct Transport {
     service: Arc<dyn TransportService>,
     timeout: Duration,
+    /// Shared by the clones: the credential warns about a skewed clock once.
+    clock_skew: Arc<ClockSkewWarning>,
 }
 
 impl fmt::Debug for Transport {
@@ -158,6 +162,7 @@ impl Transport {
         Ok(Transport {
             service,
             timeout,
+            clock_skew: Arc::default(),
         })
     }
 
@@ -210,6 +215,10 @@ impl Transport {
         let started = Instant::now();
         let wall = SystemTime::now();
         let response = self.send(request).await?;
+        // Any answer says what time the token endpoint thinks it is, an error's too (an
+        // assertion refused for its `nbf` is where a skewed clock shows first).
+        self.clock_skew
+            .check(&response.headers, SystemTime::now(), url);
         if response.status.is_success() {
             parse_token_response(&response.body, started, wall)
         } else {

@@ -12,6 +12,7 @@ mod cae;
 mod certificate;
 #[cfg(feature = "certificate")]
 mod certificate_loading;
+mod clock_skew;
 mod core_layer;
 mod core_provider;
 mod custom_credential;
