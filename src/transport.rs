@@ -3,7 +3,8 @@
 //! service does: a 3xx is an error and never followed, the answer is read into bounded memory
 //! that is zeroed when dropped, the whole exchange has a deadline, the request form lives in
 //! memory that is zeroed when the service drops it, and every request carries the telemetry
-//! headers.
+//! headers. A failure to connect at all is tagged as such (see [`is_not_connected`]), and a
+//! token endpoint whose clock is off ours gets one warning per credential.
 //!
 //! The seam for credentials is [`Transport::send`] (any request) and
 //! [`Transport::request_token`] (the token POST); a builder collects a [`TransportChoice`] and

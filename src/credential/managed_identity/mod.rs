@@ -89,10 +89,11 @@ impl fmt::Debug for ManagedIdentityId {
 /// Microsoft's guidance for IMDS, answers 404, 410 (IMDS upgrading: retried for about 70 s),
 /// 429 and 5xx are retried with exponential backoff; others fail at once with a typed error
 /// that says how to fix them ("Identity not found": assign the identity, or pass the right
-/// [`ManagedIdentityId`]). Off Azure, the first IMDS request fails fast (a 1 s connect
-/// timeout) with a `Configuration` error that names the variables that would select another
-/// source. The endpoints are always reached directly: never through `HTTP_PROXY`, never
-/// following a redirect.
+/// [`ManagedIdentityId`]). Off Azure, the first IMDS request fails fast (with the default
+/// transport, a 1 s connect timeout) with a `Configuration` error that names the variables that
+/// would select another source. The endpoints are reached directly (the default transport
+/// ignores `HTTP_PROXY`), never following a redirect; requests go through the crate's transport
+/// (see [`transport`](ManagedIdentityCredentialBuilder::transport)).
 ///
 /// ```no_run
 /// use tower_entra::{ManagedIdentityCredential, ManagedIdentityId, TokenProvider};
