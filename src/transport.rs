@@ -3,12 +3,15 @@
 //! service does: a 3xx is an error and never followed, the answer is read into bounded memory
 //! that is zeroed when dropped, the whole exchange has a deadline, the request form lives in
 //! memory that is zeroed when the service drops it, and every request carries the telemetry
-//! headers.
+//! headers. A failure to connect at all is tagged as such (see [`is_not_connected`]), and a
+//! token endpoint whose clock is off ours gets one warning per credential.
 //!
 //! The seam for credentials is [`Transport::send`] (any request) and
 //! [`Transport::request_token`] (the token POST); a builder collects a [`TransportChoice`] and
 //! turns it into a [`Transport`] with [`Transport::new`].
 
+mod clock_skew;
+mod in_transit;
 #[cfg(feature = "reqwest")]
 mod reqwest;
 mod service;
@@ -27,10 +30,12 @@ use tokio::time::Instant;
 use url::Url;
 use zeroize::Zeroizing;
 
+use self::clock_skew::ClockSkewWarning;
 use crate::endpoint::{parse_error_response, parse_token_response};
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 
+pub(crate) use in_transit::is_not_connected;
 pub(crate) use service::TransportService;
 
 /// What a credential's transport is given to send: an `http::Request` whose body is the whole
@@ -86,6 +91,13 @@ impl TransportChoice {
     {
         TransportChoice::Service(Arc::new(service::ServiceTransport::new(service)))
     }
+
+    /// A reqwest client built by a credential with settings of its own (no proxy, a short
+    /// connect timeout, a pinned certificate) as the transport.
+    #[cfg(feature = "reqwest")]
+    pub(crate) fn reqwest_client(client: ::reqwest::Client) -> Self {
+        TransportChoice::Service(reqwest::from_client(client))
+    }
 }
 
 impl fmt::Debug for TransportChoice {
@@ -105,6 +117,8 @@ impl fmt::Debug for TransportChoice {
 pub(crate) struct Transport {
     service: Arc<dyn TransportService>,
     timeout: Duration,
+    /// Shared by the clones: the credential warns about a skewed clock once.
+    clock_skew: Arc<ClockSkewWarning>,
 }
 
 impl fmt::Debug for Transport {
@@ -146,7 +160,11 @@ impl Transport {
                 ));
             }
         };
-        Ok(Transport { service, timeout })
+        Ok(Transport {
+            service,
+            timeout,
+            clock_skew: Arc::default(),
+        })
     }
 
     /// The bound on one exchange, connecting and reading the answer included.
@@ -167,7 +185,7 @@ impl Transport {
             Err(_) => Err(TokenError::new(
                 TokenErrorKind::Timeout,
                 format!(
-                    "the endpoint did not answer within {:?}; raise the credential's timeout or check the network path to the authority host",
+                    "the endpoint did not answer within {:?}; raise the credential's timeout or check the network path to the endpoint",
                     self.timeout
                 ),
             )),
@@ -198,6 +216,10 @@ impl Transport {
         let started = Instant::now();
         let wall = SystemTime::now();
         let response = self.send(request).await?;
+        // Any answer says what time the token endpoint thinks it is, an error's too (an
+        // assertion refused for its `nbf` is where a skewed clock shows first).
+        self.clock_skew
+            .check(&response.headers, SystemTime::now(), url);
         if response.status.is_success() {
             parse_token_response(&response.body, started, wall)
         } else {
@@ -227,7 +249,7 @@ fn form_body(form: &[(&str, &str)]) -> Bytes {
 fn refuse_redirect(status: StatusCode) -> Result<(), TokenError> {
     if status.is_redirection() {
         return Err(TokenError::invalid_response(format!(
-            "the endpoint answered with a redirect (HTTP {}), which is never followed; check the authority host",
+            "the endpoint answered with a redirect (HTTP {}), which is never followed; check the endpoint's URL (the authority host, or the variable naming a managed identity endpoint)",
             status.as_u16()
         )));
     }
@@ -249,7 +271,7 @@ where
     let mut body = pin!(body);
     let mut read = Zeroizing::new(Vec::with_capacity(capacity));
     while let Some(frame) = body.frame().await {
-        let Ok(mut data) = frame.map_err(service::in_transit)?.into_data() else {
+        let Ok(mut data) = frame.map_err(in_transit::in_transit)?.into_data() else {
             continue;
         };
         while data.has_remaining() {

@@ -42,7 +42,14 @@ pub(super) fn transport(
         )
         .with_source(e)
     })?;
-    Ok(Arc::new(ServiceTransport::new(ReqwestService(client))))
+    Ok(from_client(client))
+}
+
+/// A reqwest client the caller built as a transport (the managed identity credential's, with
+/// its own proxy, connect-timeout and TLS settings). Redirects are refused whatever the client's
+/// policy; the client should still have them off, so that it never sends a request to a target.
+pub(crate) fn from_client(client: reqwest::Client) -> Arc<dyn TransportService> {
+    Arc::new(ServiceTransport::new(ReqwestService(client)))
 }
 
 /// A `reqwest::Client` as an `http` service.

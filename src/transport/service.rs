@@ -9,8 +9,9 @@ use futures::future::BoxFuture;
 use http_body::Body;
 use tower_service::Service;
 
+use super::in_transit::in_transit;
 use super::{BoxError, BufferedResponse, TransportRequest, read_bounded, refuse_redirect};
-use crate::error::{TokenError, TokenErrorKind};
+use crate::error::TokenError;
 
 /// A transport with its type erased: sends one request and reads the answer under our rules
 /// (no redirect, a bounded body). The deadline is [`Transport::send`](super::Transport::send)'s.
@@ -76,36 +77,4 @@ where
     fn name(&self) -> &'static str {
         type_name::<S>()
     }
-}
-
-/// A transport's error, as a [`Timeout`](TokenErrorKind::Timeout) or
-/// [`Connection`](TokenErrorKind::Connection) error (both transient: retried by the provider).
-pub(crate) fn in_transit(error: impl Into<BoxError>) -> TokenError {
-    let error = error.into();
-    let kind = if timed_out(&*error) {
-        TokenErrorKind::Timeout
-    } else {
-        TokenErrorKind::Connection
-    };
-    TokenError::new(kind, "the request failed in transit").with_source(error)
-}
-
-/// Whether anything in the error's chain says it timed out.
-fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(e) = next {
-        #[cfg(feature = "reqwest")]
-        if e.downcast_ref::<::reqwest::Error>()
-            .is_some_and(::reqwest::Error::is_timeout)
-        {
-            return true;
-        }
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        next = e.source();
-    }
-    false
 }

@@ -12,6 +12,7 @@ mod cae;
 mod certificate;
 #[cfg(feature = "certificate")]
 mod certificate_loading;
+mod clock_skew;
 mod core_layer;
 mod core_provider;
 mod custom_credential;
@@ -19,6 +20,7 @@ mod destination;
 mod hyper_client;
 mod liveness;
 mod managed_identity;
+mod managed_identity_transport;
 mod properties;
 #[cfg(feature = "retry")]
 mod provider_robustness;

@@ -97,3 +97,73 @@ async fn every_token_request_names_the_library_its_version_and_os() {
     // A new correlation id per request, so Entra's logs tell them apart.
     assert_ne!(request_ids[0], request_ids[1]);
 }
+
+/// The telemetry headers as they arrive at an endpoint: `(name, value)` pairs, names lowercase.
+fn assert_names_the_library(headers: &[(String, String)], what: &str) {
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("{what}: no {name} header: {headers:?}"))
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(header("x-client-SKU"), "tower-entra", "{what}");
+    assert_eq!(header("x-client-Ver"), version, "{what}");
+    assert_eq!(header("x-client-OS"), std::env::consts::OS, "{what}");
+    assert_eq!(
+        header("user-agent"),
+        format!("tower-entra/{version}"),
+        "{what}"
+    );
+}
+
+#[tokio::test]
+async fn the_emulator_sees_the_telemetry_headers_and_the_correlation_id() {
+    use entra_emulator::{App, Emulator};
+
+    let emulator = Emulator::start().await;
+    let app = emulator.register_app(
+        &emulator.tenant_id(),
+        App::new("telemetry").with_secret("telemetry-secret"),
+    );
+    let credential =
+        ClientSecretCredential::builder(&app.tenant_id, &app.client_id, "telemetry-secret")
+            .authority_host(emulator.authority_host())
+            .build()
+            .unwrap();
+    credential
+        .request_token(TokenRequest::new(Emulator::DEMO_API_SCOPE))
+        .await
+        .unwrap();
+    let request = emulator.last_token_http_request().unwrap();
+    assert_eq!(request.method, "POST");
+    assert_names_the_library(&request.headers, "token POST");
+    let id = request.header("client-request-id").unwrap();
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    assert_eq!(request.header("return-client-request-id"), Some("true"));
+}
+
+#[tokio::test]
+async fn managed_identity_requests_carry_the_telemetry_headers_too() {
+    use entra_emulator::{Emulator, ManagedIdentity};
+    use tower_entra::ManagedIdentityCredential;
+
+    let emulator = Emulator::start().await;
+    emulator.assign_managed_identity(ManagedIdentity::system_assigned());
+    let imds = emulator.imds_host();
+    let credential = ManagedIdentityCredential::builder()
+        .environment(move |name| {
+            (name == "AZURE_POD_IDENTITY_AUTHORITY_HOST").then(|| imds.clone())
+        })
+        .build()
+        .unwrap();
+    credential
+        .request_token(TokenRequest::new("https://management.azure.com/.default"))
+        .await
+        .unwrap();
+    let log = emulator.managed_identity_request_log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].header("metadata"), Some("true"));
+    assert_names_the_library(&log[0].headers, "IMDS request");
+}

@@ -16,9 +16,9 @@ use tokio::io::AsyncReadExt;
 use url::Url;
 use zeroize::Zeroizing;
 
-use super::http::Answer;
 use super::imds::{invalid_url, query_url};
 use crate::error::{MAX_SERVER_FIELD_BYTES, TokenError, TokenErrorKind, server_text};
+use crate::transport::BufferedResponse;
 
 pub(super) const API_VERSION: &str = "2019-11-01";
 
@@ -65,7 +65,7 @@ pub(super) fn request(
 
 /// The key the agent's `401` challenge names, read from `directory`.
 pub(super) async fn challenge_key(
-    answer: &Answer,
+    answer: &BufferedResponse,
     directory: Option<&Path>,
 ) -> Result<Zeroizing<String>, TokenError> {
     let realm = answer

@@ -4,8 +4,10 @@
 mod app_service;
 mod arc;
 mod cloud_shell;
-mod http;
+mod default_transport;
 mod imds;
+#[cfg(feature = "reqwest")]
+mod pinned_tls;
 mod response;
 mod retry;
 mod service_fabric;
@@ -21,7 +23,7 @@ use ::http::StatusCode;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use self::http::{Answer, MiHttp, is_unreachable};
+use self::default_transport::{IMDS_CONNECT_TIMEOUT, default_transport};
 use self::response::{ErrorBody, parse_token};
 use self::retry::RetryPolicy;
 use self::source::{OTHER_SOURCES, Source};
@@ -29,6 +31,9 @@ use crate::credential::environment::EnvVars;
 use crate::credential::{Credential, TokenRequest};
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
+use crate::transport::{
+    BoxError, BufferedResponse, Transport, TransportChoice, TransportRequest, is_not_connected,
+};
 
 /// Which user-assigned managed identity to use, by any of its ids.
 ///
@@ -84,10 +89,11 @@ impl fmt::Debug for ManagedIdentityId {
 /// Microsoft's guidance for IMDS, answers 404, 410 (IMDS upgrading: retried for about 70 s),
 /// 429 and 5xx are retried with exponential backoff; others fail at once with a typed error
 /// that says how to fix them ("Identity not found": assign the identity, or pass the right
-/// [`ManagedIdentityId`]). Off Azure, the first IMDS request fails fast (a 1 s connect
-/// timeout) with a `Configuration` error that names the variables that would select another
-/// source. The endpoints are always reached directly: never through `HTTP_PROXY`, never
-/// following a redirect.
+/// [`ManagedIdentityId`]). Off Azure, the first IMDS request fails fast (with the default
+/// transport, a 1 s connect timeout) with a `Configuration` error that names the variables that
+/// would select another source. The endpoints are reached directly (the default transport
+/// ignores `HTTP_PROXY`), never following a redirect; requests go through the crate's transport
+/// (see [`transport`](ManagedIdentityCredentialBuilder::transport)).
 ///
 /// ```no_run
 /// use tower_entra::{ManagedIdentityCredential, ManagedIdentityId, TokenProvider};
@@ -111,17 +117,13 @@ pub struct ManagedIdentityCredential {
 struct Inner {
     source: Source,
     id: Option<ManagedIdentityId>,
-    http: MiHttp,
+    transport: Transport,
     retry: RetryPolicy,
     arc_key_directory: Option<PathBuf>,
     /// Whether the endpoint has answered once: until then, nothing listening at IMDS's address
     /// means this is not an Azure host, not a passing failure.
     answered: AtomicBool,
 }
-
-/// The connect timeout of IMDS requests: a link-local endpoint connects in well under a
-/// millisecond, so a host where it takes a second has no IMDS.
-const IMDS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl ManagedIdentityCredential {
     /// The host's system-assigned identity, from the endpoint the environment selects.
@@ -141,6 +143,7 @@ impl ManagedIdentityCredential {
             id: None,
             lookup: None,
             timeout: crate::transport::DEFAULT_TIMEOUT,
+            transport: TransportChoice::Default,
             retry: RetryPolicy::default(),
             arc_key_directory: arc::default_key_directory(),
         }
@@ -169,7 +172,7 @@ impl ManagedIdentityCredential {
                     retry_after(&answer.headers),
                     self.error(&answer, resource),
                 ),
-                Err(e) if is_unreachable(&e) && !inner.answered.load(Ordering::Relaxed) => {
+                Err(e) if is_not_connected(&e) && !inner.answered.load(Ordering::Relaxed) => {
                     return Err(self.unreachable(e));
                 }
                 Err(e) if e.is_transient() => (None, None, e),
@@ -198,7 +201,7 @@ impl ManagedIdentityCredential {
     }
 
     /// One request to the source (two for Azure Arc's challenge).
-    async fn exchange(&self, resource: &str) -> Result<Answer, TokenError> {
+    async fn exchange(&self, resource: &str) -> Result<BufferedResponse, TokenError> {
         let inner = &*self.inner;
         let id = inner.id.as_ref();
         let request = match &inner.source {
@@ -214,13 +217,13 @@ impl ManagedIdentityCredential {
             }
             Source::CloudShell { url } => cloud_shell::request(url, resource)?,
         };
-        let answer = inner.http.send(request).await?;
+        let answer = inner.transport.send(request).await?;
         inner.answered.store(true, Ordering::Relaxed);
         match &inner.source {
             Source::Arc { url } if answer.status == StatusCode::UNAUTHORIZED => {
                 let key = arc::challenge_key(&answer, inner.arc_key_directory.as_deref()).await?;
                 inner
-                    .http
+                    .transport
                     .send(arc::request(url, resource, Some(&key))?)
                     .await
             }
@@ -229,7 +232,7 @@ impl ManagedIdentityCredential {
     }
 
     /// The error of a non-2xx answer, typed and with the fix where one is known.
-    fn error(&self, answer: &Answer, resource: &str) -> TokenError {
+    fn error(&self, answer: &BufferedResponse, resource: &str) -> TokenError {
         let source = &self.inner.source;
         let name = source.name();
         let status = answer.status.as_u16();
@@ -363,6 +366,24 @@ impl Credential for ManagedIdentityCredential {
     ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
         Box::pin(self.fetch(request))
     }
+
+    /// The longest one call takes: every attempt its retry policy allows, each bounded by the
+    /// request timeout (two requests for Azure Arc's challenge), and the waits between them.
+    fn timeout(&self) -> Option<Duration> {
+        let inner = &*self.inner;
+        let requests_per_attempt = match inner.source {
+            Source::Arc { .. } => 2,
+            _ => 1,
+        };
+        Some(
+            inner.retry.longest(
+                inner
+                    .transport
+                    .timeout()
+                    .saturating_mul(requests_per_attempt),
+            ),
+        )
+    }
 }
 
 impl fmt::Debug for ManagedIdentityCredential {
@@ -370,6 +391,7 @@ impl fmt::Debug for ManagedIdentityCredential {
         f.debug_struct("ManagedIdentityCredential")
             .field("source", &self.inner.source)
             .field("id", &self.inner.id)
+            .field("transport", &self.inner.transport)
             .finish()
     }
 }
@@ -392,6 +414,7 @@ pub struct ManagedIdentityCredentialBuilder {
     id: Option<ManagedIdentityId>,
     lookup: Option<Lookup>,
     timeout: Duration,
+    transport: TransportChoice,
     retry: RetryPolicy,
     arc_key_directory: Option<PathBuf>,
 }
@@ -430,6 +453,58 @@ impl ManagedIdentityCredentialBuilder {
         self
     }
 
+    /// The transport for the requests to the managed identity endpoint: any `tower::Service`
+    /// that takes an `http::Request<http_body_util::Full<bytes::Bytes>>`
+    /// ([`TransportRequest`](crate::TransportRequest)) and answers an `http::Response<B>` with
+    /// `B: http_body::Body`, as for
+    /// [`ConfidentialClientCredentialBuilder::transport`](crate::ConfidentialClientCredentialBuilder::transport),
+    /// with the same guarantees around it (a 3xx is an error and never followed, the answer is
+    /// bounded and zeroed when dropped, each exchange is bounded by [`timeout`](Self::timeout),
+    /// the telemetry headers are sent).
+    ///
+    /// Default: with the `reqwest` feature, a reqwest client that never uses a proxy, connects
+    /// to IMDS within a second (so that off Azure the first request fails fast), and pins
+    /// Service Fabric's certificate by `IDENTITY_SERVER_THUMBPRINT`; without that feature,
+    /// `build()` is a [`Configuration`](TokenErrorKind::Configuration) error until a transport
+    /// is given. Your service takes those jobs over: reach the endpoint directly (a proxy would
+    /// see the identity header), give it a short connect timeout for IMDS, and for Service
+    /// Fabric trust the endpoint's self-signed certificate by its thumbprint. A refused or
+    /// unroutable connection (an `std::io::Error` of that kind in the service's error chain)
+    /// before any answer is the "no managed identity endpoint answered" error.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    /// use hyper_util::client::legacy::Client;
+    /// use hyper_util::client::legacy::connect::HttpConnector;
+    /// use hyper_util::rt::TokioExecutor;
+    /// use std::time::Duration;
+    /// use tower_entra::ManagedIdentityCredential;
+    ///
+    /// let mut http = HttpConnector::new();
+    /// http.set_connect_timeout(Some(Duration::from_secs(1)));
+    /// let client = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(http);
+    /// let credential = ManagedIdentityCredential::builder()
+    ///     .environment(|_| None) // IMDS
+    ///     .transport(client)
+    ///     .build()?;
+    /// # Ok::<(), tower_entra::TokenError>(())
+    /// ```
+    pub fn transport<S, B>(mut self, service: S) -> Self
+    where
+        S: tower_service::Service<TransportRequest, Response = ::http::Response<B>>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.transport = TransportChoice::service(service);
+        self
+    }
+
     /// The first wait before a retry (each next one doubles, up to 16 s). Default 1 s, as
     /// Microsoft's guidance for IMDS has it.
     pub fn retry_backoff(mut self, initial: Duration) -> Self {
@@ -440,7 +515,7 @@ impl ManagedIdentityCredentialBuilder {
 
     /// Where Azure Arc key files may be read from (tests; the default is the agent's
     /// documented directory).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "reqwest"))]
     pub(crate) fn arc_key_directory(mut self, dir: impl Into<PathBuf>) -> Self {
         self.arc_key_directory = Some(dir.into());
         self
@@ -460,19 +535,14 @@ impl ManagedIdentityCredentialBuilder {
             None => Source::detect(&EnvVars::new(|name: &str| std::env::var(name).ok()))?,
         };
         check_id(&source, self.id.as_ref())?;
-        let (connect_timeout, tls) = match &source {
-            Source::Imds { .. } => (IMDS_CONNECT_TIMEOUT, None),
-            Source::ServiceFabric {
-                url, thumbprint, ..
-            } if url.scheme() == "https" => (
-                Duration::from_secs(10),
-                Some(service_fabric::pinned_tls(thumbprint)?),
-            ),
-            _ => (Duration::from_secs(10), None),
+        let choice = match self.transport {
+            TransportChoice::Default => default_transport(&source, self.timeout)?,
+            given => given,
         };
+        let transport = Transport::new(choice, self.timeout, source.url())?;
         Ok(ManagedIdentityCredential {
             inner: Arc::new(Inner {
-                http: MiHttp::new(self.timeout, connect_timeout, tls)?,
+                transport,
                 source,
                 id: self.id,
                 retry: self.retry,
@@ -534,9 +604,10 @@ impl fmt::Debug for ManagedIdentityCredentialBuilder {
                 },
             )
             .field("timeout", &self.timeout)
+            .field("transport", &self.transport)
             .finish_non_exhaustive()
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "reqwest"))]
 mod tests;

@@ -9,6 +9,9 @@ use http::StatusCode;
 /// How long IMDS may answer 410 while it upgrades, per Microsoft's guidance.
 const UPGRADE_WINDOW: Duration = Duration::from_secs(70);
 
+/// The longest `Retry-After` waited for before a retry.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// When and how often a managed identity request is retried.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RetryPolicy {
@@ -55,13 +58,27 @@ impl RetryPolicy {
             .saturating_mul(1u32 << retries.min(16))
             .min(self.max_delay)
             .mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0));
-        let delay = backoff.max(retry_after.unwrap_or_default().min(Duration::from_secs(60)));
+        let delay = backoff.max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER));
         let go_on = if status == Some(StatusCode::GONE) {
             elapsed + delay <= UPGRADE_WINDOW + self.max_delay
         } else {
             retries < self.max_retries
         };
         go_on.then_some(delay)
+    }
+
+    /// The longest a fetch runs when each attempt takes at most `attempt`. A retry after a 410
+    /// starts within the upgrade window (plus one backoff); every other retry counts against
+    /// `max_retries`, after a wait of at most the longest backoff or `Retry-After`.
+    pub(super) fn longest(&self, attempt: Duration) -> Duration {
+        // Jitter lengthens a backoff by up to a fifth.
+        let wait = self.max_delay.mul_f64(1.2).max(MAX_RETRY_AFTER);
+        (UPGRADE_WINDOW + self.max_delay)
+            .saturating_add(attempt)
+            .saturating_add(
+                wait.saturating_add(attempt)
+                    .saturating_mul(self.max_retries),
+            )
     }
 }
 
@@ -119,6 +136,59 @@ mod tests {
             0.5,
         );
         assert_eq!(throttled, Some(Duration::from_secs(7)));
+    }
+
+    /// Runs the policy against `answer(retry)` (a status, or `None` for a broken connection)
+    /// with every attempt taking `attempt` and every wait as long as jitter makes it; the
+    /// fetch's total time.
+    fn run(
+        p: &RetryPolicy,
+        attempt: Duration,
+        retry_after: Option<Duration>,
+        answer: impl Fn(u32) -> Option<StatusCode>,
+    ) -> Duration {
+        let (mut elapsed, mut retries) = (attempt, 0);
+        while let Some(d) = p.next_delay(retries, elapsed, answer(retries), retry_after, 0.999) {
+            elapsed += d + attempt;
+            retries += 1;
+        }
+        elapsed
+    }
+
+    #[test]
+    fn no_fetch_outlasts_the_bound_it_announces() {
+        let attempt = Duration::from_secs(30);
+        let throttled = Some(Duration::from_secs(600));
+        let slow = RetryPolicy {
+            initial: Duration::from_secs(100),
+            max_delay: Duration::from_secs(100),
+            ..RetryPolicy::default()
+        };
+        for p in [RetryPolicy::default(), slow] {
+            let bound = p.longest(attempt);
+            let worst = [
+                run(&p, attempt, None, |_| status(410)),
+                run(&p, attempt, throttled, |_| status(429)),
+                run(&p, attempt, None, |_| None),
+                // 410s through the window, then other failures, and the other way round.
+                run(&p, attempt, throttled, |n| {
+                    if n < 3 { status(410) } else { status(503) }
+                }),
+                run(&p, attempt, throttled, |n| {
+                    if n < 2 { status(503) } else { status(410) }
+                }),
+            ];
+            for (i, took) in worst.iter().enumerate() {
+                assert!(*took <= bound, "{p:?} {i}: {took:?} > {bound:?}");
+            }
+            // Not a bound by a mile, with the default policy: the worst case comes within a
+            // wait and an attempt of it.
+            if p.initial == RetryPolicy::default().initial {
+                let longest = worst.iter().max().unwrap();
+                let slack = MAX_RETRY_AFTER + attempt;
+                assert!(bound - *longest <= slack, "{longest:?} vs {bound:?}");
+            }
+        }
     }
 
     #[test]

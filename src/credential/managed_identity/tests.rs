@@ -1,4 +1,5 @@
-//! Azure Arc against the emulator's agent: its key directory is injectable only here.
+//! Azure Arc against the emulator's agent (its key directory is injectable only here), over
+//! loopback sockets with the default transport.
 
 use super::*;
 use entra_emulator::{Emulator, Endpoint, ManagedIdentity};

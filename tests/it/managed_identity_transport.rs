@@ -1,0 +1,157 @@
+//! A managed identity credential with the caller's transport: every request goes through it, no
+//! socket is opened, and the transport's failures keep their meaning (a refused connection
+//! before any answer is "no managed identity endpoint answered").
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use tower_entra::{
+    Credential, ManagedIdentityCredential, ManagedIdentityCredentialBuilder, TokenErrorKind,
+    TokenRequest, TransportRequest,
+};
+
+const ARM_SCOPE: &str = "https://management.azure.com/.default";
+
+/// The requests a transport was given.
+type Recorded = Arc<Mutex<Vec<http::request::Parts>>>;
+
+/// IMDS (no variable set), retrying after milliseconds (on a paused clock where it retries).
+fn imds() -> ManagedIdentityCredentialBuilder {
+    ManagedIdentityCredential::builder()
+        .environment(|_| None)
+        .retry_backoff(Duration::from_millis(1))
+}
+
+/// A transport that records each request and answers it with `answer()`.
+fn scripted(
+    answer: impl Fn() -> Result<http::Response<Full<Bytes>>, std::io::Error>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
+) -> (
+    impl tower::Service<
+        TransportRequest,
+        Response = http::Response<Full<Bytes>>,
+        Error = std::io::Error,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + 'static,
+    Recorded,
+) {
+    let recorded = Recorded::default();
+    let record = recorded.clone();
+    let service = tower::service_fn(move |request: TransportRequest| {
+        record.lock().unwrap().push(request.into_parts().0);
+        std::future::ready(answer())
+    });
+    (service, recorded)
+}
+
+#[tokio::test]
+async fn the_imds_request_goes_through_the_given_transport() {
+    let (transport, recorded) = scripted(|| {
+        Ok(http::Response::new(Full::new(Bytes::from_static(
+            br#"{"access_token":"mi.token.value","expires_in":"3599","expires_on":"1999999999","resource":"https://management.azure.com","token_type":"Bearer"}"#,
+        ))))
+    });
+    let credential = imds().transport(transport).build().unwrap();
+    assert!(
+        format!("{credential:?}").contains("transport"),
+        "{credential:?}"
+    );
+    let token = credential
+        .request_token(TokenRequest::new(ARM_SCOPE))
+        .await
+        .unwrap();
+    assert_eq!(token.secret(), "mi.token.value");
+
+    let recorded = recorded.lock().unwrap();
+    assert_eq!(recorded.len(), 1);
+    let request = &recorded[0];
+    assert_eq!(request.method, http::Method::GET);
+    assert_eq!(request.uri.host(), Some("169.254.169.254"));
+    assert_eq!(request.uri.path(), "/metadata/identity/oauth2/token");
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(request.uri.query().unwrap().as_bytes())
+            .into_owned()
+            .collect();
+    assert!(
+        query.contains(&("api-version".into(), "2018-02-01".into())),
+        "{query:?}"
+    );
+    assert!(
+        query.contains(&("resource".into(), "https://management.azure.com".into())),
+        "the resource, without /.default: {query:?}"
+    );
+    assert_eq!(request.headers.get("metadata").unwrap(), "true");
+    assert_eq!(request.headers.get("x-client-sku").unwrap(), "tower-entra");
+}
+
+#[tokio::test]
+async fn a_refused_connection_before_any_answer_means_no_managed_identity_here() {
+    let (transport, recorded) =
+        scripted(|| Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)));
+    let e = imds()
+        .transport(transport)
+        .build()
+        .unwrap()
+        .request_token(TokenRequest::new(ARM_SCOPE))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
+    for named in [
+        "no managed identity endpoint answered",
+        "IDENTITY_ENDPOINT",
+        "MSI_ENDPOINT",
+    ] {
+        assert!(e.message().contains(named), "{named}: {e}");
+    }
+    // Failed fast: not retried.
+    assert_eq!(recorded.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_broken_after_connecting_is_retried_and_stays_transient() {
+    let (transport, recorded) =
+        scripted(|| Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+    let e = imds()
+        .transport(transport)
+        .build()
+        .unwrap()
+        .request_token(TokenRequest::new(ARM_SCOPE))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), TokenErrorKind::Connection, "{e}");
+    assert!(
+        !e.message()
+            .contains("no managed identity endpoint answered"),
+        "{e}"
+    );
+    // The first try and the policy's three retries.
+    assert_eq!(recorded.lock().unwrap().len(), 4);
+}
+
+#[test]
+fn the_timeout_hint_covers_every_retry_of_one_call() {
+    let (transport, _) = scripted(|| Ok(http::Response::new(Full::new(Bytes::new()))));
+    let hint = |timeout: Duration| {
+        imds()
+            .transport(transport.clone())
+            .timeout(timeout)
+            .build()
+            .unwrap()
+            .timeout()
+            .expect("a managed identity credential bounds its calls")
+    };
+    let (short, long) = (hint(Duration::from_secs(2)), hint(Duration::from_secs(20)));
+    // Four attempts (the first and three retries) of the request timeout, at least.
+    assert!(short >= Duration::from_secs(8), "{short:?}");
+    assert!(long >= Duration::from_secs(80), "{long:?}");
+    // IMDS's upgrade window (70 s) is retried through.
+    assert!(short > Duration::from_secs(70), "{short:?}");
+    assert_eq!(long - short, Duration::from_secs(18 * 4));
+}
