@@ -38,6 +38,9 @@ type Lookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 /// It logs once, at `info`, which credential it chose. When none can get a token, the error
 /// says what each one said.
 ///
+/// Its credentials send through the default transport (feature `reqwest`); without that
+/// feature, build the credential you want with `.transport(..)` on its builder instead.
+///
 /// ```no_run
 /// use tower_entra::{DefaultCredential, TokenProvider};
 ///
@@ -214,7 +217,8 @@ impl fmt::Debug for DefaultCredential {
     }
 }
 
-#[cfg(test)]
+// The chain's credentials need the default transport.
+#[cfg(all(test, feature = "reqwest"))]
 mod tests {
     use super::*;
     use entra_emulator::{App, Emulator, ManagedIdentity};
