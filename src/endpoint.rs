@@ -85,21 +85,29 @@ struct RawTokenResponse {
     refresh_in: Option<Seconds>,
 }
 
+/// Reads a JSON answer that holds a token. serde's own message could quote the body (the
+/// token), so the error says only where it broke, after `what` ("the ... is not JSON").
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, TokenError> {
+    serde_json::from_slice(body).map_err(|e| {
+        TokenError::invalid_response(format!(
+            "{what} ({:?} error at line {}, column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
 /// Turns a 2xx token response body into a token.
 pub(crate) fn parse_token_response(
     body: &[u8],
     now: Instant,
     wall_now: SystemTime,
 ) -> Result<AccessToken, TokenError> {
-    let raw: RawTokenResponse = serde_json::from_slice(body).map_err(|e| {
-        // serde's message could quote the body (the token); say only where it broke.
-        TokenError::invalid_response(format!(
-            "the token response is not the JSON Entra sends ({:?} error at line {}, column {})",
-            e.classify(),
-            e.line(),
-            e.column()
-        ))
-    })?;
+    let raw: RawTokenResponse = from_json(body, "the token response is not the JSON Entra sends")?;
     match raw.token_type.as_deref() {
         Some(t) if t.eq_ignore_ascii_case("bearer") => {}
         Some(other) => {

@@ -84,7 +84,7 @@ pub use reqwest_middleware::EntraAuthMiddleware;
 pub use retry::RetryOnChallenge;
 pub use service::EntraAuth;
 pub use token::AccessToken;
-pub use transport::TransportRequest;
+pub use transport::{TokenTransport, TransportRequest};
 
 // The README's examples compile as doctests (they use every optional feature).
 #[cfg(all(

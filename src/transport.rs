@@ -61,6 +61,38 @@ pub(crate) struct BufferedResponse {
     pub(crate) body: Zeroizing<Vec<u8>>,
 }
 
+/// What a credential's `.transport(service)` takes: any `tower::Service` over
+/// [`TransportRequest`] answering `http::Response` with a body, cloneable and `Send` (each
+/// request gets its own clone, readied before it is called). Implemented for every such
+/// service, such as a hyper-util client; you never implement it yourself.
+pub trait TokenTransport:
+    tower_service::Service<
+        TransportRequest,
+        Response = http::Response<Self::ResponseBody>,
+        Error: Into<BoxError>,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+    /// The body of the service's responses.
+    type ResponseBody: Body<Error: Into<BoxError>> + Send + 'static;
+}
+
+impl<S, B> TokenTransport for S
+where
+    S: tower_service::Service<TransportRequest, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type ResponseBody = B;
+}
+
 /// The transport a builder was given, before it is built into a [`Transport`].
 #[derive(Default)]
 pub(crate) enum TransportChoice {
@@ -76,19 +108,8 @@ pub(crate) enum TransportChoice {
 }
 
 impl TransportChoice {
-    /// The caller's service as the transport. The bounds are those of
-    /// [`ConfidentialClientCredentialBuilder::transport`](crate::ConfidentialClientCredentialBuilder::transport).
-    pub(crate) fn service<S, B>(service: S) -> Self
-    where
-        S: tower_service::Service<TransportRequest, Response = http::Response<B>>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    /// The caller's service as the transport.
+    pub(crate) fn service<S: TokenTransport>(service: S) -> Self {
         TransportChoice::Service(Arc::new(service::ServiceTransport::new(service)))
     }
 

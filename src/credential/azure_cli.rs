@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::authority::check_tenant_id;
 use crate::credential::{Credential, TokenRequest};
+use crate::endpoint::from_json;
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 
@@ -219,14 +220,10 @@ struct CliToken {
 }
 
 fn parse(stdout: &[u8], now: Instant, wall_now: SystemTime) -> Result<AccessToken, TokenError> {
-    let raw: CliToken = serde_json::from_slice(stdout).map_err(|e| {
-        TokenError::invalid_response(format!(
-            "the output of `az account get-access-token` is not the JSON it prints ({:?} error at line {}, column {})",
-            e.classify(),
-            e.line(),
-            e.column()
-        ))
-    })?;
+    let raw: CliToken = from_json(
+        stdout,
+        "the output of `az account get-access-token` is not the JSON it prints",
+    )?;
     let mut secret = Zeroizing::new(raw.access_token.unwrap_or_default());
     if secret.is_empty() {
         return Err(TokenError::invalid_response(

@@ -5,7 +5,6 @@ use std::fmt;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tower_service::Service;
 
 use crate::aadsts::is_credential_rotation_answer;
 use crate::credential::authentication::ClientAuthentication;
@@ -13,7 +12,7 @@ use crate::credential::client::{ConfidentialClient, ConfidentialClientOptions};
 use crate::credential::{Credential, TokenRequest};
 use crate::error::TokenError;
 use crate::token::AccessToken;
-use crate::transport::{TransportChoice, TransportRequest};
+use crate::transport::{TokenTransport, TransportChoice};
 
 /// A confidential client (an app registration with its own credentials) that gets tokens with
 /// the client credentials flow, proving itself with the source `A`.
@@ -203,14 +202,7 @@ impl<A: ClientAuthentication> ConfidentialClientCredentialBuilder<A> {
     /// .build()?;
     /// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
     /// ```
-    pub fn transport<S, B>(mut self, service: S) -> Self
-    where
-        S: Service<TransportRequest, Response = http::Response<B>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        B: http_body::Body + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+    pub fn transport(mut self, service: impl TokenTransport) -> Self {
         self.options.transport = TransportChoice::service(service);
         self
     }

@@ -1,7 +1,6 @@
 //! [`EnvironmentCredential`]: configuration from the Azure SDK's environment variables.
 
 use futures::future::BoxFuture;
-use tower_service::Service;
 use zeroize::Zeroizing;
 
 #[cfg(feature = "certificate")]
@@ -15,7 +14,7 @@ use crate::credential::{
 };
 use crate::error::TokenError;
 use crate::token::AccessToken;
-use crate::transport::{TransportChoice, TransportRequest};
+use crate::transport::{TokenTransport, TransportChoice};
 
 /// A credential configured by the environment variables the Azure SDKs read.
 ///
@@ -173,14 +172,7 @@ impl EnvironmentCredential {
 
     /// Reads the process environment; token requests go through `transport`, as with
     /// [`ConfidentialClientCredentialBuilder::transport`] (same bounds and guarantees).
-    pub fn with_transport<S, B>(transport: S) -> Result<Self, TokenError>
-    where
-        S: Service<TransportRequest, Response = http::Response<B>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        B: http_body::Body + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
+    pub fn with_transport(transport: impl TokenTransport) -> Result<Self, TokenError> {
         Self::from_lookup(
             |name| std::env::var(name).ok(),
             TransportChoice::service(transport),

@@ -4,12 +4,10 @@
 //! (`MSI_ENDPOINT` + `MSI_SECRET`) takes the header `secret` and only `clientid`.
 
 use bytes::Bytes;
-use http::HeaderValue;
 use http_body_util::Full;
 use url::Url;
 
-use super::ManagedIdentityId;
-use super::imds::invalid_url;
+use super::{ManagedIdentityId, secret_get};
 use crate::error::TokenError;
 
 pub(super) const API_VERSION: &str = "2019-08-01";
@@ -35,37 +33,19 @@ pub(super) fn request(
         );
         query.append_pair("resource", resource);
         match id {
-            None => {}
             Some(ManagedIdentityId::ClientId(v)) if legacy => {
                 query.append_pair("clientid", v);
             }
             Some(ManagedIdentityId::ClientId(v)) => {
                 query.append_pair("client_id", v);
             }
-            Some(ManagedIdentityId::ObjectId(v)) => {
-                query.append_pair("principal_id", v);
-            }
-            Some(ManagedIdentityId::ResourceId(v)) => {
-                query.append_pair("mi_res_id", v);
-            }
+            other => secret_get::append_object_or_resource_id(&mut query, other),
         }
     }
-    let mut secret = HeaderValue::from_str(header).map_err(|_| {
-        TokenError::configuration(
-            "IDENTITY_HEADER has characters that cannot be sent in an HTTP header; the platform sets it, so check what overrides it",
-        )
-    })?;
-    secret.set_sensitive(true);
-    http::Request::get(url.as_str())
-        .header(
-            if legacy {
-                "secret"
-            } else {
-                "X-IDENTITY-HEADER"
-            },
-            secret,
-        )
-        .header(http::header::ACCEPT, "application/json")
-        .body(Full::new(Bytes::new()))
-        .map_err(invalid_url)
+    let header_name = if legacy {
+        "secret"
+    } else {
+        "X-IDENTITY-HEADER"
+    };
+    secret_get::request(&url, header_name, header, "the platform")
 }

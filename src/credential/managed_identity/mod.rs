@@ -10,6 +10,7 @@ mod imds;
 mod pinned_tls;
 mod response;
 mod retry;
+mod secret_get;
 mod service_fabric;
 mod source;
 
@@ -32,7 +33,7 @@ use crate::credential::{Credential, TokenRequest};
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 use crate::transport::{
-    BoxError, BufferedResponse, Transport, TransportChoice, TransportRequest, is_not_connected,
+    BufferedResponse, TokenTransport, Transport, TransportChoice, is_not_connected,
 };
 
 /// Which user-assigned managed identity to use, by any of its ids.
@@ -490,17 +491,7 @@ impl ManagedIdentityCredentialBuilder {
     ///     .build()?;
     /// # Ok::<(), tower_entra::TokenError>(())
     /// ```
-    pub fn transport<S, B>(mut self, service: S) -> Self
-    where
-        S: tower_service::Service<TransportRequest, Response = ::http::Response<B>>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: http_body::Body + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+    pub fn transport(mut self, service: impl TokenTransport) -> Self {
         self.transport = TransportChoice::service(service);
         self
     }

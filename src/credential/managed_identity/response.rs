@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
+use crate::endpoint::from_json;
 use crate::error::{MAX_SERVER_FIELD_BYTES, TokenError, server_text};
 use crate::token::AccessToken;
 
@@ -27,15 +28,7 @@ pub(super) fn parse_token(
     now: Instant,
     wall_now: SystemTime,
 ) -> Result<AccessToken, TokenError> {
-    let raw: RawToken = serde_json::from_slice(body).map_err(|e| {
-        // serde's message could quote the body (the token); say only where it broke.
-        TokenError::invalid_response(format!(
-            "the managed identity token response is not JSON ({:?} error at line {}, column {})",
-            e.classify(),
-            e.line(),
-            e.column()
-        ))
-    })?;
+    let raw: RawToken = from_json(body, "the managed identity token response is not JSON")?;
     let mut secret = Zeroizing::new(raw.access_token.unwrap_or_default());
     if secret.is_empty() {
         return Err(TokenError::invalid_response(

@@ -4,12 +4,10 @@
 //! [`pinned_tls`](super::pinned_tls)).
 
 use bytes::Bytes;
-use http::HeaderValue;
 use http_body_util::Full;
 use url::Url;
 
-use super::ManagedIdentityId;
-use super::imds::invalid_url;
+use super::{ManagedIdentityId, secret_get};
 use crate::error::TokenError;
 
 pub(super) const API_VERSION: &str = "2019-07-01-preview";
@@ -25,25 +23,7 @@ pub(super) fn request(
         let mut query = url.query_pairs_mut();
         query.append_pair("api-version", API_VERSION);
         query.append_pair("resource", resource);
-        match id {
-            None | Some(ManagedIdentityId::ClientId(_)) => {}
-            Some(ManagedIdentityId::ObjectId(v)) => {
-                query.append_pair("principal_id", v);
-            }
-            Some(ManagedIdentityId::ResourceId(v)) => {
-                query.append_pair("mi_res_id", v);
-            }
-        }
+        secret_get::append_object_or_resource_id(&mut query, id);
     }
-    let mut secret = HeaderValue::from_str(header).map_err(|_| {
-        TokenError::configuration(
-            "IDENTITY_HEADER has characters that cannot be sent in an HTTP header; Service Fabric sets it, so check what overrides it",
-        )
-    })?;
-    secret.set_sensitive(true);
-    http::Request::get(url.as_str())
-        .header("secret", secret)
-        .header(http::header::ACCEPT, "application/json")
-        .body(Full::new(Bytes::new()))
-        .map_err(invalid_url)
+    secret_get::request(&url, "secret", header, "Service Fabric")
 }
