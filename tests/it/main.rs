@@ -19,6 +19,8 @@ mod destination;
 mod hyper_client;
 mod liveness;
 mod managed_identity;
+#[cfg(feature = "opentelemetry")]
+mod metrics;
 #[cfg(feature = "retry")]
 mod provider_robustness;
 mod require_roles;
