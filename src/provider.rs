@@ -32,6 +32,7 @@ mod builder;
 mod claims;
 mod fetch;
 mod local;
+mod metrics;
 mod roles;
 mod state;
 #[cfg(test)]
@@ -80,6 +81,9 @@ struct Inner {
     state: Mutex<State<SharedFetch>>,
     options: ProviderOptions,
     counters: Counters,
+    /// OpenTelemetry instruments (feature `opentelemetry`; nothing without it), recorded where
+    /// the counters are, off the cached path.
+    metrics: metrics::Metrics,
     /// Outside the state lock, so that `stats()` never waits on it (a subscriber or health
     /// check may call it while a fetch logs under the lock).
     last_error: ArcSwapOption<TokenError>,
@@ -304,6 +308,7 @@ impl TokenProvider {
                     .counters
                     .invalidations
                     .fetch_add(1, Ordering::Relaxed);
+                self.inner.metrics.invalidated();
                 tracing::debug!(scope = %self.inner.scope, "token invalidated; the next request fetches a new one");
             }
             Refused::RateLimited => tracing::debug!(
@@ -402,6 +407,9 @@ impl TokenProvider {
         };
         if let Some(counter) = counter {
             counter.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Mode::Claims(_) = start.mode {
+            self.inner.metrics.claims_challenge();
         }
         runtime.spawn(task);
         fetch

@@ -28,6 +28,9 @@ fn features() -> Vec<&'static str> {
     if cfg!(feature = "certificate") {
         on.push("certificate");
     }
+    if cfg!(feature = "opentelemetry") {
+        on.push("opentelemetry");
+    }
     on
 }
 
@@ -261,6 +264,26 @@ fn retry_timeout_example_replays_after_revocation_and_cae() {
         "{stdout}"
     );
     assert!(stdout.contains("after a CAE event: 200 OK"), "{stdout}");
+}
+
+#[cfg(all(feature = "opentelemetry", feature = "reqwest"))]
+#[test]
+fn metrics_example_exports_the_instruments_to_stdout() {
+    let stdout = run_ok("metrics");
+    for instrument in [
+        "tower_entra.token.requests",
+        "tower_entra.token.fetch.duration",
+        "tower_entra.token.expires_in",
+        "tower_entra.token.invalidations",
+    ] {
+        assert!(
+            stdout.contains(instrument),
+            "{instrument} missing:\n{stdout}"
+        );
+    }
+    // The wrong secret's request, by its AADSTS code.
+    assert!(stdout.contains("7000215"), "{stdout}");
+    assert!(stdout.contains("authentication"), "{stdout}");
 }
 
 #[cfg(all(feature = "certificate", feature = "reqwest"))]

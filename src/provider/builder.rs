@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
+use super::metrics::{MeterChoice, Metrics};
 use super::{Counters, Inner, State, TokenProvider, state};
 use crate::challenge::capabilities_claims;
 use crate::credential::Credential;
@@ -44,6 +45,7 @@ pub struct TokenProviderBuilder {
     scope: String,
     options: ProviderOptions,
     client_capabilities: Vec<String>,
+    meter: MeterChoice,
 }
 
 impl TokenProviderBuilder {
@@ -53,6 +55,7 @@ impl TokenProviderBuilder {
             scope,
             options: ProviderOptions::default(),
             client_capabilities: Vec::new(),
+            meter: MeterChoice::default(),
         }
     }
 
@@ -160,15 +163,51 @@ impl TokenProviderBuilder {
         self
     }
 
+    /// The OpenTelemetry meter the provider's instruments come from, instead of the global
+    /// `opentelemetry::global::meter("tower-entra")`. Feature `opentelemetry`.
+    ///
+    /// The instruments (each with a `scope` attribute) are recorded only when a token request
+    /// ends, a token is refused or a claims challenge starts, never when a cached token is
+    /// served:
+    ///
+    /// | instrument | kind | attributes |
+    /// |---|---|---|
+    /// | `tower_entra.token.requests` | counter, every attempt | `outcome` (`ok`, or the [`TokenErrorKind`] in snake case: `authentication`, `transient`, ...), `aadsts` (Entra's AADSTS code, when it gave one) |
+    /// | `tower_entra.token.fetch.duration` | histogram, seconds, retries included | `outcome`, `mode` (`cold`, `ahead`, `claims`) |
+    /// | `tower_entra.token.expires_in` | observable gauge, seconds until the cached token expires | |
+    /// | `tower_entra.token.invalidations` | counter: tokens dropped because an API refused them | |
+    /// | `tower_entra.token.claims_challenges` | counter: fetches started for a claims challenge | |
+    ///
+    /// ```
+    /// # fn demo(credential: tower_entra::ClientSecretCredential) -> Result<(), tower_entra::TokenError> {
+    /// use opentelemetry::metrics::MeterProvider;
+    /// use tower_entra::TokenProvider;
+    ///
+    /// let meter_provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
+    /// let provider = TokenProvider::builder(credential, "https://graph.microsoft.com/.default")
+    ///     .meter(meter_provider.meter("tower-entra"))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "opentelemetry")]
+    pub fn meter(mut self, meter: opentelemetry::metrics::Meter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
     /// Checks the scope and the required roles, and builds the provider.
     pub fn build(self) -> Result<TokenProvider, TokenError> {
         check_scope(&self.scope)?;
         check_roles(&self.options.required_roles)?;
         let fetch_budget = state::fetch_budget(&self.options, self.credential.timeout());
+        let scope = self.scope;
+        let meter = self.meter;
         Ok(TokenProvider {
-            inner: Arc::new(Inner {
+            // Cyclic: the expiry gauge's callback reads the provider through a weak reference.
+            inner: Arc::new_cyclic(|provider| Inner {
+                metrics: Metrics::new(meter, &scope, provider.clone()),
                 credential: self.credential,
-                scope: self.scope,
+                scope,
                 capabilities: capabilities_claims(&self.client_capabilities),
                 current: ArcSwapOption::empty(),
                 generation: Default::default(),

@@ -19,7 +19,7 @@ use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 
 impl Mode {
-    fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> &'static str {
         match self {
             Mode::Cold => "cold",
             Mode::Ahead => "ahead",
@@ -147,6 +147,7 @@ async fn run_fetch(inner: &Inner, mode: &Mode, id: u64) -> Result<AccessToken, T
                 )?;
                 Ok(token)
             });
+        inner.metrics.request_ended(&fetched);
         let error = match fetched {
             Ok(token) => {
                 inner.counters.succeeded(SystemTime::now());
@@ -172,6 +173,7 @@ async fn run_fetch(inner: &Inner, mode: &Mode, id: u64) -> Result<AccessToken, T
 
     let now = Instant::now();
     record(&result, attempt, now - started);
+    inner.metrics.fetch_ended(mode, &result, now - started);
     let mut state = inner.lock_state();
     let finished = state.finish(
         &inner.options,

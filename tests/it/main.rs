@@ -21,6 +21,8 @@ mod hyper_client;
 mod liveness;
 mod managed_identity;
 mod managed_identity_transport;
+#[cfg(feature = "opentelemetry")]
+mod metrics;
 mod properties;
 #[cfg(feature = "retry")]
 mod provider_robustness;
