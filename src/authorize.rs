@@ -23,6 +23,9 @@ pub trait AuthorizeRequest: sealed::Sealed {
     /// The URI host, when the request names one. Only asked for when the layer needs it (plain
     /// http, an allow-list or routes): parsing it is most of the layer's per-request cost.
     fn host(&self) -> Option<&str>;
+    /// The URI's authority as written (host, and port or userinfo if any), without parsing it:
+    /// a service remembers the last destination it judged by scheme and authority.
+    fn authority(&self) -> Option<&str>;
 }
 
 impl<B> sealed::Sealed for http::Request<B> {}
@@ -40,6 +43,9 @@ impl<B> AuthorizeRequest for http::Request<B> {
     fn host(&self) -> Option<&str> {
         self.uri().host()
     }
+    fn authority(&self) -> Option<&str> {
+        self.uri().authority().map(http::uri::Authority::as_str)
+    }
 }
 
 #[cfg(feature = "reqwest")]
@@ -55,6 +61,9 @@ impl AuthorizeRequest for reqwest::Request {
     }
     fn scheme(&self) -> Option<&str> {
         Some(self.url().scheme())
+    }
+    fn authority(&self) -> Option<&str> {
+        Some(self.url().authority())
     }
     fn host(&self) -> Option<&str> {
         self.url().host_str()

@@ -283,6 +283,73 @@ impl DefaultProvider {
     }
 }
 
+/// The last destination one service clone judged, and its verdict, so that a stream of
+/// requests to one host is judged once: inline bytes (no heap, no count shared with other
+/// clones or threads), compared as written, so the host is not parsed again per request.
+/// Refusals are not remembered (each gets its own error), nor requests judged by an origin.
+#[derive(Clone, Copy)]
+pub(crate) struct LastDestination {
+    /// `scheme:authority`, `len` bytes of it; `len == 0` when nothing is remembered.
+    key: [u8; LAST_DESTINATION_BYTES],
+    len: u8,
+    verdict: Verdict,
+}
+
+/// Destinations longer than this are judged every time (hosts are short; the key stays small
+/// enough to copy with the service).
+const LAST_DESTINATION_BYTES: usize = 96;
+
+#[derive(Clone, Copy)]
+enum Verdict {
+    Route(usize),
+    Default,
+    SendWithoutToken,
+}
+
+impl Default for LastDestination {
+    fn default() -> Self {
+        LastDestination {
+            key: [0; LAST_DESTINATION_BYTES],
+            len: 0,
+            verdict: Verdict::SendWithoutToken,
+        }
+    }
+}
+
+impl fmt::Debug for LastDestination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LastDestination")
+    }
+}
+
+impl LastDestination {
+    fn is(&self, scheme: &str, authority: &str) -> bool {
+        let key = &self.key[..usize::from(self.len)];
+        self.len != 0
+            && key.len() == scheme.len() + 1 + authority.len()
+            && &key[..scheme.len()] == scheme.as_bytes()
+            && key[scheme.len()] == b':'
+            && &key[scheme.len() + 1..] == authority.as_bytes()
+    }
+
+    fn remember(&mut self, scheme: &str, authority: &str, verdict: Verdict) {
+        let len = scheme.len() + 1 + authority.len();
+        let Ok(len8) = u8::try_from(len) else {
+            self.len = 0;
+            return;
+        };
+        if len > LAST_DESTINATION_BYTES {
+            self.len = 0;
+            return;
+        }
+        self.key[..scheme.len()].copy_from_slice(scheme.as_bytes());
+        self.key[scheme.len()] = b':';
+        self.key[scheme.len() + 1..len].copy_from_slice(authority.as_bytes());
+        self.len = len8;
+        self.verdict = verdict;
+    }
+}
+
 /// What to do with one request.
 pub(crate) enum Decision<'a> {
     Attach(&'a TokenProvider),
@@ -362,6 +429,54 @@ impl Targets {
     /// With an origin set, the inner service may send any request there whatever its URI (a
     /// tonic `Channel` rewrites even absolute URIs to its endpoint), so an absolute URI must
     /// pass and the origin must pass too, choosing the same provider.
+    /// [`decide`](Self::decide), remembering the verdict for the next request to the same
+    /// scheme and authority in `last` (one per service clone).
+    pub(crate) fn decide_remembering<R: AuthorizeRequest>(
+        &self,
+        request: &R,
+        last: &mut LastDestination,
+    ) -> Decision<'_> {
+        let (Some(scheme), Some(authority), None) =
+            (request.scheme(), request.authority(), &self.origin)
+        else {
+            return self.decide(request);
+        };
+        if last.is(scheme, authority) {
+            return match last.verdict {
+                Verdict::Route(i) => match self.routes.routes.get(i) {
+                    Some((_, provider)) => Decision::Attach(provider),
+                    None => self.decide(request),
+                },
+                Verdict::Default => match &self.default {
+                    Some(d) => Decision::Attach(&d.provider),
+                    None => self.decide(request),
+                },
+                Verdict::SendWithoutToken => Decision::SendWithoutToken,
+            };
+        }
+        let decision = self.decide(request);
+        let verdict = match &decision {
+            Decision::Attach(p) => {
+                let route = self
+                    .routes
+                    .routes
+                    .iter()
+                    .position(|(_, r)| std::ptr::eq(r, *p));
+                match route {
+                    Some(i) => Some(Verdict::Route(i)),
+                    None => Some(Verdict::Default),
+                }
+            }
+            Decision::SendWithoutToken => Some(Verdict::SendWithoutToken),
+            Decision::Refuse(_) => None,
+        };
+        match verdict {
+            Some(v) => last.remember(scheme, authority, v),
+            None => last.len = 0,
+        }
+        decision
+    }
+
     pub(crate) fn decide<R: AuthorizeRequest>(&self, request: &R) -> Decision<'_> {
         let origin = self.origin.as_ref();
         match (request.scheme(), request.host(), origin) {

@@ -7,7 +7,7 @@ use tower_service::Service;
 use std::sync::Arc;
 
 use crate::authorize::AuthorizeRequest;
-use crate::destination::{Decision, ProviderRoutes, Targets};
+use crate::destination::{Decision, LastDestination, ProviderRoutes, Targets};
 use crate::error::Error;
 use crate::future::ResponseFuture;
 use crate::provider::TokenProvider;
@@ -37,6 +37,8 @@ use crate::refusal::InspectResponse;
 pub struct EntraAuth<S> {
     inner: S,
     targets: Arc<Targets>,
+    /// This clone's last destination and verdict (see `LastDestination`).
+    last: LastDestination,
 }
 
 impl<S> EntraAuth<S> {
@@ -46,11 +48,16 @@ impl<S> EntraAuth<S> {
         EntraAuth {
             inner,
             targets: Arc::new(Targets::one(provider)),
+            last: LastDestination::default(),
         }
     }
 
     pub(crate) fn with_targets(inner: S, targets: Arc<Targets>) -> Self {
-        EntraAuth { inner, targets }
+        EntraAuth {
+            inner,
+            targets,
+            last: LastDestination::default(),
+        }
     }
 
     /// The inner service.
@@ -97,7 +104,7 @@ where
         if request.has_authorization() {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
-        let provider = match self.targets.decide(&request) {
+        let provider = match self.targets.decide_remembering(&request, &mut self.last) {
             Decision::Attach(provider) => provider,
             Decision::SendWithoutToken => {
                 return ResponseFuture::passthrough(self.inner.call(request));

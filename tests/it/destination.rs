@@ -597,3 +597,42 @@ async fn a_host_without_a_scheme_is_refused() {
     }
     assert_eq!(*credential.requests.lock().unwrap(), 0);
 }
+
+/// One service clone remembers the last destination it judged; a different host, or the same
+/// host written differently, is judged anew, so a token never follows an allowed request to
+/// the next host. Seen failing with the memo matching on the scheme alone.
+#[tokio::test]
+async fn one_clone_judges_each_new_destination_after_an_allowed_one() {
+    use tower::Service;
+
+    let graph = TokenProvider::new(ScopeEcho::default(), GRAPH).unwrap();
+    let seen = Seen::default();
+    let mut svc = ServiceBuilder::new()
+        .layer(EntraAuthLayer::new(graph))
+        .service(recording_client(seen.clone()));
+    let mut outcomes = Vec::new();
+    for uri in [
+        "https://graph.microsoft.com/v1.0/users",
+        "https://graph.microsoft.com/v1.0/groups",
+        "https://graph.microsoft.com.attacker.example/v1.0/users",
+        "https://graph.microsoft.com/v1.0/me",
+        "https://hooks.attacker.example/incoming",
+        "http://graph.microsoft.com/v1.0/users",
+        "https://graph.microsoft.com:443/v1.0/users",
+    ] {
+        let ready = svc.ready().await.unwrap();
+        outcomes.push(match ready.call(get(uri)).await {
+            Ok(_) => "sent",
+            Err(Error::Token(e)) if e.kind() == TokenErrorKind::UnsafeDestination => "refused",
+            Err(e) => panic!("{uri}: {e:?}"),
+        });
+    }
+    assert_eq!(
+        outcomes,
+        [
+            "sent", "sent", "refused", "sent", "refused", "refused", "sent"
+        ]
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|(_, auth)| auth.is_some()), "{seen:?}");
+}
