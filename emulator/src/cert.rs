@@ -1,9 +1,11 @@
 //! X.509 certificates: parsing registered credentials, and [`TestCertificate`].
 
 use der::{Decode as _, Encode as _};
+use getrandom::SysRng;
+use getrandom::rand_core::UnwrapErr;
 use rsa::pkcs8::{DecodePublicKey as _, EncodePrivateKey as _, LineEnding};
-use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _, Signer as _};
-use rsa::{RsaPrivateKey, RsaPublicKey, pkcs1v15, pss};
+use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
+use rsa::{PrivateKey, PublicKey, pkcs1v15, pss};
 use serde_json::{Value, json};
 use sha1::Digest as _;
 use sha2::Sha256;
@@ -18,7 +20,7 @@ pub(crate) struct CertInfo {
     pub(crate) x5t: String,
     /// base64url SHA-256 of the DER (`x5t#S256`).
     pub(crate) x5t_s256: String,
-    pub(crate) public_key: RsaPublicKey,
+    pub(crate) public_key: PublicKey,
     /// The subject's common name, if any.
     pub(crate) subject_cn: Option<String>,
 }
@@ -28,13 +30,13 @@ pub(crate) fn parse_certificate(der_bytes: &[u8]) -> Result<CertInfo, String> {
     let cert =
         Certificate::from_der(der_bytes).map_err(|e| format!("not an X.509 certificate: {e}"))?;
     let spki_der = cert
-        .tbs_certificate
-        .subject_public_key_info
+        .tbs_certificate()
+        .subject_public_key_info()
         .to_der()
         .map_err(|e| format!("cannot re-encode the public key: {e}"))?;
-    let public_key = RsaPublicKey::from_public_key_der(&spki_der)
+    let public_key = PublicKey::from_public_key_der(&spki_der)
         .map_err(|e| format!("the certificate's key is not an RSA key: {e}"))?;
-    let subject_cn = common_name(&cert.tbs_certificate.subject);
+    let subject_cn = common_name(cert.tbs_certificate().subject());
     Ok(CertInfo {
         x5t: b64url(&sha1::Sha1::digest(der_bytes)),
         x5t_s256: b64url(&Sha256::digest(der_bytes)),
@@ -46,7 +48,7 @@ pub(crate) fn parse_certificate(der_bytes: &[u8]) -> Result<CertInfo, String> {
 fn common_name(name: &x509_cert::name::Name) -> Option<String> {
     use der::asn1::{Ia5StringRef, PrintableStringRef, Utf8StringRef};
     const CN: der::asn1::ObjectIdentifier = der::asn1::ObjectIdentifier::new_unwrap("2.5.4.3");
-    name.0.iter().flat_map(|rdn| rdn.0.iter()).find_map(|atv| {
+    name.iter().find_map(|atv| {
         if atv.oid != CN {
             return None;
         }
@@ -86,7 +88,7 @@ fn common_name(name: &x509_cert::name::Name) -> Option<String> {
 /// ```
 #[derive(Clone)]
 pub struct TestCertificate {
-    key: RsaPrivateKey,
+    key: PrivateKey,
     der: Vec<u8>,
     info: CertInfo,
 }
@@ -109,13 +111,13 @@ impl TestCertificate {
     /// If `subject_cn` cannot be used in a distinguished name (e.g. it contains `,` or `=`).
     pub fn new(subject_cn: &str) -> TestCertificate {
         use std::str::FromStr as _;
-        use x509_cert::builder::{Builder as _, CertificateBuilder, Profile};
+        use x509_cert::builder::{Builder as _, CertificateBuilder};
         use x509_cert::name::Name;
         use x509_cert::serial_number::SerialNumber;
         use x509_cert::spki::SubjectPublicKeyInfoOwned;
         use x509_cert::time::Validity;
 
-        let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
+        let key = PrivateKey::new(&mut SysRng, 2048)
             .unwrap_or_else(|e| panic!("entra-emulator: RSA key generation failed: {e}"));
         let signer = pkcs1v15::SigningKey::<Sha256>::new(key.clone());
         let subject = Name::from_str(&format!("CN={subject_cn}"))
@@ -127,23 +129,18 @@ impl TestCertificate {
         let now = unix_now();
         let not_before = std::time::Duration::from_secs(now.saturating_sub(3600));
         let not_after = std::time::Duration::from_secs(now + 365 * 86_400);
-        let validity = Validity {
-            not_before: x509_cert::time::Time::try_from(std::time::UNIX_EPOCH + not_before)
+        let validity = Validity::new(
+            x509_cert::time::Time::try_from(std::time::UNIX_EPOCH + not_before)
                 .unwrap_or_else(|e| panic!("entra-emulator: validity: {e}")),
-            not_after: x509_cert::time::Time::try_from(std::time::UNIX_EPOCH + not_after)
+            x509_cert::time::Time::try_from(std::time::UNIX_EPOCH + not_after)
                 .unwrap_or_else(|e| panic!("entra-emulator: validity: {e}")),
-        };
-        let spki_der = rsa::pkcs8::EncodePublicKey::to_public_key_der(&key.to_public_key())
+        );
+        let spki = SubjectPublicKeyInfoOwned::from_key(&key.to_public_key())
             .unwrap_or_else(|e| panic!("entra-emulator: public key encoding: {e}"));
-        let spki = SubjectPublicKeyInfoOwned::from_der(spki_der.as_bytes())
-            .unwrap_or_else(|e| panic!("entra-emulator: public key encoding: {e}"));
-        let profile = Profile::Leaf {
-            issuer: subject.clone(),
-            enable_key_agreement: false,
-            enable_key_encipherment: false,
-        };
-        let cert = CertificateBuilder::new(profile, serial, validity, subject, spki, &signer)
-            .and_then(|b| b.build::<pkcs1v15::Signature>())
+        let cert = CertificateBuilder::new(SelfSignedLeaf { subject }, serial, validity, spki)
+            .and_then(|b| {
+                b.build_with_rng::<_, pkcs1v15::Signature, _>(&signer, &mut UnwrapErr(SysRng))
+            })
             .unwrap_or_else(|e| panic!("entra-emulator: building the certificate failed: {e}"));
         let der = cert
             .to_der()
@@ -231,15 +228,68 @@ impl TestCertificate {
             b64url(claims.to_string().as_bytes())
         );
         let sig = if header.get("alg").and_then(Value::as_str) == Some("PS256") {
-            pss::BlindedSigningKey::<Sha256>::new(self.key.clone())
-                .sign_with_rng(&mut rsa::rand_core::OsRng, input.as_bytes())
+            pss::SigningKey::<Sha256>::new(self.key.clone())
+                .sign_with_rng(&mut UnwrapErr(SysRng), input.as_bytes())
                 .to_vec()
         } else {
             pkcs1v15::SigningKey::<Sha256>::new(self.key.clone())
-                .sign(input.as_bytes())
+                .sign_with_rng(&mut UnwrapErr(SysRng), input.as_bytes())
                 .to_vec()
         };
         format!("{input}.{}", b64url(&sig))
+    }
+}
+
+/// The extensions of an end-entity certificate that signs for itself (what
+/// `New-SelfSignedCertificate` and `openssl req -x509` make for a client): key
+/// identifiers, `CA:FALSE`, and signing-only key usage. x509-cert 0.3 dropped its
+/// generic leaf profile; its CA/B Forum profiles are for CAs and TLS servers.
+struct SelfSignedLeaf {
+    subject: x509_cert::name::Name,
+}
+
+impl x509_cert::builder::profile::BuilderProfile for SelfSignedLeaf {
+    fn get_issuer(&self, subject: &x509_cert::name::Name) -> x509_cert::name::Name {
+        subject.clone()
+    }
+
+    fn get_subject(&self) -> x509_cert::name::Name {
+        self.subject.clone()
+    }
+
+    fn build_extensions(
+        &self,
+        spk: spki::SubjectPublicKeyInfoRef<'_>,
+        issuer_spk: spki::SubjectPublicKeyInfoRef<'_>,
+        tbs: &x509_cert::TbsCertificate,
+    ) -> x509_cert::builder::Result<Vec<x509_cert::ext::Extension>> {
+        #![allow(
+            clippy::vec_init_then_push,
+            reason = "each extension is encoded seeing the ones pushed before it"
+        )]
+        use x509_cert::ext::ToExtension as _;
+        use x509_cert::ext::pkix::{
+            AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier,
+        };
+        let mut extensions = Vec::new();
+        extensions
+            .push(SubjectKeyIdentifier::try_from(spk)?.to_extension(tbs.subject(), &extensions)?);
+        extensions.push(
+            AuthorityKeyIdentifier::try_from(issuer_spk)?
+                .to_extension(tbs.subject(), &extensions)?,
+        );
+        extensions.push(
+            BasicConstraints {
+                ca: false,
+                path_len_constraint: None,
+            }
+            .to_extension(tbs.subject(), &extensions)?,
+        );
+        extensions.push(
+            KeyUsage(KeyUsages::DigitalSignature | KeyUsages::NonRepudiation)
+                .to_extension(tbs.subject(), &extensions)?,
+        );
+        Ok(extensions)
     }
 }
 

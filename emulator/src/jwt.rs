@@ -4,11 +4,13 @@ use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use getrandom::SysRng;
+use getrandom::rand_core::UnwrapErr;
 use rsa::pkcs1v15;
 use rsa::pss;
-use rsa::signature::{SignatureEncoding as _, Signer as _, Verifier as _};
+use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _, Verifier as _};
 use rsa::traits::PublicKeyParts as _;
-use rsa::{BigUint, RsaPrivateKey, RsaPublicKey};
+use rsa::{BoxedUint, PrivateKey, PublicKey};
 use serde_json::{Map, Value, json};
 use sha1::Digest as _;
 use sha2::Sha256;
@@ -18,23 +20,23 @@ use crate::util::b64url;
 /// An RSA key pair able to sign RS256 JWTs, with its key id.
 pub(crate) struct SigningKey {
     signer: pkcs1v15::SigningKey<Sha256>,
-    public: RsaPublicKey,
+    public: PublicKey,
     kid: String,
 }
 
 impl SigningKey {
     /// Generates a fresh 2048-bit key. Slow-ish (a fraction of a second optimised).
     pub(crate) fn generate() -> SigningKey {
-        let private = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
+        let private = PrivateKey::new(&mut SysRng, 2048)
             .unwrap_or_else(|e| panic!("entra-emulator: RSA key generation failed: {e}"));
         SigningKey::from_private(private)
     }
 
     /// Wraps an existing private key.
-    pub(crate) fn from_private(private: RsaPrivateKey) -> SigningKey {
+    pub(crate) fn from_private(private: PrivateKey) -> SigningKey {
         let public = private.to_public_key();
         // Like Entra's `kid`/`x5t`: base64url of a SHA-1 thumbprint (here of the modulus).
-        let kid = b64url(&sha1::Sha1::digest(public.n().to_bytes_be()));
+        let kid = b64url(&sha1::Sha1::digest(public.n_bytes()));
         SigningKey {
             signer: pkcs1v15::SigningKey::<Sha256>::new(private),
             public,
@@ -48,7 +50,7 @@ impl SigningKey {
     }
 
     /// The public key.
-    pub(crate) fn public(&self) -> &RsaPublicKey {
+    pub(crate) fn public(&self) -> &PublicKey {
         &self.public
     }
 
@@ -59,8 +61,8 @@ impl SigningKey {
             "use": "sig",
             "kid": self.kid,
             "x5t": self.kid,
-            "n": b64url(&self.public.n().to_bytes_be()),
-            "e": b64url(&self.public.e().to_bytes_be()),
+            "n": b64url(&self.public.n_bytes()),
+            "e": b64url(&self.public.e_bytes()),
         })
     }
 
@@ -69,7 +71,10 @@ impl SigningKey {
         let mut input = b64url(header.to_string().as_bytes());
         input.push('.');
         input.push_str(&b64url(claims.to_string().as_bytes()));
-        let sig = self.signer.sign(input.as_bytes());
+        // The RNG blinds the private-key operation (as the library's signer does).
+        let sig = self
+            .signer
+            .sign_with_rng(&mut UnwrapErr(SysRng), input.as_bytes());
         input.push('.');
         input.push_str(&b64url(&sig.to_bytes()));
         input
@@ -155,7 +160,7 @@ impl Parsed {
     }
 
     /// Verifies the signature with `key` using `alg`.
-    pub(crate) fn verify(&self, alg: Alg, key: &RsaPublicKey) -> bool {
+    pub(crate) fn verify(&self, alg: Alg, key: &PublicKey) -> bool {
         let msg = self.signing_input.as_bytes();
         match alg {
             Alg::Rs256 => {
@@ -179,7 +184,7 @@ impl Parsed {
 }
 
 /// Builds an RSA public key from a JWK object (`kty` RSA, `n`, `e`).
-pub(crate) fn public_key_from_jwk(jwk: &Value) -> Option<RsaPublicKey> {
+pub(crate) fn public_key_from_jwk(jwk: &Value) -> Option<PublicKey> {
     if jwk.get("kty").and_then(Value::as_str) != Some("RSA") {
         return None;
     }
@@ -189,5 +194,9 @@ pub(crate) fn public_key_from_jwk(jwk: &Value) -> Option<RsaPublicKey> {
     let e = URL_SAFE_NO_PAD
         .decode(jwk.get("e")?.as_str()?.trim_end_matches('='))
         .ok()?;
-    RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e)).ok()
+    PublicKey::new(
+        BoxedUint::from_be_slice_vartime(&n),
+        BoxedUint::from_be_slice_vartime(&e),
+    )
+    .ok()
 }

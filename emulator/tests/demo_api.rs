@@ -45,7 +45,7 @@ async fn accepts_a_valid_token() {
 async fn token_verifies_against_published_jwks() {
     use rsa::pkcs1v15::{Signature, VerifyingKey};
     use rsa::signature::Verifier as _;
-    use rsa::{BigUint, RsaPublicKey};
+    use rsa::{BoxedUint, PublicKey};
 
     let em = Emulator::start().await;
     let app = demo_app(&em);
@@ -54,7 +54,11 @@ async fn token_verifies_against_published_jwks() {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let n = b64.decode(jwks["keys"][0]["n"].as_str().unwrap()).unwrap();
     let e = b64.decode(jwks["keys"][0]["e"].as_str().unwrap()).unwrap();
-    let key = RsaPublicKey::new(BigUint::from_bytes_be(&n), BigUint::from_bytes_be(&e)).unwrap();
+    let key = PublicKey::new(
+        BoxedUint::from_be_slice_vartime(&n),
+        BoxedUint::from_be_slice_vartime(&e),
+    )
+    .unwrap();
     let (input, sig) = token.rsplit_once('.').unwrap();
     let sig = Signature::try_from(b64.decode(sig).unwrap().as_slice()).unwrap();
     VerifyingKey::<sha2::Sha256>::new(key)
