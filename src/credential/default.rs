@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use crate::credential::environment::TOKEN_FILE;
@@ -195,7 +196,16 @@ impl Credential for DefaultCredential {
         &'a self,
         request: TokenRequest<'a>,
     ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
-        Box::pin(self.fetch(request))
+        self.fetch(request).boxed()
+    }
+
+    /// The chosen credential's bound on one call, for the provider's fetch deadline (the Azure
+    /// CLI's is not counted: it runs only when managed identity fails fast).
+    fn timeout(&self) -> Option<std::time::Duration> {
+        match &self.chosen {
+            Chosen::Environment(env) => env.timeout(),
+            Chosen::ManagedIdentity { credential, .. } => credential.timeout(),
+        }
     }
 
     fn identity(&self) -> Option<(&str, &str)> {
@@ -252,6 +262,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.chosen(), "EnvironmentCredential");
+        // The provider's fetch deadline comes from the chosen credential's own bound.
+        assert!(
+            c.timeout().is_some(),
+            "the chosen credential's timeout is passed on"
+        );
         token(&c).await.unwrap();
         assert_eq!(em.token_requests(), 1);
         assert!(em.managed_identity_request_log().is_empty());
