@@ -401,15 +401,6 @@ mod properties {
 
     use super::*;
 
-    /// Bounded, so that CI stays fast; no regression files in the tree.
-    fn config() -> ProptestConfig {
-        ProptestConfig {
-            cases: 256,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    }
-
     /// A JSON object of any shape, a few levels deep (no floats: they need not print back
     /// exactly).
     fn json_object() -> impl Strategy<Value = Value> {
@@ -620,7 +611,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(crate::proptest_config())]
 
         #[test]
         fn any_header_values_are_read_without_panic(

@@ -644,15 +644,6 @@ mod properties {
 
     use super::*;
 
-    /// Bounded, so that CI stays fast; no regression files in the tree.
-    fn config() -> ProptestConfig {
-        ProptestConfig {
-            cases: 256,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    }
-
     /// A DNS label (LDH), in any mix of cases.
     fn label() -> impl Strategy<Value = String> {
         "[a-zA-Z0-9]([a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?"
@@ -701,7 +692,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(crate::proptest_config())]
 
         #[test]
         fn any_text_is_a_pattern_or_a_configuration_error(

@@ -464,15 +464,6 @@ mod properties {
     use super::*;
     use crate::TokenErrorKind;
 
-    /// Bounded, so that CI stays fast; no regression files in the tree.
-    fn config() -> ProptestConfig {
-        ProptestConfig {
-            cases: 256,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    }
-
     /// A JSON value of any shape, a few levels deep (no floats: they need not print back
     /// exactly).
     fn json() -> impl Strategy<Value = Value> {
@@ -662,7 +653,7 @@ mod properties {
     }
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(crate::proptest_config())]
 
         #[test]
         fn any_bytes_as_a_token_response_are_a_typed_error_or_a_token(body in vec(any::<u8>(), 0..512)) {

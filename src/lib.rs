@@ -56,6 +56,17 @@ mod token;
 pub mod tonic;
 mod transport;
 
+/// The property tests' settings, one for all: bounded, so that CI stays fast, and no
+/// regression files written into the tree.
+#[cfg(test)]
+fn proptest_config() -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases: 256,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
 pub use authority::AuthorityHost;
 pub use authorize::AuthorizeRequest;
 pub use challenge::BearerChallenge;
