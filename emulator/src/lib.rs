@@ -241,16 +241,22 @@ impl Emulator {
                 get(api::openid_configuration),
             )
             .route("/api/hello", get(api::hello))
-            .route("/metadata/identity/oauth2/token", get(mi_endpoint::imds))
-            .route("/msi/token", get(mi_endpoint::app_service))
+            .route(
+                "/metadata/identity/oauth2/token",
+                get(mi_endpoint::at(Endpoint::Imds)),
+            )
+            .route("/msi/token", get(mi_endpoint::at(Endpoint::AppService)))
             .route(
                 "/arc/metadata/identity/oauth2/token",
-                get(mi_endpoint::azure_arc),
+                get(mi_endpoint::at(Endpoint::AzureArc)),
             )
-            .route("/cloudshell/oauth2/token", post(mi_endpoint::cloud_shell))
+            .route(
+                "/cloudshell/oauth2/token",
+                post(mi_endpoint::at(Endpoint::CloudShell)),
+            )
             .route(
                 "/servicefabric/metadata/identity/oauth2/token",
-                get(mi_endpoint::service_fabric),
+                get(mi_endpoint::at(Endpoint::ServiceFabric)),
             )
             .with_state(shared.clone());
         let (tx, rx) = oneshot::channel::<()>();

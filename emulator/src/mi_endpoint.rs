@@ -2,6 +2,8 @@
 //! Cloud Shell and Service Fabric. Each speaks its source's protocol (see
 //! the `Emulator` methods naming them in `managed_identity.rs`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -19,6 +21,9 @@ use crate::state::Shared;
 use crate::token::{JSON_UTF8, parse_form};
 use crate::util::{civil, guid};
 
+/// A managed identity endpoint's answer, to come.
+type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
+
 /// The request's parts, as axum extracts them.
 type Parts = (
     State<Arc<Shared>>,
@@ -29,64 +34,16 @@ type Parts = (
     Bytes,
 );
 
-/// `GET /metadata/identity/oauth2/token`
-pub(crate) async fn imds(
-    s: State<Arc<Shared>>,
-    c: ConnectInfo<Conn>,
-    m: Method,
-    u: Uri,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    serve(Endpoint::Imds, (s, c, m, u, h, b)).await
-}
-
-/// `GET /msi/token`
-pub(crate) async fn app_service(
-    s: State<Arc<Shared>>,
-    c: ConnectInfo<Conn>,
-    m: Method,
-    u: Uri,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    serve(Endpoint::AppService, (s, c, m, u, h, b)).await
-}
-
-/// `GET /arc/metadata/identity/oauth2/token`
-pub(crate) async fn azure_arc(
-    s: State<Arc<Shared>>,
-    c: ConnectInfo<Conn>,
-    m: Method,
-    u: Uri,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    serve(Endpoint::AzureArc, (s, c, m, u, h, b)).await
-}
-
-/// `POST /cloudshell/oauth2/token`
-pub(crate) async fn cloud_shell(
-    s: State<Arc<Shared>>,
-    c: ConnectInfo<Conn>,
-    m: Method,
-    u: Uri,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    serve(Endpoint::CloudShell, (s, c, m, u, h, b)).await
-}
-
-/// `GET /servicefabric/metadata/identity/oauth2/token`
-pub(crate) async fn service_fabric(
-    s: State<Arc<Shared>>,
-    c: ConnectInfo<Conn>,
-    m: Method,
-    u: Uri,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    serve(Endpoint::ServiceFabric, (s, c, m, u, h, b)).await
+/// The route handler for one managed identity endpoint: the five routes differ only in which
+/// endpoint they are, which decides how the request is read and answered.
+pub(crate) fn at(
+    endpoint: Endpoint,
+) -> impl Fn(State<Arc<Shared>>, ConnectInfo<Conn>, Method, Uri, HeaderMap, Bytes) -> Answer
++ Clone
++ Send
++ Sync
++ 'static {
+    move |s, c, m, u, h, b| Box::pin(serve(endpoint, (s, c, m, u, h, b)))
 }
 
 /// Records the request, applies latency and any queued fault, else answers it.
