@@ -47,8 +47,7 @@ pin_project! {
         // A claims challenge came back: a token with those claims is fetched before the
         // response is returned, so that a replay carries it.
         Renewing {
-            #[pin]
-            renewing: Renewing<S::Response>,
+            renewing: Box<Renewing<S::Response>>,
         },
         Failed {
             error: Option<TokenError>,
@@ -152,7 +151,7 @@ where
                     }
                 }
                 StateProj::Renewing { renewing } => {
-                    return renewing.poll(cx).map_err(Error::Token);
+                    return Pin::new(&mut **renewing).poll(cx).map_err(Error::Token);
                 }
                 StateProj::Failed { error } => {
                     let error = error.take().unwrap_or_else(|| {

@@ -1,7 +1,8 @@
 //! [`TokenProvider`]: the handle on a shared token cache, its counters and its tracing.
 //!
 //! What happens when is decided in [`state`], as pure transitions: a cached token is served by a
-//! lock-free read until it is due for a refresh ahead (one fetch, in a spawned task, while
+//! lock-free read (of this thread's copy, see [`local`]; with no clock read while the token is
+//! known fresh, see [`watch`]) until it is due for a refresh ahead (one fetch, in a spawned task, while
 //! requests go on with the held token) or stops being usable (every caller joins the one fetch
 //! in flight, or starts it); a failed fetch sets a backoff (at least `Retry-After`) during which
 //! callers with no usable token get its error at once; a fetch's token is cached only if no
@@ -37,6 +38,7 @@ mod roles;
 mod state;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 pub use builder::TokenProviderBuilder;
 pub(crate) use claims::Renewal;
@@ -44,12 +46,14 @@ pub(crate) use local::Lease;
 
 use builder::ProviderOptions;
 use state::{Cached, Freshness, Mode, Refused, Request, Start, State};
+use watch::{Generation, RefreshTimer};
 
 /// Hands out tokens for one scope, from one credential.
 ///
 /// Clone it freely: clones share one cache, so one token request serves them all. Needs a tokio
-/// runtime (fetches run in spawned tasks); outside one, [`token`](Self::token) returns a
-/// `Configuration` error.
+/// runtime with its timers enabled (as `#[tokio::main]` and `Builder::enable_all` give): fetches
+/// run in spawned tasks, and a timer marks each token's refresh point. Outside a runtime,
+/// [`token`](Self::token) returns a `Configuration` error.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), tower_entra::TokenError> {
@@ -75,9 +79,11 @@ struct Inner {
     /// The state's cached token, published for lock-free reads; stored only under the lock.
     current: ArcSwapOption<Cached>,
     /// Bumped after each publish of `current`: a thread serves its own copy of the token (see
-    /// [`local`]) while this has not moved. Read by every request on every core and written
-    /// only when a token is stored or dropped, so it sits on a cache line of its own.
+    /// [`local`]) while this has not moved; also says whether the token is before its refresh
+    /// point (see [`watch`]).
     generation: Generation,
+    /// Clears the fresh bit of `generation` at the published token's refresh point.
+    refresh_timer: RefreshTimer,
     state: Mutex<State<SharedFetch>>,
     options: ProviderOptions,
     counters: Counters,
@@ -90,12 +96,6 @@ struct Inner {
 }
 
 type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, TokenError>>>;
-
-/// An atomic counter alone on its cache line (128 bytes: adjacent-line prefetch pairs lines on
-/// x86), so that the fetch counters and the state lock beside it never invalidate it.
-#[derive(Default)]
-#[repr(align(128))]
-pub(crate) struct Generation(AtomicU64);
 
 #[derive(Default)]
 struct Counters {
@@ -229,11 +229,8 @@ impl TokenProvider {
     /// when one is due. Never waits, and while the token is fresh writes nothing that another
     /// core reads (see [`local`]).
     pub(crate) fn lease(&self) -> Option<Lease> {
-        let now = Instant::now();
-        // Acquire: pairs with `publish`, so that the token loaded below is at least as new as
-        // this generation (a newer one is re-copied at the next request).
-        let generation = self.inner.generation.0.load(Ordering::Acquire);
-        let lease = match local::find(&self.inner, generation) {
+        let published = self.inner.generation.read();
+        let lease = match local::find(&self.inner, published.generation) {
             Some(lease) => lease,
             None => {
                 let guard = self.inner.current.load();
@@ -241,13 +238,21 @@ impl TokenProvider {
                     local::forget(&self.inner);
                     return None;
                 };
-                local::hold(&self.inner, generation, cached)
+                local::hold(&self.inner, published.generation, cached)
             }
         };
-        if lease.expired_by_wall_clock() {
-            self.expired_in_suspend(&lease);
-            return None;
+        // The wall clock first, coarse and cheap: it goes on while the machine is suspended,
+        // and it stands in for the refresh timer should that be stuck on an undriven runtime.
+        match lease.by_wall_clock() {
+            Freshness::Unusable => {
+                self.expired_in_suspend(&lease);
+                return None;
+            }
+            // Known fresh, with a timer to say otherwise: no precise clock needed.
+            Freshness::Fresh if published.fresh => return Some(lease),
+            Freshness::Fresh | Freshness::RefreshDue => {}
         }
+        let now = Instant::now();
         match lease.freshness(now) {
             Freshness::Fresh => {}
             Freshness::RefreshDue => self.refresh_ahead(now),
@@ -481,10 +486,11 @@ impl Inner {
     }
 
     /// Publishes the state's cached token to the lock-free readers; `state` is the locked state.
-    fn publish(&self, state: &State<SharedFetch>) {
-        self.current.store(state.current().cloned());
-        // Release: a reader that sees the new generation loads the token just stored.
-        self.generation.0.fetch_add(1, Ordering::Release);
+    fn publish(self: &Arc<Self>, state: &State<SharedFetch>) {
+        let current = state.current().cloned();
+        let refresh_at = current.as_ref().map(|c| c.refresh_at);
+        self.current.store(current);
+        watch::publish(self, refresh_at);
     }
 
     /// Whether the cached token is usable at `now`.

@@ -165,15 +165,12 @@ impl Reaction {
 }
 
 /// A response to a request that carried `used`, with its refusal (if any) acted on.
-// Unboxed on purpose: an `Answer` lives for one match, and its `Renewing` moves straight into
-// the response future's state, which is as large anyway.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum Answer<Res> {
     /// Ready to return: not a refusal, or one already acted on (and marked when the token was
     /// renewed).
     Ready(Res),
     /// A claims challenge: the response waits for the token with the claims.
-    Renewing(Renewing<Res>),
+    Renewing(Box<Renewing<Res>>),
 }
 
 /// Reads `response` to a request that carried `used`, and has its provider act on a refusal.
@@ -198,11 +195,13 @@ pub(crate) fn answer<Res: InspectResponse, P: Borrow<TokenProvider>>(
             response.mark_token_renewed();
             Answer::Ready(response)
         }
-        Renewal::Fetching(acquire) => Answer::Renewing(Renewing {
+        // Boxed: a claims challenge is rare, and the response future that holds it stays the
+        // size of the inner future on the path every request takes.
+        Renewal::Fetching(acquire) => Answer::Renewing(Box::new(Renewing {
             acquire,
             refused: used.clone(),
             response: Some(response),
-        }),
+        })),
     }
 }
 

@@ -211,6 +211,7 @@ impl TokenProviderBuilder {
                 capabilities: capabilities_claims(&self.client_capabilities),
                 current: ArcSwapOption::empty(),
                 generation: Default::default(),
+                refresh_timer: Default::default(),
                 state: Mutex::new(State::new(fetch_budget)),
                 options: self.options,
                 counters: Counters::default(),

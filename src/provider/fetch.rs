@@ -111,7 +111,7 @@ fn fetch_span(inner: &Inner, mode: &Mode) -> tracing::Span {
     )
 }
 
-async fn run_fetch(inner: &Inner, mode: &Mode, id: u64) -> Result<AccessToken, TokenError> {
+async fn run_fetch(inner: &Arc<Inner>, mode: &Mode, id: u64) -> Result<AccessToken, TokenError> {
     tracing::debug!(
         "{}",
         match mode {

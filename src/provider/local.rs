@@ -42,9 +42,10 @@ struct Held {
     token: AccessToken,
     /// The id of the cache entry it copies, to drop exactly that entry after a suspend.
     cached_id: u64,
-    /// `usable_until` on the wall clock (since the Unix epoch): tokio's clock stops while the
-    /// machine is suspended, the wall clock does not.
+    /// `usable_until` and `refresh_at` on the wall clock (since the Unix epoch): tokio's clock
+    /// stops while the machine is suspended, the wall clock does not.
     wall_usable_until: Duration,
+    wall_refresh_at: Duration,
     provider: Weak<Inner>,
     /// The provider's generation this copy was made under; `None` for a lease made on the cold
     /// path, which no thread serves from.
@@ -61,6 +62,7 @@ impl Lease {
             refresh_at: token.expires_at(),
             cached_id: 0,
             wall_usable_until: since_epoch(token.expires_on()),
+            wall_refresh_at: since_epoch(token.expires_on()),
             token,
             provider: Arc::downgrade(&provider.inner),
             generation: None,
@@ -81,20 +83,18 @@ impl Lease {
     }
 
     pub(super) fn freshness(&self, now: Instant) -> Freshness {
-        if now >= self.0.usable_until {
-            Freshness::Unusable
-        } else if now >= self.0.refresh_at {
-            Freshness::RefreshDue
-        } else {
-            Freshness::Fresh
-        }
+        Freshness::at(now, self.0.refresh_at, self.0.usable_until)
     }
 
-    /// Whether the wall clock has passed the point where the token stops being usable, though
-    /// tokio's clock may not have (after a suspend). A coarse clock: a few milliseconds against
-    /// a margin of seconds, at a fraction of the cost of a precise read.
-    pub(super) fn expired_by_wall_clock(&self) -> bool {
-        wall_clock() >= self.0.wall_usable_until
+    /// Where the token stands by the wall clock, which goes on while the machine is suspended
+    /// (tokio's clock does not). A coarse clock: a few milliseconds against margins of seconds,
+    /// at a fraction of the cost of a precise read.
+    pub(super) fn by_wall_clock(&self) -> Freshness {
+        Freshness::at(
+            wall_clock(),
+            self.0.wall_refresh_at,
+            self.0.wall_usable_until,
+        )
     }
 
     /// The id of the cache entry this lease copies.
@@ -123,13 +123,16 @@ pub(super) fn find(inner: &Arc<Inner>, generation: u64) -> Option<Lease> {
 /// Copies `cached` (published under `generation`) into this thread, replacing the thread's
 /// older copy for `inner`, and returns the copy.
 pub(super) fn hold(inner: &Arc<Inner>, generation: u64, cached: &Cached) -> Lease {
-    let margin = cached
-        .token
-        .expires_at()
-        .saturating_duration_since(cached.usable_until);
+    let (expires_at, wall_expires) = (
+        cached.token.expires_at(),
+        since_epoch(cached.token.expires_on()),
+    );
+    let before_expiry =
+        |at: Instant| wall_expires.saturating_sub(expires_at.saturating_duration_since(at));
     let lease = Lease(Arc::new(Held {
         cached_id: cached.id,
-        wall_usable_until: since_epoch(cached.token.expires_on()).saturating_sub(margin),
+        wall_usable_until: before_expiry(cached.usable_until),
+        wall_refresh_at: before_expiry(cached.refresh_at),
         token: cached.token.thread_copy(),
         provider: Arc::downgrade(inner),
         generation: Some(generation),

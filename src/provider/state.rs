@@ -109,6 +109,20 @@ pub(super) enum Freshness {
     Unusable,
 }
 
+impl Freshness {
+    /// What a token due for a refresh at `refresh_at` and usable until `usable_until` is worth
+    /// at `now`, on any one clock.
+    pub(super) fn at<T: PartialOrd>(now: T, refresh_at: T, usable_until: T) -> Freshness {
+        if now >= usable_until {
+            Freshness::Unusable
+        } else if now >= refresh_at {
+            Freshness::RefreshDue
+        } else {
+            Freshness::Fresh
+        }
+    }
+}
+
 impl Cached {
     /// The cache entry for `token`, stored at `now`: the refresh policy, whole.
     ///
@@ -155,13 +169,7 @@ impl Cached {
 
     /// What this entry is worth at `now`.
     pub(super) fn freshness(&self, now: Instant) -> Freshness {
-        if now >= self.usable_until {
-            Freshness::Unusable
-        } else if now >= self.refresh_at {
-            Freshness::RefreshDue
-        } else {
-            Freshness::Fresh
-        }
+        Freshness::at(now, self.refresh_at, self.usable_until)
     }
 
     fn usable(&self, now: Instant) -> bool {

@@ -51,11 +51,7 @@ impl Credential for Scripted {
         &'a self,
         _request: TokenRequest<'a>,
     ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
-        let n = {
-            let mut requests = self.requests.lock().unwrap();
-            *requests += 1;
-            *requests - 1
-        };
+        let n = count(&self.requests);
         let failure = self.failures.lock().unwrap().pop_front();
         Box::pin(async move {
             tokio::time::sleep(self.latency).await;
@@ -65,6 +61,13 @@ impl Credential for Scripted {
             }
         })
     }
+}
+
+/// Counts a request; the number of those before it.
+fn count(requests: &Mutex<usize>) -> usize {
+    let mut requests = requests.lock().unwrap();
+    *requests += 1;
+    *requests - 1
 }
 
 fn unavailable(retry_after: Option<Duration>) -> TokenError {
@@ -215,41 +218,132 @@ async fn every_thread_sees_a_dropped_and_a_new_token_at_its_next_request() {
     }
 }
 
+/// Answers `token-0`, `token-1`, ... of an hour each; the first was received `slept` before the
+/// wall clock's "now", while tokio's clock counts it as just received: as after a suspend of
+/// that long.
+#[derive(Debug)]
+struct SleptAfterFirst {
+    slept: Duration,
+    requests: Mutex<usize>,
+}
+
+impl SleptAfterFirst {
+    fn new(slept: Duration) -> Arc<SleptAfterFirst> {
+        Arc::new(SleptAfterFirst {
+            slept,
+            requests: Mutex::new(0),
+        })
+    }
+
+    fn requests(&self) -> usize {
+        *self.requests.lock().unwrap()
+    }
+}
+
+impl Credential for SleptAfterFirst {
+    fn request_token<'a>(
+        &'a self,
+        _: TokenRequest<'a>,
+    ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
+        let n = count(&self.requests);
+        let received = if n == 0 {
+            std::time::SystemTime::now() - self.slept
+        } else {
+            std::time::SystemTime::now()
+        };
+        Box::pin(async move {
+            AccessToken::issued(format!("token-{n}"), HOUR, None, Instant::now(), received)
+        })
+    }
+}
+
 /// A machine suspended after a fetch: tokio's clock stood still, the wall clock moved on past
 /// the token's expiry. The next request fetches a new token instead of serving the dead one.
 /// Seen failing with the wall-clock check removed from `lease`.
 #[tokio::test]
 async fn after_a_suspend_past_expiry_the_next_request_fetches_a_new_token() {
-    #[derive(Debug, Default)]
-    struct SleptAfterFirst(Mutex<usize>);
-    impl Credential for SleptAfterFirst {
-        fn request_token<'a>(
-            &'a self,
-            _: TokenRequest<'a>,
-        ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
-            let n = {
-                let mut n = self.0.lock().unwrap();
-                *n += 1;
-                *n - 1
-            };
-            // The first token was received two hours before the wall clock's "now", while
-            // tokio's clock counts it as just received: as after a two-hour suspend.
-            let received = if n == 0 {
-                std::time::SystemTime::now() - 2 * HOUR
-            } else {
-                std::time::SystemTime::now()
-            };
-            Box::pin(async move {
-                AccessToken::issued(format!("token-{n}"), HOUR, None, Instant::now(), received)
-            })
-        }
-    }
-    let credential = Arc::new(SleptAfterFirst::default());
+    let credential = SleptAfterFirst::new(2 * HOUR);
     let provider = TokenProvider::builder_shared(credential.clone(), "api://x/.default")
         .build()
         .unwrap();
     assert_eq!(provider.token().await.unwrap().secret(), "token-0");
     assert_eq!(provider.token().await.unwrap().secret(), "token-1");
     assert_eq!(provider.token().await.unwrap().secret(), "token-1");
-    assert_eq!(*credential.0.lock().unwrap(), 2);
+    assert_eq!(credential.requests(), 2);
+}
+
+/// The timer that clears a token's fresh bit (see `watch`) sits on the runtime that fetched the
+/// token; when that runtime is no longer driven it never fires, and the requests served on
+/// another runtime must still see the refresh point: on the wall clock, which `lease` reads
+/// anyway. Seen failing with the wall clock's refresh point left out of `lease`.
+#[test]
+fn a_refresh_timer_on_an_undriven_runtime_does_not_hold_back_the_refresh() {
+    let runtime = |paused| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(paused)
+            .build()
+            .unwrap()
+    };
+    // By the wall clock the first token is 57 minutes old: 2 past its refresh point (5 minutes
+    // before expiry), 2.5 before it stops being usable.
+    let credential = SleptAfterFirst::new(Duration::from_secs(57 * 60));
+    let provider = TokenProvider::builder_shared(credential.clone(), "api://x/.default")
+        .refresh_jitter(Duration::ZERO)
+        .build()
+        .unwrap();
+    let fetched_on = runtime(false);
+    let first = fetched_on.block_on(provider.token()).unwrap();
+    assert!(
+        provider.inner.generation.read().fresh,
+        "no refresh timer was set"
+    );
+
+    // `fetched_on` stays, never driven again; this runtime's clock is where the wall clock is.
+    runtime(true).block_on(async {
+        tokio::time::advance(Duration::from_secs(57 * 60)).await;
+        assert!(provider.token().await.unwrap().same_token(&first));
+        tokio::task::yield_now().await;
+        assert_eq!(credential.requests(), 2, "the refresh did not start");
+        assert_eq!(provider.token().await.unwrap().secret(), "token-1");
+    });
+    drop(fetched_on);
+}
+
+/// A runtime that shuts down fires its timers: the fresh bit set with a timer on it does not
+/// outlive it, and requests read the clock again. Seen failing with `ClearFresh` not clearing.
+#[test]
+fn a_runtime_shutting_down_clears_the_fresh_bit_of_its_timer() {
+    let credential = Scripted::new(Duration::ZERO, []);
+    let provider = credential.provider();
+    let fetched_on = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    fetched_on.block_on(provider.token()).unwrap();
+    assert!(
+        provider.inner.generation.read().fresh,
+        "no refresh timer was set"
+    );
+    drop(fetched_on);
+    assert!(!provider.inner.generation.read().fresh);
+}
+
+/// Publishing another token replaces the refresh timer: the first token's timer, due earlier,
+/// does not clear the second token's fresh bit. Seen failing with the superseded timer kept and
+/// the bit cleared whatever the generation (either alone holds it).
+#[tokio::test(start_paused = true)]
+async fn a_superseded_refresh_timer_does_not_clear_the_next_tokens_fresh_bit() {
+    let credential = Scripted::new(Duration::ZERO, []);
+    let provider = credential.provider();
+    let first = provider.token().await.unwrap();
+    tokio::time::advance(Duration::from_secs(30 * 60)).await;
+    provider.invalidate(&first);
+    assert_eq!(provider.token().await.unwrap().secret(), "token-1");
+    assert!(provider.inner.generation.read().fresh);
+    // Past the first token's refresh point (55 minutes), well before the second's.
+    tokio::time::advance(Duration::from_secs(30 * 60)).await;
+    tokio::task::yield_now().await;
+    assert!(provider.inner.generation.read().fresh);
+    assert_eq!(credential.requests(), 2);
 }
