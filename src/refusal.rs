@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::header::WWW_AUTHENTICATE;
-use http::{Extensions, HeaderMap, StatusCode};
+use http::{Extensions, HeaderMap, HeaderName, StatusCode};
 use pin_project_lite::pin_project;
 
 use crate::challenge::BearerChallenge;
@@ -110,11 +110,14 @@ impl sealed::ResponseParts for reqwest::Response {
 #[cfg(feature = "reqwest")]
 impl InspectResponse for reqwest::Response {}
 
+/// Named once: looking a header up by a `&str` parses the name on every response.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
 /// Whether the answer refuses the request's credentials: 401, or gRPC `UNAUTHENTICATED`.
 fn is_refusal(status: StatusCode, headers: &HeaderMap) -> bool {
     // gRPC answers HTTP 200 and says UNAUTHENTICATED (16) in `grpc-status`, in the headers of a
     // trailers-only response.
-    status == StatusCode::UNAUTHORIZED || headers.get("grpc-status").is_some_and(|v| v == "16")
+    status == StatusCode::UNAUTHORIZED || headers.get(GRPC_STATUS).is_some_and(|v| v == "16")
 }
 
 /// The challenges of a refusal; none for any other answer.
