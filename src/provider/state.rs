@@ -622,18 +622,44 @@ mod tests {
         TokenError::new(TokenErrorKind::Transient, "503").with_retry_after(retry_after)
     }
 
+    /// The cold fetch that a state with no token and no fetch in flight starts at `at`,
+    /// recorded as running as `fetch`.
+    #[track_caller]
+    fn cold_start<F: Clone>(s: &mut State<F>, at: Instant, fetch: F) -> Start {
+        let Request::Start(start) = s.request(at) else {
+            panic!("a state with nothing to serve or join starts a fetch")
+        };
+        s.started(&start, fetch);
+        start
+    }
+
+    /// The refresh ahead that a state holding a due token starts at `at`, recorded as running
+    /// as `fetch`; the held token is served meanwhile.
+    #[track_caller]
+    fn refresh_ahead<F: Clone>(s: &mut State<F>, at: Instant, fetch: F) -> (AccessToken, Start) {
+        let Request::ServeAndRefresh(held, start) = s.request(at) else {
+            panic!("a due token starts no refresh ahead")
+        };
+        s.started(&start, fetch);
+        (held, start)
+    }
+
+    /// Ends fetch `start` at `at` with `outcome`, under the default options and no jitter.
+    fn finish<F: Clone>(
+        s: &mut State<F>,
+        start: &Start,
+        outcome: Result<&AccessToken, &TokenError>,
+        at: Instant,
+    ) -> Finished {
+        s.finish(&options(), start.id, &start.mode, outcome, at, 0.0)
+    }
+
     /// A state holding `name` (an hour's token stored at `at` with no jitter), from fetch 1.
     fn holding(name: &str, at: Instant) -> State<&'static str> {
         let mut s = State::default();
-        let Request::Start(start) = s.request(at) else {
-            panic!("an empty state starts a fetch")
-        };
-        s.started(&start, "cold");
+        let start = cold_start(&mut s, at, "cold");
         let t = token(name, at, HOUR, None);
-        assert_eq!(
-            s.finish(&options(), start.id, &start.mode, Ok(&t), at, 0.0),
-            Finished::Stored
-        );
+        assert_eq!(finish(&mut s, &start, Ok(&t), at), Finished::Stored);
         s.free(start.id);
         s
     }
@@ -767,11 +793,8 @@ mod tests {
     fn an_empty_state_starts_one_cold_fetch_that_later_requests_join() {
         let now = Instant::now();
         let mut s = State::default();
-        let Request::Start(start) = s.request(now) else {
-            panic!("no fetch started")
-        };
+        let start = cold_start(&mut s, now, "cold-1");
         assert_eq!(start.mode, Mode::Cold);
-        s.started(&start, "cold-1");
         for _ in 0..3 {
             assert!(matches!(s.request(now), Request::Join("cold-1", _)));
         }
@@ -783,11 +806,8 @@ mod tests {
         let mut s = holding("a", now);
         assert!(matches!(s.request(now + secs(3299)), Request::Serve(_)));
         let due = now + secs(3300);
-        let Request::ServeAndRefresh(t, start) = s.request(due) else {
-            panic!("no refresh ahead")
-        };
+        let (t, start) = refresh_ahead(&mut s, due, "ahead");
         assert_eq!((t.secret(), &start.mode), ("a", &Mode::Ahead));
-        s.started(&start, "ahead");
         // While it runs, requests are served the held token; none joins or starts another.
         assert!(matches!(s.request(due), Request::Serve(_)));
         // Once the held token is unusable, requests join the refresh.
@@ -801,10 +821,7 @@ mod tests {
     fn a_freed_slot_lets_the_next_request_start_a_new_fetch() {
         let now = Instant::now();
         let mut s: State<&str> = State::default();
-        let Request::Start(first) = s.request(now) else {
-            panic!()
-        };
-        s.started(&first, "first");
+        let first = cold_start(&mut s, now, "first");
         // A stale id frees nothing.
         s.free(first.id + 7);
         assert!(matches!(s.request(now), Request::Join("first", _)));
@@ -819,12 +836,9 @@ mod tests {
     fn a_failed_cold_fetch_fails_fast_until_its_backoff_passes() {
         let now = Instant::now();
         let mut s = State::default();
-        let Request::Start(start) = s.request(now) else {
-            panic!()
-        };
-        s.started(&start, "cold");
+        let start = cold_start(&mut s, now, "cold");
         let e = transient(Some(secs(10)));
-        let done = s.finish(&options(), start.id, &start.mode, Err(&e), now, 0.0);
+        let done = finish(&mut s, &start, Err(&e), now);
         assert_eq!(done, Finished::ColdFailed { retry_in: secs(10) });
         s.free(start.id);
         let Request::Fail(again) = s.request(now + secs(9)) else {
@@ -838,12 +852,9 @@ mod tests {
     fn the_fail_fast_window_is_capped_at_max_backoff() {
         let now = Instant::now();
         let mut s: State<&str> = State::default();
-        let Request::Start(start) = s.request(now) else {
-            panic!()
-        };
-        s.started(&start, "cold");
+        let start = cold_start(&mut s, now, "cold");
         let e = transient(Some(HOUR));
-        let done = s.finish(&options(), start.id, &start.mode, Err(&e), now, 0.0);
+        let done = finish(&mut s, &start, Err(&e), now);
         assert_eq!(done, Finished::ColdFailed { retry_in: secs(30) });
         s.free(start.id);
         assert!(matches!(s.request(now + secs(30)), Request::Start(_)));
@@ -854,12 +865,9 @@ mod tests {
         let now = Instant::now();
         let mut s = holding("a", now);
         let due = now + secs(3301);
-        let Request::ServeAndRefresh(_, start) = s.request(due) else {
-            panic!()
-        };
-        s.started(&start, "ahead");
+        let (_, start) = refresh_ahead(&mut s, due, "ahead");
         let e = transient(Some(secs(120)));
-        let done = s.finish(&options(), start.id, &start.mode, Err(&e), due, 0.0);
+        let done = finish(&mut s, &start, Err(&e), due);
         assert_eq!(
             done,
             Finished::AheadFailed {
@@ -883,18 +891,8 @@ mod tests {
     fn a_success_clears_the_backoff() {
         let now = Instant::now();
         let mut s = State::default();
-        let Request::Start(start) = s.request(now) else {
-            panic!()
-        };
-        s.started(&start, "cold");
-        let failed = s.finish(
-            &options(),
-            start.id,
-            &start.mode,
-            Err(&transient(None)),
-            now,
-            0.0,
-        );
+        let start = cold_start(&mut s, now, "cold");
+        let failed = finish(&mut s, &start, Err(&transient(None)), now);
         assert!(matches!(failed, Finished::ColdFailed { .. }));
         s.free(start.id);
         let later = now + secs(1);
@@ -902,7 +900,7 @@ mod tests {
             panic!()
         };
         let t = token("b", later, HOUR, None);
-        s.finish(&options(), start.id, &start.mode, Ok(&t), later, 0.0);
+        finish(&mut s, &start, Ok(&t), later);
         assert_eq!(s.consecutive_failures, 0);
         assert!(s.cold_error.is_none() && s.not_before.is_none());
         assert_eq!(served(&s.request(later)).as_deref(), Some("b"));
@@ -914,24 +912,15 @@ mod tests {
     fn a_fetch_started_earlier_never_replaces_a_later_ones_token() {
         let now = Instant::now();
         let mut s = State::default();
-        let Request::Start(cold) = s.request(now) else {
-            panic!()
-        };
-        s.started(&cold, "cold");
+        let cold = cold_start(&mut s, now, "cold");
         let InFlight::Start(claims) = s.claims_request(now, CLAIMS.into()) else {
             panic!()
         };
         s.started(&claims, "claims");
         let c = token("claims", now, HOUR, None);
-        assert_eq!(
-            s.finish(&options(), claims.id, &claims.mode, Ok(&c), now, 0.0),
-            Finished::Stored
-        );
+        assert_eq!(finish(&mut s, &claims, Ok(&c), now), Finished::Stored);
         let p = token("plain", now, HOUR, None);
-        assert_eq!(
-            s.finish(&options(), cold.id, &cold.mode, Ok(&p), now, 0.0),
-            Finished::Discarded
-        );
+        assert_eq!(finish(&mut s, &cold, Ok(&p), now), Finished::Discarded);
         assert_eq!(served(&s.request(now)).as_deref(), Some("claims"));
     }
 
@@ -940,21 +929,15 @@ mod tests {
         let now = Instant::now();
         let mut s = holding("a", now);
         let due = now + secs(3301);
-        let Request::ServeAndRefresh(_, ahead) = s.request(due) else {
-            panic!()
-        };
-        s.started(&ahead, "ahead");
+        let (_, ahead) = refresh_ahead(&mut s, due, "ahead");
         let InFlight::Start(claims) = s.claims_request(due, CLAIMS.into()) else {
             panic!()
         };
         let c = token("claims", due, HOUR, None);
-        s.finish(&options(), claims.id, &claims.mode, Ok(&c), due, 0.0);
+        finish(&mut s, &claims, Ok(&c), due);
         assert_eq!(s.refuse(due, &c), Refused::Dropped);
         let p = token("plain", due, HOUR, None);
-        assert_eq!(
-            s.finish(&options(), ahead.id, &ahead.mode, Ok(&p), due, 0.0),
-            Finished::Discarded
-        );
+        assert_eq!(finish(&mut s, &ahead, Ok(&p), due), Finished::Discarded);
         s.free(ahead.id);
         assert!(matches!(s.request(due), Request::Start(_)));
     }
@@ -977,7 +960,7 @@ mod tests {
             panic!()
         };
         let b = token("b", now, HOUR, None);
-        s.finish(&options(), start.id, &start.mode, Ok(&b), now, 0.0);
+        finish(&mut s, &start, Ok(&b), now);
         let soon = now + FORCED_RENEWAL_INTERVAL - Duration::from_millis(1);
         assert_eq!(s.refuse(soon, &b), Refused::RateLimited);
         assert_eq!(served(&s.request(soon)).as_deref(), Some("b"));
@@ -1003,7 +986,7 @@ mod tests {
             ClaimsRequest::Join("claims", _)
         ));
         let c = token("c", now, HOUR, None);
-        s.finish(&options(), start.id, &start.mode, Ok(&c), now, 0.0);
+        finish(&mut s, &start, Ok(&c), now);
         s.free(start.id);
         // Its token answers the same claims for a request that carried the old token...
         let ClaimsRequest::Serve(t) = s.claims_challenge(now, &refused, CLAIMS.into()) else {
@@ -1036,14 +1019,7 @@ mod tests {
                 panic!()
             };
             s.started(&start, "claims");
-            let done = s.finish(
-                &options(),
-                start.id,
-                &start.mode,
-                Err(&transient(None)),
-                now,
-                0.0,
-            );
+            let done = finish(&mut s, &start, Err(&transient(None)), now);
             assert_eq!(done, Finished::ClaimsFailed);
             s.free(start.id);
         }
@@ -1080,12 +1056,9 @@ mod tests {
     fn a_fetch_past_its_deadline_counts_as_dead_and_the_next_request_starts_another() {
         let now = Instant::now();
         let mut s: State<&str> = State::new(secs(7));
-        let Request::Start(first) = s.request(now) else {
-            panic!()
-        };
+        let first = cold_start(&mut s, now, "parked");
         assert_eq!(first.deadline, now + secs(7));
         assert!(!first.replaces_dead);
-        s.started(&first, "parked");
         let Request::Join("parked", deadline) = s.request(now + secs(6)) else {
             panic!("a request before the deadline did not join")
         };
@@ -1100,14 +1073,7 @@ mod tests {
         assert!(matches!(s.request(later), Request::Join("live", _)));
         // The dead fetch ending at last frees nothing, and its failure sets no backoff.
         s.free(first.id);
-        let done = s.finish(
-            &options(),
-            first.id,
-            &first.mode,
-            Err(&transient(Some(HOUR))),
-            later,
-            0.0,
-        );
+        let done = finish(&mut s, &first, Err(&transient(Some(HOUR))), later);
         assert_eq!(done, Finished::AbandonedFailed);
         assert!(s.not_before.is_none() && s.cold_error.is_none());
         assert!(matches!(s.request(later), Request::Join("live", _)));
@@ -1120,10 +1086,7 @@ mod tests {
         let budget = secs(60);
         s.fetch_budget = budget;
         let due = now + secs(3300);
-        let Request::ServeAndRefresh(_, ahead) = s.request(due) else {
-            panic!()
-        };
-        s.started(&ahead, "parked");
+        refresh_ahead(&mut s, due, "parked");
         assert!(matches!(
             s.request(due + budget - secs(1)),
             Request::Serve(_)

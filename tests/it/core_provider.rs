@@ -5,7 +5,7 @@ use crate::support;
 use std::time::Duration;
 
 use entra_emulator::{App, Emulator, Fault};
-use support::{SECRET, ScriptedCredential, credential, setup};
+use support::{RequestLog, SECRET, ScriptedCredential, Setup, credential, setup};
 use tokio::time::Instant;
 use tower_entra::{
     ClientSecretCredential, Credential, TokenErrorKind, TokenProvider, TokenRequest,
@@ -33,14 +33,21 @@ async fn a_thousand_cold_callers_make_one_token_request() {
 const SCOPE: &str = "api://x/.default";
 const HOUR: Duration = Duration::from_secs(3600);
 
-#[tokio::test(start_paused = true)]
-async fn refresh_window_serves_the_old_token_without_waiting_and_refreshes_once() {
-    let credential = ScriptedCredential::new(HOUR).latency(Duration::from_millis(200));
+/// A provider over `credential` with no refresh jitter, so that it refreshes exactly at the
+/// refresh point, and the credential's log of requests.
+fn without_jitter(credential: ScriptedCredential) -> (TokenProvider, RequestLog) {
     let log = credential.log();
     let provider = TokenProvider::builder(credential, SCOPE)
         .refresh_jitter(Duration::ZERO)
         .build()
         .unwrap();
+    (provider, log)
+}
+
+#[tokio::test(start_paused = true)]
+async fn refresh_window_serves_the_old_token_without_waiting_and_refreshes_once() {
+    let (provider, log) =
+        without_jitter(ScriptedCredential::new(HOUR).latency(Duration::from_millis(200)));
     let first = provider.token().await.unwrap();
     assert_eq!(log.count(), 1);
 
@@ -67,13 +74,10 @@ async fn refresh_window_serves_the_old_token_without_waiting_and_refreshes_once(
 
 #[tokio::test(start_paused = true)]
 async fn refresh_in_decides_when_to_refresh() {
-    let credential = ScriptedCredential::new(Duration::from_secs(86_400))
-        .refresh_in(Duration::from_secs(43_200));
-    let log = credential.log();
-    let provider = TokenProvider::builder(credential, SCOPE)
-        .refresh_jitter(Duration::ZERO)
-        .build()
-        .unwrap();
+    let (provider, log) = without_jitter(
+        ScriptedCredential::new(Duration::from_secs(86_400))
+            .refresh_in(Duration::from_secs(43_200)),
+    );
     let first = provider.token().await.unwrap();
     tokio::time::advance(Duration::from_secs(43_199)).await;
     provider.token().await.unwrap();
@@ -224,18 +228,43 @@ async fn concurrent_error(provider: TokenProvider, emulator: &Emulator) -> tower
     errors.remove(0)
 }
 
+/// What a misconfigured `credential` gets, through [`concurrent_error`]: an authentication
+/// error with Entra's `code` and a hint that names `fix`.
+async fn misconfigured(
+    credential: ClientSecretCredential,
+    emulator: &Emulator,
+    code: u32,
+    fix: &str,
+) -> tower_entra::TokenError {
+    let provider = TokenProvider::new(credential, Emulator::DEMO_API_SCOPE).unwrap();
+    let e = concurrent_error(provider, emulator).await;
+    assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
+    assert_eq!(e.entra().unwrap().codes(), &[code], "{e}");
+    assert!(
+        e.hint().unwrap().contains(fix),
+        "the hint should name {fix}: {e}"
+    );
+    e
+}
+
+/// A credential for the emulator with `tenant_id` and `client_id` as given, one of them wrong.
+fn credential_for(s: &Setup, tenant_id: &str, client_id: &str) -> ClientSecretCredential {
+    ClientSecretCredential::builder(tenant_id, client_id, SECRET)
+        .authority_host(s.emulator.authority_host())
+        .build()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_secret_is_aadsts7000215_with_hint() {
     let s = setup().await;
-    let p = TokenProvider::new(
+    let e = misconfigured(
         credential(&s.emulator, &s.app, "not-the-secret"),
-        Emulator::DEMO_API_SCOPE,
+        &s.emulator,
+        7000215,
+        "Value",
     )
-    .unwrap();
-    let e = concurrent_error(p, &s.emulator).await;
-    assert_eq!(e.kind(), TokenErrorKind::Authentication);
-    assert_eq!(e.entra().unwrap().codes(), &[7000215]);
-    assert!(e.hint().unwrap().contains("Value"), "{e}");
+    .await;
     assert!(
         e.entra().unwrap().trace_id().is_some() && e.entra().unwrap().correlation_id().is_some()
     );
@@ -249,43 +278,15 @@ async fn wrong_secret_is_aadsts7000215_with_hint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_tenant_is_aadsts90002_with_hint() {
     let s = setup().await;
-    let cred = ClientSecretCredential::builder(
-        "11111111-2222-3333-4444-555555555555",
-        &s.app.client_id,
-        SECRET,
-    )
-    .authority_host(s.emulator.authority_host())
-    .build()
-    .unwrap();
-    let e = concurrent_error(
-        TokenProvider::new(cred, Emulator::DEMO_API_SCOPE).unwrap(),
-        &s.emulator,
-    )
-    .await;
-    assert_eq!(e.kind(), TokenErrorKind::Authentication);
-    assert_eq!(e.entra().unwrap().codes(), &[90002]);
-    assert!(e.hint().unwrap().contains("AZURE_TENANT_ID"), "{e}");
+    let cred = credential_for(&s, "11111111-2222-3333-4444-555555555555", &s.app.client_id);
+    misconfigured(cred, &s.emulator, 90002, "AZURE_TENANT_ID").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_client_is_aadsts700016_with_hint() {
     let s = setup().await;
-    let cred = ClientSecretCredential::builder(
-        &s.app.tenant_id,
-        "99999999-0000-0000-0000-000000000000",
-        SECRET,
-    )
-    .authority_host(s.emulator.authority_host())
-    .build()
-    .unwrap();
-    let e = concurrent_error(
-        TokenProvider::new(cred, Emulator::DEMO_API_SCOPE).unwrap(),
-        &s.emulator,
-    )
-    .await;
-    assert_eq!(e.kind(), TokenErrorKind::Authentication);
-    assert_eq!(e.entra().unwrap().codes(), &[700016]);
-    assert!(e.hint().unwrap().contains("AZURE_CLIENT_ID"), "{e}");
+    let cred = credential_for(&s, &s.app.tenant_id, "99999999-0000-0000-0000-000000000000");
+    misconfigured(cred, &s.emulator, 700016, "AZURE_CLIENT_ID").await;
 }
 
 #[tokio::test]

@@ -35,9 +35,12 @@ impl Credential for ScopeEcho {
 
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
-/// A client that records (uri, Authorization) and answers 200.
-fn recording_client(
+/// A client that records, for each request, where it went (as `destination` tells from the
+/// request's URI) and its Authorization header, and answers 200. With [`http::Uri::to_string`]
+/// it sends each request where its URI says; with [`rewritten_to`], to one endpoint.
+fn recorder(
     seen: Seen,
+    destination: impl Fn(&http::Uri) -> String + Clone + Send + 'static,
 ) -> impl tower::Service<
     Request<String>,
     Response = Response<String>,
@@ -46,12 +49,13 @@ fn recording_client(
 > + Clone {
     service_fn(move |req: Request<String>| {
         let seen = seen.clone();
+        let went_to = destination(req.uri());
         async move {
             let auth = req
                 .headers()
                 .get(http::header::AUTHORIZATION)
                 .map(|v| v.to_str().unwrap().to_owned());
-            seen.lock().unwrap().push((req.uri().to_string(), auth));
+            seen.lock().unwrap().push((went_to, auth));
             Ok::<_, Infallible>(Response::new(String::new()))
         }
     })
@@ -68,32 +72,63 @@ fn token_error<E: std::fmt::Debug>(r: Result<Response<String>, Error<E>>) -> Tok
     }
 }
 
+/// Asserts that `e` refuses the destination and that its message names each of `mentions`
+/// (the host, the audience, the fix), so that a refusal for another reason does not pass.
+#[track_caller]
+fn assert_unsafe_destination(e: &TokenError, mentions: &[&str]) {
+    assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination, "{e}");
+    let message = e.to_string();
+    for mention in mentions {
+        assert!(
+            message.contains(mention),
+            "should name {mention:?}: {message}"
+        );
+    }
+}
+
+/// A provider for `scope` over a [`ScopeEcho`], and that credential, so that a test can count
+/// the tokens fetched.
+fn counted_provider(scope: &str) -> (Arc<ScopeEcho>, TokenProvider) {
+    let credential = Arc::new(ScopeEcho::default());
+    let provider = TokenProvider::builder_shared(credential.clone(), scope)
+        .build()
+        .unwrap();
+    (credential, provider)
+}
+
+/// `layer` in front of a [`recorder`] that sends each request where its URI says and records
+/// into `seen`.
+fn behind(
+    layer: EntraAuthLayer,
+    seen: &Seen,
+) -> impl tower::Service<Request<String>, Response = Response<String>, Error = Error<Infallible>> + Clone
+{
+    ServiceBuilder::new()
+        .layer(layer)
+        .service(recorder(seen.clone(), http::Uri::to_string))
+}
+
 const GRAPH: &str = "https://graph.microsoft.com/.default";
 const ARM: &str = "https://management.azure.com/.default";
 
 #[tokio::test]
 async fn token_refused_for_a_plain_http_remote_host() {
-    let credential = Arc::new(ScopeEcho::default());
-    let provider = TokenProvider::builder_shared(credential.clone(), GRAPH)
-        .build()
-        .unwrap();
+    let (credential, provider) = counted_provider(GRAPH);
     let seen = Seen::default();
     // Whatever hosts the layer allows, the scheme is checked.
-    let svc = ServiceBuilder::new()
-        .layer(
-            EntraAuthLayer::new(provider)
-                .allow_any_https_host()
-                .unwrap(),
-        )
-        .service(recording_client(seen.clone()));
+    let svc = behind(
+        EntraAuthLayer::new(provider)
+            .allow_any_https_host()
+            .unwrap(),
+        &seen,
+    );
 
     let e = token_error(
         svc.clone()
             .oneshot(get("http://graph.microsoft.com/v1.0/me"))
             .await,
     );
-    assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
-    assert!(e.to_string().contains("use https"), "{e}");
+    assert_unsafe_destination(&e, &["use https"]);
     assert!(seen.lock().unwrap().is_empty(), "nothing was sent");
     assert_eq!(
         *credential.requests.lock().unwrap(),
@@ -123,13 +158,12 @@ async fn token_refused_for_a_plain_http_remote_host() {
 async fn token_not_attached_to_a_host_outside_the_allow_list() {
     let provider = TokenProvider::new(ScopeEcho::default(), GRAPH).unwrap();
     let seen = Seen::default();
-    let refuse = ServiceBuilder::new()
-        .layer(
-            EntraAuthLayer::new(provider.clone())
-                .allow_hosts(["graph.microsoft.com", "*.graph.microsoft.us"])
-                .unwrap(),
-        )
-        .service(recording_client(seen.clone()));
+    let refuse = behind(
+        EntraAuthLayer::new(provider.clone())
+            .allow_hosts(["graph.microsoft.com", "*.graph.microsoft.us"])
+            .unwrap(),
+        &seen,
+    );
 
     let e = token_error(
         refuse
@@ -137,18 +171,14 @@ async fn token_not_attached_to_a_host_outside_the_allow_list() {
             .oneshot(get("https://attacker.example/steal"))
             .await,
     );
-    assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
-    assert!(
-        e.to_string().contains("attacker.example") && e.to_string().contains("allow_hosts"),
-        "{e}"
-    );
+    assert_unsafe_destination(&e, &["attacker.example", "allow_hosts"]);
     let e = token_error(
         refuse
             .clone()
             .oneshot(get("https://graph.microsoft.com.attacker.example/"))
             .await,
     );
-    assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
+    assert_unsafe_destination(&e, &[]);
     assert!(seen.lock().unwrap().is_empty());
 
     refuse
@@ -165,14 +195,13 @@ async fn token_not_attached_to_a_host_outside_the_allow_list() {
 
     // Or sent without a token.
     let seen = Seen::default();
-    let pass = ServiceBuilder::new()
-        .layer(
-            EntraAuthLayer::new(provider)
-                .allow_hosts(["graph.microsoft.com"])
-                .unwrap()
-                .unlisted_hosts(UnlistedHost::SendWithoutToken),
-        )
-        .service(recording_client(seen.clone()));
+    let pass = behind(
+        EntraAuthLayer::new(provider)
+            .allow_hosts(["graph.microsoft.com"])
+            .unwrap()
+            .unlisted_hosts(UnlistedHost::SendWithoutToken),
+        &seen,
+    );
     pass.clone()
         .oneshot(get("https://public.example/data"))
         .await
@@ -187,18 +216,14 @@ async fn token_not_attached_to_a_host_outside_the_allow_list() {
 
 #[tokio::test]
 async fn an_existing_authorization_header_is_kept() {
-    let credential = Arc::new(ScopeEcho::default());
-    let provider = TokenProvider::builder_shared(credential.clone(), GRAPH)
-        .build()
-        .unwrap();
+    let (credential, provider) = counted_provider(GRAPH);
     let seen = Seen::default();
-    let svc = ServiceBuilder::new()
-        .layer(
-            EntraAuthLayer::new(provider)
-                .allow_hosts(["graph.microsoft.com"])
-                .unwrap(),
-        )
-        .service(recording_client(seen.clone()));
+    let svc = behind(
+        EntraAuthLayer::new(provider)
+            .allow_hosts(["graph.microsoft.com"])
+            .unwrap(),
+        &seen,
+    );
     let mut request = get("https://graph.microsoft.com/v1.0/me");
     request.headers_mut().insert(
         http::header::AUTHORIZATION,
@@ -218,15 +243,16 @@ async fn one_client_routes_each_host_to_its_provider() {
         .unwrap();
     let arm = TokenProvider::builder_shared(app, ARM).build().unwrap();
     let seen = Seen::default();
-    let svc = ServiceBuilder::new()
-        .layer(EntraAuthLayer::routed(
+    let svc = behind(
+        EntraAuthLayer::routed(
             ProviderRoutes::new()
                 .route("graph.microsoft.com", graph)
                 .unwrap()
                 .route("https://management.azure.com/", arm)
                 .unwrap(),
-        ))
-        .service(recording_client(seen.clone()));
+        ),
+        &seen,
+    );
 
     svc.clone()
         .oneshot(get("https://graph.microsoft.com/v1.0/users"))
@@ -239,10 +265,9 @@ async fn one_client_routes_each_host_to_its_provider() {
         .await
         .unwrap();
     let e = token_error(svc.clone().oneshot(get("https://other.example/")).await);
-    assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
-    assert!(e.to_string().contains("routes"), "{e}");
+    assert_unsafe_destination(&e, &["routes"]);
     let e = token_error(svc.clone().oneshot(get("/relative/path")).await);
-    assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
+    assert_unsafe_destination(&e, &[]);
 
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 2);
@@ -306,22 +331,18 @@ async fn only_https_or_loopback_http_is_trusted_whatever_the_scheme_source() {
             "/grpc.health.v1.Health/Check",
         ),
     ] {
-        let svc = ServiceBuilder::new()
-            .layer(layer)
-            .service(recording_client(seen.clone()));
-        let e = token_error(svc.oneshot(get(uri)).await);
+        let e = token_error(behind(layer, &seen).oneshot(get(uri)).await);
         assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination, "{uri}: {e}");
-        assert!(e.to_string().contains("use https"), "{e}");
+        assert!(e.to_string().contains("use https"), "{uri}: {e}");
     }
     // An https origin is trusted for relative URIs.
-    let svc = ServiceBuilder::new()
-        .layer(
-            EntraAuthLayer::new(provider)
-                .allow_hosts(["grpc.contoso.com"])
-                .unwrap()
-                .origin(http::Uri::from_static("https://grpc.contoso.com")),
-        )
-        .service(recording_client(seen.clone()));
+    let svc = behind(
+        EntraAuthLayer::new(provider)
+            .allow_hosts(["grpc.contoso.com"])
+            .unwrap()
+            .origin(http::Uri::from_static("https://grpc.contoso.com")),
+        &seen,
+    );
     svc.oneshot(get("/grpc.health.v1.Health/Check"))
         .await
         .unwrap();
@@ -345,9 +366,7 @@ async fn send_all(
     uris: &[&str],
 ) -> (Vec<(String, Option<String>)>, Vec<TokenError>) {
     let seen = Seen::default();
-    let svc = ServiceBuilder::new()
-        .layer(layer)
-        .service(recording_client(seen.clone()));
+    let svc = behind(layer, &seen);
     let mut refused = Vec::new();
     for uri in uris {
         match svc.clone().oneshot(get(uri)).await {
@@ -362,10 +381,7 @@ async fn send_all(
 
 #[tokio::test]
 async fn a_token_goes_only_to_the_hosts_its_audience_serves() {
-    let credential = Arc::new(ScopeEcho::default());
-    let graph = TokenProvider::builder_shared(credential.clone(), GRAPH)
-        .build()
-        .unwrap();
+    let (credential, graph) = counted_provider(GRAPH);
     // A client used for Graph and for user-supplied URLs (webhooks) sends the Graph token to
     // Graph only, not to the webhook host nor to a look-alike.
     let (seen, refused) = send_all(
@@ -389,14 +405,8 @@ async fn a_token_goes_only_to_the_hosts_its_audience_serves() {
         "hooks.attacker.example",
         "x.graph.microsoft.com",
     ]) {
-        assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
-        let s = e.to_string();
-        assert!(
-            s.contains(host)
-                && s.contains("https://graph.microsoft.com")
-                && s.contains("allow_hosts"),
-            "names host, audience and fix: {s}"
-        );
+        // Names the host, the audience and the fix.
+        assert_unsafe_destination(e, &[host, "https://graph.microsoft.com", "allow_hosts"]);
     }
     assert_eq!(
         *credential.requests.lock().unwrap(),
@@ -431,10 +441,7 @@ async fn a_token_goes_only_to_the_hosts_its_audience_serves() {
 
 #[tokio::test]
 async fn a_custom_api_scope_sends_nothing_until_its_hosts_are_named() {
-    let credential = Arc::new(ScopeEcho::default());
-    let api = TokenProvider::builder_shared(credential.clone(), CUSTOM_API)
-        .build()
-        .unwrap();
+    let (credential, api) = counted_provider(CUSTOM_API);
     let (seen, refused) = send_all(
         EntraAuthLayer::new(api.clone()),
         &[
@@ -445,12 +452,7 @@ async fn a_custom_api_scope_sends_nothing_until_its_hosts_are_named() {
     .await;
     assert!(seen.is_empty(), "{seen:?}");
     for e in &refused {
-        let s = e.to_string();
-        assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
-        assert!(
-            s.contains("api://contoso-orders") && s.contains("allow_hosts"),
-            "{s}"
-        );
+        assert_unsafe_destination(e, &["api://contoso-orders", "allow_hosts"]);
     }
     assert_eq!(refused.len(), 2);
     assert_eq!(*credential.requests.lock().unwrap(), 0, "no token fetched");
@@ -488,76 +490,49 @@ async fn a_custom_api_scope_sends_nothing_until_its_hosts_are_named() {
     assert_eq!(e.kind(), TokenErrorKind::Configuration);
 }
 
-/// Like a tonic `Channel`: sends every request to its own endpoint, whatever the request's
-/// URI says, and records what went where.
-fn rewriting_channel(
-    endpoint: &'static str,
-    seen: Seen,
-) -> impl tower::Service<
-    Request<String>,
-    Response = Response<String>,
-    Error = Infallible,
-    Future = impl Send,
-> + Clone {
-    service_fn(move |req: Request<String>| {
-        let seen = seen.clone();
-        async move {
-            let path = req
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned();
-            let auth = req
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .map(|v| v.to_str().unwrap().to_owned());
-            seen.lock()
-                .unwrap()
-                .push((format!("{endpoint}{path}"), auth));
-            Ok::<_, Infallible>(Response::new(String::new()))
-        }
-    })
+/// Like a tonic `Channel`: every request goes to `endpoint`, whatever the request's URI says;
+/// the destination for a [`recorder`].
+fn rewritten_to(endpoint: &'static str) -> impl Fn(&http::Uri) -> String + Clone + Send + 'static {
+    move |uri| {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        format!("{endpoint}{path}")
+    }
 }
 
 #[tokio::test]
 async fn with_an_origin_both_the_uri_and_the_origin_are_judged() {
     let api = TokenProvider::new(ScopeEcho::default(), CUSTOM_API).unwrap();
-    let layer = |origin: &'static str| {
-        EntraAuthLayer::new(api.clone())
+    // A channel to `origin`, behind a layer told that origin: what it sends, and where.
+    let channel = |origin: &'static str| {
+        let seen = Seen::default();
+        let layer = EntraAuthLayer::new(api.clone())
             .allow_hosts(["grpc.contoso.com"])
             .unwrap()
-            .origin(http::Uri::from_static(origin))
+            .origin(http::Uri::from_static(origin));
+        let svc = ServiceBuilder::new()
+            .layer(layer)
+            .service(recorder(seen.clone(), rewritten_to(origin)));
+        (svc, seen)
     };
     // `Grpc::with_origin(channel, "https://...")`: an absolute https URI that the channel
     // sends to its plain-http endpoint. The token would travel in clear.
-    let seen = Seen::default();
-    let svc = ServiceBuilder::new()
-        .layer(layer("http://grpc.contoso.com:50051"))
-        .service(rewriting_channel(
-            "http://grpc.contoso.com:50051",
-            seen.clone(),
-        ));
+    let (svc, seen) = channel("http://grpc.contoso.com:50051");
     let e = token_error(
         svc.clone()
             .oneshot(get("https://grpc.contoso.com/orders.Orders/List"))
             .await,
     );
-    assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
-    assert!(e.to_string().contains("use https"), "{e}");
+    assert_unsafe_destination(&e, &["use https"]);
     assert!(seen.lock().unwrap().is_empty(), "nothing sent: {seen:?}");
 
     // An https origin, but a URI naming a host the token is not for: refused too.
-    let seen = Seen::default();
-    let svc = ServiceBuilder::new()
-        .layer(layer("https://grpc.contoso.com"))
-        .service(rewriting_channel("https://grpc.contoso.com", seen.clone()));
+    let (svc, seen) = channel("https://grpc.contoso.com");
     let e = token_error(
         svc.clone()
             .oneshot(get("https://attacker.example/orders.Orders/List"))
             .await,
     );
-    assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
-    assert!(e.to_string().contains("attacker.example"), "{e}");
+    assert_unsafe_destination(&e, &["attacker.example"]);
     // Both fine: sent with the token, as are relative URIs.
     svc.clone()
         .oneshot(get("https://grpc.contoso.com/orders.Orders/List"))
@@ -574,10 +549,7 @@ async fn with_an_origin_both_the_uri_and_the_origin_are_judged() {
 
 #[tokio::test]
 async fn a_host_without_a_scheme_is_refused() {
-    let credential = Arc::new(ScopeEcho::default());
-    let graph = TokenProvider::builder_shared(credential.clone(), GRAPH)
-        .build()
-        .unwrap();
+    let (credential, graph) = counted_provider(GRAPH);
     for layer in [
         EntraAuthLayer::new(graph.clone())
             .allow_any_https_host()
@@ -590,9 +562,8 @@ async fn a_host_without_a_scheme_is_refused() {
             send_all(layer, &["evil.example:443", "graph.microsoft.com:443"]).await;
         assert!(seen.is_empty(), "{seen:?}");
         assert_eq!(refused.len(), 2);
-        for e in refused {
-            assert_eq!(e.kind(), TokenErrorKind::UnsafeDestination);
-            assert!(e.to_string().contains("no scheme"), "{e}");
+        for e in &refused {
+            assert_unsafe_destination(e, &["no scheme"]);
         }
     }
     assert_eq!(*credential.requests.lock().unwrap(), 0);
@@ -607,9 +578,7 @@ async fn one_clone_judges_each_new_destination_after_an_allowed_one() {
 
     let graph = TokenProvider::new(ScopeEcho::default(), GRAPH).unwrap();
     let seen = Seen::default();
-    let mut svc = ServiceBuilder::new()
-        .layer(EntraAuthLayer::new(graph))
-        .service(recording_client(seen.clone()));
+    let mut svc = behind(EntraAuthLayer::new(graph), &seen);
     let mut outcomes = Vec::new();
     for uri in [
         "https://graph.microsoft.com/v1.0/users",

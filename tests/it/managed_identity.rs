@@ -71,13 +71,21 @@ async fn token_for(
         .map(|t| t.secret().to_owned())
 }
 
-/// 200 callers at once, two 410s (IMDS upgrading) then a token: one token, from one successful
-/// request, fetched once by the provider (the credential retried, not the provider).
-async fn herd_after_two_410s(
-    em: &Emulator,
-    credential: ManagedIdentityCredential,
-    endpoint: Endpoint,
-) {
+/// An emulator whose managed identity endpoints serve a system-assigned identity, and that
+/// identity.
+async fn with_a_system_assigned_identity() -> (Emulator, AssignedIdentity) {
+    let em = Emulator::start().await;
+    let mi = em.assign_managed_identity(ManagedIdentity::system_assigned());
+    (em, mi)
+}
+
+/// 200 callers at once through `source`'s credential, two 410s (IMDS upgrading) then a token:
+/// one token, from one successful request to `endpoint`, fetched once by the provider (the
+/// credential retried, not the provider). Returns the emulator for the test to read the
+/// requests' wire shape.
+async fn herd_after_two_410s(source: Source, endpoint: Endpoint) -> Emulator {
+    let (em, _) = with_a_system_assigned_identity().await;
+    let credential = source(&em).build().unwrap();
     em.push_managed_identity_fault(Fault::status(410));
     em.push_managed_identity_fault(Fault::status(410));
     let provider = TokenProvider::new(credential, ARM_SCOPE).unwrap();
@@ -96,13 +104,27 @@ async fn herd_after_two_410s(
     assert_eq!(statuses, [Some(410), Some(410), Some(200)], "{log:?}");
     assert!(log.iter().all(|r| r.endpoint == endpoint));
     assert_eq!(provider.stats().fetches, 1);
+    em
+}
+
+/// A credential for `app` whose assertion is a managed identity token from the emulator's IMDS.
+fn federated_through_imds(
+    em: &Emulator,
+    app: &entra_emulator::RegisteredApp,
+) -> ClientAssertionCredential {
+    ClientAssertionCredential::builder(
+        &app.tenant_id,
+        &app.client_id,
+        tower_entra::AssertionCallback::from_managed_identity(imds(em).build().unwrap()),
+    )
+    .authority_host(em.authority_host())
+    .build()
+    .unwrap()
 }
 
 #[tokio::test]
 async fn imds_herd_gets_one_token_after_two_410s_retried() {
-    let em = Emulator::start().await;
-    em.assign_managed_identity(ManagedIdentity::system_assigned());
-    herd_after_two_410s(&em, imds(&em).build().unwrap(), Endpoint::Imds).await;
+    let em = herd_after_two_410s(imds, Endpoint::Imds).await;
     for r in em.managed_identity_request_log() {
         assert_eq!(r.method, "GET");
         assert_eq!(r.header("metadata"), Some("true"));
@@ -113,9 +135,7 @@ async fn imds_herd_gets_one_token_after_two_410s_retried() {
 
 #[tokio::test]
 async fn app_service_herd_gets_one_token_after_two_410s_retried() {
-    let em = Emulator::start().await;
-    em.assign_managed_identity(ManagedIdentity::system_assigned());
-    herd_after_two_410s(&em, app_service(&em).build().unwrap(), Endpoint::AppService).await;
+    let em = herd_after_two_410s(app_service, Endpoint::AppService).await;
     for r in em.managed_identity_request_log() {
         assert_eq!(
             r.header("x-identity-header"),
@@ -128,8 +148,7 @@ async fn app_service_herd_gets_one_token_after_two_410s_retried() {
 
 #[tokio::test]
 async fn user_assigned_identities_are_selected_by_each_id_as_each_source_expects() {
-    let em = Emulator::start().await;
-    em.assign_managed_identity(ManagedIdentity::system_assigned());
+    let (em, _) = with_a_system_assigned_identity().await;
     let worker = em.assign_managed_identity(ManagedIdentity::user_assigned("worker"));
     let ids = |mi: &AssignedIdentity| {
         [
@@ -160,8 +179,7 @@ async fn user_assigned_identities_are_selected_by_each_id_as_each_source_expects
 
 #[tokio::test]
 async fn service_fabric_sends_its_secret_and_reads_a_numeric_expiry() {
-    let em = Emulator::start().await;
-    let mi = em.assign_managed_identity(ManagedIdentity::system_assigned());
+    let (em, mi) = with_a_system_assigned_identity().await;
     let c = service_fabric(&em).build().unwrap();
     assert_eq!(c.source_name(), "Service Fabric");
     let token = token_for(&c, ARM_SCOPE).await.unwrap();
@@ -177,8 +195,7 @@ async fn service_fabric_sends_its_secret_and_reads_a_numeric_expiry() {
 
 #[tokio::test]
 async fn cloud_shell_posts_the_resource_as_a_form() {
-    let em = Emulator::start().await;
-    em.assign_managed_identity(ManagedIdentity::system_assigned());
+    let (em, _) = with_a_system_assigned_identity().await;
     let c = with_env(&[("MSI_ENDPOINT", em.cloud_shell_msi_endpoint())])
         .build()
         .unwrap();
@@ -192,8 +209,7 @@ async fn cloud_shell_posts_the_resource_as_a_form() {
 
 #[tokio::test]
 async fn app_services_2017_api_answers_a_date_that_is_read() {
-    let em = Emulator::start().await;
-    em.assign_managed_identity(ManagedIdentity::system_assigned());
+    let (em, _) = with_a_system_assigned_identity().await;
     let c = with_env(&[
         ("MSI_ENDPOINT", em.app_service_identity_endpoint()),
         ("MSI_SECRET", em.app_service_identity_header()),
@@ -251,8 +267,7 @@ async fn several_user_assigned_identities_and_none_chosen_asks_for_an_id() {
 
 #[tokio::test]
 async fn a_wrong_identity_header_is_a_configuration_error() {
-    let em = Emulator::start().await;
-    em.assign_managed_identity(ManagedIdentity::system_assigned());
+    let (em, _) = with_a_system_assigned_identity().await;
     for vars in [
         vec![
             ("IDENTITY_ENDPOINT", em.app_service_identity_endpoint()),
@@ -278,8 +293,7 @@ async fn a_wrong_identity_header_is_a_configuration_error() {
 
 #[tokio::test]
 async fn scopes_and_unknown_resources_are_scope_errors() {
-    let em = Emulator::start().await;
-    em.assign_managed_identity(ManagedIdentity::system_assigned());
+    let (em, _) = with_a_system_assigned_identity().await;
     let c = imds(&em).build().unwrap();
     for scope in [
         "https://management.azure.com",
@@ -297,8 +311,7 @@ async fn scopes_and_unknown_resources_are_scope_errors() {
 
 #[tokio::test]
 async fn server_errors_are_retried_a_few_times_then_transient_and_400s_never() {
-    let em = Emulator::start().await;
-    em.assign_managed_identity(ManagedIdentity::system_assigned());
+    let (em, _) = with_a_system_assigned_identity().await;
     for _ in 0..10 {
         em.push_managed_identity_fault(Fault::status(503));
     }
@@ -308,8 +321,7 @@ async fn server_errors_are_retried_a_few_times_then_transient_and_400s_never() {
     assert_eq!(e.kind(), TokenErrorKind::Transient, "{e}");
     assert_eq!(em.managed_identity_request_log().len(), 4, "1 + 3 retries");
 
-    let em = Emulator::start().await;
-    em.assign_managed_identity(ManagedIdentity::system_assigned());
+    let (em, _) = with_a_system_assigned_identity().await;
     em.push_managed_identity_fault(Fault::status(429).retry_after(0));
     em.push_managed_identity_fault(Fault::status(404));
     em.push_managed_identity_fault(Fault::status(500));
@@ -318,8 +330,7 @@ async fn server_errors_are_retried_a_few_times_then_transient_and_400s_never() {
         .unwrap();
     assert_eq!(em.managed_identity_request_log().len(), 4);
 
-    let em = Emulator::start().await;
-    em.assign_managed_identity(ManagedIdentity::system_assigned());
+    let (em, _) = with_a_system_assigned_identity().await;
     em.push_managed_identity_fault(Fault::status(403));
     let e = token_for(&imds(&em).build().unwrap(), ARM_SCOPE)
         .await
@@ -355,22 +366,14 @@ async fn off_azure_imds_fails_fast_naming_the_other_sources() {
 
 #[tokio::test]
 async fn a_managed_identity_is_an_apps_federated_credential_end_to_end() {
-    let em = Emulator::start().await;
-    let mi = em.assign_managed_identity(ManagedIdentity::system_assigned());
+    let (em, mi) = with_a_system_assigned_identity().await;
     let app = em.register_app(
         &em.tenant_id(),
         App::new("secretless")
             .with_federated_credential(&mi.issuer, &mi.object_id, "")
             .with_roles(&[Emulator::DEMO_API_ROLE]),
     );
-    let credential = ClientAssertionCredential::builder(
-        &app.tenant_id,
-        &app.client_id,
-        tower_entra::AssertionCallback::from_managed_identity(imds(&em).build().unwrap()),
-    )
-    .authority_host(em.authority_host())
-    .build()
-    .unwrap();
+    let credential = federated_through_imds(&em, &app);
     for _ in 0..3 {
         let token = credential
             .request_token(TokenRequest::new(Emulator::DEMO_API_SCOPE))
@@ -397,17 +400,9 @@ async fn a_managed_identity_is_an_apps_federated_credential_end_to_end() {
 
 #[tokio::test]
 async fn without_a_federated_credential_the_app_is_refused() {
-    let em = Emulator::start().await;
-    em.assign_managed_identity(ManagedIdentity::system_assigned());
+    let (em, _) = with_a_system_assigned_identity().await;
     let app = em.register_app(&em.tenant_id(), App::new("not-trusting"));
-    let credential = ClientAssertionCredential::builder(
-        &app.tenant_id,
-        &app.client_id,
-        tower_entra::AssertionCallback::from_managed_identity(imds(&em).build().unwrap()),
-    )
-    .authority_host(em.authority_host())
-    .build()
-    .unwrap();
+    let credential = federated_through_imds(&em, &app);
     let e = credential
         .request_token(TokenRequest::new(Emulator::DEMO_API_SCOPE))
         .await

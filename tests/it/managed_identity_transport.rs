@@ -8,8 +8,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use tower_entra::{
-    Credential, ManagedIdentityCredential, ManagedIdentityCredentialBuilder, TokenErrorKind,
-    TokenRequest, TransportRequest,
+    Credential, ManagedIdentityCredential, ManagedIdentityCredentialBuilder, TokenError,
+    TokenErrorKind, TokenRequest, TransportRequest,
 };
 
 const ARM_SCOPE: &str = "https://management.azure.com/.default";
@@ -49,6 +49,21 @@ fn scripted(
         std::future::ready(answer())
     });
     (service, recorded)
+}
+
+/// What a token request to IMDS gets when every call of its transport fails with `kind`
+/// before any answer, and how many calls the credential made.
+async fn imds_over_a_transport_failing_with(kind: std::io::ErrorKind) -> (TokenError, usize) {
+    let (transport, recorded) = scripted(move || Err(std::io::Error::from(kind)));
+    let e = imds()
+        .transport(transport)
+        .build()
+        .unwrap()
+        .request_token(TokenRequest::new(ARM_SCOPE))
+        .await
+        .unwrap_err();
+    let calls = recorded.lock().unwrap().len();
+    (e, calls)
 }
 
 #[tokio::test]
@@ -93,15 +108,8 @@ async fn the_imds_request_goes_through_the_given_transport() {
 
 #[tokio::test]
 async fn a_refused_connection_before_any_answer_means_no_managed_identity_here() {
-    let (transport, recorded) =
-        scripted(|| Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)));
-    let e = imds()
-        .transport(transport)
-        .build()
-        .unwrap()
-        .request_token(TokenRequest::new(ARM_SCOPE))
-        .await
-        .unwrap_err();
+    let (e, calls) =
+        imds_over_a_transport_failing_with(std::io::ErrorKind::ConnectionRefused).await;
     assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
     for named in [
         "no managed identity endpoint answered",
@@ -111,20 +119,12 @@ async fn a_refused_connection_before_any_answer_means_no_managed_identity_here()
         assert!(e.message().contains(named), "{named}: {e}");
     }
     // Failed fast: not retried.
-    assert_eq!(recorded.lock().unwrap().len(), 1);
+    assert_eq!(calls, 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_connection_broken_after_connecting_is_retried_and_stays_transient() {
-    let (transport, recorded) =
-        scripted(|| Err(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
-    let e = imds()
-        .transport(transport)
-        .build()
-        .unwrap()
-        .request_token(TokenRequest::new(ARM_SCOPE))
-        .await
-        .unwrap_err();
+    let (e, calls) = imds_over_a_transport_failing_with(std::io::ErrorKind::ConnectionReset).await;
     assert_eq!(e.kind(), TokenErrorKind::Connection, "{e}");
     assert!(
         !e.message()
@@ -132,7 +132,7 @@ async fn a_connection_broken_after_connecting_is_retried_and_stays_transient() {
         "{e}"
     );
     // The first try and the policy's three retries.
-    assert_eq!(recorded.lock().unwrap().len(), 4);
+    assert_eq!(calls, 4);
 }
 
 #[test]

@@ -9,9 +9,9 @@ use opentelemetry::metrics::MeterProvider;
 use opentelemetry::{KeyValue, Value};
 use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
 use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
-use tower_entra::{TokenErrorKind, TokenProvider};
+use tower_entra::{TokenErrorKind, TokenProvider, TokenProviderBuilder};
 
-use crate::support::{SECRET, credential, setup};
+use crate::support::{SECRET, Setup, credential, setup};
 
 /// One exported data point: instrument name, attributes (sorted key, value), value.
 type Point = (String, Vec<(String, String)>, f64);
@@ -94,22 +94,31 @@ fn value_text(value: &Value) -> String {
     value.as_str().into_owned()
 }
 
+/// A fresh [`Recorder`], the emulator set-up, and a provider of the demo API's token from it
+/// whose instruments record into that recorder; `configure` sets what the test varies.
+async fn metered_provider(
+    configure: impl FnOnce(TokenProviderBuilder) -> TokenProviderBuilder,
+) -> (Recorder, Setup, TokenProvider) {
+    let recorder = Recorder::new();
+    let s = setup().await;
+    let builder = TokenProvider::builder(
+        credential(&s.emulator, &s.app, SECRET),
+        Emulator::DEMO_API_SCOPE,
+    );
+    let provider = configure(builder)
+        .meter(recorder.meters.meter("tower-entra"))
+        .build()
+        .unwrap();
+    (recorder, s, provider)
+}
+
 const REQUESTS: &str = "tower_entra.token.requests";
 const DURATION: &str = "tower_entra.token.fetch.duration";
 const EXPIRES_IN: &str = "tower_entra.token.expires_in";
 
 #[tokio::test(start_paused = true)]
 async fn one_ok_and_one_failed_fetch_are_counted_by_outcome_and_aadsts_code() {
-    let recorder = Recorder::new();
-    let s = setup().await;
-    let provider = TokenProvider::builder(
-        credential(&s.emulator, &s.app, SECRET),
-        Emulator::DEMO_API_SCOPE,
-    )
-    .max_attempts(1)
-    .meter(recorder.meters.meter("tower-entra"))
-    .build()
-    .unwrap();
+    let (recorder, s, provider) = metered_provider(|b| b.max_attempts(1)).await;
 
     // Nothing yet: no token request, and no token for the gauge to report.
     assert_eq!(recorder.points(), []);
@@ -154,15 +163,7 @@ async fn one_ok_and_one_failed_fetch_are_counted_by_outcome_and_aadsts_code() {
 
 #[tokio::test(start_paused = true)]
 async fn each_attempt_is_a_request_and_a_fetch_is_timed_once() {
-    let recorder = Recorder::new();
-    let s = setup().await;
-    let provider = TokenProvider::builder(
-        credential(&s.emulator, &s.app, SECRET),
-        Emulator::DEMO_API_SCOPE,
-    )
-    .meter(recorder.meters.meter("tower-entra"))
-    .build()
-    .unwrap();
+    let (recorder, s, provider) = metered_provider(|b| b).await;
     s.emulator.push_fault(Fault::status(503));
     provider.token().await.unwrap();
     assert_eq!(
@@ -192,15 +193,8 @@ async fn each_attempt_is_a_request_and_a_fetch_is_timed_once() {
 
 #[tokio::test(start_paused = true)]
 async fn the_expiry_gauge_counts_down_and_stops_with_the_provider() {
-    let recorder = Recorder::new();
-    let s = setup().await;
-    let provider = TokenProvider::builder(
-        credential(&s.emulator, &s.app, SECRET),
-        Emulator::DEMO_API_SCOPE,
-    )
-    .meter(recorder.meters.meter("tower-entra"))
-    .build()
-    .unwrap();
+    // The set-up is kept: its emulator serves the token.
+    let (recorder, _setup, provider) = metered_provider(|b| b).await;
     provider.token().await.unwrap();
     let expires_on = provider.stats().token_expires_on.unwrap();
     let left = recorder.value(EXPIRES_IN, &[]).unwrap();

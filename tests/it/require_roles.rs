@@ -9,18 +9,16 @@ use tower_entra::{TokenErrorKind, TokenProvider};
 
 const SECRET: &str = "roles-secret-Qx7~";
 
-async fn registered(roles: &[&str]) -> (Emulator, entra_emulator::RegisteredApp) {
+/// An emulator, an app in it granted `roles`, and a provider of the demo API's token for that
+/// app that requires the demo API's role.
+async fn requiring_the_demo_role(
+    roles: &[&str],
+) -> (Emulator, entra_emulator::RegisteredApp, TokenProvider) {
     let emulator = Emulator::start().await;
     let app = emulator.register_app(
         &emulator.tenant_id(),
         App::new("roles").with_secret(SECRET).with_roles(roles),
     );
-    (emulator, app)
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_app_without_the_role_fails_at_warm_up_with_the_consent_fix() {
-    let (emulator, app) = registered(&[]).await;
     let provider = TokenProvider::builder(
         credential(&emulator, &app, SECRET),
         Emulator::DEMO_API_SCOPE,
@@ -28,6 +26,12 @@ async fn an_app_without_the_role_fails_at_warm_up_with_the_consent_fix() {
     .require_roles([Emulator::DEMO_API_ROLE])
     .build()
     .unwrap();
+    (emulator, app, provider)
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_app_without_the_role_fails_at_warm_up_with_the_consent_fix() {
+    let (emulator, app, provider) = requiring_the_demo_role(&[]).await;
     let e = provider.warm_up().await.unwrap_err();
     assert_eq!(e.kind(), TokenErrorKind::MissingPermission);
     let s = e.to_string();
@@ -52,26 +56,12 @@ async fn an_app_without_the_role_fails_at_warm_up_with_the_consent_fix() {
 
 #[tokio::test(start_paused = true)]
 async fn an_app_with_the_role_passes_and_other_roles_are_not_required() {
-    let (emulator, app) = registered(&[Emulator::DEMO_API_ROLE]).await;
-    let provider = TokenProvider::builder(
-        credential(&emulator, &app, SECRET),
-        Emulator::DEMO_API_SCOPE,
-    )
-    .require_roles([Emulator::DEMO_API_ROLE])
-    .build()
-    .unwrap();
+    let (_emulator, _app, provider) = requiring_the_demo_role(&[Emulator::DEMO_API_ROLE]).await;
     provider.warm_up().await.unwrap();
     assert!(provider.stats().token_expires_on.is_some());
 
     // A role the app has for another resource (Graph) is not in a token for this one.
-    let (emulator, app) = registered(&["User.Read.All"]).await;
-    let provider = TokenProvider::builder(
-        credential(&emulator, &app, SECRET),
-        Emulator::DEMO_API_SCOPE,
-    )
-    .require_roles([Emulator::DEMO_API_ROLE])
-    .build()
-    .unwrap();
+    let (_emulator, _app, provider) = requiring_the_demo_role(&["User.Read.All"]).await;
     let e = provider.warm_up().await.unwrap_err();
     assert_eq!(e.kind(), TokenErrorKind::MissingPermission);
 }

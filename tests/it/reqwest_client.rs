@@ -6,20 +6,34 @@ use crate::support;
 use std::sync::atomic::Ordering;
 
 use reqwest::{Method, Url};
-use support::{CheckingServer, DEMO_AUDIENCE, TokenChecker, setup};
+use support::{CheckingServer, DEMO_AUDIENCE, Setup, TokenChecker, setup};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_entra::EntraAuthLayer;
+
+/// The set-up's provider, allowed to send its token to the servers on 127.0.0.1 (the emulator's
+/// demo API, the checking server).
+fn loopback_layer(s: &Setup) -> EntraAuthLayer {
+    EntraAuthLayer::new(s.provider.clone())
+        .allow_hosts(["127.0.0.1"])
+        .unwrap()
+}
+
+/// A `reqwest_middleware` client with [`loopback_layer`] as its `EntraAuthMiddleware`.
+#[cfg(feature = "reqwest-middleware")]
+fn middleware_client(s: &Setup) -> reqwest_middleware::ClientWithMiddleware {
+    reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(tower_entra::EntraAuthMiddleware::from_layer(
+            &loopback_layer(s),
+        ))
+        .build()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reqwest_client_as_a_service_100_concurrent_requests_one_token_fetch() {
     let s = setup().await;
     let server = CheckingServer::start(TokenChecker::new(&s.emulator, DEMO_AUDIENCE)).await;
     let service = ServiceBuilder::new()
-        .layer(
-            EntraAuthLayer::new(s.provider.clone())
-                .allow_hosts(["127.0.0.1"])
-                .unwrap(),
-        )
+        .layer(loopback_layer(&s))
         .service(reqwest::Client::new());
 
     let mut tasks = Vec::new();
@@ -46,16 +60,8 @@ async fn reqwest_client_as_a_service_100_concurrent_requests_one_token_fetch() {
 #[cfg(feature = "reqwest-middleware")]
 #[tokio::test]
 async fn reqwest_middleware_attaches_and_replays_after_invalid_token() {
-    use tower_entra::EntraAuthMiddleware;
-
     let s = setup().await;
-    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(EntraAuthMiddleware::from_layer(
-            &EntraAuthLayer::new(s.provider.clone())
-                .allow_hosts(["127.0.0.1"])
-                .unwrap(),
-        ))
-        .build();
+    let client = middleware_client(&s);
     let url = s.emulator.demo_api_url();
     let r = client.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -72,10 +78,7 @@ async fn reqwest_middleware_attaches_and_replays_after_invalid_token() {
     assert_eq!(s.emulator.api_requests(), 3);
 
     // Same provider (cache) as the tower layer: no new fetch.
-    let svc = EntraAuthLayer::new(s.provider.clone())
-        .allow_hosts(["127.0.0.1"])
-        .unwrap();
-    let svc = tower::Layer::layer(&svc, reqwest::Client::new());
+    let svc = tower::Layer::layer(&loopback_layer(&s), reqwest::Client::new());
     let r = svc
         .oneshot(reqwest::Request::new(
             Method::GET,
@@ -90,16 +93,10 @@ async fn reqwest_middleware_attaches_and_replays_after_invalid_token() {
 #[cfg(feature = "reqwest-middleware")]
 #[tokio::test]
 async fn reqwest_middleware_refuses_plain_http_remote_hosts() {
-    use tower_entra::{EntraAuthMiddleware, TokenErrorKind};
+    use tower_entra::TokenErrorKind;
 
     let s = setup().await;
-    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(EntraAuthMiddleware::from_layer(
-            &EntraAuthLayer::new(s.provider.clone())
-                .allow_hosts(["127.0.0.1"])
-                .unwrap(),
-        ))
-        .build();
+    let client = middleware_client(&s);
     let err = client
         .get("http://api.example.com/data")
         .send()
