@@ -4,12 +4,15 @@
 //! request body holding the client secret is zeroed before its memory is freed.
 //! (`HTTP_PROXY` from the environment: tests/proxy_env.rs, alone in its binary.)
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+#[path = "support/scanning_allocator.rs"]
+mod scanning_allocator;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use entra_emulator::{App, Emulator};
+use scanning_allocator::ScanningAllocator;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower_entra::{ClientSecretCredential, Credential, TokenErrorKind, TokenRequest};
@@ -18,39 +21,9 @@ const TENANT: &str = "contoso.onmicrosoft.com";
 const CLIENT: &str = "00000000-0000-0000-0000-000000000001";
 const SCOPE: &str = "https://graph.microsoft.com/.default";
 
-/// Frees of memory that still holds [`NEEDLE`] while [`SCANNING`] is on.
-static LEAKED: AtomicUsize = AtomicUsize::new(0);
-static SCANNING: AtomicBool = AtomicBool::new(false);
 /// A client secret made of characters that form encoding leaves alone, so that it appears
 /// verbatim in the request body.
 const NEEDLE: &[u8] = b"Zq8-needle.secret_that-must-be-zeroed-before-free";
-
-/// The system allocator, checking each freed block for the secret while scanning is on.
-/// `realloc` is the trait's default (alloc, copy, dealloc), so a moved block is checked too.
-struct ScanningAllocator;
-
-unsafe impl GlobalAlloc for ScanningAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if SCANNING.load(Ordering::Relaxed) && layout.size() >= NEEDLE.len() {
-            // Volatile reads: the block may hold bytes never written through Rust.
-            let byte = |i: usize| unsafe { ptr.add(i).read_volatile() };
-            let found = (0..=layout.size() - NEEDLE.len())
-                .any(|start| (0..NEEDLE.len()).all(|i| byte(start + i) == NEEDLE[i]));
-            if found {
-                LEAKED.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: ScanningAllocator = ScanningAllocator;
@@ -209,7 +182,7 @@ async fn the_request_body_with_the_secret_is_zeroed_before_it_is_freed() {
         sent
     });
 
-    SCANNING.store(true, Ordering::SeqCst);
+    scanning_allocator::start_scanning(NEEDLE);
     let secret = String::from_utf8(NEEDLE.to_vec()).unwrap();
     let credential = ClientSecretCredential::builder(TENANT, CLIENT, secret)
         .authority_host(format!("http://127.0.0.1:{port}"))
@@ -225,9 +198,9 @@ async fn the_request_body_with_the_secret_is_zeroed_before_it_is_freed() {
     drop(credential);
     // Let the connection pool notice the closed connection and drop its buffers.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    SCANNING.store(false, Ordering::SeqCst);
+    scanning_allocator::stop_scanning();
     assert_eq!(
-        LEAKED.load(Ordering::SeqCst),
+        scanning_allocator::unzeroed_frees(),
         0,
         "memory holding the client secret was freed without being zeroed"
     );
