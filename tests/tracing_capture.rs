@@ -7,8 +7,7 @@
 mod support;
 
 use support::{SECRET, setup_with};
-use tower::ServiceBuilder;
-use tower_entra::{EntraAuthLayer, TokenProvider};
+use tower_entra::TokenProvider;
 
 #[tokio::test]
 async fn the_fetch_span_is_seen_and_no_token_or_secret_anywhere() {
@@ -16,14 +15,7 @@ async fn the_fetch_span_is_seen_and_no_token_or_secret_anywhere() {
     let (capture, _guard) = support::LogCapture::start();
 
     let s = setup_with(true).await;
-    let client = support::http_client();
-    let mut service = ServiceBuilder::new()
-        .layer(
-            EntraAuthLayer::new(s.provider.clone())
-                .allow_hosts(["127.0.0.1"])
-                .unwrap(),
-        )
-        .service(client);
+    let mut service = support::authorized_client(&s.provider);
     let url = s.emulator.demo_api_url();
     let get = || support::get(&url);
 

@@ -6,20 +6,12 @@
 mod support;
 
 use support::setup_with;
-use tower::{ServiceBuilder, ServiceExt};
-use tower_entra::EntraAuthLayer;
+use tower::ServiceExt;
 
 #[tokio::test]
 async fn no_events_on_the_cached_hot_path() {
     let s = setup_with(false).await;
-    let client = support::http_client();
-    let service = ServiceBuilder::new()
-        .layer(
-            EntraAuthLayer::new(s.provider.clone())
-                .allow_hosts(["127.0.0.1"])
-                .unwrap(),
-        )
-        .service(client);
+    let service = support::authorized_client(&s.provider);
     let url = s.emulator.demo_api_url();
     let get = || support::get(&url);
     service.clone().oneshot(get()).await.unwrap();

@@ -6,23 +6,13 @@ use crate::support;
 
 use serde_json::Value;
 use support::{get, setup_with};
-use tower::retry::RetryLayer;
-use tower::{ServiceBuilder, ServiceExt};
-use tower_entra::{EntraAuthLayer, RetryOnChallenge};
+use tower::ServiceExt;
 
 #[tokio::test]
 async fn claims_challenge_fetches_a_token_with_the_claims_and_the_replay_succeeds() {
     let s = setup_with(true).await;
     let url = s.emulator.demo_api_url();
-    let client = support::http_client();
-    let mut service = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryOnChallenge::new()))
-        .layer(
-            EntraAuthLayer::new(s.provider.clone())
-                .allow_hosts(["127.0.0.1"])
-                .unwrap(),
-        )
-        .service(client);
+    let mut service = support::replaying_client(&s.provider);
 
     assert_eq!(support::status(&mut service, get(&url)).await, 200);
     // Every token request declares the cp1 capability.
@@ -64,15 +54,7 @@ async fn claims_challenge_fetches_a_token_with_the_claims_and_the_replay_succeed
 async fn concurrent_claims_challenges_share_one_token_request() {
     let s = setup_with(true).await;
     let url = s.emulator.demo_api_url();
-    let client = support::http_client();
-    let service = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryOnChallenge::new()))
-        .layer(
-            EntraAuthLayer::new(s.provider.clone())
-                .allow_hosts(["127.0.0.1"])
-                .unwrap(),
-        )
-        .service(client);
+    let service = support::replaying_client(&s.provider);
     assert_eq!(
         service.clone().oneshot(get(&url)).await.unwrap().status(),
         200
@@ -100,9 +82,7 @@ async fn without_a_retry_layer_the_next_request_carries_the_new_token() {
     let s = setup_with(true).await;
     let url = s.emulator.demo_api_url();
     let client = support::http_client();
-    let layer = EntraAuthLayer::new(s.provider.clone())
-        .allow_hosts(["127.0.0.1"])
-        .unwrap();
+    let layer = support::loopback_auth(&s.provider);
     let mut service = tower::Layer::layer(&layer, client);
     assert_eq!(support::status(&mut service, get(&url)).await, 200);
     s.emulator.cae_revoke();
@@ -126,11 +106,9 @@ async fn the_reqwest_middleware_replays_after_a_claims_challenge() {
     let s = setup_with(true).await;
     let url = s.emulator.demo_api_url();
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(EntraAuthMiddleware::from_layer(
-            &tower_entra::EntraAuthLayer::new(s.provider.clone())
-                .allow_hosts(["127.0.0.1"])
-                .unwrap(),
-        ))
+        .with(EntraAuthMiddleware::from_layer(&support::loopback_auth(
+            &s.provider,
+        )))
         .build();
     assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
 

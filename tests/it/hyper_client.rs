@@ -8,21 +8,13 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use support::{CheckingServer, DEMO_AUDIENCE, TokenChecker, setup};
-use tower::{ServiceBuilder, ServiceExt};
-use tower_entra::EntraAuthLayer;
+use tower::ServiceExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hyper_client_100_concurrent_requests_one_token_fetch() {
     let s = setup().await;
     let server = CheckingServer::start(TokenChecker::new(&s.emulator, DEMO_AUDIENCE)).await;
-    let client = support::http_client();
-    let service = ServiceBuilder::new()
-        .layer(
-            EntraAuthLayer::new(s.provider.clone())
-                .allow_hosts(["127.0.0.1"])
-                .unwrap(),
-        )
-        .service(client);
+    let service = support::authorized_client(&s.provider);
 
     let mut tasks = Vec::new();
     for i in 0..100 {
@@ -56,14 +48,7 @@ async fn hyper_client_100_concurrent_requests_one_token_fetch() {
 #[tokio::test]
 async fn a_refused_token_is_dropped_and_the_next_request_gets_a_new_one() {
     let s = setup().await;
-    let client = support::http_client();
-    let mut service = ServiceBuilder::new()
-        .layer(
-            EntraAuthLayer::new(s.provider.clone())
-                .allow_hosts(["127.0.0.1"])
-                .unwrap(),
-        )
-        .service(client);
+    let mut service = support::authorized_client(&s.provider);
     let url = s.emulator.demo_api_url();
     let get = || support::get(&url);
 

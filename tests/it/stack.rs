@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full};
 use support::setup;
 use tower::retry::RetryLayer;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_entra::{EntraAuthLayer, RetryOnChallenge};
+use tower_entra::RetryOnChallenge;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_timeout_buffer_limit_auth_client_serves_and_replays_after_invalid_token() {
@@ -21,11 +21,7 @@ async fn retry_timeout_buffer_limit_auth_client_serves_and_replays_after_invalid
         .timeout(Duration::from_secs(30))
         .buffer(64)
         .concurrency_limit(8)
-        .layer(
-            EntraAuthLayer::new(s.provider.clone())
-                .allow_hosts(["127.0.0.1"])
-                .unwrap(),
-        )
+        .layer(support::loopback_auth(&s.provider))
         .service(client);
     let url = s.emulator.demo_api_url();
     let get = || support::get(&url);
@@ -66,15 +62,7 @@ async fn the_policy_replays_only_once() {
     let s = setup().await;
     let checker = support::TokenChecker::new(&s.emulator, "api://some-other-audience");
     let server = support::CheckingServer::start(checker).await;
-    let client = support::http_client();
-    let service = ServiceBuilder::new()
-        .layer(RetryLayer::new(RetryOnChallenge::new()))
-        .layer(
-            EntraAuthLayer::new(s.provider.clone())
-                .allow_hosts(["127.0.0.1"])
-                .unwrap(),
-        )
-        .service(client);
+    let service = support::replaying_client(&s.provider);
     let request = http::Request::get(server.url("/"))
         .body(Full::new(Bytes::new()))
         .unwrap();

@@ -22,7 +22,8 @@ use rsa::signature::Verifier;
 use rsa::{BoxedUint, PublicKey};
 use serde_json::Value;
 use sha2::Sha256;
-use tower_entra::{ClientSecretCredential, TokenProvider};
+use tower::ServiceBuilder;
+use tower_entra::{ClientSecretCredential, EntraAuth, EntraAuthLayer, TokenProvider};
 
 pub const SECRET: &str = "stack-secret-Zq8~never-in-logs";
 /// The demo API's `aud`.
@@ -215,6 +216,34 @@ pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 pub fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// `EntraAuthLayer` for `provider` with 127.0.0.1 allowed: the emulator's demo API and
+/// [`CheckingServer`] listen there, outside the audience's own hosts.
+pub fn loopback_auth(provider: &TokenProvider) -> EntraAuthLayer {
+    EntraAuthLayer::new(provider.clone())
+        .allow_hosts(["127.0.0.1"])
+        .unwrap()
+}
+
+/// An [`http_client`] that sends `provider`'s token to 127.0.0.1 ([`loopback_auth`]).
+pub fn authorized_client(provider: &TokenProvider) -> EntraAuth<HttpClient> {
+    ServiceBuilder::new()
+        .layer(loopback_auth(provider))
+        .service(http_client())
+}
+
+/// An [`authorized_client`] under `RetryOnChallenge`, which replays a request refused with a
+/// Bearer challenge once.
+#[cfg(feature = "retry")]
+pub fn replaying_client(
+    provider: &TokenProvider,
+) -> tower::retry::Retry<tower_entra::RetryOnChallenge, EntraAuth<HttpClient>> {
+    ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(
+            tower_entra::RetryOnChallenge::new(),
+        ))
+        .service(authorized_client(provider))
 }
 
 pub fn get(url: &str) -> http::Request<Full<Bytes>> {
