@@ -2,20 +2,18 @@
 //! socket is opened, and the transport's failures keep their meaning (a refused connection
 //! before any answer is "no managed identity endpoint answered").
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use tower_entra::{
     Credential, ManagedIdentityCredential, ManagedIdentityCredentialBuilder, TokenError,
-    TokenErrorKind, TokenRequest, TransportRequest,
+    TokenErrorKind, TokenRequest,
 };
 
-const ARM_SCOPE: &str = "https://management.azure.com/.default";
+use crate::support::recording_transport::recording_transport;
 
-/// The requests a transport was given.
-type Recorded = Arc<Mutex<Vec<http::request::Parts>>>;
+const ARM_SCOPE: &str = "https://management.azure.com/.default";
 
 /// IMDS (no variable set), retrying after milliseconds (on a paused clock where it retries).
 fn imds() -> ManagedIdentityCredentialBuilder {
@@ -24,37 +22,10 @@ fn imds() -> ManagedIdentityCredentialBuilder {
         .retry_backoff(Duration::from_millis(1))
 }
 
-/// A transport that records each request and answers it with `answer()`.
-fn scripted(
-    answer: impl Fn() -> Result<http::Response<Full<Bytes>>, std::io::Error>
-    + Clone
-    + Send
-    + Sync
-    + 'static,
-) -> (
-    impl tower::Service<
-        TransportRequest,
-        Response = http::Response<Full<Bytes>>,
-        Error = std::io::Error,
-        Future = impl Send,
-    > + Clone
-    + Send
-    + 'static,
-    Recorded,
-) {
-    let recorded = Recorded::default();
-    let record = recorded.clone();
-    let service = tower::service_fn(move |request: TransportRequest| {
-        record.lock().unwrap().push(request.into_parts().0);
-        std::future::ready(answer())
-    });
-    (service, recorded)
-}
-
 /// What a token request to IMDS gets when every call of its transport fails with `kind`
 /// before any answer, and how many calls the credential made.
 async fn imds_over_a_transport_failing_with(kind: std::io::ErrorKind) -> (TokenError, usize) {
-    let (transport, recorded) = scripted(move || Err(std::io::Error::from(kind)));
+    let (transport, recorded) = recording_transport(move || Err(std::io::Error::from(kind)));
     let e = imds()
         .transport(transport)
         .build()
@@ -68,8 +39,8 @@ async fn imds_over_a_transport_failing_with(kind: std::io::ErrorKind) -> (TokenE
 
 #[tokio::test]
 async fn the_imds_request_goes_through_the_given_transport() {
-    let (transport, recorded) = scripted(|| {
-        Ok(http::Response::new(Full::new(Bytes::from_static(
+    let (transport, recorded) = recording_transport(|| {
+        Ok::<_, std::io::Error>(http::Response::new(Full::new(Bytes::from_static(
             br#"{"access_token":"mi.token.value","expires_in":"3599","expires_on":"1999999999","resource":"https://management.azure.com","token_type":"Bearer"}"#,
         ))))
     });
@@ -86,7 +57,7 @@ async fn the_imds_request_goes_through_the_given_transport() {
 
     let recorded = recorded.lock().unwrap();
     assert_eq!(recorded.len(), 1);
-    let request = &recorded[0];
+    let (request, _) = &recorded[0];
     assert_eq!(request.method, http::Method::GET);
     assert_eq!(request.uri.host(), Some("169.254.169.254"));
     assert_eq!(request.uri.path(), "/metadata/identity/oauth2/token");
@@ -137,7 +108,9 @@ async fn a_connection_broken_after_connecting_is_retried_and_stays_transient() {
 
 #[test]
 fn the_timeout_hint_covers_every_retry_of_one_call() {
-    let (transport, _) = scripted(|| Ok(http::Response::new(Full::new(Bytes::new()))));
+    let (transport, _) = recording_transport(|| {
+        Ok::<_, std::io::Error>(http::Response::new(Full::new(Bytes::new())))
+    });
     let hint = |timeout: Duration| {
         imds()
             .transport(transport.clone())

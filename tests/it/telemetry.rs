@@ -3,47 +3,22 @@
 //! correlation id, on every request, whatever the transport.
 
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use tower_entra::{ClientSecretCredential, Credential, TokenRequest, TransportRequest};
+use http_body_util::Full;
+use tower_entra::{ClientSecretCredential, Credential, TokenRequest};
+
+use crate::support::recording_transport::recording_transport;
 
 const TOKEN: &str = r#"{"token_type":"Bearer","expires_in":3599,"access_token":"a.b.c"}"#;
 
-/// The requests a transport was given: method, URI, headers and body.
-type Recorded = Arc<Mutex<Vec<(http::request::Parts, Bytes)>>>;
-
-fn capturing() -> (
-    impl tower::Service<
-        TransportRequest,
-        Response = http::Response<Full<Bytes>>,
-        Error = Infallible,
-        Future = impl Send,
-    > + Clone
-    + Send
-    + 'static,
-    Recorded,
-) {
-    let recorded = Recorded::default();
-    let record = recorded.clone();
-    let service = tower::service_fn(move |request: TransportRequest| {
-        let record = record.clone();
-        async move {
-            let (parts, body) = request.into_parts();
-            let body = body.collect().await?.to_bytes();
-            record.lock().unwrap().push((parts, body));
-            Ok(http::Response::new(Full::new(Bytes::from_static(
-                TOKEN.as_bytes(),
-            ))))
-        }
-    });
-    (service, recorded)
-}
-
 #[tokio::test]
 async fn every_token_request_names_the_library_its_version_and_os() {
-    let (transport, recorded) = capturing();
+    let (transport, recorded) = recording_transport(|| {
+        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
+            TOKEN.as_bytes(),
+        ))))
+    });
     let credential = ClientSecretCredential::builder(
         "contoso.onmicrosoft.com",
         "00000000-0000-0000-0000-000000000001",

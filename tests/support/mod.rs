@@ -3,6 +3,8 @@
 //! they receive.
 #![allow(dead_code)]
 
+pub mod recording_transport;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
