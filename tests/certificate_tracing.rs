@@ -3,29 +3,14 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use entra_emulator::{App, Emulator, FederatedIssuer};
+use support::fixtures::fixture;
+use support::sent_assertion;
 use tower_entra::{
     ClientCertificate, ClientCertificateCredential, TokenProvider, WorkloadIdentityCredential,
 };
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn sent_assertion(emulator: &Emulator) -> String {
-    emulator
-        .last_token_request()
-        .unwrap()
-        .into_iter()
-        .find(|(k, _)| k == "client_assertion")
-        .map(|(_, v)| v)
-        .unwrap()
-}
 
 #[tokio::test]
 async fn no_assertion_key_or_token_in_any_log() {

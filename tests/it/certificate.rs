@@ -3,7 +3,6 @@
 //! certificate-credentials document asks for; bad assertions are refused with Entra's codes and
 //! surface as the right `TokenError`.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,17 +18,9 @@ use tower_entra::{
     Credential, TokenError, TokenErrorKind, TokenProvider, TokenRequest,
 };
 
+use crate::support::fixtures::{fixture, read};
+
 const PASSWORD: &str = "fixture-password";
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn read(name: &str) -> Vec<u8> {
-    std::fs::read(fixture(name)).unwrap()
-}
 
 /// The DER of the first certificate in a PEM fixture.
 fn cert_der(name: &str) -> Vec<u8> {

@@ -1,23 +1,13 @@
 //! Loading certificates and keys: every supported format, and a typed, helpful error (never a
 //! panic, never a secret) for every bad input.
 
-use std::path::PathBuf;
-
 use tower_entra::{ClientCertificate, ClientCertificateCredential, TokenError, TokenErrorKind};
+
+use crate::support::fixtures::{fixture, read};
 
 const PASSWORD: &str = "fixture-password";
 const TENANT: &str = "contoso.onmicrosoft.com";
 const CLIENT: &str = "00000000-0000-0000-0000-000000000001";
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn read(name: &str) -> Vec<u8> {
-    std::fs::read(fixture(name)).unwrap()
-}
 
 /// The thumbprint of tests/fixtures/cert.pem, as `openssl x509 -noout -fingerprint -sha1` prints it.
 fn expected_thumbprint() -> String {

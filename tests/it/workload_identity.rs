@@ -10,6 +10,8 @@ use tower_entra::{
     WorkloadIdentityCredential,
 };
 
+use crate::support::sent_assertion;
+
 const ISSUER: &str = "https://oidc.prod-aks.azure.com/00000000-0000-0000-0000-00000000000a/";
 const SUBJECT: &str = "system:serviceaccount:default:workload";
 const AUDIENCE: &str = "api://AzureADTokenExchange";
@@ -72,16 +74,6 @@ fn workload(s: &Setup, file: &Path) -> WorkloadIdentityCredential {
 async fn token(c: &impl Credential) -> Result<tower_entra::AccessToken, TokenError> {
     c.request_token(TokenRequest::new(Emulator::DEMO_API_SCOPE))
         .await
-}
-
-fn sent_assertion(emulator: &Emulator) -> String {
-    emulator
-        .last_token_request()
-        .unwrap()
-        .into_iter()
-        .find(|(k, _)| k == "client_assertion")
-        .map(|(_, v)| v)
-        .unwrap()
 }
 
 #[tokio::test(start_paused = true)]

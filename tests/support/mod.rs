@@ -3,6 +3,7 @@
 //! they receive.
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod recording_transport;
 
 use std::convert::Infallible;
@@ -78,6 +79,17 @@ pub fn credential(
         .timeout(Duration::from_secs(24 * 3600))
         .build()
         .expect("credential")
+}
+
+/// The `client_assertion` of the emulator's last token request.
+pub fn sent_assertion(emulator: &Emulator) -> String {
+    emulator
+        .last_token_request()
+        .unwrap()
+        .into_iter()
+        .find(|(k, _)| k == "client_assertion")
+        .map(|(_, v)| v)
+        .unwrap()
 }
 
 /// Checks access tokens the way a resource server does: RS256 signature against the emulator's
