@@ -4,14 +4,16 @@
 //!
 //! Alone in its own test binary: environment variables are process-global.
 
+#[path = "support/secret_app.rs"]
+mod secret_app;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use entra_emulator::{App, Emulator};
+use secret_app::{demo_api_token, secret_app};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
-use tower_entra::{ClientSecretCredential, Credential, TokenRequest};
 
 #[tokio::test]
 async fn the_default_transport_ignores_proxy_variables_for_a_plain_http_loopback_authority() {
@@ -38,20 +40,9 @@ async fn the_default_transport_ignores_proxy_variables_for_a_plain_http_loopback
         }
     });
 
-    let emulator = Emulator::start().await;
-    let app = emulator.register_app(
-        &emulator.tenant_id(),
-        App::new("env proxy").with_secret("ep"),
-    );
-    let credential = ClientSecretCredential::builder(&app.tenant_id, &app.client_id, "ep")
-        .authority_host(emulator.authority_host())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    credential
-        .request_token(TokenRequest::new(Emulator::DEMO_API_SCOPE))
-        .await
-        .unwrap();
+    let (emulator, credential) = secret_app("env proxy", "ep").await;
+    let credential = credential.timeout(Duration::from_secs(10)).build().unwrap();
+    demo_api_token(&credential).await.unwrap();
     assert_eq!(emulator.token_requests(), 1);
     assert_eq!(
         received.load(Ordering::SeqCst),

@@ -6,16 +6,21 @@
 
 #[path = "support/scanning_allocator.rs"]
 mod scanning_allocator;
+#[path = "support/secret_app.rs"]
+mod secret_app;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use entra_emulator::{App, Emulator};
 use scanning_allocator::ScanningAllocator;
+use secret_app::{demo_api_token, secret_app};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tower_entra::{ClientSecretCredential, Credential, TokenErrorKind, TokenRequest};
+use tower_entra::{
+    AccessToken, ClientSecretCredential, ClientSecretCredentialBuilder, Credential, TokenError,
+    TokenErrorKind, TokenRequest,
+};
 
 const TENANT: &str = "contoso.onmicrosoft.com";
 const CLIENT: &str = "00000000-0000-0000-0000-000000000001";
@@ -53,6 +58,17 @@ async fn read_request(stream: &mut TcpStream, buf: &mut [u8]) -> usize {
             }
         }
     }
+}
+
+/// A credential builder for the made-up [`TENANT`] and [`CLIENT`] with `secret`, bounded at
+/// 10 s: the servers here are raw listeners, and a test that goes wrong fails instead of hanging.
+fn made_up_app(secret: impl Into<String>) -> ClientSecretCredentialBuilder {
+    ClientSecretCredential::builder(TENANT, CLIENT, secret).timeout(Duration::from_secs(10))
+}
+
+/// A token for [`SCOPE`] from `credential`.
+async fn graph_token(credential: &ClientSecretCredential) -> Result<AccessToken, TokenError> {
+    credential.request_token(TokenRequest::new(SCOPE)).await
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -114,16 +130,12 @@ async fn a_redirecting_token_endpoint_never_gets_the_secret_re_posted_elsewhere(
         });
 
         // A caller-configured builder, as a proxy or TLS set-up would pass one.
-        let credential = ClientSecretCredential::builder(TENANT, CLIENT, "redirect-secret")
+        let credential = made_up_app("redirect-secret")
             .authority_host(format!("http://127.0.0.1:{endpoint_port}"))
-            .timeout(Duration::from_secs(10))
             .http_client(reqwest::Client::builder().user_agent("transport-hardening"))
             .build()
             .unwrap();
-        let e = credential
-            .request_token(TokenRequest::new(SCOPE))
-            .await
-            .unwrap_err();
+        let e = graph_token(&credential).await.unwrap_err();
         assert_eq!(e.kind(), TokenErrorKind::InvalidResponse, "{status}: {e}");
         assert!(e.to_string().contains("redirect"), "{status}: {e}");
         assert!(!e.to_string().contains("redirect-secret"), "{e}");
@@ -140,17 +152,12 @@ async fn a_redirecting_token_endpoint_never_gets_the_secret_re_posted_elsewhere(
 
 #[tokio::test]
 async fn the_callers_client_builder_is_used() {
-    let emulator = Emulator::start().await;
-    let app = emulator.register_app(&emulator.tenant_id(), App::new("builder").with_secret("s3"));
-    let credential = ClientSecretCredential::builder(&app.tenant_id, &app.client_id, "s3")
-        .authority_host(emulator.authority_host())
+    let (emulator, credential) = secret_app("builder", "s3").await;
+    let credential = credential
         .http_client(reqwest::Client::builder().user_agent("transport-hardening"))
         .build()
         .unwrap();
-    credential
-        .request_token(TokenRequest::new(Emulator::DEMO_API_SCOPE))
-        .await
-        .unwrap();
+    demo_api_token(&credential).await.unwrap();
     assert_eq!(emulator.token_requests(), 1);
 
     // A builder that cannot be built is a configuration error at build time.
@@ -184,15 +191,11 @@ async fn the_request_body_with_the_secret_is_zeroed_before_it_is_freed() {
 
     scanning_allocator::start_scanning(NEEDLE);
     let secret = String::from_utf8(NEEDLE.to_vec()).unwrap();
-    let credential = ClientSecretCredential::builder(TENANT, CLIENT, secret)
+    let credential = made_up_app(secret)
         .authority_host(format!("http://127.0.0.1:{port}"))
-        .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let token = credential
-        .request_token(TokenRequest::new(SCOPE))
-        .await
-        .unwrap();
+    let token = graph_token(&credential).await.unwrap();
     assert_eq!(token.secret(), "header.payload.signature");
     assert!(server.await.unwrap(), "the secret was not sent");
     drop(credential);
@@ -245,19 +248,14 @@ async fn proxy() -> (u16, Arc<Mutex<Vec<u8>>>) {
 #[tokio::test]
 async fn a_plain_http_loopback_authority_never_goes_through_the_callers_proxy() {
     let (proxy_port, received) = proxy().await;
-    let emulator = Emulator::start().await;
-    let app = emulator.register_app(&emulator.tenant_id(), App::new("proxied").with_secret("px"));
+    let (emulator, credential) = secret_app("proxied", "px").await;
     let proxy = reqwest::Proxy::all(format!("http://127.0.0.1:{proxy_port}")).unwrap();
-    let credential = ClientSecretCredential::builder(&app.tenant_id, &app.client_id, "px")
-        .authority_host(emulator.authority_host())
+    let credential = credential
         .timeout(Duration::from_secs(10))
         .http_client(reqwest::Client::builder().proxy(proxy))
         .build()
         .unwrap();
-    credential
-        .request_token(TokenRequest::new(Emulator::DEMO_API_SCOPE))
-        .await
-        .unwrap();
+    demo_api_token(&credential).await.unwrap();
     assert_eq!(emulator.token_requests(), 1);
     // A proxied request would have been answered 502 by the proxy before request_token returned.
     assert!(
@@ -270,16 +268,12 @@ async fn a_plain_http_loopback_authority_never_goes_through_the_callers_proxy() 
 async fn https_through_a_proxy_is_a_connect_tunnel_the_proxy_cannot_read() {
     let (proxy_port, received) = proxy().await;
     let proxy = reqwest::Proxy::all(format!("http://127.0.0.1:{proxy_port}")).unwrap();
-    let credential = ClientSecretCredential::builder(TENANT, CLIENT, "tunnelled-secret")
-        .timeout(Duration::from_secs(10))
+    let credential = made_up_app("tunnelled-secret")
         .http_client(reqwest::Client::builder().proxy(proxy))
         .build()
         .unwrap();
     // The proxy refuses the tunnel (502), so the request fails; what it was sent is what counts.
-    let e = credential
-        .request_token(TokenRequest::new(SCOPE))
-        .await
-        .unwrap_err();
+    let e = graph_token(&credential).await.unwrap_err();
     assert!(e.is_transient(), "{e}");
     let received = received.lock().unwrap();
     assert!(

@@ -9,6 +9,7 @@ use http_body_util::Full;
 use tower_entra::{ClientSecretCredential, Credential, TokenRequest};
 
 use crate::support::recording_transport::recording_transport;
+use crate::support::secret_app::{demo_api_token, secret_app};
 
 const TOKEN: &str = r#"{"token_type":"Bearer","expires_in":3599,"access_token":"a.b.c"}"#;
 
@@ -95,22 +96,9 @@ fn assert_names_the_library(headers: &[(String, String)], what: &str) {
 
 #[tokio::test]
 async fn the_emulator_sees_the_telemetry_headers_and_the_correlation_id() {
-    use entra_emulator::{App, Emulator};
-
-    let emulator = Emulator::start().await;
-    let app = emulator.register_app(
-        &emulator.tenant_id(),
-        App::new("telemetry").with_secret("telemetry-secret"),
-    );
-    let credential =
-        ClientSecretCredential::builder(&app.tenant_id, &app.client_id, "telemetry-secret")
-            .authority_host(emulator.authority_host())
-            .build()
-            .unwrap();
-    credential
-        .request_token(TokenRequest::new(Emulator::DEMO_API_SCOPE))
-        .await
-        .unwrap();
+    let (emulator, credential) = secret_app("telemetry", "telemetry-secret").await;
+    let credential = credential.build().unwrap();
+    demo_api_token(&credential).await.unwrap();
     let request = emulator.last_token_http_request().unwrap();
     assert_eq!(request.method, "POST");
     assert_names_the_library(&request.headers, "token POST");
