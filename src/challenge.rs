@@ -545,54 +545,34 @@ mod properties {
                 } else {
                     Just(quote(&error)).boxed()
                 };
-                (
-                    Just(error),
-                    Just(claims.clone()),
+                // The Bearer challenge's parameters in any order, and the white space used
+                // around every `=` and `,` of the headers.
+                let params = (
                     error_param,
                     claims_param(&claims),
                     vec(other_param(), 0..4),
+                    space(),
+                )
+                    .prop_flat_map(
+                        |(error_param, claims_param, mut params, sp)| {
+                            params.push(format!("error{sp}={sp}{error_param}"));
+                            params.push(format!("claims{sp}={sp}{claims_param}"));
+                            (Just(params).prop_shuffle(), Just(sp))
+                        },
+                    );
+                (
+                    Just(error),
+                    Just(claims),
+                    params,
                     bearer(),
                     vec(other_challenge(), 0..3),
                     vec(other_challenge(), 0..3),
                     any::<bool>(),
                     any::<bool>(),
-                    space(),
                 )
             })
-            .prop_flat_map(
-                |(
-                    error,
-                    claims,
-                    error_param,
-                    claims_param,
-                    others,
-                    scheme,
-                    before,
-                    after,
-                    errorless_first,
-                    split,
-                    sp,
-                )| {
-                    let mut params = others;
-                    params.push(format!("error{sp}={sp}{error_param}"));
-                    params.push(format!("claims{sp}={sp}{claims_param}"));
-                    (
-                        Just(params).prop_shuffle(),
-                        Just((
-                            error,
-                            claims,
-                            scheme,
-                            before,
-                            after,
-                            errorless_first,
-                            split,
-                            sp,
-                        )),
-                    )
-                },
-            )
             .prop_map(
-                |(params, (error, claims, scheme, before, after, errorless_first, split, sp))| {
+                |(error, claims, (params, sp), scheme, before, after, errorless_first, split)| {
                     let bearer = format!("{scheme} {}", params.join(&format!("{sp},{sp}")));
                     let mut challenges = before;
                     if errorless_first {
