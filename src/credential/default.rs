@@ -126,7 +126,7 @@ impl DefaultCredential {
         self
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, feature = "reqwest", unix))]
     pub(crate) fn with_this_azure_cli(mut self, cli: AzureCliCredential) -> Self {
         self.azure_cli = Some(cli);
         self

@@ -12,6 +12,8 @@ mod cae;
 mod certificate;
 #[cfg(feature = "certificate")]
 mod certificate_loading;
+#[cfg(feature = "certificate")]
+mod certificate_properties;
 mod clock_skew;
 mod core_layer;
 mod core_provider;
