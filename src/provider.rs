@@ -2,11 +2,11 @@
 //!
 //! What happens when is decided in [`state`], as pure transitions: a cached token is served by a
 //! lock-free read (of this thread's copy, see [`local`]; with no clock read while the token is
-//! known fresh, see [`watch`]) until it is due for a refresh ahead (one fetch, in a spawned task, while
-//! requests go on with the held token) or stops being usable (every caller joins the one fetch
-//! in flight, or starts it); a failed fetch sets a backoff (at least `Retry-After`) during which
-//! callers with no usable token get its error at once; a fetch's token is cached only if no
-//! later-started fetch's token is; an API's refusal forces a new token at most once per 30 s.
+//! known fresh, see [`watch`]) until it is due for a refresh ahead (one fetch, in a spawned task,
+//! while requests go on with the held token) or stops being usable (every caller joins the one
+//! fetch in flight, or starts it); a failed fetch sets a backoff (at least `Retry-After`) during
+//! which callers with no usable token get its error at once; a fetch's token is cached only if
+//! no later-started fetch's token is; an API's refusal forces a new token at most once per 30 s.
 //! [`fetch`] runs one fetch (spawned, so that dropping the caller that started it cancels
 //! nothing; retried with backoff; its result, error included, goes to every waiter). This file
 //! locks, calls a transition, and performs what it returns.
