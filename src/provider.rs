@@ -84,6 +84,8 @@ struct Inner {
     generation: Generation,
     /// Clears the fresh bit of `generation` at the published token's refresh point.
     refresh_timer: RefreshTimer,
+    /// Where each thread keeps its copy of the token (see [`local`]).
+    slot: local::Slot,
     state: Mutex<State<SharedFetch>>,
     options: ProviderOptions,
     counters: Counters,

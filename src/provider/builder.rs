@@ -212,6 +212,7 @@ impl TokenProviderBuilder {
                 current: ArcSwapOption::empty(),
                 generation: Default::default(),
                 refresh_timer: Default::default(),
+                slot: super::local::Slot::new(),
                 state: Mutex::new(State::new(fetch_budget)),
                 options: self.options,
                 counters: Counters::default(),

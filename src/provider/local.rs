@@ -10,13 +10,17 @@
 //! published token, once per thread per token. A refresh, an invalidation or a claims
 //! challenge is thus seen by the next request on every core.
 //!
+//! A thread finds its copy without a search, whatever the number of providers (a multi-tenant
+//! service holds one per tenant and API): each provider has a [`Slot`], a small number of its
+//! own, which indexes every thread's table of copies. Slots are dense and reused once their
+//! provider is gone, so a table is as long as the most providers alive at once.
+//!
 //! A lease names its provider weakly: the refusal path (a 401) upgrades it, the cached path
-//! never touches it. A thread keeps at most [`MAX_HELD`] copies; those of providers that are
-//! gone are dropped when the thread next copies a token, and each copy's memory is zeroed when
-//! its last request is done with it.
+//! never touches it. Copies of providers that are gone are dropped when the thread next copies
+//! a token, and each copy's memory is zeroed when its last request is done with it.
 
 use std::cell::RefCell;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
@@ -25,11 +29,56 @@ use super::state::{Cached, Freshness};
 use super::{Inner, TokenProvider};
 use crate::token::AccessToken;
 
-/// The most providers one thread holds copies for; beyond it the oldest copy goes.
-const MAX_HELD: usize = 8;
-
 thread_local! {
-    static HELD: RefCell<Vec<Lease>> = const { RefCell::new(Vec::new()) };
+    /// This thread's copies, at their providers' slots.
+    static HELD: RefCell<Vec<Option<Lease>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The slots of the providers alive, and those free for the next.
+static SLOTS: Mutex<Slots> = Mutex::new(Slots {
+    next: 0,
+    free: Vec::new(),
+});
+
+struct Slots {
+    next: usize,
+    free: Vec<usize>,
+}
+
+/// A provider's index in every thread's table of copies: its own while it lives, taken back
+/// when it is dropped (a copy left at a reused slot names its old provider, so it is never
+/// served for the new one).
+#[derive(Debug)]
+pub(super) struct Slot(usize);
+
+impl Slot {
+    pub(super) fn new() -> Slot {
+        let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+        // The lowest free slot, so that tables stay as short as the providers alive allow.
+        let lowest = slots
+            .free
+            .iter()
+            .enumerate()
+            .min_by_key(|&(_, slot)| *slot)
+            .map(|(i, _)| i);
+        match lowest {
+            Some(i) => Slot(slots.free.swap_remove(i)),
+            None => {
+                slots.next += 1;
+                Slot(slots.next - 1)
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        SLOTS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .free
+            .push(self.0);
+    }
 }
 
 /// A token as one thread holds it, with what a request needs to act on the API's refusal.
@@ -112,8 +161,9 @@ pub(super) fn find(inner: &Arc<Inner>, generation: u64) -> Option<Lease> {
     // `try_with`: thread-local storage is gone while a thread exits; then there is no copy.
     HELD.try_with(|held| {
         held.borrow()
-            .iter()
-            .find(|l| l.0.generation == Some(generation) && l.of(inner))
+            .get(inner.slot.0)?
+            .as_ref()
+            .filter(|l| l.0.generation == Some(generation) && l.of(inner))
             .cloned()
     })
     .ok()
@@ -141,18 +191,31 @@ pub(super) fn hold(inner: &Arc<Inner>, generation: u64, cached: &Cached) -> Leas
     }));
     let _ = HELD.try_with(|held| {
         let mut held = held.borrow_mut();
-        held.retain(|l| !l.of(inner) && l.0.provider.strong_count() > 0);
-        if held.len() >= MAX_HELD {
-            held.remove(0);
+        // Once per thread per token: the time to drop the copies of providers that are gone.
+        for copy in held.iter_mut() {
+            if copy
+                .as_ref()
+                .is_some_and(|l| l.0.provider.strong_count() == 0)
+            {
+                *copy = None;
+            }
         }
-        held.push(lease.clone());
+        let slot = inner.slot.0;
+        if held.len() <= slot {
+            held.resize_with(slot + 1, || None);
+        }
+        held[slot] = Some(lease.clone());
     });
     lease
 }
 
 /// Drops this thread's copy for `inner` (its provider published "no token").
 pub(super) fn forget(inner: &Arc<Inner>) {
-    let _ = HELD.try_with(|held| held.borrow_mut().retain(|l| !l.of(inner)));
+    let _ = HELD.try_with(|held| {
+        if let Some(copy) = held.borrow_mut().get_mut(inner.slot.0) {
+            *copy = None;
+        }
+    });
 }
 
 fn since_epoch(t: SystemTime) -> Duration {
@@ -246,16 +309,45 @@ mod tests {
     }
 
     #[test]
-    fn copies_of_dropped_providers_go_and_a_thread_holds_a_bounded_number() {
+    fn copies_of_dropped_providers_go_and_their_slots_are_reused() {
         let keep = provider();
         hold(&keep.inner, 1, &cached("k.k.k"));
-        for _ in 0..3 * MAX_HELD {
+        let mut slots = std::collections::HashSet::new();
+        for _ in 0..64 {
             let gone = provider();
+            slots.insert(gone.inner.slot.0);
             hold(&gone.inner, 1, &cached("g.g.g"));
         }
-        let held = HELD.with(|h| h.borrow().len());
-        assert!(held <= MAX_HELD, "{held}");
-        // Dropped providers' copies are purged at the next copy, so the live one survives.
-        assert!(find(&keep.inner, 1).is_some());
+        // Dropped providers' slots go to the next ones (other tests' providers come and go
+        // meanwhile, so only a bound far below one slot per provider is certain).
+        assert!(slots.len() < 32, "{} slots for 64 providers", slots.len());
+        // A dropped provider's copy goes at the thread's next copy, even with its slot unused
+        // (it holds the token's secret); the live one stays.
+        let gone = provider();
+        hold(&gone.inner, 1, &cached("g.g.g"));
+        drop(gone);
+        hold(&keep.inner, 2, &cached("k.k.k"));
+        let dead = HELD.with(|h| {
+            h.borrow()
+                .iter()
+                .flatten()
+                .filter(|l| l.0.provider.strong_count() == 0)
+                .count()
+        });
+        assert_eq!(dead, 0, "copies of dropped providers kept");
+        assert!(find(&keep.inner, 2).is_some());
+    }
+
+    /// A multi-tenant service asks many providers in turn on one thread: each keeps its copy,
+    /// so none is copied again per request. Seen failing with a thread's copies capped at 8.
+    #[test]
+    fn a_thread_keeps_a_copy_for_each_of_many_providers() {
+        let providers: Vec<_> = (0..40).map(|_| provider()).collect();
+        for p in &providers {
+            hold(&p.inner, 1, &cached("t.t.t"));
+        }
+        for (i, p) in providers.iter().enumerate() {
+            assert!(find(&p.inner, 1).is_some(), "provider {i} lost its copy");
+        }
     }
 }
