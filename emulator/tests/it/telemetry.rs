@@ -1,9 +1,7 @@
 //! The latest token request is recorded with its headers, so that tests can
 //! assert the telemetry headers a client sends.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use entra_emulator::{Emulator, Endpoint, Fault};
 
 #[tokio::test]

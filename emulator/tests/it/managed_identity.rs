@@ -2,9 +2,7 @@
 //! Service Fabric; their faults and records; managed identity as a
 //! federated credential.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use entra_emulator::{App, Emulator, Endpoint, Fault, ManagedIdentity};
 use serde_json::Value;
 

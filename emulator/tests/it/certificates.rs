@@ -1,10 +1,8 @@
 //! Certificate credentials: client assertions (`private_key_jwt`) verified as Entra does.
 
-mod common;
-
 use std::sync::OnceLock;
 
-use common::*;
+use crate::common::*;
 use entra_emulator::{App, Emulator, RegisteredApp, TestCertificate};
 use serde_json::{Value, json};
 

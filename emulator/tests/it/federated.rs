@@ -1,11 +1,9 @@
 //! Federated identity credentials (workload identity federation).
 
-mod common;
-
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use entra_emulator::{App, Emulator, FederatedIssuer, RegisteredApp};
 use serde_json::{Value, json};
 

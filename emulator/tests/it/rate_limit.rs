@@ -1,10 +1,8 @@
 //! Token endpoint admission rate limit and per-second request counts.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use entra_emulator::{Emulator, Fault};
 
 #[tokio::test(start_paused = true)]

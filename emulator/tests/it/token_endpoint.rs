@@ -1,8 +1,6 @@
 //! The token endpoint's protocol: success shape, tokens, and every error code.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use entra_emulator::{App, Emulator};
 use serde_json::{Value, json};
 

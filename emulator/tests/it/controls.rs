@@ -1,10 +1,8 @@
 //! Test controls: lifetimes, number encoding, latency, faults, counters.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use entra_emulator::{Emulator, Fault};
 use serde_json::Value;
 

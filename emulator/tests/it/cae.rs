@@ -1,9 +1,7 @@
 //! Continuous access evaluation: `claims` requests, `xms_cc`, claims challenges.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use entra_emulator::{Emulator, RegisteredApp};
 use serde_json::{Value, json};
 

@@ -1,5 +1,4 @@
 //! Shared helpers for the emulator's protocol tests.
-#![allow(dead_code)]
 
 use base64::Engine as _;
 use entra_emulator::{App, Emulator, RegisteredApp};

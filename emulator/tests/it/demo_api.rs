@@ -1,9 +1,7 @@
 //! The demo protected API: bearer validation, challenges, 403 body, revocation.
 
-mod common;
-
+use crate::common::*;
 use base64::Engine as _;
-use common::*;
 use entra_emulator::{App, Emulator};
 use serde_json::{Value, json};
 
