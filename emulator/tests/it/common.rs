@@ -23,33 +23,93 @@ pub fn demo_app(em: &Emulator) -> RegisteredApp {
     )
 }
 
+/// A started emulator with the demo app (`demo_app`) registered: most tests' set-up.
+pub async fn start_with_demo_app() -> (Emulator, RegisteredApp) {
+    let em = Emulator::start().await;
+    let app = demo_app(&em);
+    (em, app)
+}
+
 pub async fn post_form(url: &str, form: &[(&str, &str)]) -> reqwest::Response {
     client().post(url).form(form).send().await.expect("send")
 }
 
-/// A well-formed client-credentials request for the demo API.
+/// The fields of a well-formed client-credentials request for the demo API with `app`'s secret,
+/// varied: fields named in `drop` are left out, then each of `set` replaces the field of its
+/// name in place or, if there is none, is added at the end. Error tests change one thing about
+/// a request that would succeed; this is the one place that request is written.
+fn token_form<'a>(
+    app: &'a RegisteredApp,
+    set: &[(&'a str, &'a str)],
+    drop: &[&str],
+) -> Vec<(&'a str, &'a str)> {
+    let mut form = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", app.client_id.as_str()),
+        ("client_secret", SECRET),
+        ("scope", Emulator::DEMO_API_SCOPE),
+    ];
+    form.retain(|(name, _)| !drop.contains(name));
+    for &(name, value) in set {
+        match form.iter_mut().find(|(n, _)| *n == name) {
+            Some(field) => field.1 = value,
+            None => form.push((name, value)),
+        }
+    }
+    form
+}
+
+/// A well-formed client-credentials request for `scope`.
 pub async fn request_token(em: &Emulator, app: &RegisteredApp, scope: &str) -> reqwest::Response {
+    request_token_with(em, app, &[("scope", scope)]).await
+}
+
+/// A client-credentials request for the demo API with `fields` replacing or added to the
+/// well-formed ones (see `token_form`).
+pub async fn request_token_with(
+    em: &Emulator,
+    app: &RegisteredApp,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    post_form(&em.token_url(&app.tenant_id), &token_form(app, fields, &[])).await
+}
+
+/// A client-credentials request for the demo API that leaves out the field `missing`.
+pub async fn request_token_without(
+    em: &Emulator,
+    app: &RegisteredApp,
+    missing: &str,
+) -> reqwest::Response {
     post_form(
         &em.token_url(&app.tenant_id),
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", &app.client_id),
-            ("client_secret", SECRET),
-            ("scope", scope),
-        ],
+        &token_form(app, &[], &[missing]),
     )
     .await
 }
 
-/// Gets an access token for the demo API or panics.
-pub async fn demo_token(em: &Emulator, app: &RegisteredApp) -> String {
-    let resp = request_token(em, app, Emulator::DEMO_API_SCOPE).await;
+/// Asserts a token response is a 200 and returns its access token.
+pub async fn access_token(resp: reqwest::Response) -> String {
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.expect("json");
     body["access_token"]
         .as_str()
         .expect("access_token")
         .to_owned()
+}
+
+/// Gets an access token for the demo API or panics.
+pub async fn demo_token(em: &Emulator, app: &RegisteredApp) -> String {
+    access_token(request_token(em, app, Emulator::DEMO_API_SCOPE).await).await
+}
+
+/// Calls the demo API with `token` as the bearer token.
+pub async fn call_demo_api(em: &Emulator, token: &str) -> reqwest::Response {
+    client()
+        .get(em.demo_api_url())
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("send")
 }
 
 /// Decodes a JWT part (0 = header, 1 = claims) without verifying anything.
@@ -126,6 +186,25 @@ pub async fn request_with_assertion(
             ("client_assertion", assertion),
             ("scope", Emulator::DEMO_API_SCOPE),
         ],
+    )
+    .await
+}
+
+/// Sends `assertion` as `app`'s client assertion and asserts Entra's refusal (see
+/// `assert_entra_error`); returns the error body.
+pub async fn assert_assertion_refused(
+    em: &Emulator,
+    app: &RegisteredApp,
+    assertion: &str,
+    status: u16,
+    error: &str,
+    code: u64,
+) -> Value {
+    assert_entra_error(
+        request_with_assertion(em, app, assertion).await,
+        status,
+        error,
+        code,
     )
     .await
 }
