@@ -6,8 +6,7 @@ use serde_json::{Value, json};
 
 #[tokio::test]
 async fn issues_a_token() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     let resp = request_token(&em, &app, Emulator::DEMO_API_SCOPE).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["cache-control"], "no-store, no-cache");
@@ -62,8 +61,7 @@ async fn issues_a_token() {
 
 #[tokio::test]
 async fn roles_are_those_the_resource_defines() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     // Graph does not define Demo.Read: no roles claim.
     let resp = request_token(&em, &app, "https://graph.microsoft.com/.default").await;
     assert_eq!(resp.status(), 200);
@@ -94,8 +92,7 @@ async fn roles_are_those_the_resource_defines() {
 
 #[tokio::test]
 async fn accepts_preregistered_resources_and_variants() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     for scope in [
         "https://graph.microsoft.com/.default",
         "https://graph.microsoft.com//.default",
@@ -110,8 +107,7 @@ async fn accepts_preregistered_resources_and_variants() {
 
 #[tokio::test]
 async fn client_secret_basic_is_accepted() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     let resp = client()
         .post(em.token_url(&app.tenant_id))
         .basic_auth(&app.client_id, Some(SECRET))
@@ -141,16 +137,7 @@ async fn tenants_are_isolated() {
     assert_eq!(jwt_part(&token, 1)["tid"], other);
 
     // The same client in the default tenant is unknown.
-    let resp = post_form(
-        &em.token_url(&em.tenant_id()),
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", &app.client_id),
-            ("client_secret", SECRET),
-            ("scope", Emulator::DEMO_API_SCOPE),
-        ],
-    )
-    .await;
+    let resp = request_token_at(&em.token_url(&em.tenant_id()), &app.client_id, SECRET).await;
     let body = assert_entra_error(resp, 400, "unauthorized_client", 700016).await;
     assert!(description(&body).contains(&format!(
         "Application with identifier '{}' was not found in the directory '{}'.",
@@ -177,8 +164,7 @@ async fn correlation_id_echoes_client_request_id() {
 
 #[tokio::test]
 async fn unknown_tenant_is_90002() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     let bogus = "00000000-0000-0000-0000-000000000001";
     let resp = request_token_at(&em.token_url(bogus), &app.client_id, SECRET).await;
     let body = assert_entra_error(resp, 400, "invalid_request", 90002).await;
@@ -202,18 +188,8 @@ async fn request_token_at(url: &str, client_id: &str, secret: &str) -> reqwest::
 
 #[tokio::test]
 async fn unsupported_grant_type_is_70003() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
-    let resp = post_form(
-        &em.token_url(&app.tenant_id),
-        &[
-            ("grant_type", "password"),
-            ("client_id", &app.client_id),
-            ("client_secret", SECRET),
-            ("scope", Emulator::DEMO_API_SCOPE),
-        ],
-    )
-    .await;
+    let (em, app) = start_with_demo_app().await;
+    let resp = request_token_with(&em, &app, &[("grant_type", "password")]).await;
     let body = assert_entra_error(resp, 400, "unsupported_grant_type", 70003).await;
     assert!(description(&body).contains("'password'"));
 
@@ -285,25 +261,15 @@ async fn unknown_client_is_700016() {
 
 #[tokio::test]
 async fn no_credential_is_7000216() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
-    let resp = post_form(
-        &em.token_url(&app.tenant_id),
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", &app.client_id),
-            ("scope", Emulator::DEMO_API_SCOPE),
-        ],
-    )
-    .await;
+    let (em, app) = start_with_demo_app().await;
+    let resp = request_token_without(&em, &app, "client_secret").await;
     let body = assert_entra_error(resp, 401, "invalid_client", 7000216).await;
     assert!(description(&body).starts_with("AADSTS7000216: 'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type."));
 }
 
 #[tokio::test]
 async fn wrong_secret_is_7000215() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     let resp = request_token_at(&em.token_url(&app.tenant_id), &app.client_id, "nope").await;
     let body = assert_entra_error(resp, 401, "invalid_client", 7000215).await;
     assert!(description(&body).starts_with(&format!("AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.", app.client_id)));
@@ -331,25 +297,15 @@ async fn expired_secret_is_7000222() {
 
 #[tokio::test]
 async fn missing_scope_is_900144() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
-    let resp = post_form(
-        &em.token_url(&app.tenant_id),
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", &app.client_id),
-            ("client_secret", SECRET),
-        ],
-    )
-    .await;
+    let (em, app) = start_with_demo_app().await;
+    let resp = request_token_without(&em, &app, "scope").await;
     let body = assert_entra_error(resp, 400, "invalid_request", 900144).await;
     assert!(description(&body).contains("'scope'"));
 }
 
 #[tokio::test]
 async fn scope_without_default_is_1002012() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     let resp = request_token(&em, &app, "https://graph.microsoft.com/User.Read").await;
     let body = assert_entra_error(resp, 400, "invalid_scope", 1002012).await;
     assert!(description(&body).starts_with("AADSTS1002012: The provided value for scope https://graph.microsoft.com/User.Read is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."));
@@ -357,8 +313,7 @@ async fn scope_without_default_is_1002012() {
 
 #[tokio::test]
 async fn several_resources_is_70011() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     let resp = request_token(
         &em,
         &app,
@@ -371,8 +326,7 @@ async fn several_resources_is_70011() {
 
 #[tokio::test]
 async fn unknown_resource_is_500011() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     let resp = request_token(&em, &app, "api://nobody-home/.default").await;
     let body = assert_entra_error(resp, 400, "invalid_resource", 500011).await;
     assert!(description(&body).contains(&format!(
@@ -383,17 +337,12 @@ async fn unknown_resource_is_500011() {
 
 #[tokio::test]
 async fn checks_run_in_entra_order() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     // Bad secret and bad scope: the credential is checked first.
-    let resp = post_form(
-        &em.token_url(&app.tenant_id),
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", &app.client_id),
-            ("client_secret", "bad"),
-            ("scope", "User.Read"),
-        ],
+    let resp = request_token_with(
+        &em,
+        &app,
+        &[("client_secret", "bad"), ("scope", "User.Read")],
     )
     .await;
     assert_entra_error(resp, 401, "invalid_client", 7000215).await;
