@@ -8,38 +8,12 @@ use serde_json::{Value, json};
 const CP1: &str = r#"{"access_token":{"xms_cc":{"values":["cp1"]}}}"#;
 
 async fn token_with_claims(em: &Emulator, app: &RegisteredApp, claims: &str) -> reqwest::Response {
-    post_form(
-        &em.token_url(&app.tenant_id),
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", &app.client_id),
-            ("client_secret", SECRET),
-            ("scope", Emulator::DEMO_API_SCOPE),
-            ("claims", claims),
-        ],
-    )
-    .await
-}
-
-async fn access_token(resp: reqwest::Response) -> String {
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
-}
-
-async fn call_api(em: &Emulator, token: &str) -> reqwest::Response {
-    client()
-        .get(em.demo_api_url())
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
+    request_token_with(em, app, &[("claims", claims)]).await
 }
 
 #[tokio::test]
 async fn cp1_claims_request_marks_the_token() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     let token = access_token(token_with_claims(&em, &app, CP1).await).await;
     assert_eq!(jwt_part(&token, 1)["xms_cc"], json!(["cp1"]));
     assert_eq!(
@@ -54,8 +28,7 @@ async fn cp1_claims_request_marks_the_token() {
 
 #[tokio::test]
 async fn invalid_claims_is_90100() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     for bad in ["{not json", "[1,2]", "\"cp1\""] {
         let body = assert_entra_error(
             token_with_claims(&em, &app, bad).await,
@@ -81,17 +54,16 @@ fn decode_claims_challenge(www_authenticate: &str) -> Value {
 
 #[tokio::test]
 async fn cae_revoke_challenges_cae_capable_tokens() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     let cae_token = access_token(token_with_claims(&em, &app, CP1).await).await;
     let plain_token = demo_token(&em, &app).await;
-    assert_eq!(call_api(&em, &cae_token).await.status(), 200);
+    assert_eq!(call_demo_api(&em, &cae_token).await.status(), 200);
 
     let before = unix_now();
     em.cae_revoke();
 
     // CAE-capable: claims challenge.
-    let resp = call_api(&em, &cae_token).await;
+    let resp = call_demo_api(&em, &cae_token).await;
     assert_eq!(resp.status(), 401);
     let challenge = resp.headers()["www-authenticate"]
         .to_str()
@@ -109,7 +81,7 @@ async fn cae_revoke_challenges_cae_capable_tokens() {
     assert!((value - before).abs() <= 2);
 
     // Not CAE-capable: plain invalid_token.
-    let resp = call_api(&em, &plain_token).await;
+    let resp = call_demo_api(&em, &plain_token).await;
     assert_eq!(resp.status(), 401);
     let c = resp.headers()["www-authenticate"].to_str().unwrap();
     assert!(c.contains("error=\"invalid_token\""), "{c}");
@@ -119,7 +91,7 @@ async fn cae_revoke_challenges_cae_capable_tokens() {
     merged["access_token"]["xms_cc"] = json!({"values": ["cp1"]});
     let fresh = access_token(token_with_claims(&em, &app, &merged.to_string()).await).await;
     assert_eq!(em.last_token_request_claims(), Some(merged));
-    let resp = call_api(&em, &fresh).await;
+    let resp = call_demo_api(&em, &fresh).await;
     assert_eq!(resp.status(), 200);
     // Within the same second as the revoke, freshness is by issue order, not time.
     assert_eq!(jwt_part(&fresh, 1)["xms_cc"], json!(["cp1"]));
@@ -127,11 +99,10 @@ async fn cae_revoke_challenges_cae_capable_tokens() {
 
 #[tokio::test]
 async fn plain_revocation_is_invalid_token_even_for_cae_tokens() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     let cae_token = access_token(token_with_claims(&em, &app, CP1).await).await;
     em.revoke_issued_tokens();
-    let resp = call_api(&em, &cae_token).await;
+    let resp = call_demo_api(&em, &cae_token).await;
     assert_eq!(resp.status(), 401);
     let c = resp.headers()["www-authenticate"].to_str().unwrap();
     assert!(c.contains("error=\"invalid_token\""), "{c}");
