@@ -45,25 +45,22 @@ fn s256_header(c: &TestCertificate) -> Value {
     json!({"alg": "RS256", "typ": "JWT", "x5t#S256": c.x5t_s256()})
 }
 
+/// An assertion with `claims`, naming the registered certificate (`cert(0)`) by its SHA-256
+/// thumbprint and signed with its key: what a claim-checking test sends.
+fn signed_by_registered(claims: &Value) -> String {
+    cert(0).sign_jwt(&s256_header(cert(0)), claims)
+}
+
 #[tokio::test]
 async fn valid_assertion_gets_a_token() {
     let em = Emulator::start().await;
     let app = cert_app(&em);
     let assertion = cert(0).client_assertion(&app.client_id, &em.token_url(&app.tenant_id));
-    let resp = request_with_assertion(&em, &app, &assertion).await;
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    let token = body["access_token"].as_str().unwrap();
-    let c = jwt_part(token, 1);
+    let token = access_token(request_with_assertion(&em, &app, &assertion).await).await;
+    let c = jwt_part(&token, 1);
     assert_eq!(c["appid"], app.client_id);
     assert_eq!(c["appidacr"], "2");
-    let api = client()
-        .get(em.demo_api_url())
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(api.status(), 200);
+    assert_eq!(call_demo_api(&em, &token).await.status(), 200);
 }
 
 #[tokio::test]
@@ -121,26 +118,14 @@ async fn x5c_with_registered_or_trusted_subject_leaf() {
         &json!({"alg": "RS256", "x5c": cert(1).x5c()}),
         &claims(&em, &app),
     );
-    let body = assert_entra_error(
-        request_with_assertion(&em, &app, &a).await,
-        401,
-        "invalid_client",
-        700027,
-    )
-    .await;
+    let body = assert_assertion_refused(&em, &app, &a, 401, "invalid_client", 700027).await;
     assert!(description(&body).contains("The key was not found"));
     // x5c leaf differs from the thumbprint header.
     let a = cert(0).sign_jwt(
         &json!({"alg": "RS256", "x5t#S256": cert(0).x5t_s256(), "x5c": cert(2).x5c()}),
         &claims(&em, &app),
     );
-    assert_entra_error(
-        request_with_assertion(&em, &app, &a).await,
-        401,
-        "invalid_client",
-        700027,
-    )
-    .await;
+    assert_assertion_refused(&em, &app, &a, 401, "invalid_client", 700027).await;
 }
 
 #[tokio::test]
@@ -148,25 +133,13 @@ async fn unknown_thumbprint_is_700027() {
     let em = Emulator::start().await;
     let app = cert_app(&em);
     let a = cert(1).client_assertion(&app.client_id, &em.token_url(&app.tenant_id));
-    let body = assert_entra_error(
-        request_with_assertion(&em, &app, &a).await,
-        401,
-        "invalid_client",
-        700027,
-    )
-    .await;
+    let body = assert_assertion_refused(&em, &app, &a, 401, "invalid_client", 700027).await;
     assert!(description(&body).starts_with(
         "AADSTS700027: Client assertion failed signature validation. (Reason - The key was not found."
     ));
     // No thumbprint header at all.
     let a = cert(0).sign_jwt(&json!({"alg": "RS256"}), &claims(&em, &app));
-    assert_entra_error(
-        request_with_assertion(&em, &app, &a).await,
-        401,
-        "invalid_client",
-        700027,
-    )
-    .await;
+    assert_assertion_refused(&em, &app, &a, 401, "invalid_client", 700027).await;
 }
 
 #[tokio::test]
@@ -175,13 +148,7 @@ async fn wrong_signature_is_700027() {
     let app = cert_app(&em);
     // Names the registered certificate but is signed by another key.
     let a = cert(1).sign_jwt(&s256_header(cert(0)), &claims(&em, &app));
-    let body = assert_entra_error(
-        request_with_assertion(&em, &app, &a).await,
-        401,
-        "invalid_client",
-        700027,
-    )
-    .await;
+    let body = assert_assertion_refused(&em, &app, &a, 401, "invalid_client", 700027).await;
     assert!(description(&body).contains("signature is invalid"));
 }
 
@@ -194,13 +161,7 @@ async fn unsupported_algorithm_is_5002738() {
             &json!({"alg": alg, "x5t#S256": cert(0).x5t_s256()}),
             &claims(&em, &app),
         );
-        let body = assert_entra_error(
-            request_with_assertion(&em, &app, &a).await,
-            400,
-            "invalid_request",
-            5002738,
-        )
-        .await;
+        let body = assert_assertion_refused(&em, &app, &a, 400, "invalid_request", 5002738).await;
         assert!(
             description(&body).contains(&format!("'{alg}' is not a supported signature algorithm"))
         );
@@ -213,14 +174,8 @@ async fn subject_mismatch_is_700021() {
     let app = cert_app(&em);
     let mut c = claims(&em, &app);
     c["sub"] = json!("someone-else");
-    let a = cert(0).sign_jwt(&s256_header(cert(0)), &c);
-    let body = assert_entra_error(
-        request_with_assertion(&em, &app, &a).await,
-        401,
-        "invalid_client",
-        700021,
-    )
-    .await;
+    let a = signed_by_registered(&c);
+    let body = assert_assertion_refused(&em, &app, &a, 401, "invalid_client", 700021).await;
     assert!(
         description(&body).contains(
             "Client assertion application identifier doesn't match 'client_id' parameter."
@@ -239,14 +194,8 @@ async fn audience_must_be_the_token_endpoint() {
     ] {
         let mut c = claims(&em, &app);
         c["aud"] = aud;
-        let a = cert(0).sign_jwt(&s256_header(cert(0)), &c);
-        let body = assert_entra_error(
-            request_with_assertion(&em, &app, &a).await,
-            401,
-            "invalid_client",
-            700023,
-        )
-        .await;
+        let a = signed_by_registered(&c);
+        let body = assert_assertion_refused(&em, &app, &a, 401, "invalid_client", 700023).await;
         assert!(
             description(&body)
                 .contains("Client assertion audience claim does not match Realm issuer.")
@@ -263,7 +212,7 @@ async fn audience_must_be_the_token_endpoint() {
     ] {
         let mut c = claims(&em, &app);
         c["aud"] = aud;
-        let a = cert(0).sign_jwt(&s256_header(cert(0)), &c);
+        let a = signed_by_registered(&c);
         assert_eq!(request_with_assertion(&em, &app, &a).await.status(), 200);
     }
 }
@@ -284,7 +233,7 @@ async fn time_range_is_700024_with_five_minutes_skew() {
         c["nbf"] = json!(nbf);
         c["iat"] = json!(nbf);
         c["exp"] = json!(exp);
-        let a = cert(0).sign_jwt(&s256_header(cert(0)), &c);
+        let a = signed_by_registered(&c);
         let resp = request_with_assertion(&em, &app, &a).await;
         if ok {
             assert_eq!(resp.status(), 200, "nbf {nbf} exp {exp}");
@@ -303,25 +252,13 @@ async fn jti_is_required_and_single_use() {
     let app = cert_app(&em);
     let mut c = claims(&em, &app);
     c.as_object_mut().unwrap().remove("jti");
-    let a = cert(0).sign_jwt(&s256_header(cert(0)), &c);
-    let body = assert_entra_error(
-        request_with_assertion(&em, &app, &a).await,
-        401,
-        "invalid_client",
-        50027,
-    )
-    .await;
+    let a = signed_by_registered(&c);
+    let body = assert_assertion_refused(&em, &app, &a, 401, "invalid_client", 50027).await;
     assert!(description(&body).contains("'jti'"));
 
     let a = cert(0).client_assertion(&app.client_id, &em.token_url(&app.tenant_id));
     assert_eq!(request_with_assertion(&em, &app, &a).await.status(), 200);
-    let body = assert_entra_error(
-        request_with_assertion(&em, &app, &a).await,
-        401,
-        "invalid_client",
-        50013,
-    )
-    .await;
+    let body = assert_assertion_refused(&em, &app, &a, 401, "invalid_client", 50013).await;
     assert!(description(&body).contains("already been used"));
 }
 
@@ -376,16 +313,9 @@ async fn assertion_type_and_shape_are_checked() {
 
 #[tokio::test]
 async fn secret_only_app_rejects_assertions() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     let a = cert(0).client_assertion(&app.client_id, &em.token_url(&app.tenant_id));
-    assert_entra_error(
-        request_with_assertion(&em, &app, &a).await,
-        401,
-        "invalid_client",
-        700027,
-    )
-    .await;
+    assert_assertion_refused(&em, &app, &a, 401, "invalid_client", 700027).await;
 }
 
 #[test]
