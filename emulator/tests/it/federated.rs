@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use entra_emulator::{App, Emulator, FederatedIssuer, RegisteredApp};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const ISSUER: &str = "https://oidc.prod-aks.example.com/1234/";
 const SUBJECT: &str = "system:serviceaccount:default:worker";
@@ -37,21 +37,12 @@ async fn federated_token_is_exchanged() {
     let em = Emulator::start().await;
     let app = setup(&em);
     let external = issuer().issue(SUBJECT, EXCHANGE, HOUR);
-    let resp = request_with_assertion(&em, &app, &external).await;
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    let token = body["access_token"].as_str().unwrap();
-    let c = jwt_part(token, 1);
+    let token = access_token(request_with_assertion(&em, &app, &external).await).await;
+    let c = jwt_part(&token, 1);
     assert_eq!(c["appid"], app.client_id);
     assert_eq!(c["appidacr"], "2");
     assert_eq!(c["roles"], json!(["Demo.Read"]));
-    let api = client()
-        .get(em.demo_api_url())
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(api.status(), 200);
+    assert_eq!(call_demo_api(&em, &token).await.status(), 200);
     // External tokens may be presented again (no jti replay check).
     assert_eq!(
         request_with_assertion(&em, &app, &external).await.status(),
@@ -84,13 +75,8 @@ async fn no_matching_record_is_70021() {
         issuer().issue(SUBJECT, "api://SomethingElse", HOUR),
         other_issuer().issue(SUBJECT, EXCHANGE, HOUR),
     ] {
-        let body = assert_entra_error(
-            request_with_assertion(&em, &app, &external).await,
-            400,
-            "invalid_client",
-            70021,
-        )
-        .await;
+        let body =
+            assert_assertion_refused(&em, &app, &external, 400, "invalid_client", 70021).await;
         assert!(description(&body).starts_with(
             "AADSTS70021: No matching federated identity record found for presented assertion."
         ));
@@ -106,39 +92,22 @@ async fn untrusted_issuer_or_wrong_key_is_700027() {
     );
     // The issuer's keys are unknown.
     let external = issuer().issue(SUBJECT, EXCHANGE, HOUR);
-    assert_entra_error(
-        request_with_assertion(&em, &app, &external).await,
-        401,
-        "invalid_client",
-        700027,
-    )
-    .await;
+    assert_assertion_refused(&em, &app, &external, 401, "invalid_client", 700027).await;
     // Forged by another key claiming to be the issuer.
     em.add_trusted_issuer_jwks(issuer().issuer(), issuer().jwks());
     let now = unix_now();
     let forged = other_issuer().issue_claims(&json!({
         "iss": ISSUER, "sub": SUBJECT, "aud": EXCHANGE, "iat": now, "nbf": now, "exp": now + 600,
     }));
-    assert_entra_error(
-        request_with_assertion(&em, &app, &forged).await,
-        401,
-        "invalid_client",
-        700027,
-    )
-    .await;
+    assert_assertion_refused(&em, &app, &forged, 401, "invalid_client", 700027).await;
     // Tampered payload with the right kid.
     let good = issuer().issue(SUBJECT, EXCHANGE, HOUR);
     let forged_payload = other_issuer()
         .issue_claims(&json!({"iss": ISSUER, "sub": SUBJECT, "aud": EXCHANGE, "exp": now + 900}));
     let mut parts: Vec<&str> = good.split('.').collect();
     parts[1] = forged_payload.split('.').nth(1).unwrap();
-    let body = assert_entra_error(
-        request_with_assertion(&em, &app, &parts.join(".")).await,
-        401,
-        "invalid_client",
-        700027,
-    )
-    .await;
+    let tampered = parts.join(".");
+    let body = assert_assertion_refused(&em, &app, &tampered, 401, "invalid_client", 700027).await;
     assert!(description(&body).contains("signature is invalid"));
 }
 
@@ -151,13 +120,7 @@ async fn expired_external_token_is_700024() {
         "iss": ISSUER, "sub": SUBJECT, "aud": EXCHANGE,
         "iat": now - 7200, "nbf": now - 7200, "exp": now - 3600,
     }));
-    assert_entra_error(
-        request_with_assertion(&em, &app, &expired).await,
-        401,
-        "invalid_client",
-        700024,
-    )
-    .await;
+    assert_assertion_refused(&em, &app, &expired, 401, "invalid_client", 700024).await;
 }
 
 #[test]
