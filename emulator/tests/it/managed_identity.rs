@@ -8,12 +8,29 @@ use serde_json::Value;
 
 const ARM: &str = "https://management.azure.com/";
 
-async fn imds_get(em: &Emulator, query: &[(&str, &str)], metadata: bool) -> reqwest::Response {
-    let mut req = client().get(em.imds_token_url()).query(query);
-    if metadata {
-        req = req.header("Metadata", "true");
+/// A GET to a managed identity endpoint with `query` and `headers`: how IMDS, App Service, Arc
+/// and Service Fabric are asked (Cloud Shell takes a POST). The send's error is the caller's to
+/// judge (a dropped connection is one).
+async fn identity_get(
+    url: String,
+    query: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> reqwest::Result<reqwest::Response> {
+    let mut req = client().get(url).query(query);
+    for &(name, value) in headers {
+        req = req.header(name, value);
     }
-    req.send().await.expect("send")
+    req.send().await
+}
+
+/// The header IMDS-style endpoints require.
+const METADATA: (&str, &str) = ("Metadata", "true");
+
+async fn imds_get(em: &Emulator, query: &[(&str, &str)], metadata: bool) -> reqwest::Response {
+    let headers: &[_] = if metadata { &[METADATA] } else { &[] };
+    identity_get(em.imds_token_url(), query, headers)
+        .await
+        .expect("send")
 }
 
 async fn imds_token(em: &Emulator, query: &[(&str, &str)]) -> Value {
@@ -86,11 +103,7 @@ async fn imds_requires_the_metadata_header_api_version_and_resource() {
     let q = [("api-version", "2018-02-01"), ("resource", ARM)];
     let d = assert_imds_error(imds_get(&em, &q, false).await, 400, "invalid_request").await;
     assert_eq!(d, "Required metadata header not specified");
-    let resp = client()
-        .get(em.imds_token_url())
-        .query(&q)
-        .header("Metadata", "True")
-        .send()
+    let resp = identity_get(em.imds_token_url(), &q, &[("Metadata", "True")])
         .await
         .unwrap();
     assert_imds_error(resp, 400, "invalid_request").await;
@@ -221,12 +234,7 @@ async fn managed_identity_tokens_call_the_demo_api_with_their_roles() {
     let demo = "api://entra-emulator-demo";
     let token = imds_token(&em, &[("api-version", "2018-02-01"), ("resource", demo)]).await;
     let token = token["access_token"].as_str().unwrap().to_owned();
-    let resp = client()
-        .get(em.demo_api_url())
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let resp = call_demo_api(&em, &token).await;
     assert_eq!(resp.status(), 200);
 
     let q = [
@@ -235,12 +243,7 @@ async fn managed_identity_tokens_call_the_demo_api_with_their_roles() {
         ("client_id", reader.client_id.as_str()),
     ];
     let token = imds_token(&em, &q).await;
-    let resp = client()
-        .get(em.demo_api_url())
-        .bearer_auth(token["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let resp = call_demo_api(&em, token["access_token"].as_str().unwrap()).await;
     assert_eq!(resp.status(), 403);
 }
 
@@ -249,13 +252,9 @@ async fn app_service_get(
     query: &[(&str, &str)],
     header: Option<(&str, &str)>,
 ) -> reqwest::Response {
-    let mut req = client()
-        .get(em.app_service_identity_endpoint())
-        .query(query);
-    if let Some((k, v)) = header {
-        req = req.header(k, v);
-    }
-    req.send().await.expect("send")
+    identity_get(em.app_service_identity_endpoint(), query, header.as_slice())
+        .await
+        .expect("send")
 }
 
 #[tokio::test]
@@ -380,14 +379,14 @@ async fn arc_challenges_then_serves_the_key_holder_once() {
     );
     let q = [("api-version", "2019-11-01"), ("resource", ARM)];
     let get = |auth: Option<String>| {
-        let mut req = client()
-            .get(em.arc_identity_endpoint())
-            .query(&q)
-            .header("Metadata", "true");
-        if let Some(a) = auth {
-            req = req.header("Authorization", a);
+        let url = em.arc_identity_endpoint();
+        async move {
+            let mut headers = vec![METADATA];
+            if let Some(a) = &auth {
+                headers.push(("Authorization", a));
+            }
+            identity_get(url, &q, &headers).await
         }
-        req.send()
     };
 
     let challenge = get(None).await.unwrap();
@@ -414,10 +413,7 @@ async fn arc_challenges_then_serves_the_key_holder_once() {
     assert_eq!(wrong.status(), 401);
 
     // Without Metadata: IMDS's error, no challenge.
-    let resp = client()
-        .get(em.arc_identity_endpoint())
-        .query(&q)
-        .send()
+    let resp = identity_get(em.arc_identity_endpoint(), &q, &[])
         .await
         .unwrap();
     assert!(!resp.headers().contains_key("www-authenticate"));
@@ -450,11 +446,8 @@ fn unique_name(prefix: &str) -> String {
 async fn arc_key_directory_defaults_to_a_private_temp_dir_removed_on_drop() {
     let em = Emulator::start().await;
     em.assign_managed_identity(ManagedIdentity::system_assigned());
-    let resp = client()
-        .get(em.arc_identity_endpoint())
-        .query(&[("api-version", "2019-11-01"), ("resource", ARM)])
-        .header("Metadata", "true")
-        .send()
+    let q = [("api-version", "2019-11-01"), ("resource", ARM)];
+    let resp = identity_get(em.arc_identity_endpoint(), &q, &[METADATA])
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
@@ -495,10 +488,7 @@ async fn cloud_shell_takes_a_posted_form() {
     .unwrap();
     let d = assert_imds_error(resp, 400, "invalid_request").await;
     assert!(d.contains("user-assigned"), "{d}");
-    let get = client()
-        .get(em.cloud_shell_msi_endpoint())
-        .header("Metadata", "true")
-        .send()
+    let get = identity_get(em.cloud_shell_msi_endpoint(), &[], &[METADATA])
         .await
         .unwrap();
     assert_eq!(get.status(), 405);
@@ -507,27 +497,32 @@ async fn cloud_shell_takes_a_posted_form() {
     assert_eq!(log[0].method, "POST");
 }
 
+async fn service_fabric_get(
+    em: &Emulator,
+    query: &[(&str, &str)],
+    secret: Option<&str>,
+) -> reqwest::Result<reqwest::Response> {
+    let headers = secret.map(|s| ("secret", s));
+    identity_get(
+        em.service_fabric_identity_endpoint(),
+        query,
+        headers.as_slice(),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn service_fabric_checks_its_secret_and_answers_a_numeric_expiry() {
     let em = Emulator::start().await;
     em.assign_managed_identity(ManagedIdentity::system_assigned());
     let user = em.assign_managed_identity(ManagedIdentity::user_assigned("sf"));
     let secret = em.service_fabric_identity_header();
-    let get = |q: Vec<(&'static str, String)>, secret: Option<String>| {
-        let mut req = client()
-            .get(em.service_fabric_identity_endpoint())
-            .query(&q);
-        if let Some(s) = secret {
-            req = req.header("secret", s);
-        }
-        req.send()
-    };
-    let q = vec![
-        ("api-version", "2019-07-01-preview".to_owned()),
-        ("resource", ARM.to_owned()),
-        ("principal_id", user.object_id.clone()),
+    let q = [
+        ("api-version", "2019-07-01-preview"),
+        ("resource", ARM),
+        ("principal_id", user.object_id.as_str()),
     ];
-    let resp = get(q.clone(), Some(secret.clone())).await.unwrap();
+    let resp = service_fabric_get(&em, &q, Some(&secret)).await.unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert!(body["expires_on"].is_u64(), "{body}");
@@ -542,17 +537,25 @@ async fn service_fabric_checks_its_secret_and_answers_a_numeric_expiry() {
         body["error"]["code"].as_str().unwrap().to_owned()
     };
     assert_eq!(
-        code(get(q.clone(), None).await.unwrap(), 401).await,
+        code(service_fabric_get(&em, &q, None).await.unwrap(), 401).await,
         "SecretHeaderNotFound"
     );
     assert_eq!(
-        code(get(q.clone(), Some("wrong".into())).await.unwrap(), 401).await,
+        code(
+            service_fabric_get(&em, &q, Some("wrong")).await.unwrap(),
+            401
+        )
+        .await,
         "SecretHeaderNotFound"
     );
-    let mut old = q.clone();
-    old[0].1 = "2018-02-01".into();
+    let mut old = q;
+    old[0].1 = "2018-02-01";
     assert_eq!(
-        code(get(old, Some(secret.clone())).await.unwrap(), 400).await,
+        code(
+            service_fabric_get(&em, &old, Some(&secret)).await.unwrap(),
+            400
+        )
+        .await,
         "InvalidApiVersion"
     );
 }
@@ -596,11 +599,7 @@ async fn a_dropped_connection_is_recorded_without_a_status() {
     em.assign_managed_identity(ManagedIdentity::system_assigned());
     em.push_managed_identity_fault(Fault::drop_connection());
     let q = [("api-version", "2018-02-01"), ("resource", ARM)];
-    let err = client()
-        .get(em.imds_token_url())
-        .query(&q)
-        .header("Metadata", "true")
-        .send()
+    let err = identity_get(em.imds_token_url(), &q, &[METADATA])
         .await
         .expect_err("dropped");
     assert!(!err.is_status());
@@ -666,18 +665,9 @@ async fn a_managed_identity_token_is_an_apps_federated_credential() {
     assert_eq!(claims["aud"], "api://AzureADTokenExchange");
     assert_eq!(claims["ver"], "2.0");
 
-    let resp = request_with_assertion(&em, &app, assertion).await;
-    assert_eq!(resp.status(), 200);
-    let token: Value = resp.json().await.unwrap();
-    let token = token["access_token"].as_str().unwrap();
-    assert_eq!(jwt_part(token, 1)["appid"], app.client_id);
-    let api = client()
-        .get(em.demo_api_url())
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(api.status(), 200);
+    let token = access_token(request_with_assertion(&em, &app, assertion).await).await;
+    assert_eq!(jwt_part(&token, 1)["appid"], app.client_id);
+    assert_eq!(call_demo_api(&em, &token).await.status(), 200);
 
     // Another identity's token is not this app's credential.
     let other = em.assign_managed_identity(ManagedIdentity::user_assigned("other"));
