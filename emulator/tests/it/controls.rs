@@ -3,20 +3,25 @@
 use std::time::Duration;
 
 use crate::common::*;
-use entra_emulator::{Emulator, Fault};
+use entra_emulator::{Emulator, Fault, RegisteredApp};
 use serde_json::Value;
 
-#[tokio::test]
-async fn token_lifetime_and_refresh_in() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
-    em.set_token_lifetime(Duration::from_secs(7200));
-    em.set_refresh_in(Some(Duration::from_secs(3600)));
-    let body: Value = request_token(&em, &app, Emulator::DEMO_API_SCOPE)
+/// The JSON body of a demo-API token response, whatever its status: these tests read the
+/// lifetime fields the controls shape.
+async fn demo_token_body(em: &Emulator, app: &RegisteredApp) -> Value {
+    request_token(em, app, Emulator::DEMO_API_SCOPE)
         .await
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn token_lifetime_and_refresh_in() {
+    let (em, app) = start_with_demo_app().await;
+    em.set_token_lifetime(Duration::from_secs(7200));
+    em.set_refresh_in(Some(Duration::from_secs(3600)));
+    let body = demo_token_body(&em, &app).await;
     assert_eq!(body["expires_in"], 7200);
     assert_eq!(body["ext_expires_in"], 7200);
     assert_eq!(body["refresh_in"], 3600);
@@ -26,25 +31,16 @@ async fn token_lifetime_and_refresh_in() {
         7200
     );
     em.set_refresh_in(None);
-    let body: Value = request_token(&em, &app, Emulator::DEMO_API_SCOPE)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body = demo_token_body(&em, &app).await;
     assert!(body.get("refresh_in").is_none());
 }
 
 #[tokio::test]
 async fn numbers_as_strings() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     em.set_numbers_as_strings(true);
     em.set_refresh_in(Some(Duration::from_secs(1800)));
-    let body: Value = request_token(&em, &app, Emulator::DEMO_API_SCOPE)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body = demo_token_body(&em, &app).await;
     assert_eq!(body["expires_in"], "3599");
     assert_eq!(body["ext_expires_in"], "3599");
     assert_eq!(body["refresh_in"], "1800");
@@ -52,8 +48,7 @@ async fn numbers_as_strings() {
 
 #[tokio::test]
 async fn latency_delays_answers() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     em.set_latency(Duration::from_millis(300));
     let started = std::time::Instant::now();
     let resp = request_token(&em, &app, Emulator::DEMO_API_SCOPE).await;
@@ -63,8 +58,7 @@ async fn latency_delays_answers() {
 
 #[tokio::test(start_paused = true)]
 async fn latency_follows_the_paused_clock() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     em.set_latency(Duration::from_secs(3600));
     let started = std::time::Instant::now();
     let resp = request_token(&em, &app, Emulator::DEMO_API_SCOPE).await;
@@ -75,8 +69,7 @@ async fn latency_follows_the_paused_clock() {
 
 #[tokio::test]
 async fn faults_are_fifo_then_normal_service_resumes() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     em.push_fault(Fault::status(503));
     em.push_fault(Fault::status(429).retry_after(7));
     em.push_fault(
@@ -110,8 +103,7 @@ async fn faults_are_fifo_then_normal_service_resumes() {
 
 #[tokio::test]
 async fn default_fault_bodies() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     for (status, error, code) in [
         (400, "invalid_request", 90013),
         (401, "invalid_client", 7000215),
@@ -127,8 +119,7 @@ async fn default_fault_bodies() {
 
 #[tokio::test]
 async fn drop_connection_closes_without_answer() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     em.push_fault(Fault::drop_connection());
     let err = client()
         .post(em.token_url(&app.tenant_id))
@@ -145,8 +136,7 @@ async fn drop_connection_closes_without_answer() {
 
 #[tokio::test(start_paused = true)]
 async fn delay_fault_slows_one_request() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     em.push_fault(Fault::delay(Duration::from_secs(30)));
     let slow = tokio::time::timeout(
         Duration::from_secs(10),
@@ -160,8 +150,7 @@ async fn delay_fault_slows_one_request() {
 
 #[tokio::test]
 async fn records_requests() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     assert_eq!(em.last_token_request(), None);
     assert_eq!(em.token_requests(), 0);
     let _ = request_token(&em, &app, "https://graph.microsoft.com/.default").await;
