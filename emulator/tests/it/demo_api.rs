@@ -22,8 +22,7 @@ fn challenge(resp: &reqwest::Response) -> String {
 
 #[tokio::test]
 async fn accepts_a_valid_token() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     assert_eq!(
         em.demo_api_url(),
         format!("{}/api/hello", em.authority_host())
@@ -45,8 +44,7 @@ async fn token_verifies_against_published_jwks() {
     use rsa::signature::Verifier as _;
     use rsa::{BoxedUint, PublicKey};
 
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     let token = demo_token(&em, &app).await;
     let jwks = em.signing_jwks();
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -95,8 +93,7 @@ async fn assert_invalid_token(em: &Emulator, auth: &str, why: &str) {
 
 #[tokio::test]
 async fn rejects_bad_tokens() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     let token = demo_token(&em, &app).await;
 
     assert_invalid_token(&em, "Bearer not-a-jwt", "compact").await;
@@ -123,8 +120,7 @@ async fn rejects_bad_tokens() {
 
 #[tokio::test]
 async fn rejects_expired_tokens() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     em.set_token_lifetime(std::time::Duration::ZERO);
     let token = demo_token(&em, &app).await;
     assert_invalid_token(&em, &format!("Bearer {token}"), "expired").await;
@@ -160,8 +156,7 @@ async fn missing_role_is_403_with_graph_body() {
 
 #[tokio::test]
 async fn revocation_applies_to_tokens_issued_so_far() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     let old = demo_token(&em, &app).await;
     assert_eq!(
         call(&em, Some(&format!("Bearer {old}"))).await.status(),

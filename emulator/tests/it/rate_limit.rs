@@ -7,8 +7,7 @@ use entra_emulator::{Emulator, Fault};
 
 #[tokio::test(start_paused = true)]
 async fn admits_a_burst_then_throttles_until_the_bucket_refills() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     em.set_token_rate_limit(Some(3));
     let mut statuses = Vec::new();
     for _ in 0..5 {
@@ -42,8 +41,7 @@ async fn admits_a_burst_then_throttles_until_the_bucket_refills() {
 
 #[tokio::test(start_paused = true)]
 async fn throttling_comes_before_queued_faults_and_none_lifts_the_limit() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     em.set_token_rate_limit(Some(1));
     em.push_fault(Fault::status(503));
     let first = request_token(&em, &app, Emulator::DEMO_API_SCOPE).await;
@@ -62,8 +60,7 @@ async fn throttling_comes_before_queued_faults_and_none_lifts_the_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn stats_count_requests_per_second_with_peak_and_mean() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     let send = |n: usize| {
         let (em, app) = (em.clone(), app.clone());
         async move {

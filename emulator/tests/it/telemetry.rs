@@ -6,8 +6,7 @@ use entra_emulator::{Emulator, Endpoint, Fault};
 
 #[tokio::test]
 async fn the_latest_token_request_keeps_its_telemetry_headers() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     assert_eq!(em.last_token_http_request(), None);
     let resp = client()
         .post(em.token_url(&app.tenant_id))
@@ -44,8 +43,7 @@ async fn the_latest_token_request_keeps_its_telemetry_headers() {
 
 #[tokio::test]
 async fn each_token_request_replaces_the_record_with_its_own_status() {
-    let em = Emulator::start().await;
-    let app = demo_app(&em);
+    let (em, app) = start_with_demo_app().await;
     request_token(&em, &app, Emulator::DEMO_API_SCOPE).await;
     em.push_fault(Fault::status(503));
     let resp = client()
