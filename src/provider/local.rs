@@ -20,6 +20,8 @@
 //! a token, and each copy's memory is zeroed when its last request is done with it.
 
 use std::cell::RefCell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -37,32 +39,25 @@ thread_local! {
 /// The slots of the providers alive, and those free for the next.
 static SLOTS: Mutex<Slots> = Mutex::new(Slots {
     next: 0,
-    free: Vec::new(),
+    free: BinaryHeap::new(),
 });
 
 struct Slots {
     next: usize,
-    free: Vec<usize>,
+    /// Lowest first, so that tables stay as short as the providers alive allow.
+    free: BinaryHeap<Reverse<usize>>,
 }
 
 /// A provider's index in every thread's table of copies: its own while it lives, taken back
 /// when it is dropped (a copy left at a reused slot names its old provider, so it is never
 /// served for the new one).
-#[derive(Debug)]
 pub(super) struct Slot(usize);
 
 impl Slot {
     pub(super) fn new() -> Slot {
         let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
-        // The lowest free slot, so that tables stay as short as the providers alive allow.
-        let lowest = slots
-            .free
-            .iter()
-            .enumerate()
-            .min_by_key(|&(_, slot)| *slot)
-            .map(|(i, _)| i);
-        match lowest {
-            Some(i) => Slot(slots.free.swap_remove(i)),
+        match slots.free.pop() {
+            Some(Reverse(slot)) => Slot(slot),
             None => {
                 slots.next += 1;
                 Slot(slots.next - 1)
@@ -77,7 +72,7 @@ impl Drop for Slot {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .free
-            .push(self.0);
+            .push(Reverse(self.0));
     }
 }
 
