@@ -43,6 +43,7 @@ pub mod destination;
 mod endpoint;
 mod error;
 mod future;
+mod jwt;
 mod layer;
 mod provider;
 mod refusal;
@@ -51,6 +52,8 @@ mod reqwest_middleware;
 #[cfg(feature = "retry")]
 pub mod retry;
 mod service;
+#[cfg(feature = "shared-cache")]
+mod shared_cache;
 mod token;
 #[cfg(feature = "tonic")]
 pub mod tonic;
@@ -94,6 +97,10 @@ pub use reqwest_middleware::EntraAuthMiddleware;
 #[cfg(feature = "retry")]
 pub use retry::RetryOnChallenge;
 pub use service::EntraAuth;
+#[cfg(feature = "shared-cache")]
+pub use shared_cache::{CacheBinding, EncryptionKey, SharedCacheError, SharedTokenCache};
+#[cfg(feature = "redis")]
+pub use shared_cache::{RedisTokenCache, RedisTokenCacheBuilder};
 pub use token::AccessToken;
 pub use transport::{TokenTransport, TransportRequest};
 

@@ -60,6 +60,14 @@ pub(crate) mod private {
         fn reload_after_refusal(&self) -> BoxFuture<'_, bool> {
             Box::pin(ready(false))
         }
+
+        /// The secret a shared token cache derives its keys from, as loaded now: the client
+        /// secret, the certificate's private key. Sources whose proof is not a secret of the
+        /// app's own (an assertion callback, a federated token file) have none.
+        #[cfg(feature = "shared-cache")]
+        fn cache_secret(&self) -> Option<Zeroizing<Vec<u8>>> {
+            None
+        }
     }
 }
 

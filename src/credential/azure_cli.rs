@@ -266,6 +266,12 @@ impl Credential for AzureCliCredential {
     ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
         Box::pin(self.fetch(request))
     }
+
+    /// A developer's own sign-in: never in a cache other processes share.
+    #[cfg(feature = "shared-cache")]
+    fn cache_binding(&self) -> crate::CacheBinding {
+        crate::CacheBinding::refused("the Azure CLI credential (a developer's own sign-in)")
+    }
 }
 
 #[cfg(all(test, unix))]

@@ -282,4 +282,11 @@ impl Authenticate for CertificateAssertion {
     fn reload_after_refusal(&self) -> BoxFuture<'_, bool> {
         Box::pin(self.certificate.reload_after_refusal())
     }
+
+    #[cfg(feature = "shared-cache")]
+    fn cache_secret(&self) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        use pkcs8::EncodePrivateKey;
+        let der = self.certificate.current().key().to_pkcs8_der().ok()?;
+        Some(zeroize::Zeroizing::new(der.as_bytes().to_vec()))
+    }
 }

@@ -156,6 +156,11 @@ impl Authenticate for ClientSecret {
     fn reload_after_refusal(&self) -> BoxFuture<'_, bool> {
         Box::pin(self.0.reload_after_refusal())
     }
+
+    #[cfg(feature = "shared-cache")]
+    fn cache_secret(&self) -> Option<Zeroizing<Vec<u8>>> {
+        Some(Zeroizing::new(self.0.current().as_bytes().to_vec()))
+    }
 }
 
 impl fmt::Debug for ClientSecret {

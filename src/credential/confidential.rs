@@ -104,6 +104,16 @@ impl<A: ClientAuthentication> Credential for ConfidentialClientCredential<A> {
     fn timeout(&self) -> Option<Duration> {
         Some(self.client.timeout())
     }
+
+    #[cfg(feature = "shared-cache")]
+    fn cache_binding(&self) -> crate::CacheBinding {
+        crate::CacheBinding::confidential(
+            self.client.token_url().as_str(),
+            self.client.tenant_id(),
+            self.client.client_id(),
+            self.authentication.cache_secret(),
+        )
+    }
 }
 
 impl<A: fmt::Debug> fmt::Debug for ConfidentialClientCredential<A> {

@@ -214,6 +214,14 @@ impl Credential for DefaultCredential {
             Chosen::ManagedIdentity { .. } => None,
         }
     }
+
+    #[cfg(feature = "shared-cache")]
+    fn cache_binding(&self) -> crate::CacheBinding {
+        match &self.chosen {
+            Chosen::Environment(env) => env.cache_binding(),
+            Chosen::ManagedIdentity { credential, .. } => credential.cache_binding(),
+        }
+    }
 }
 
 impl fmt::Debug for DefaultCredential {

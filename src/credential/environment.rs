@@ -95,6 +95,16 @@ impl Authenticate for FromEnvironment {
             FromEnvironment::TokenFile(f) => f.reload_after_refusal(),
         }
     }
+
+    #[cfg(feature = "shared-cache")]
+    fn cache_secret(&self) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        match self {
+            FromEnvironment::Secret(s) => s.cache_secret(),
+            #[cfg(feature = "certificate")]
+            FromEnvironment::Certificate(c) => c.cache_secret(),
+            FromEnvironment::TokenFile(f) => f.cache_secret(),
+        }
+    }
 }
 
 const TENANT_ID: &str = "AZURE_TENANT_ID";
@@ -284,6 +294,11 @@ impl Credential for EnvironmentCredential {
 
     fn timeout(&self) -> Option<std::time::Duration> {
         self.inner.timeout()
+    }
+
+    #[cfg(feature = "shared-cache")]
+    fn cache_binding(&self) -> crate::CacheBinding {
+        self.inner.cache_binding()
     }
 }
 

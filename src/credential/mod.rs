@@ -123,6 +123,18 @@ pub trait Credential: fmt::Debug + Send + Sync + 'static {
     fn timeout(&self) -> Option<Duration> {
         None
     }
+
+    /// What a [shared token cache](crate::SharedTokenCache) binds this credential's entries to
+    /// and derives their keys from (feature `shared-cache`): its authority, tenant and client,
+    /// and its secret (a client secret, a certificate's private key). Only this crate's
+    /// credentials say more than the default, which knows nothing: a provider with a shared
+    /// cache then takes the [`identity`](Self::identity) and needs an
+    /// [`EncryptionKey`](crate::EncryptionKey). A credential that wraps another returns the
+    /// other's.
+    #[cfg(feature = "shared-cache")]
+    fn cache_binding(&self) -> crate::CacheBinding {
+        crate::CacheBinding::unknown()
+    }
 }
 
 /// A shared credential is a credential: one app's credential behind several providers, or a
@@ -141,6 +153,11 @@ impl<C: Credential + ?Sized> Credential for Arc<C> {
 
     fn timeout(&self) -> Option<Duration> {
         (**self).timeout()
+    }
+
+    #[cfg(feature = "shared-cache")]
+    fn cache_binding(&self) -> crate::CacheBinding {
+        (**self).cache_binding()
     }
 }
 

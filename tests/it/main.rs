@@ -29,6 +29,8 @@ mod properties;
 #[cfg(feature = "retry")]
 mod provider_robustness;
 mod require_roles;
+#[cfg(feature = "redis")]
+mod shared_cache_store;
 mod reqwest_client;
 #[cfg(feature = "certificate")]
 mod rotation;

@@ -5,6 +5,7 @@
 
 pub mod fixtures;
 pub mod recording_transport;
+pub mod redis_server;
 pub mod secret_app;
 
 use std::convert::Infallible;

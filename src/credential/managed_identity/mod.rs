@@ -385,6 +385,15 @@ impl Credential for ManagedIdentityCredential {
             ),
         )
     }
+
+    /// The platform already caches managed identity tokens on each host, and anyone reaching
+    /// the endpoint gets them: no shared cache.
+    #[cfg(feature = "shared-cache")]
+    fn cache_binding(&self) -> crate::CacheBinding {
+        crate::CacheBinding::refused(
+            "managed identity (its endpoint caches tokens on each host already)",
+        )
+    }
 }
 
 impl fmt::Debug for ManagedIdentityCredential {
