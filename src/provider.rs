@@ -95,6 +95,22 @@ struct Inner {
     /// Outside the state lock, so that `stats()` never waits on it (a subscriber or health
     /// check may call it while a fetch logs under the lock).
     last_error: ArcSwapOption<TokenError>,
+    /// The entry in the cache shared with other replicas, when one was given.
+    #[cfg(feature = "shared-cache")]
+    shared: Option<crate::shared_cache::SharedEntry>,
+    /// The token an API refused last: a value read from the shared cache must be newer.
+    #[cfg(feature = "shared-cache")]
+    refused: ArcSwapOption<AccessToken>,
+}
+
+/// What [`TokenProvider::stats`] reports of the shared cache.
+#[derive(Default)]
+struct SharedCounts {
+    hits: u64,
+    misses: u64,
+    lease_waits: u64,
+    errors: u64,
+    skipping: bool,
 }
 
 type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, TokenError>>>;
@@ -161,6 +177,17 @@ pub struct ProviderStats {
     pub consecutive_failures: u64,
     /// The last fetch error, cleared by the next success.
     pub last_error: Option<TokenError>,
+    /// Tokens taken from the [shared cache](TokenProviderBuilder::shared_cache) instead of
+    /// asking Entra (read before a fetch, or written by the replica that held the lease).
+    pub shared_cache_hits: u64,
+    /// Reads of the shared cache that found no token to take.
+    pub shared_cache_misses: u64,
+    /// Times another replica held the lease and this one waited for its token.
+    pub shared_cache_lease_waits: u64,
+    /// Calls to the shared cache that failed, timed out or were skipped by its breaker.
+    pub shared_cache_errors: u64,
+    /// Whether the shared cache's breaker is open now (its store is skipped after failures).
+    pub shared_cache_skipping: bool,
 }
 
 impl TokenProvider {
@@ -282,6 +309,7 @@ impl TokenProvider {
     /// Counters and the last error, for health endpoints.
     pub fn stats(&self) -> ProviderStats {
         let c = &self.inner.counters;
+        let shared = self.shared_cache_counts();
         ProviderStats {
             fetches: c.fetches.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
@@ -297,11 +325,36 @@ impl TokenProvider {
                 .as_ref()
                 .map(|c| c.token.expires_on()),
             last_error: self.inner.last_error.load_full().map(|e| (*e).clone()),
+            shared_cache_hits: shared.hits,
+            shared_cache_misses: shared.misses,
+            shared_cache_lease_waits: shared.lease_waits,
+            shared_cache_errors: shared.errors,
+            shared_cache_skipping: shared.skipping,
         }
+    }
+
+    /// The shared cache's counts (zero without one).
+    fn shared_cache_counts(&self) -> SharedCounts {
+        #[cfg(feature = "shared-cache")]
+        if let Some(shared) = &self.inner.shared {
+            let counts = shared.counts();
+            return SharedCounts {
+                hits: counts.hits.load(Ordering::Relaxed),
+                misses: counts.misses.load(Ordering::Relaxed),
+                lease_waits: counts.lease_waits.load(Ordering::Relaxed),
+                errors: counts.errors.load(Ordering::Relaxed),
+                skipping: shared.is_skipping(),
+            };
+        }
+        SharedCounts::default()
     }
 
     /// An API refused `used`: drops it if it is still cached (rate-limited by the state).
     fn refuse(&self, used: &AccessToken) -> Refused {
+        #[cfg(feature = "shared-cache")]
+        if self.inner.shared.is_some() {
+            self.inner.refused.store(Some(Arc::new(used.clone())));
+        }
         let now = Instant::now();
         let mut state = self.inner.lock_state();
         let refused = state.refuse(now, used);

@@ -26,7 +26,7 @@ use crate::error::TokenError;
 
 pub use binding::CacheBinding;
 pub(crate) use breaker::{Breaker, BreakerSettings};
-pub(crate) use entry::{Floor, SharedCacheCounts, SharedEntry};
+pub(crate) use entry::{Floor, SharedEntry};
 #[cfg(feature = "redis")]
 pub use redis::{RedisTokenCache, RedisTokenCacheBuilder};
 
@@ -92,10 +92,8 @@ pub use redis::{RedisTokenCache, RedisTokenCacheBuilder};
 /// ```
 pub trait SharedTokenCache: fmt::Debug + Send + Sync + 'static {
     /// The value stored under `name`, if any (expired values are gone).
-    fn get<'a>(
-        &'a self,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedCacheError>>;
+    fn get<'a>(&'a self, name: &'a str)
+    -> BoxFuture<'a, Result<Option<Vec<u8>>, SharedCacheError>>;
 
     /// Stores `value` under `name` for `ttl`, replacing what was there.
     fn put<'a>(
@@ -220,10 +218,7 @@ impl SharedCacheError {
 
     /// A call that took longer than its bound.
     pub(crate) fn timed_out(what: &str, after: Duration) -> Self {
-        SharedCacheError::new(format!(
-            "{what} took longer than {} ms",
-            after.as_millis()
-        ))
+        SharedCacheError::new(format!("{what} took longer than {} ms", after.as_millis()))
     }
 
     /// A call skipped because the breaker is open.

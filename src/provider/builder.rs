@@ -12,6 +12,11 @@ use crate::challenge::capabilities_claims;
 use crate::credential::Credential;
 use crate::error::{TokenError, TokenErrorKind};
 
+/// How long a replica waits for another's token request when its credential does not say how
+/// long one takes.
+#[cfg(feature = "shared-cache")]
+const DEFAULT_WAIT_FOR_HOLDER: Duration = Duration::from_secs(30);
+
 /// No duration setting goes beyond this: larger values only overflow timer arithmetic.
 const MAX_SETTING: Duration = Duration::from_secs(3600);
 
@@ -46,6 +51,10 @@ pub struct TokenProviderBuilder {
     options: ProviderOptions,
     client_capabilities: Vec<String>,
     meter: MeterChoice,
+    #[cfg(feature = "shared-cache")]
+    shared_cache: Option<Arc<dyn crate::SharedTokenCache>>,
+    #[cfg(feature = "shared-cache")]
+    encryption_key: Option<crate::EncryptionKey>,
 }
 
 impl TokenProviderBuilder {
@@ -56,6 +65,10 @@ impl TokenProviderBuilder {
             options: ProviderOptions::default(),
             client_capabilities: Vec::new(),
             meter: MeterChoice::default(),
+            #[cfg(feature = "shared-cache")]
+            shared_cache: None,
+            #[cfg(feature = "shared-cache")]
+            encryption_key: None,
         }
     }
 
@@ -195,11 +208,67 @@ impl TokenProviderBuilder {
         self
     }
 
+    /// Shares tokens with the other replicas of the service through `cache` (feature
+    /// `shared-cache`; [`RedisTokenCache`](crate::RedisTokenCache) with feature `redis`), so that
+    /// a fleet sends one token request where each replica would send its own.
+    ///
+    /// Only the slow path touches it: a cold start and a refresh read it before asking Entra and
+    /// write what Entra gave; a cached token is served from memory as without it. A token read
+    /// is taken only if it is newer than the one held and than any the API just refused, is
+    /// not yet at its refresh point, and (for a JWT) names this scope's resource and this
+    /// tenant. One replica at a time asks Entra (a lease per entry); the others wait for its
+    /// token for at most one token request's timeout, then ask themselves. Claims challenges
+    /// never read it. Any failure of the store is a miss: tokens then come straight from Entra.
+    ///
+    /// Entries are named by an HMAC and sealed (AES-256-GCM) under keys derived from the
+    /// credential's secret (the client secret, the certificate's private key); a credential
+    /// without one (a federated token file, an assertion callback, one of yours) needs
+    /// [`encryption_key`](Self::encryption_key), and managed identity and the Azure CLI are
+    /// refused: `build()` says so.
+    ///
+    /// ```no_run
+    /// # fn demo(credential: tower_entra::ClientSecretCredential) -> Result<(), tower_entra::TokenError> {
+    /// use tower_entra::{RedisTokenCache, TokenProvider};
+    ///
+    /// let cache = RedisTokenCache::new("rediss://:password@cache.example.net:6380")?;
+    /// let provider = TokenProvider::builder(credential, "https://graph.microsoft.com/.default")
+    ///     .shared_cache(cache)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "shared-cache")]
+    pub fn shared_cache(mut self, cache: impl crate::SharedTokenCache) -> Self {
+        self.shared_cache = Some(Arc::new(cache));
+        self
+    }
+
+    /// The key the [shared cache](Self::shared_cache)'s keys derive from, for a credential with
+    /// no secret of its own (feature `shared-cache`); with one, it replaces the credential's
+    /// secret. The same on every replica.
+    #[cfg(feature = "shared-cache")]
+    pub fn encryption_key(mut self, key: crate::EncryptionKey) -> Self {
+        self.encryption_key = Some(key);
+        self
+    }
+
     /// Checks the scope and the required roles, and builds the provider.
     pub fn build(self) -> Result<TokenProvider, TokenError> {
         check_scope(&self.scope)?;
         check_roles(&self.options.required_roles)?;
         let fetch_budget = state::fetch_budget(&self.options, self.credential.timeout());
+        #[cfg(feature = "shared-cache")]
+        let shared = match self.shared_cache {
+            Some(store) => Some(crate::shared_cache::SharedEntry::new(
+                store,
+                &self.credential.cache_binding(),
+                self.credential.identity(),
+                self.encryption_key,
+                &self.scope,
+                &self.client_capabilities,
+                self.credential.timeout().unwrap_or(DEFAULT_WAIT_FOR_HOLDER),
+            )?),
+            None => None,
+        };
         let scope = self.scope;
         let meter = self.meter;
         Ok(TokenProvider {
@@ -217,6 +286,10 @@ impl TokenProviderBuilder {
                 options: self.options,
                 counters: Counters::default(),
                 last_error: ArcSwapOption::empty(),
+                #[cfg(feature = "shared-cache")]
+                shared,
+                #[cfg(feature = "shared-cache")]
+                refused: ArcSwapOption::empty(),
             }),
         })
     }

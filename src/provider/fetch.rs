@@ -122,6 +122,58 @@ async fn run_fetch(inner: &Arc<Inner>, mode: &Mode, id: u64) -> Result<AccessTok
         }
     );
     let started = Instant::now();
+    let (result, attempt) = through_shared_cache(inner, mode, attempts(inner, mode)).await;
+
+    let now = Instant::now();
+    record(&result, attempt, now - started);
+    inner.metrics.fetch_ended(mode, &result, now - started);
+    let mut state = inner.lock_state();
+    let finished = state.finish(
+        &inner.options,
+        id,
+        mode,
+        result.as_ref(),
+        now,
+        fastrand::f64(),
+    );
+    if finished == Finished::Stored {
+        inner.publish(&state);
+    }
+    drop(state);
+    // Logged after the lock is released: a subscriber is user code.
+    match &result {
+        Ok(_) => inner.last_error.store(None),
+        Err(error) => inner.last_error.store(Some(Arc::new(error.clone()))),
+    }
+    if let Err(error) = &result {
+        match finished {
+            Finished::ClaimsFailed => tracing::warn!(
+                error = %error,
+                "token request with the claims of a claims challenge failed"
+            ),
+            Finished::AheadFailed { retry_in } => tracing::warn!(
+                error = %error,
+                retry_in_ms = retry_in.as_millis() as u64,
+                "refresh ahead of expiry failed; still using the cached token"
+            ),
+            Finished::ColdFailed { retry_in } => tracing::warn!(
+                error = %error,
+                retry_in_ms = retry_in.as_millis() as u64,
+                "token request failed"
+            ),
+            Finished::AbandonedFailed => tracing::debug!(
+                error = %error,
+                "a token fetch that ran past its deadline, and was replaced, failed"
+            ),
+            Finished::Stored | Finished::Discarded => {}
+        }
+    }
+    result
+}
+
+/// The token requests of one fetch: retried with backoff while transient failures allow. Gives
+/// the result and how many requests were sent.
+async fn attempts(inner: &Arc<Inner>, mode: &Mode) -> (Result<AccessToken, TokenError>, u32) {
     let mut attempt = 0;
     let result = loop {
         attempt += 1;
@@ -170,52 +222,40 @@ async fn run_fetch(inner: &Arc<Inner>, mode: &Mode, id: u64) -> Result<AccessTok
         tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, error = %error, "token request failed; retrying");
         tokio::time::sleep(delay).await;
     };
+    (result, attempt)
+}
 
-    let now = Instant::now();
-    record(&result, attempt, now - started);
-    inner.metrics.fetch_ended(mode, &result, now - started);
-    let mut state = inner.lock_state();
-    let finished = state.finish(
-        &inner.options,
-        id,
-        mode,
-        result.as_ref(),
-        now,
-        fastrand::f64(),
-    );
-    if finished == Finished::Stored {
-        inner.publish(&state);
+/// `fetch` through the provider's shared cache when it has one and `mode` may read it (claims
+/// fetches never do): a token another replica got, or `fetch`'s, written for the others.
+async fn through_shared_cache(
+    inner: &Arc<Inner>,
+    mode: &Mode,
+    fetch: impl Future<Output = (Result<AccessToken, TokenError>, u32)>,
+) -> (Result<AccessToken, TokenError>, u32) {
+    #[cfg(feature = "shared-cache")]
+    if let (Some(shared), Mode::Cold | Mode::Ahead) = (&inner.shared, mode) {
+        let floor = crate::shared_cache::Floor {
+            held: inner.current.load().as_ref().map(|c| c.token.clone()),
+            refused: inner.refused.load_full().map(|t| (*t).clone()),
+        };
+        let sent = std::sync::atomic::AtomicU32::new(0);
+        let result = shared
+            .fetch_through(
+                inner.credential.cache_binding(),
+                &floor,
+                |token| super::state::refresh_on(token),
+                async {
+                    let (result, attempts) = fetch.await;
+                    sent.store(attempts, std::sync::atomic::Ordering::Relaxed);
+                    result
+                },
+            )
+            .await;
+        return (result, sent.load(std::sync::atomic::Ordering::Relaxed));
     }
-    drop(state);
-    // Logged after the lock is released: a subscriber is user code.
-    match &result {
-        Ok(_) => inner.last_error.store(None),
-        Err(error) => inner.last_error.store(Some(Arc::new(error.clone()))),
-    }
-    if let Err(error) = &result {
-        match finished {
-            Finished::ClaimsFailed => tracing::warn!(
-                error = %error,
-                "token request with the claims of a claims challenge failed"
-            ),
-            Finished::AheadFailed { retry_in } => tracing::warn!(
-                error = %error,
-                retry_in_ms = retry_in.as_millis() as u64,
-                "refresh ahead of expiry failed; still using the cached token"
-            ),
-            Finished::ColdFailed { retry_in } => tracing::warn!(
-                error = %error,
-                retry_in_ms = retry_in.as_millis() as u64,
-                "token request failed"
-            ),
-            Finished::AbandonedFailed => tracing::debug!(
-                error = %error,
-                "a token fetch that ran past its deadline, and was replaced, failed"
-            ),
-            Finished::Stored | Finished::Discarded => {}
-        }
-    }
-    result
+    #[cfg(not(feature = "shared-cache"))]
+    let _ = (inner, mode);
+    fetch.await
 }
 
 /// Records the fetch's outcome on its span.

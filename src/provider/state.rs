@@ -191,6 +191,14 @@ fn refresh_point(token: &AccessToken) -> Instant {
     token.issued_at() + after
 }
 
+/// When `token` should be refreshed, before jitter, on the wall clock: what a replica writing
+/// it to a shared cache tells the others (each then jitters its own refresh before it).
+#[cfg(feature = "shared-cache")]
+pub(super) fn refresh_on(token: &AccessToken) -> std::time::SystemTime {
+    let now = Instant::now();
+    std::time::SystemTime::now() + refresh_point(token).saturating_duration_since(now)
+}
+
 /// `draw` if it is in `[0, 1)`, else 0: a bad draw must not panic in `mul_f64`.
 fn unit(draw: f64) -> f64 {
     if (0.0..1.0).contains(&draw) {

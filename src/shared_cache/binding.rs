@@ -176,7 +176,10 @@ mod tests {
         assert!(!format!("{:?}", with_secret()).contains("hunter2"));
         assert_eq!(with_secret().secret(None).unwrap().as_slice(), b"hunter2");
         // An encryption key wins over the credential's secret.
-        assert_eq!(with_secret().secret(Some(&key)).unwrap().as_slice(), &[9u8; 32]);
+        assert_eq!(
+            with_secret().secret(Some(&key)).unwrap().as_slice(),
+            &[9u8; 32]
+        );
 
         // No secret of its own: only with an encryption key.
         let federated = || CacheBinding::confidential("https://login/x", "t", "c", None);
@@ -192,7 +195,11 @@ mod tests {
             .owner(Some(("t", "c")), Some(&key))
             .unwrap();
         assert_eq!((owner.tenant.as_str(), owner.client.as_str()), ("t", "c"));
-        assert!(CacheBinding::unknown().owner(Some(("t", "c")), None).is_err());
+        assert!(
+            CacheBinding::unknown()
+                .owner(Some(("t", "c")), None)
+                .is_err()
+        );
 
         // Refused whatever the key.
         let e = CacheBinding::refused("managed identity")

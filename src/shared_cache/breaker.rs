@@ -31,11 +31,17 @@ impl Default for BreakerSettings {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
+    Closed {
+        failures: u32,
+    },
+    Open {
+        until: Instant,
+    },
     /// One trial call is out; if it never reports (its caller was dropped), another is let
     /// through after `open_for`.
-    Trial { since: Instant },
+    Trial {
+        since: Instant,
+    },
 }
 
 /// A circuit breaker; `name` says which store in its log lines.
@@ -182,7 +188,10 @@ mod tests {
         tokio::time::advance(settings.open_for).await;
         breaker.call("get", bound, failing()).await.unwrap_err();
         assert!(breaker.is_open());
-        breaker.call("get", bound, async { Ok(()) }).await.unwrap_err();
+        breaker
+            .call("get", bound, async { Ok(()) })
+            .await
+            .unwrap_err();
         tokio::time::advance(settings.open_for).await;
         breaker.call("get", bound, async { Ok(()) }).await.unwrap();
         assert!(!breaker.is_open());

@@ -145,9 +145,15 @@ impl SharedEntry {
 
     /// A token from the shared cache newer than `floor`, not yet at its refresh point and for
     /// this request; `None` when there is none or the store failed.
-    async fn read(&self, names: &[String], floor: &Floor) -> Result<Option<AccessToken>, SharedCacheError> {
+    async fn read(
+        &self,
+        names: &[String],
+        floor: &Floor,
+    ) -> Result<Option<AccessToken>, SharedCacheError> {
         for name in names {
-            let value = lease::bounded(CALL_BOUND, "reading the shared cache", self.store.get(name)).await?;
+            let value =
+                lease::bounded(CALL_BOUND, "reading the shared cache", self.store.get(name))
+                    .await?;
             let Some(value) = value else { continue };
             let Some(entry) = self.open(name, &value) else {
                 continue;
@@ -168,7 +174,9 @@ impl SharedEntry {
         let older_than = |token: &AccessToken| {
             token.secret() == entry.token.as_str() || entry.expires_on <= token.expires_on()
         };
-        if floor.held.as_ref().is_some_and(older_than) || floor.refused.as_ref().is_some_and(older_than) {
+        if floor.held.as_ref().is_some_and(older_than)
+            || floor.refused.as_ref().is_some_and(older_than)
+        {
             return None;
         }
         if !for_request(&entry.token, &self.scope, &self.owner.tenant) {
@@ -194,7 +202,13 @@ impl SharedEntry {
                 .and_then(|keys| keys.seal(name, &SealedToken::new(token, refresh_on)))
         };
         let Some(sealed) = sealed else { return };
-        if let Err(e) = lease::bounded(CALL_BOUND, "writing the shared cache", self.store.put(name, &sealed, ttl)).await {
+        if let Err(e) = lease::bounded(
+            CALL_BOUND,
+            "writing the shared cache",
+            self.store.put(name, &sealed, ttl),
+        )
+        .await
+        {
             self.error(&e);
         }
     }
@@ -242,10 +256,11 @@ impl SharedEntry {
             LeaseOutcome::Busy => {
                 self.counts.lease_waits.fetch_add(1, Ordering::Relaxed);
                 let deadline = Instant::now() + self.wait_for;
-                let waited = lease::wait_for_holder(&self.store, &name, CALL_BOUND, deadline, || {
-                    self.read(&names, floor)
-                })
-                .await;
+                let waited =
+                    lease::wait_for_holder(&self.store, &name, CALL_BOUND, deadline, || {
+                        self.read(&names, floor)
+                    })
+                    .await;
                 match waited {
                     Waited::Value(token) => {
                         self.counts.hits.fetch_add(1, Ordering::Relaxed);
@@ -352,24 +367,57 @@ mod tests {
     use super::*;
 
     fn jwt(claims: &str) -> String {
-        format!("eyJhbGciOiJub25lIn0.{}.c2ln", URL_SAFE_NO_PAD.encode(claims))
+        format!(
+            "eyJhbGciOiJub25lIn0.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(claims)
+        )
     }
 
     #[test]
     fn a_token_for_another_audience_or_tenant_is_not_for_this_request() {
         let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-        let ok = jwt(&format!(r#"{{"aud":"https://graph.microsoft.com","tid":"{tenant}"}}"#));
-        assert!(for_request(&ok, "https://graph.microsoft.com/.default", tenant));
-        assert!(for_request(&ok, "https://graph.microsoft.com//.default", tenant));
-        let other_aud = jwt(&format!(r#"{{"aud":"https://management.azure.com","tid":"{tenant}"}}"#));
-        assert!(!for_request(&other_aud, "https://graph.microsoft.com/.default", tenant));
-        let other_tid = jwt(r#"{"aud":"https://graph.microsoft.com","tid":"00000000-0000-0000-0000-000000000001"}"#);
-        assert!(!for_request(&other_tid, "https://graph.microsoft.com/.default", tenant));
+        let ok = jwt(&format!(
+            r#"{{"aud":"https://graph.microsoft.com","tid":"{tenant}"}}"#
+        ));
+        assert!(for_request(
+            &ok,
+            "https://graph.microsoft.com/.default",
+            tenant
+        ));
+        assert!(for_request(
+            &ok,
+            "https://graph.microsoft.com//.default",
+            tenant
+        ));
+        let other_aud = jwt(&format!(
+            r#"{{"aud":"https://management.azure.com","tid":"{tenant}"}}"#
+        ));
+        assert!(!for_request(
+            &other_aud,
+            "https://graph.microsoft.com/.default",
+            tenant
+        ));
+        let other_tid = jwt(
+            r#"{"aud":"https://graph.microsoft.com","tid":"00000000-0000-0000-0000-000000000001"}"#,
+        );
+        assert!(!for_request(
+            &other_tid,
+            "https://graph.microsoft.com/.default",
+            tenant
+        ));
         // Not comparable: passes.
-        assert!(for_request(&other_tid, "https://graph.microsoft.com/.default", "contoso.onmicrosoft.com"));
+        assert!(for_request(
+            &other_tid,
+            "https://graph.microsoft.com/.default",
+            "contoso.onmicrosoft.com"
+        ));
         assert!(for_request("opaque-token", "api://x/.default", tenant));
         let app_id = jwt(r#"{"aud":"00000003-0000-0000-c000-000000000000"}"#);
-        assert!(for_request(&app_id, "https://graph.microsoft.com/.default", tenant));
+        assert!(for_request(
+            &app_id,
+            "https://graph.microsoft.com/.default",
+            tenant
+        ));
         let many = jwt(r#"{"aud":["api://a","api://x"]}"#);
         assert!(for_request(&many, "api://x/.default", tenant));
         assert!(!for_request(&many, "api://y/.default", tenant));

@@ -59,7 +59,8 @@ impl Lease {
         .await;
         match taken {
             Ok(true) => {
-                let renewer = tokio::spawn(renew(store.clone(), name.clone(), holder.clone(), bound));
+                let renewer =
+                    tokio::spawn(renew(store.clone(), name.clone(), holder.clone(), bound));
                 LeaseOutcome::Held(Lease {
                     store: store.clone(),
                     name,

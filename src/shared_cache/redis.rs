@@ -9,10 +9,10 @@ use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
+use crate::TokenProvider;
 use crate::error::TokenError;
 use crate::shared_cache::entra_auth::EntraRedisAuth;
 use crate::shared_cache::{Breaker, BreakerSettings, SharedCacheError, SharedTokenCache};
-use crate::TokenProvider;
 
 /// Renews a lease only for its holder (the value compared, then the time to live extended).
 const RENEW: &str = r"
@@ -170,7 +170,10 @@ impl SharedTokenCache for RedisTokenCache {
     ) -> BoxFuture<'a, Result<(), SharedCacheError>> {
         Box::pin(async move {
             let mut cmd = redis::cmd("SET");
-            cmd.arg(self.key(name)).arg(value).arg("PX").arg(millis(ttl));
+            cmd.arg(self.key(name))
+                .arg(value)
+                .arg("PX")
+                .arg(millis(ttl));
             self.call::<()>("SET", Command::Plain(cmd)).await
         })
     }
@@ -361,7 +364,10 @@ mod tests {
         let cache = RedisTokenCache::new("rediss://user:hunter2@cache.example.net:6380/0").unwrap();
         let shown = format!("{cache:?}");
         assert!(shown.contains("rediss://cache.example.net:6380"), "{shown}");
-        assert!(!shown.contains("hunter2") && !shown.contains("user"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("user"),
+            "{shown}"
+        );
         assert!(
             RedisTokenCache::builder("redis://cache")
                 .call_timeout(Duration::ZERO)

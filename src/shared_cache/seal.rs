@@ -245,10 +245,10 @@ impl fmt::Debug for Keyring {
 pub(crate) struct SealedToken {
     pub(crate) token: Zeroizing<String>,
     pub(crate) expires_on: SystemTime,
-    /// When its writer would refresh it: a replica reading it past then refreshes instead.
+    /// When its writer would refresh it (before jitter): a replica reading it past then
+    /// refreshes instead, and one reading it before refreshes around then too (each with its
+    /// own jitter, so that the fleet spreads and the first to refresh does it for all).
     pub(crate) refresh_on: SystemTime,
-    /// Entra's `refresh_in` hint, kept for the reader's own refresh policy.
-    pub(crate) refresh_in: Option<Duration>,
 }
 
 impl SealedToken {
@@ -258,25 +258,22 @@ impl SealedToken {
             token: Zeroizing::new(token.secret().to_owned()),
             expires_on: token.expires_on(),
             refresh_on,
-            refresh_in: token.refresh_in(),
         }
     }
 
-    /// The token again, as a reader at wall time `now` holds it; `None` if it has expired.
+    /// The token again, as a reader at wall time `now` holds it (its refresh point the
+    /// writer's, as a `refresh_in` from now); `None` if it has expired.
     pub(crate) fn into_token(self, now: SystemTime) -> Option<AccessToken> {
         let expires_in = self.expires_on.duration_since(now).ok()?;
-        let token = AccessToken::issued(
+        let refresh_in = self.refresh_on.duration_since(now).ok();
+        AccessToken::issued(
             self.token.as_str().to_owned(),
             expires_in,
-            None,
+            refresh_in,
             tokio::time::Instant::now(),
             now,
         )
-        .ok()?;
-        Some(match self.refresh_in {
-            Some(refresh_in) => token.with_refresh_in(refresh_in),
-            None => token,
-        })
+        .ok()
     }
 }
 
@@ -297,7 +294,6 @@ struct Plain<'a> {
     token: std::borrow::Cow<'a, str>,
     expires_on_ms: u64,
     refresh_on_ms: u64,
-    refresh_in_ms: Option<u64>,
 }
 
 impl<'a> From<&'a SealedToken> for Plain<'a> {
@@ -306,9 +302,6 @@ impl<'a> From<&'a SealedToken> for Plain<'a> {
             token: std::borrow::Cow::Borrowed(entry.token.as_str()),
             expires_on_ms: unix_ms(entry.expires_on),
             refresh_on_ms: unix_ms(entry.refresh_on),
-            refresh_in_ms: entry
-                .refresh_in
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 }
@@ -320,7 +313,6 @@ impl Plain<'_> {
             token: Zeroizing::new(self.token.into_owned()),
             expires_on: at(self.expires_on_ms)?,
             refresh_on: at(self.refresh_on_ms)?,
-            refresh_in: self.refresh_in_ms.map(Duration::from_millis),
         })
     }
 }
@@ -351,7 +343,6 @@ mod tests {
             token: Zeroizing::new(token.to_owned()),
             expires_on: now + Duration::from_secs(3600),
             refresh_on: now + Duration::from_secs(3300),
-            refresh_in: None,
         }
     }
 
@@ -416,10 +407,7 @@ mod tests {
         let mut flipped = value.clone();
         *flipped.last_mut().unwrap() ^= 1;
         assert_eq!(keys.open(&name, &flipped).unwrap_err(), Unopened::Forged);
-        assert_eq!(
-            keys.open(&name, &value[..5]).unwrap_err(),
-            Unopened::Format
-        );
+        assert_eq!(keys.open(&name, &value[..5]).unwrap_err(), Unopened::Format);
         assert_eq!(keys.open(&name, b"garbage").unwrap_err(), Unopened::Format);
     }
 

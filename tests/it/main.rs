@@ -29,11 +29,13 @@ mod properties;
 #[cfg(feature = "retry")]
 mod provider_robustness;
 mod require_roles;
-#[cfg(feature = "redis")]
-mod shared_cache_store;
 mod reqwest_client;
 #[cfg(feature = "certificate")]
 mod rotation;
+#[cfg(feature = "redis")]
+mod shared_cache;
+#[cfg(feature = "redis")]
+mod shared_cache_store;
 #[cfg(feature = "retry")]
 mod stack;
 mod telemetry;

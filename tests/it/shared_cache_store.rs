@@ -18,13 +18,23 @@ async fn values_live_under_the_prefix_until_their_time_to_live() {
         .unwrap();
     assert_eq!(cache.get("entry").await.unwrap(), None);
     cache.put("entry", b"sealed bytes", TTL).await.unwrap();
-    assert_eq!(cache.get("entry").await.unwrap().as_deref(), Some(&b"sealed bytes"[..]));
+    assert_eq!(
+        cache.get("entry").await.unwrap().as_deref(),
+        Some(&b"sealed bytes"[..])
+    );
     assert_eq!(server.keys(), ["staging:entry"]);
-    let pttl: u64 = server.cli(&["PTTL", "staging:entry"]).trim().parse().unwrap();
+    let pttl: u64 = server
+        .cli(&["PTTL", "staging:entry"])
+        .trim()
+        .parse()
+        .unwrap();
     assert!(pttl > 0 && pttl <= 60_000, "PTTL {pttl}");
     // Replaced, not appended.
     cache.put("entry", b"newer", TTL).await.unwrap();
-    assert_eq!(cache.get("entry").await.unwrap().as_deref(), Some(&b"newer"[..]));
+    assert_eq!(
+        cache.get("entry").await.unwrap().as_deref(),
+        Some(&b"newer"[..])
+    );
 }
 
 #[tokio::test]
@@ -43,7 +53,11 @@ async fn a_lease_has_one_holder_and_only_that_holder_renews_or_releases_it() {
     // Its holder renews it (the time to live starts again) and releases it.
     server.cli(&["PEXPIRE", "tower-entra:l", "1000"]);
     assert!(cache.renew_lease("l", "holder-a", ttl).await.unwrap());
-    let pttl: u64 = server.cli(&["PTTL", "tower-entra:l"]).trim().parse().unwrap();
+    let pttl: u64 = server
+        .cli(&["PTTL", "tower-entra:l"])
+        .trim()
+        .parse()
+        .unwrap();
     assert!(pttl > 1000, "renewed PTTL {pttl}");
     assert!(cache.release_lease("l", "holder-a").await.unwrap());
     assert!(server.keys().is_empty());
@@ -97,5 +111,8 @@ async fn a_refused_password_is_an_error_that_never_shows_the_password() {
 
     let right = RedisTokenCache::new(server.url_with(":right-Pw-4242@")).unwrap();
     right.put("entry", b"v", TTL).await.unwrap();
-    assert_eq!(right.get("entry").await.unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        right.get("entry").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
 }
