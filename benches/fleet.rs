@@ -9,8 +9,16 @@
 //! sockets are on loopback, in the same runtime, so a request in flight is rarely idle time): a
 //! simulated hour takes seconds. Seconds below are simulated.
 //!
+//! The shared-cache arm (`--features redis`) runs in real time instead, against a real
+//! redis-server started on a free port: [`SHARED_REPLICAS`] replicas, each with its own provider
+//! and Redis connection, start within 10 s against the same rate-limited endpoint, with tokens
+//! of [`SHARED_LIFETIME`], for two lifetimes. It prints the token requests per lifetime, how
+//! long until every replica held a token (and the longest any replica waited from its start),
+//! the failed caller requests, and the Redis commands per replica.
+//!
 //! ```text
 //! cargo bench --bench fleet
+//! cargo bench --bench fleet --features redis    # and the shared-cache arm (needs redis-server)
 //! ```
 
 use std::sync::Arc;
@@ -62,6 +70,10 @@ fn main() {
         let run = simulate(jitter);
         report(name, &run);
     }
+    #[cfg(feature = "redis")]
+    shared::run();
+    #[cfg(not(feature = "redis"))]
+    println!("\nshared-cache arm: run with --features redis (needs redis-server)");
 }
 
 fn simulate(jitter: bool) -> Run {
@@ -223,4 +235,146 @@ fn report(name: &str, run: &Run) {
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+#[cfg(feature = "redis")]
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
+
+/// The shared-cache arm: real time, a real redis-server.
+#[cfg(feature = "redis")]
+mod shared {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use entra_emulator::{App, Emulator};
+    use tokio::sync::Notify;
+    use tokio::time::Instant;
+    use tower_entra::{ClientSecretCredential, RedisTokenCache, TokenProvider};
+
+    use super::redis_server;
+    use super::{RATE_LIMIT, REQUEST_EVERY, START_WITHIN, median};
+
+    /// Replicas, each with its own provider and Redis connection.
+    pub(super) const SHARED_REPLICAS: usize = 250;
+    /// Short tokens, so that two lifetimes take two minutes of real time.
+    pub(super) const SHARED_LIFETIME: Duration = Duration::from_secs(60);
+    const SHARED_LIFETIMES: u32 = 2;
+
+    #[derive(Default)]
+    struct Seen {
+        /// Seconds from the replica's own start to its first token.
+        served_after: Option<f64>,
+        failed_requests: u64,
+    }
+
+    pub(super) fn run() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(fleet());
+    }
+
+    async fn fleet() {
+        let redis = redis_server::RedisServer::start();
+        let emulator = Emulator::start().await;
+        emulator.set_token_lifetime(SHARED_LIFETIME);
+        let app = emulator.register_app(
+            &emulator.tenant_id(),
+            App::new("fleet").with_secret("fleet-secret"),
+        );
+        emulator.set_token_rate_limit(Some(RATE_LIMIT));
+        emulator.reset_token_request_stats();
+        println!(
+            "\nshared cache on Redis (real time): {SHARED_REPLICAS} replicas, each with its own provider and Redis \
+             connection, start within {} s; token lifetime {} s, run for {SHARED_LIFETIMES} lifetimes",
+            START_WITHIN.as_secs(),
+            SHARED_LIFETIME.as_secs()
+        );
+
+        let started = Instant::now();
+        let holding = Arc::new(AtomicUsize::new(0));
+        let all_hold = Arc::new(Notify::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let replicas: Vec<_> = (0..SHARED_REPLICAS)
+            .map(|_| {
+                let credential =
+                    ClientSecretCredential::builder(&app.tenant_id, &app.client_id, "fleet-secret")
+                        .authority_host(emulator.authority_host())
+                        .build()
+                        .expect("credential");
+                let cache = RedisTokenCache::new(redis.url()).expect("cache");
+                let provider = TokenProvider::builder(credential, Emulator::DEMO_API_SCOPE)
+                    .shared_cache(cache)
+                    .build()
+                    .expect("provider");
+                let (holding, all_hold, stop) = (holding.clone(), all_hold.clone(), stop.clone());
+                let delay = START_WITHIN.mul_f64(fastrand::f64());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    replica(provider, holding, all_hold, stop).await
+                })
+            })
+            .collect();
+
+        all_hold.notified().await;
+        let all_held_after = started.elapsed().as_secs_f64();
+        tokio::time::sleep_until(started + SHARED_LIFETIME * SHARED_LIFETIMES).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut seen = Vec::with_capacity(SHARED_REPLICAS);
+        for r in replicas {
+            seen.push(r.await.expect("replica"));
+        }
+        let stats = emulator.token_request_stats();
+        let commands = redis.commands();
+
+        let failed: u64 = seen.iter().map(|s| s.failed_requests).sum();
+        let served: Vec<f64> = seen.iter().filter_map(|s| s.served_after).collect();
+        let longest = served.iter().copied().fold(0.0, f64::max);
+        println!(
+            "  every replica held a token after {all_held_after:.1} s; from its own start a replica waited {:.3} s \
+             (median), {longest:.3} s (longest); {failed} replica requests failed",
+            median(served.clone())
+        );
+        let lifetime = SHARED_LIFETIME.as_secs() as usize;
+        let per_lifetime: Vec<u64> = stats
+            .received_per_second
+            .chunks(lifetime)
+            .map(|seconds| seconds.iter().sum())
+            .collect();
+        println!(
+            "  token requests: {} ({} admitted, {} answered 429); per {lifetime} s lifetime: {per_lifetime:?}",
+            stats.total, stats.admitted, stats.throttled
+        );
+        println!(
+            "  Redis commands: {commands} ({:.1} per replica over {SHARED_LIFETIMES} lifetimes)",
+            commands as f64 / SHARED_REPLICAS as f64
+        );
+    }
+
+    async fn replica(
+        provider: TokenProvider,
+        holding: Arc<AtomicUsize>,
+        all_hold: Arc<Notify>,
+        stop: Arc<AtomicBool>,
+    ) -> Seen {
+        let mut seen = Seen::default();
+        let start = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            match provider.token().await {
+                Ok(_) if seen.served_after.is_none() => {
+                    seen.served_after = Some(start.elapsed().as_secs_f64());
+                    if holding.fetch_add(1, Ordering::Relaxed) + 1 == SHARED_REPLICAS {
+                        all_hold.notify_one();
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => seen.failed_requests += 1,
+            }
+            tokio::time::sleep(REQUEST_EVERY).await;
+        }
+        seen
+    }
 }
