@@ -14,10 +14,16 @@ use serde::Deserialize;
 use crate::TokenProvider;
 use crate::token::AccessToken;
 
-/// How often the provider is asked whether it holds a new token. It refreshes minutes ahead of
-/// expiry, so a new token reaches the connection well before the old one expires; asking costs
-/// an in-memory read.
-const CHECK_EVERY: Duration = Duration::from_secs(30);
+/// How often the provider is asked whether it holds a new token: a quarter of the time the token
+/// in use has left, between 1 s and 30 s. The provider refreshes ahead of expiry (minutes ahead
+/// for Entra's tokens), so a new token reaches the connection well before the old one expires;
+/// asking costs an in-memory read.
+fn check_after(token: Option<&AccessToken>) -> Duration {
+    let left = token
+        .and_then(|t| t.expires_on().duration_since(std::time::SystemTime::now()).ok())
+        .unwrap_or(Duration::ZERO);
+    (left / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
 
 /// Redis credentials from a [`TokenProvider`] for `https://redis.azure.com/.default`.
 #[derive(Clone, Debug)]
@@ -59,7 +65,7 @@ impl StreamingCredentialsProvider for EntraRedisAuth {
                 let mut wait = wait;
                 loop {
                     if wait {
-                        tokio::time::sleep(CHECK_EVERY).await;
+                        tokio::time::sleep(check_after(last.as_ref())).await;
                     }
                     wait = true;
                     match provider.token().await {

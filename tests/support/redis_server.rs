@@ -16,6 +16,8 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     args: Vec<String>,
+    /// `--user`, `--pass` for `redis-cli`, when the default user is off.
+    cli_auth: Vec<String>,
 }
 
 impl RedisServer {
@@ -31,9 +33,18 @@ impl RedisServer {
             child: None,
             port,
             args: args.iter().map(|a| a.to_string()).collect(),
+            cli_auth: Vec::new(),
         };
         server.restart();
         server
+    }
+
+    /// `redis-cli` signs in as `user` with `password` (for a server whose default user is off).
+    pub fn cli_as(mut self, user: &str, password: &str) -> RedisServer {
+        self.cli_auth = ["--user", user, "--pass", password, "--no-auth-warning"]
+            .map(str::to_owned)
+            .to_vec();
+        self
     }
 
     /// `redis://` with `auth` (`":password@"`, `"user:password@"` or `""`).
@@ -95,6 +106,7 @@ impl RedisServer {
     pub fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
+            .args(&self.cli_auth)
             .args(args)
             .output()
             .unwrap_or_else(|e| panic!("cannot run redis-cli ({e}): {INSTALL}"));
