@@ -103,14 +103,14 @@ struct Inner {
     refused: ArcSwapOption<AccessToken>,
 }
 
-/// What [`TokenProvider::stats`] reports of the shared cache.
+/// What [`TokenProvider::stats`] and the meters report of the shared cache.
 #[derive(Default)]
-struct SharedCounts {
-    hits: u64,
-    misses: u64,
-    lease_waits: u64,
-    errors: u64,
-    skipping: bool,
+pub(crate) struct SharedCounts {
+    pub(crate) hits: u64,
+    pub(crate) misses: u64,
+    pub(crate) lease_waits: u64,
+    pub(crate) errors: u64,
+    pub(crate) skipping: bool,
 }
 
 type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, TokenError>>>;
@@ -309,7 +309,7 @@ impl TokenProvider {
     /// Counters and the last error, for health endpoints.
     pub fn stats(&self) -> ProviderStats {
         let c = &self.inner.counters;
-        let shared = self.shared_cache_counts();
+        let shared = self.inner.shared_cache_counts().unwrap_or_default();
         ProviderStats {
             fetches: c.fetches.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
@@ -331,22 +331,6 @@ impl TokenProvider {
             shared_cache_errors: shared.errors,
             shared_cache_skipping: shared.skipping,
         }
-    }
-
-    /// The shared cache's counts (zero without one).
-    fn shared_cache_counts(&self) -> SharedCounts {
-        #[cfg(feature = "shared-cache")]
-        if let Some(shared) = &self.inner.shared {
-            let counts = shared.counts();
-            return SharedCounts {
-                hits: counts.hits.load(Ordering::Relaxed),
-                misses: counts.misses.load(Ordering::Relaxed),
-                lease_waits: counts.lease_waits.load(Ordering::Relaxed),
-                errors: counts.errors.load(Ordering::Relaxed),
-                skipping: shared.is_skipping(),
-            };
-        }
-        SharedCounts::default()
     }
 
     /// An API refused `used`: drops it if it is still cached (rate-limited by the state).
@@ -546,6 +530,22 @@ impl Inner {
         let refresh_at = current.as_ref().map(|c| c.refresh_at);
         self.current.store(current);
         watch::publish(self, refresh_at);
+    }
+
+    /// The shared cache's counts; `None` without one.
+    fn shared_cache_counts(&self) -> Option<SharedCounts> {
+        #[cfg(feature = "shared-cache")]
+        if let Some(shared) = &self.shared {
+            let counts = shared.counts();
+            return Some(SharedCounts {
+                hits: counts.hits.load(Ordering::Relaxed),
+                misses: counts.misses.load(Ordering::Relaxed),
+                lease_waits: counts.lease_waits.load(Ordering::Relaxed),
+                errors: counts.errors.load(Ordering::Relaxed),
+                skipping: shared.is_skipping(),
+            });
+        }
+        None
     }
 
     /// Whether the cached token is usable at `now`.

@@ -91,24 +91,28 @@ async fn parent() {
 
     // All at once.
     let children: Vec<_> = (0..REPLICAS).map(|_| spawn(&redis.url())).collect();
-    let answers = tokio::task::spawn_blocking(move || children.into_iter().map(answer).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    let answers =
+        tokio::task::spawn_blocking(move || children.into_iter().map(answer).collect::<Vec<_>>())
+            .await
+            .unwrap();
     let failed: Vec<_> = answers.iter().filter(|a| !a.starts_with("ok ")).collect();
     assert!(failed.is_empty(), "replicas failed: {failed:?}");
-    let tokens: BTreeSet<&str> = answers
-        .iter()
-        .filter_map(|a| a.split(' ').nth(1))
-        .collect();
+    let tokens: BTreeSet<&str> = answers.iter().filter_map(|a| a.split(' ').nth(1)).collect();
     let requests = emulator.token_requests();
     println!(
         "{REPLICAS} processes at once: {requests} token request(s), {} distinct token(s)",
         tokens.len()
     );
-    assert!(requests <= 2, "{requests} token requests for {REPLICAS} processes");
+    assert!(
+        requests <= 2,
+        "{requests} token requests for {REPLICAS} processes"
+    );
     assert!(tokens.len() <= requests);
     let dump = redis.dump();
-    assert!(!dump.contains(&app.client_id) && !dump.contains(&app.tenant_id), "{dump}");
+    assert!(
+        !dump.contains(&app.client_id) && !dump.contains(&app.tenant_id),
+        "{dump}"
+    );
 
     // Redis stopped: each new process asks the emulator itself, within a few seconds.
     redis.stop();

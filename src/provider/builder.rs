@@ -190,6 +190,8 @@ impl TokenProviderBuilder {
     /// | `tower_entra.token.expires_in` | observable gauge, seconds until the cached token expires | |
     /// | `tower_entra.token.invalidations` | counter: tokens dropped because an API refused them | |
     /// | `tower_entra.token.claims_challenges` | counter: fetches started for a claims challenge | |
+    /// | `tower_entra.shared_cache.hits`, `.misses`, `.lease_waits`, `.errors` | observable counters, with a [shared cache](Self::shared_cache) | |
+    /// | `tower_entra.shared_cache.skipping` | observable gauge: 1 while the shared cache's breaker is open | |
     ///
     /// ```
     /// # fn demo(credential: tower_entra::ClientSecretCredential) -> Result<(), tower_entra::TokenError> {

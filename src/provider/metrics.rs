@@ -53,6 +53,9 @@ mod imp {
         /// Kept so that the gauge lives as long as the provider (its callback holds the
         /// provider weakly, and reports nothing once it is gone).
         _expires_in: ObservableGauge<f64>,
+        /// The shared cache's counts and breaker, read from the provider when exported.
+        _shared_cache: [opentelemetry::metrics::ObservableCounter<u64>; 4],
+        _shared_cache_skipping: ObservableGauge<u64>,
     }
 
     impl Metrics {
@@ -65,6 +68,21 @@ mod imp {
             // An `Arc<str>` value: attributes are cloned cheaply at each recording.
             let scope = KeyValue::new("scope", Arc::<str>::from(scope));
             let gauge_scope = [scope.clone()];
+            let shared_cache = shared_cache_counters(&meter, &scope, &inner);
+            let shared_cache_skipping = meter
+                .u64_observable_gauge("tower_entra.shared_cache.skipping")
+                .with_description(
+                    "1 while the shared cache's breaker is open (its store skipped after failures), else 0",
+                )
+                .with_callback({
+                    let (inner, attributes) = (inner.clone(), [scope.clone()]);
+                    move |observer| {
+                        if let Some(counts) = inner.upgrade().and_then(|i| i.shared_cache_counts()) {
+                            observer.observe(u64::from(counts.skipping), &attributes);
+                        }
+                    }
+                })
+                .build();
             Metrics {
                 requests: meter
                     .u64_counter("tower_entra.token.requests")
@@ -105,6 +123,8 @@ mod imp {
                         }
                     })
                     .build(),
+                _shared_cache: shared_cache,
+                _shared_cache_skipping: shared_cache_skipping,
                 scope,
             }
         }
@@ -160,6 +180,50 @@ mod imp {
     }
 
     /// The `outcome` attribute of a token request or fetch.
+    /// The shared cache's hits, misses, lease waits and errors, as observable counters (nothing
+    /// is observed for a provider without a shared cache).
+    fn shared_cache_counters(
+        meter: &Meter,
+        scope: &KeyValue,
+        inner: &Weak<Inner>,
+    ) -> [opentelemetry::metrics::ObservableCounter<u64>; 4] {
+        type Read = fn(&crate::provider::SharedCounts) -> u64;
+        let instruments: [(&'static str, &'static str, Read); 4] = [
+            (
+                "tower_entra.shared_cache.hits",
+                "Tokens taken from the shared cache instead of asking Entra",
+                |c| c.hits,
+            ),
+            (
+                "tower_entra.shared_cache.misses",
+                "Reads of the shared cache that found no token to take",
+                |c| c.misses,
+            ),
+            (
+                "tower_entra.shared_cache.lease_waits",
+                "Times another replica held the lease and this one waited for its token",
+                |c| c.lease_waits,
+            ),
+            (
+                "tower_entra.shared_cache.errors",
+                "Shared-cache calls that failed, timed out or were skipped by its breaker",
+                |c| c.errors,
+            ),
+        ];
+        instruments.map(|(name, description, read)| {
+            let (inner, attributes) = (inner.clone(), [scope.clone()]);
+            meter
+                .u64_observable_counter(name)
+                .with_description(description)
+                .with_callback(move |observer| {
+                    if let Some(counts) = inner.upgrade().and_then(|i| i.shared_cache_counts()) {
+                        observer.observe(read(&counts), &attributes);
+                    }
+                })
+                .build()
+        })
+    }
+
     fn outcome(result: &Result<AccessToken, TokenError>) -> &'static str {
         use crate::error::TokenErrorKind as K;
         match result {

@@ -20,7 +20,11 @@ use crate::token::AccessToken;
 /// asking costs an in-memory read.
 fn check_after(token: Option<&AccessToken>) -> Duration {
     let left = token
-        .and_then(|t| t.expires_on().duration_since(std::time::SystemTime::now()).ok())
+        .and_then(|t| {
+            t.expires_on()
+                .duration_since(std::time::SystemTime::now())
+                .ok()
+        })
         .unwrap_or(Duration::ZERO);
     (left / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
 }

@@ -66,6 +66,11 @@ impl Recorder {
                                 push(p.attributes().collect(), p.value());
                             }
                         }
+                        AggregatedMetrics::U64(MetricData::Gauge(g)) => {
+                            for p in g.data_points() {
+                                push(p.attributes().collect(), p.value() as f64);
+                            }
+                        }
                         other => panic!("{name}: unexpected data {other:?}"),
                     }
                 }
@@ -208,4 +213,61 @@ async fn the_expiry_gauge_counts_down_and_stops_with_the_provider() {
     // and does not keep the provider alive.
     drop(provider);
     assert_eq!(recorder.value(EXPIRES_IN, &[]), None);
+}
+
+/// The shared cache's instruments, against a real redis-server (real time): a hit, then Redis
+/// stopped (an error, and the breaker open).
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn shared_cache_hits_errors_and_the_breaker_are_exported() {
+    use crate::support::redis_server::RedisServer;
+    use tower_entra::RedisTokenCache;
+
+    let mut redis = RedisServer::start();
+    let cache = || {
+        RedisTokenCache::builder(redis.url())
+            .breaker(1, Duration::from_secs(60))
+            .build()
+            .unwrap()
+    };
+    let (recorder, s, provider) = metered_provider(|b| b.shared_cache(cache())).await;
+    // Another replica wrote the token; this one reads it.
+    TokenProvider::builder(
+        credential(&s.emulator, &s.app, SECRET),
+        Emulator::DEMO_API_SCOPE,
+    )
+    .shared_cache(cache())
+    .build()
+    .unwrap()
+    .token()
+    .await
+    .unwrap();
+    let token = provider.token().await.unwrap();
+    assert_eq!(s.emulator.token_requests(), 1);
+    assert_eq!(
+        recorder.value("tower_entra.shared_cache.hits", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        recorder.value("tower_entra.shared_cache.misses", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        recorder.value("tower_entra.shared_cache.lease_waits", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        recorder.value("tower_entra.shared_cache.skipping", &[]),
+        Some(0.0)
+    );
+
+    redis.stop();
+    provider.invalidate(&token);
+    provider.token().await.unwrap();
+    assert_eq!(s.emulator.token_requests(), 2);
+    assert!(recorder.value("tower_entra.shared_cache.errors", &[]) >= Some(1.0));
+    assert_eq!(
+        recorder.value("tower_entra.shared_cache.skipping", &[]),
+        Some(1.0)
+    );
 }

@@ -184,7 +184,10 @@ async fn entra_auth_signs_in_with_the_token_and_again_on_the_live_connection_wit
     // task starts with the current credentials); after that the connection's last command is
     // ours.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(cache.get("entry").await.unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        cache.get("entry").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
     let (id, cmd) = replica_connection(&server, oid).expect("the cache's connection");
     assert_eq!(cmd, "get");
 
@@ -203,6 +206,12 @@ async fn entra_auth_signs_in_with_the_token_and_again_on_the_live_connection_wit
         }
     }
     let (same_id, _) = replica_connection(&server, oid).unwrap();
-    assert_eq!(same_id, id, "signed in again on the same connection, not a new one");
-    assert_eq!(cache.get("entry").await.unwrap().as_deref(), Some(&b"v"[..]));
+    assert_eq!(
+        same_id, id,
+        "signed in again on the same connection, not a new one"
+    );
+    assert_eq!(
+        cache.get("entry").await.unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
 }

@@ -141,7 +141,14 @@ impl RedisServer {
         stats
             .lines()
             .filter(|line| line.starts_with("cmdstat_") && !line.starts_with("cmdstat_info:"))
-            .filter_map(|line| line.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+            .filter_map(|line| {
+                line.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
             .sum()
     }
 }
