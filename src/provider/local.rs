@@ -237,7 +237,7 @@ fn wall_clock() -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::builder::ProviderOptions;
+    use crate::provider::state::ProviderOptions;
 
     fn cached(secret: &str) -> Cached {
         let token = AccessToken::new(secret, Duration::from_secs(3600)).unwrap();

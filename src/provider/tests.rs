@@ -39,7 +39,7 @@ impl Scripted {
 
     /// A provider over it, without jitter.
     fn provider(self: &Arc<Self>) -> TokenProvider {
-        TokenProvider::builder_shared(self.clone(), "api://x/.default")
+        TokenProvider::builder(self.clone(), "api://x/.default")
             .refresh_jitter(Duration::ZERO)
             .build()
             .unwrap()
@@ -263,7 +263,7 @@ impl Credential for SleptAfterFirst {
 #[tokio::test]
 async fn after_a_suspend_past_expiry_the_next_request_fetches_a_new_token() {
     let credential = SleptAfterFirst::new(2 * HOUR);
-    let provider = TokenProvider::builder_shared(credential.clone(), "api://x/.default")
+    let provider = TokenProvider::builder(credential.clone(), "api://x/.default")
         .build()
         .unwrap();
     assert_eq!(provider.token().await.unwrap().secret(), "token-0");
@@ -288,7 +288,7 @@ fn a_refresh_timer_on_an_undriven_runtime_does_not_hold_back_the_refresh() {
     // By the wall clock the first token is 57 minutes old: 2 past its refresh point (5 minutes
     // before expiry), 2.5 before it stops being usable.
     let credential = SleptAfterFirst::new(Duration::from_secs(57 * 60));
-    let provider = TokenProvider::builder_shared(credential.clone(), "api://x/.default")
+    let provider = TokenProvider::builder(credential.clone(), "api://x/.default")
         .refresh_jitter(Duration::ZERO)
         .build()
         .unwrap();
