@@ -820,6 +820,52 @@ mod tests {
         }
     }
 
+    /// `apply` raises `changed` exactly when the token to serve is another: stored, refused
+    /// and dropped, dropped after a suspend; never for a start, a free, a refusal of another
+    /// token or a discarded fetch. Seen failing with the flag left unset.
+    #[test]
+    fn apply_says_whether_the_current_token_changed() {
+        let (o, now) = (options(), Instant::now());
+        let mut s: State<&str> = State::default();
+        let asked = s.apply(&o, now, Input::Request);
+        assert!(!asked.changed());
+        let Command::Start(start) = asked.command else {
+            panic!("an empty state starts a fetch")
+        };
+        assert!(!s.apply(&o, now, Input::Started(&start, "cold")).changed());
+        let a = token("a", now, HOUR, None);
+        let end = |id, t| Input::Finished {
+            id,
+            mode: &Mode::Cold,
+            outcome: Ok(t),
+            draw: 0.0,
+        };
+        let stored = s.apply(&o, now, end(start.id, &a));
+        assert!(stored.changed());
+        assert_eq!(stored.note, Note::Finished(Finished::Stored));
+        assert!(!s.apply(&o, now, Input::Freed(start.id)).changed());
+        let again = s.apply(&o, now, end(start.id, &a));
+        assert_eq!(again.note, Note::Finished(Finished::Discarded));
+        assert!(!again.changed());
+
+        let other = token("other", now, HOUR, None);
+        assert!(!s.apply(&o, now, Input::Refusal(&other)).changed());
+        let dropped = s.apply(&o, now, Input::Refusal(&a));
+        assert_eq!(dropped.note, Note::Refused(Refused::Dropped));
+        assert!(dropped.changed());
+
+        let Command::Start(next) = s.apply(&o, now, Input::Request).command else {
+            panic!("no token: a fetch starts")
+        };
+        let b = token("b", now, HOUR, None);
+        assert!(s.apply(&o, now, end(next.id, &b)).changed());
+        let id = s.current().unwrap().id;
+        assert!(!s.apply(&o, now, Input::ExpiredInSuspend(id + 1)).changed());
+        let suspended = s.apply(&o, now, Input::ExpiredInSuspend(id));
+        assert_eq!(suspended.note, Note::DroppedAfterSuspend);
+        assert!(suspended.changed());
+    }
+
     // The refresh policy.
 
     #[test]

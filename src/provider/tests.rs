@@ -347,3 +347,30 @@ async fn a_superseded_refresh_timer_does_not_clear_the_next_tokens_fresh_bit() {
     assert!(provider.inner.generation.read().fresh);
     assert_eq!(credential.requests(), 2);
 }
+
+/// Every transition that changes the state's token reaches the lock-free readers: a stored
+/// token is served from this thread's copy, a refused one is no longer served, and the next is.
+/// Seen failing with `perform`'s publish skipped (the stored token was never leased), and with
+/// `State::apply` reporting no change.
+#[tokio::test(start_paused = true)]
+async fn every_change_of_the_current_token_is_published() {
+    let credential = Scripted::new(Duration::ZERO, []);
+    let provider = credential.provider();
+    let before = provider.inner.generation.read().generation;
+    let first = provider.token().await.unwrap();
+    assert!(provider.inner.generation.read().generation > before);
+    let lease = provider.lease().expect("the stored token was not published");
+    assert!(lease.token().same_token(&first));
+
+    provider.invalidate(&first);
+    assert!(provider.inner.current.load().is_none());
+    assert!(
+        provider.lease().is_none(),
+        "a thread kept serving the refused token"
+    );
+
+    let second = provider.token().await.unwrap();
+    assert!(!second.same_token(&first));
+    let lease = provider.lease().expect("the new token was not published");
+    assert!(lease.token().same_token(&second));
+}
