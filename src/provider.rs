@@ -253,7 +253,9 @@ impl TokenProvider {
     /// the machine was suspended. Drops the token so that this request fetches a new one
     /// rather than wait for an API to refuse it.
     fn expired_in_suspend(&self, lease: &Lease) {
-        let done = self.inner.perform(Input::ExpiredInSuspend(lease.cached_id()));
+        let done = self
+            .inner
+            .perform(Input::ExpiredInSuspend(lease.cached_id()));
         if done.note == Note::DroppedAfterSuspend {
             self.inner.telemetry.expired_in_suspend();
         }
@@ -427,7 +429,8 @@ mod engine {
             let mut launch = None;
             let command = command.map_start(|start| {
                 let (fetch, task) = fetch::prepare(self.clone(), &start);
-                let started = state.apply(&self.options, now, Input::Started(&start, fetch.clone()));
+                let started =
+                    state.apply(&self.options, now, Input::Started(&start, fetch.clone()));
                 changed |= started.changed();
                 launch = Some((start, task));
                 fetch

@@ -27,7 +27,10 @@ use crate::token::AccessToken;
 pub(super) fn prepare(
     inner: Arc<Inner>,
     start: &Start,
-) -> (SharedFetch, impl Future<Output = ()> + Send + 'static + use<>) {
+) -> (
+    SharedFetch,
+    impl Future<Output = ()> + Send + 'static + use<>,
+) {
     let (answer, answered) = oneshot::channel();
     let slot = FetchSlot {
         inner: inner.clone(),
@@ -92,7 +95,11 @@ impl Drop for FetchSlot {
 
 /// Runs fetch `id` in `mode`, then has the provider perform its end (which stores and
 /// publishes its token) and records it.
-async fn fetch_and_finish(inner: &Arc<Inner>, mode: &Mode, id: u64) -> Result<AccessToken, TokenError> {
+async fn fetch_and_finish(
+    inner: &Arc<Inner>,
+    mode: &Mode,
+    id: u64,
+) -> Result<AccessToken, TokenError> {
     let started = Instant::now();
     let (result, attempts) = run_fetch(inner, mode).await;
     let ended = Instant::now();

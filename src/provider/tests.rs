@@ -359,7 +359,9 @@ async fn every_change_of_the_current_token_is_published() {
     let before = provider.inner.generation.read().generation;
     let first = provider.token().await.unwrap();
     assert!(provider.inner.generation.read().generation > before);
-    let lease = provider.lease().expect("the stored token was not published");
+    let lease = provider
+        .lease()
+        .expect("the stored token was not published");
     assert!(lease.token().same_token(&first));
 
     provider.invalidate(&first);

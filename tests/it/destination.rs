@@ -238,9 +238,7 @@ async fn an_existing_authorization_header_is_kept() {
 async fn one_client_routes_each_host_to_its_provider() {
     // One app registration (one credential), two APIs.
     let app: Arc<dyn Credential> = Arc::new(ScopeEcho::default());
-    let graph = TokenProvider::builder(app.clone(), GRAPH)
-        .build()
-        .unwrap();
+    let graph = TokenProvider::builder(app.clone(), GRAPH).build().unwrap();
     let arm = TokenProvider::builder(app, ARM).build().unwrap();
     let seen = Seen::default();
     let svc = behind(
