@@ -42,6 +42,14 @@
 //!
 //! The test `every_change_of_the_current_token_is_published` (in `tests.rs`) fails when the
 //! publish is skipped.
+//!
+//! # Seams
+//!
+//! A cache shared across replicas belongs in `fetch::answer`, where a fetch's token comes from
+//! (read before asking the credential, write after it answers): off the cached path, and its
+//! token then goes through `perform` like any other. When a token is refreshed is
+//! `state::refresh_point`, one function of the policy. A provider per tenant needs nothing here:
+//! each provider has its own state, engine and slot.
 
 use std::fmt;
 use std::future::Future;

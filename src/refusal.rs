@@ -48,7 +48,15 @@ mod sealed {
 /// token (so that a retry policy knows a replay would carry a new one).
 ///
 /// Implemented for `http::Response<B>` and, with the `reqwest` feature, `reqwest::Response`.
-/// It is sealed: no other type can implement it.
+/// It is sealed: no other type can implement it. Only the layer marks a response as renewed:
+/// a mark set elsewhere would have a retry policy replay a request with the same token.
+///
+/// ```compile_fail
+/// use tower_entra::InspectResponse;
+///
+/// let mut response = http::Response::new(());
+/// response.mark_token_renewed(); // not part of the public API
+/// ```
 pub trait InspectResponse: sealed::ResponseParts {
     /// The `WWW-Authenticate` values of a 401 response (or of a gRPC `UNAUTHENTICATED` answer,
     /// status 16 in the headers); empty for any other response.

@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use super::state::{Input, Note};
+use super::state::{Input, Note, Refused};
 use super::{Acquire, Ask, TokenProvider};
 use crate::error::TokenError;
 use crate::token::AccessToken;
@@ -55,8 +55,8 @@ impl TokenProvider {
         match reaction {
             Reaction::None => Renewal::None,
             Reaction::Invalidate => match self.refuse(used) {
-                super::state::Refused::RateLimited => Renewal::None,
-                _ => Renewal::Renewed,
+                Refused::Dropped | Refused::AlreadyReplaced => Renewal::Renewed,
+                Refused::RateLimited => Renewal::None,
             },
             Reaction::Claims(claims) => {
                 let merged = match self.merged_claims(&claims) {
