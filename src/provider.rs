@@ -14,8 +14,7 @@
 //! # The cached path
 //!
 //! [`TokenProvider::lease`] serves a cached token with no lock, no shared write, no allocation
-//! and, while the token is known fresh, no precise clock read: ⟨EA1⟩ ns for a whole `EntraAuth`
-//! request with one caller, ⟨EAX⟩x the throughput with two callers on two cores (`benches/hot_path`).
+//! and, while the token is known fresh, no precise clock read (`benches/hot_path` measures it).
 //! Each mechanism says in its module what it buys, measured, and why it is sound: each thread's
 //! own copy of the token and the slot table that finds it ([`local`]; the free slots are kept
 //! lowest first, which buys short tables, not speed); the fresh bit and its timer, and the

@@ -21,10 +21,9 @@
 //!
 //! # What it buys
 //!
-//! One `Instant::now()` costs ⟨IN1⟩ ns here (`benches/hot_path`, one caller; ⟨IN2⟩ ns aggregate
-//! with two), against ⟨EA1⟩ ns for a whole cached `EntraAuth` request: the bit spares a request
-//! that clock read, the largest single cost it would have. The wall clock it does read is the
-//! kernel's coarse one, ⟨CO1⟩ ns against ⟨ST1⟩ ns for `SystemTime::now()`.
+//! The bit spares a cached request a precise clock read, the largest single cost it would
+//! have; `benches/hot_path` prints that cost ("one `Instant::now()`") beside a whole cached
+//! `EntraAuth` request, and the coarse wall clock read beside `SystemTime::now()`.
 //!
 //! # The three freshness checks, and the clock each reads
 //!
