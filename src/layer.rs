@@ -36,7 +36,8 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use crate::destination::{HostPattern, ProviderRoutes, Targets, UnlistedHost};
+use crate::destination::{ProviderRoutes, Targets, UnlistedHost};
+use crate::host::HostPattern;
 use crate::error::TokenError;
 use crate::provider::TokenProvider;
 use crate::service::EntraAuth;

@@ -38,11 +38,13 @@ mod audience;
 mod authority;
 mod authorize;
 mod challenge;
+mod cloud;
 mod credential;
 pub mod destination;
 mod endpoint;
 mod error;
 mod future;
+mod host;
 mod layer;
 mod provider;
 mod refusal;
@@ -67,7 +69,7 @@ fn proptest_config() -> proptest::test_runner::Config {
     }
 }
 
-pub use authority::AuthorityHost;
+pub use cloud::Cloud;
 pub use authorize::AuthorizeRequest;
 pub use challenge::BearerChallenge;
 #[cfg(feature = "certificate")]

@@ -1,25 +1,21 @@
 //! [`DefaultCredential`]: the credential a server app gets from where it runs.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use crate::credential::environment::TOKEN_FILE;
+use crate::credential::env::{
+    AZURE_CLIENT_CERTIFICATE_PATH, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET,
+    AZURE_FEDERATED_TOKEN_FILE, Lookup,
+};
 use crate::credential::{
     AzureCliCredential, Credential, EnvironmentCredential, ManagedIdentityCredential,
     ManagedIdentityId, TokenRequest,
 };
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
-
-const CLIENT_ID: &str = "AZURE_CLIENT_ID";
-const SECRET: &str = "AZURE_CLIENT_SECRET";
-const CERT_PATH: &str = "AZURE_CLIENT_CERTIFICATE_PATH";
-
-type Lookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// The credential for a server app, chosen from where it runs:
 ///
@@ -69,15 +65,18 @@ const ENVIRONMENT_UNSET: &str = "not configured (none of AZURE_CLIENT_SECRET, AZ
 impl DefaultCredential {
     /// Chooses from the process environment.
     pub fn new() -> Result<Self, TokenError> {
-        Self::from_lookup(Arc::new(|name: &str| std::env::var(name).ok()))
+        Self::from_lookup(Lookup::process())
     }
 
     /// Chooses from variables read through `lookup` (tests, configuration held elsewhere).
     pub(crate) fn from_lookup(lookup: Lookup) -> Result<Self, TokenError> {
-        let set = |name: &str| lookup(name).is_some_and(|v| !v.trim().is_empty());
-        let chosen = if [SECRET, CERT_PATH, TOKEN_FILE].into_iter().any(set) {
-            let credential =
-                EnvironmentCredential::from_lookup(|name| lookup(name), Default::default())
+        let configured = [
+            AZURE_CLIENT_SECRET,
+            AZURE_CLIENT_CERTIFICATE_PATH,
+            AZURE_FEDERATED_TOKEN_FILE,
+        ];
+        let chosen = if configured.into_iter().any(|name| lookup.is_set(name)) {
+            let credential = EnvironmentCredential::from_lookup(&lookup, Default::default())
                     .map_err(|e| chain_error("EnvironmentCredential is configured but", &e))?;
             tracing::info!(
                 credential = "EnvironmentCredential",
@@ -85,11 +84,8 @@ impl DefaultCredential {
             );
             Chosen::Environment(credential)
         } else {
-            let mut builder = ManagedIdentityCredential::builder().environment({
-                let lookup = lookup.clone();
-                move |name| lookup(name)
-            });
-            if let Some(client_id) = lookup(CLIENT_ID).filter(|v| !v.trim().is_empty()) {
+            let mut builder = ManagedIdentityCredential::builder().lookup(lookup.clone());
+            if let Some(client_id) = lookup.var(AZURE_CLIENT_ID) {
                 builder = builder.user_assigned(ManagedIdentityId::ClientId(client_id));
             }
             let credential = builder.build().map_err(|e| {
@@ -241,7 +237,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
-        DefaultCredential::from_lookup(Arc::new(move |k: &str| vars.get(k).cloned()))
+        DefaultCredential::from_lookup(Lookup::new(move |k: &str| vars.get(k).cloned()))
     }
 
     async fn token(c: &DefaultCredential) -> Result<AccessToken, TokenError> {

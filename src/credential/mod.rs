@@ -16,6 +16,7 @@ mod client_assertion;
 mod client_secret;
 mod confidential;
 mod default;
+mod env;
 mod environment;
 mod managed_identity;
 mod rotation;

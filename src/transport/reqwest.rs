@@ -14,7 +14,7 @@ use url::Url;
 
 use super::service::ServiceTransport;
 use super::{TransportRequest, TransportService};
-use crate::authority::is_loopback;
+use crate::host::is_loopback;
 use crate::error::TokenError;
 
 /// The reqwest client for requests to `destination`, from the caller's builder (proxies, TLS
