@@ -40,7 +40,7 @@ mod authorize;
 mod challenge;
 mod cloud;
 mod credential;
-pub mod destination;
+mod destination;
 mod endpoint;
 mod error;
 mod future;
@@ -78,10 +78,10 @@ pub use credential::{
     ClientCertificateCredentialBuilder,
 };
 pub use credential::{
-    AssertionCallback, AzureCliCredential, ClientAssertionCredential,
+    AssertionCallback, AzureCliCredential, AzureCliCredentialBuilder, ClientAssertionCredential,
     ClientAssertionCredentialBuilder, ClientAuthentication, ClientSecret, ClientSecretCredential,
     ClientSecretCredentialBuilder, ConfidentialClientCredential,
-    ConfidentialClientCredentialBuilder, Credential, DefaultCredential, EnvironmentCredential,
+    ConfidentialClientCredentialBuilder, Credential, DefaultCredential, DefaultCredentialBuilder, EnvironmentCredential,
     FederatedTokenFile, ManagedIdentityCredential, ManagedIdentityCredentialBuilder,
     ManagedIdentityId, TokenRequest, WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder,
 };

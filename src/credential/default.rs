@@ -26,7 +26,7 @@ use crate::token::AccessToken;
 ///    silently runs as something else.
 /// 2. Otherwise [`ManagedIdentityCredential`]: user-assigned when `AZURE_CLIENT_ID` is set
 ///    (as the Azure SDKs do), else system-assigned.
-/// 3. Only when asked for with [`with_azure_cli`](Self::with_azure_cli):
+/// 3. Only when asked for with [`azure_cli`](DefaultCredentialBuilder::azure_cli):
 ///    [`AzureCliCredential`], when no managed identity endpoint answers (a developer's machine).
 ///
 /// Named `DefaultCredential`, not the Azure SDKs' `DefaultAzureCredential`, because it differs
@@ -62,10 +62,49 @@ enum Chosen {
 
 const ENVIRONMENT_UNSET: &str = "not configured (none of AZURE_CLIENT_SECRET, AZURE_CLIENT_CERTIFICATE_PATH, AZURE_FEDERATED_TOKEN_FILE is set)";
 
+/// Builds a [`DefaultCredential`].
+///
+/// ```no_run
+/// use tower_entra::{AzureCliCredential, DefaultCredential};
+///
+/// // On Azure, its managed identity; on a developer's machine, `az login`'s user.
+/// let credential = DefaultCredential::builder()
+///     .azure_cli(AzureCliCredential::new())
+///     .build()?;
+/// # Ok::<(), tower_entra::TokenError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct DefaultCredentialBuilder {
+    azure_cli: Option<AzureCliCredential>,
+}
+
+impl DefaultCredentialBuilder {
+    /// After the managed identity, try `cli` (`az account get-access-token`) when no managed
+    /// identity endpoint answers or the host has no identity: for apps run on a developer's
+    /// machine as well as on Azure. Off by default.
+    pub fn azure_cli(mut self, cli: AzureCliCredential) -> Self {
+        self.azure_cli = Some(cli);
+        self
+    }
+
+    /// Chooses the credential from the process environment. A credential that is configured
+    /// but wrong is an error here (see [`DefaultCredential`]).
+    pub fn build(self) -> Result<DefaultCredential, TokenError> {
+        let mut credential = DefaultCredential::from_lookup(Lookup::process())?;
+        credential.azure_cli = self.azure_cli;
+        Ok(credential)
+    }
+}
+
 impl DefaultCredential {
-    /// Chooses from the process environment.
+    /// Chooses from the process environment; the same as `DefaultCredential::builder().build()`.
     pub fn new() -> Result<Self, TokenError> {
-        Self::from_lookup(Lookup::process())
+        Self::builder().build()
+    }
+
+    /// A builder, for the options (the Azure CLI after the managed identity).
+    pub fn builder() -> DefaultCredentialBuilder {
+        DefaultCredentialBuilder::default()
     }
 
     /// Chooses from variables read through `lookup` (tests, configuration held elsewhere).
@@ -112,14 +151,6 @@ impl DefaultCredential {
             azure_cli: None,
             cli_announced: AtomicBool::new(false),
         })
-    }
-
-    /// After the managed identity, try `az account get-access-token` when no managed identity
-    /// endpoint answers or the host has no identity: for apps run on a developer's machine
-    /// as well as on Azure. Off by default.
-    pub fn with_azure_cli(mut self) -> Self {
-        self.azure_cli = Some(AzureCliCredential::new());
-        self
     }
 
     #[cfg(all(test, feature = "reqwest", unix))]
@@ -345,7 +376,10 @@ mod tests {
         )
         .unwrap();
         std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let cli = AzureCliCredential::new().with_search_path(dir.as_os_str());
+        let cli = AzureCliCredential::builder()
+            .search_path(dir.as_os_str())
+            .build()
+            .unwrap();
 
         // Not asked for: never used.
         let e = token(&from(&[nowhere()]).unwrap()).await.unwrap_err();
