@@ -52,7 +52,10 @@ impl Cloud {
             ("https://vault.azure.net", &["*.vault.azure.net"]),
             ("https://managedhsm.azure.net", &["*.managedhsm.azure.net"]),
             ("https://database.windows.net", &["*.database.windows.net"]),
-            ("https://servicebus.azure.net", &["*.servicebus.windows.net"]),
+            (
+                "https://servicebus.azure.net",
+                &["*.servicebus.windows.net"],
+            ),
             ("https://eventhubs.azure.net", &["*.servicebus.windows.net"]),
             ("https://cosmos.azure.com", &["*.documents.azure.com"]),
             (

@@ -514,7 +514,11 @@ mod tests {
         assert!(e.to_string().contains("error sending request"), "{e}");
         assert_each_message_once(
             &e,
-            &["could not connect", "error sending request", "connection refused"],
+            &[
+                "could not connect",
+                "error sending request",
+                "connection refused",
+            ],
         );
 
         // Entra's refusal shows its ids, not its source: the source is the next message.

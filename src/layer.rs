@@ -37,8 +37,8 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use crate::destination::{ProviderRoutes, Targets, UnlistedHost};
-use crate::host::HostPattern;
 use crate::error::TokenError;
+use crate::host::HostPattern;
 use crate::provider::TokenProvider;
 use crate::service::EntraAuth;
 

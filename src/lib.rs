@@ -69,9 +69,9 @@ fn proptest_config() -> proptest::test_runner::Config {
     }
 }
 
-pub use cloud::Cloud;
 pub use authorize::AuthorizeRequest;
 pub use challenge::BearerChallenge;
+pub use cloud::Cloud;
 #[cfg(feature = "certificate")]
 pub use credential::{
     AssertionAlgorithm, CertificateAssertion, ClientCertificate, ClientCertificateCredential,
@@ -81,9 +81,10 @@ pub use credential::{
     AssertionCallback, AzureCliCredential, AzureCliCredentialBuilder, ClientAssertionCredential,
     ClientAssertionCredentialBuilder, ClientAuthentication, ClientSecret, ClientSecretCredential,
     ClientSecretCredentialBuilder, ConfidentialClientCredential,
-    ConfidentialClientCredentialBuilder, Credential, DefaultCredential, DefaultCredentialBuilder, EnvironmentCredential,
-    FederatedTokenFile, ManagedIdentityCredential, ManagedIdentityCredentialBuilder,
-    ManagedIdentityId, TokenRequest, WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder,
+    ConfidentialClientCredentialBuilder, Credential, DefaultCredential, DefaultCredentialBuilder,
+    EnvironmentCredential, FederatedTokenFile, ManagedIdentityCredential,
+    ManagedIdentityCredentialBuilder, ManagedIdentityId, TokenRequest, WorkloadIdentityCredential,
+    WorkloadIdentityCredentialBuilder,
 };
 pub use destination::{ProviderRoutes, UnlistedHost};
 pub use error::{EntraError, Error, TokenError, TokenErrorKind};

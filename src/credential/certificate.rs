@@ -8,10 +8,10 @@ use futures::future::BoxFuture;
 use zeroize::Zeroizing;
 
 use crate::credential::assertion::{AssertionAlgorithm, sign_assertion};
-use crate::credential::authentication::private::Authenticate;
 use crate::credential::authentication::ClientAuthentication;
-use crate::credential::client::ClientProof;
+use crate::credential::authentication::private::Authenticate;
 use crate::credential::certificate_key::ClientCertificate;
+use crate::credential::client::ClientProof;
 use crate::credential::client::ConfidentialClient;
 use crate::credential::rotation::{Material, WatchedFile};
 use crate::credential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};

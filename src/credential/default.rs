@@ -116,7 +116,7 @@ impl DefaultCredential {
         ];
         let chosen = if configured.into_iter().any(|name| lookup.is_set(name)) {
             let credential = EnvironmentCredential::from_lookup(&lookup, Default::default())
-                    .map_err(|e| chain_error("EnvironmentCredential is configured but", &e))?;
+                .map_err(|e| chain_error("EnvironmentCredential is configured but", &e))?;
             tracing::info!(
                 credential = "EnvironmentCredential",
                 "DefaultCredential chose EnvironmentCredential"

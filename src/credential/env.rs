@@ -141,8 +141,17 @@ mod tests {
         let env = Lookup::of(&[(AZURE_TENANT_ID, " "), (AZURE_CLIENT_SECRET, " ")]);
         assert_eq!(env.var(AZURE_TENANT_ID), None);
         assert!(!env.is_set(AZURE_TENANT_ID));
-        assert_eq!(env.secret(AZURE_CLIENT_SECRET).as_deref().map(String::as_str), Some(" "));
+        assert_eq!(
+            env.secret(AZURE_CLIENT_SECRET)
+                .as_deref()
+                .map(String::as_str),
+            Some(" ")
+        );
         let e = env.required(AZURE_TENANT_ID, "set it").unwrap_err();
-        assert!(e.to_string().contains("AZURE_TENANT_ID is missing or empty; set it"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("AZURE_TENANT_ID is missing or empty; set it"),
+            "{e}"
+        );
     }
 }

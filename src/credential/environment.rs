@@ -5,17 +5,16 @@ use zeroize::Zeroizing;
 
 #[cfg(feature = "certificate")]
 use crate::credential::CertificateAssertion;
-use crate::credential::authentication::private::Authenticate;
 use crate::credential::authentication::ClientAuthentication;
+use crate::credential::authentication::private::Authenticate;
 use crate::credential::client::ClientProof;
 use crate::credential::client::ConfidentialClient;
-use crate::credential::{
-    ClientSecret, ConfidentialClientCredential, Credential,
-    FederatedTokenFile, TokenRequest,
-};
 use crate::credential::env::{
     AZURE_CLIENT_CERTIFICATE_PASSWORD, AZURE_CLIENT_CERTIFICATE_PATH, AZURE_CLIENT_SECRET,
     AZURE_CLIENT_SEND_CERTIFICATE_CHAIN, AZURE_FEDERATED_TOKEN_FILE, Lookup,
+};
+use crate::credential::{
+    ClientSecret, ConfidentialClientCredential, Credential, FederatedTokenFile, TokenRequest,
 };
 use crate::error::TokenError;
 use crate::token::AccessToken;
@@ -116,7 +115,10 @@ impl EnvironmentCredential {
     }
 
     /// Reads variables through `lookup` (for tests and for configuration held elsewhere).
-    pub(crate) fn from_lookup(env: &Lookup, transport: TransportChoice) -> Result<Self, TokenError> {
+    pub(crate) fn from_lookup(
+        env: &Lookup,
+        transport: TransportChoice,
+    ) -> Result<Self, TokenError> {
         let (tenant_id, client_id) = env.ids(
             "set it to the Directory (tenant) ID from the app registration's Overview page",
             "set it to the Application (client) ID from the app registration's Overview page",
@@ -181,9 +183,13 @@ fn certificate(
             )));
         }
     };
-    let certificate =
-        CertificateAssertion::from_file(path, password.as_deref().map(String::as_str))
-            .map_err(|e| TokenError::configuration(format!("{AZURE_CLIENT_CERTIFICATE_PATH}: {}", e.message())))?;
+    let certificate = CertificateAssertion::from_file(
+        path,
+        password.as_deref().map(String::as_str),
+    )
+    .map_err(|e| {
+        TokenError::configuration(format!("{AZURE_CLIENT_CERTIFICATE_PATH}: {}", e.message()))
+    })?;
     Ok(FromEnvironment::Certificate(
         certificate.with_certificate_chain(send_chain),
     ))
@@ -300,7 +306,11 @@ mod tests {
         assert!(debug.contains("send_certificate_chain: true"), "{debug}");
         assert!(!debug.contains("fixture-password"), "{debug}");
         let enc = fixture("client-encrypted.pem");
-        with_ids(&[(AZURE_CLIENT_CERTIFICATE_PATH, &enc), (AZURE_CLIENT_CERTIFICATE_PASSWORD, "fixture-password")]).unwrap();
+        with_ids(&[
+            (AZURE_CLIENT_CERTIFICATE_PATH, &enc),
+            (AZURE_CLIENT_CERTIFICATE_PASSWORD, "fixture-password"),
+        ])
+        .unwrap();
     }
 
     #[cfg(not(feature = "certificate"))]
@@ -312,7 +322,8 @@ mod tests {
         ])
         .unwrap_err();
         assert!(
-            e.to_string().contains(AZURE_CLIENT_CERTIFICATE_PATH) && e.to_string().contains("`certificate` feature"),
+            e.to_string().contains(AZURE_CLIENT_CERTIFICATE_PATH)
+                && e.to_string().contains("`certificate` feature"),
             "{e}"
         );
     }
@@ -320,41 +331,67 @@ mod tests {
     #[cfg(feature = "certificate")]
     #[test]
     fn certificate_errors_name_the_variable() {
-        let e = with_ids(&[(AZURE_CLIENT_CERTIFICATE_PATH, &fixture("client-aes.pfx"))]).unwrap_err();
+        let e =
+            with_ids(&[(AZURE_CLIENT_CERTIFICATE_PATH, &fixture("client-aes.pfx"))]).unwrap_err();
         assert!(
-            e.to_string().contains(AZURE_CLIENT_CERTIFICATE_PATH) && e.to_string().contains("password is wrong"),
+            e.to_string().contains(AZURE_CLIENT_CERTIFICATE_PATH)
+                && e.to_string().contains("password is wrong"),
             "{e}"
         );
         let e = with_ids(&[(AZURE_CLIENT_CERTIFICATE_PATH, &fixture("nope.pem"))]).unwrap_err();
         assert!(e.to_string().contains("nope.pem"), "{e}");
-        let e = with_ids(&[(AZURE_CLIENT_CERTIFICATE_PATH, &fixture("cert.pem")), (AZURE_CLIENT_SEND_CERTIFICATE_CHAIN, "yes")]).unwrap_err();
-        assert!(e.to_string().contains(AZURE_CLIENT_SEND_CERTIFICATE_CHAIN), "{e}");
+        let e = with_ids(&[
+            (AZURE_CLIENT_CERTIFICATE_PATH, &fixture("cert.pem")),
+            (AZURE_CLIENT_SEND_CERTIFICATE_CHAIN, "yes"),
+        ])
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(AZURE_CLIENT_SEND_CERTIFICATE_CHAIN),
+            "{e}"
+        );
     }
 
     #[test]
     fn ambiguous_or_half_set_configuration_is_an_error_naming_the_variables() {
         let pem = fixture("client-pkcs8.pem");
-        let e = with_ids(&[(AZURE_CLIENT_SECRET, "s"), (AZURE_CLIENT_CERTIFICATE_PATH, &pem)]).unwrap_err();
+        let e = with_ids(&[
+            (AZURE_CLIENT_SECRET, "s"),
+            (AZURE_CLIENT_CERTIFICATE_PATH, &pem),
+        ])
+        .unwrap_err();
         assert!(
-            e.to_string().contains(AZURE_CLIENT_SECRET) && e.to_string().contains(AZURE_CLIENT_CERTIFICATE_PATH),
+            e.to_string().contains(AZURE_CLIENT_SECRET)
+                && e.to_string().contains(AZURE_CLIENT_CERTIFICATE_PATH),
             "{e}"
         );
-        for half in [AZURE_CLIENT_CERTIFICATE_PASSWORD, AZURE_CLIENT_SEND_CERTIFICATE_CHAIN] {
+        for half in [
+            AZURE_CLIENT_CERTIFICATE_PASSWORD,
+            AZURE_CLIENT_SEND_CERTIFICATE_CHAIN,
+        ] {
             let e = with_ids(&[(AZURE_CLIENT_SECRET, "s"), (half, "true")]).unwrap_err();
             assert!(
-                e.to_string().contains(half) && e.to_string().contains(AZURE_CLIENT_CERTIFICATE_PATH),
+                e.to_string().contains(half)
+                    && e.to_string().contains(AZURE_CLIENT_CERTIFICATE_PATH),
                 "{e}"
             );
         }
         let e = with_ids(&[]).unwrap_err();
-        for name in [AZURE_CLIENT_SECRET, AZURE_CLIENT_CERTIFICATE_PATH, AZURE_FEDERATED_TOKEN_FILE] {
+        for name in [
+            AZURE_CLIENT_SECRET,
+            AZURE_CLIENT_CERTIFICATE_PATH,
+            AZURE_FEDERATED_TOKEN_FILE,
+        ] {
             assert!(e.to_string().contains(name), "{e}");
         }
     }
 
     #[test]
     fn precedence_secret_then_certificate_then_federated_token_file() {
-        let c = with_ids(&[(AZURE_CLIENT_SECRET, "s"), (AZURE_FEDERATED_TOKEN_FILE, "/var/run/token")]).unwrap();
+        let c = with_ids(&[
+            (AZURE_CLIENT_SECRET, "s"),
+            (AZURE_FEDERATED_TOKEN_FILE, "/var/run/token"),
+        ])
+        .unwrap();
         assert!(
             matches!(c.inner.authentication(), FromEnvironment::Secret(_)),
             "{c:?}"
@@ -362,7 +399,11 @@ mod tests {
         #[cfg(feature = "certificate")]
         {
             let pem = fixture("client-pkcs8.pem");
-            let c = with_ids(&[(AZURE_CLIENT_CERTIFICATE_PATH, &pem), (AZURE_FEDERATED_TOKEN_FILE, "/var/run/token")]).unwrap();
+            let c = with_ids(&[
+                (AZURE_CLIENT_CERTIFICATE_PATH, &pem),
+                (AZURE_FEDERATED_TOKEN_FILE, "/var/run/token"),
+            ])
+            .unwrap();
             assert!(
                 matches!(c.inner.authentication(), FromEnvironment::Certificate(_)),
                 "{c:?}"
