@@ -55,7 +55,10 @@ pub(crate) const PROGRAM_DATA: &str = "ProgramData";
 /// Where variables are read from: the process environment, or a function standing in for it.
 /// Cheap to clone.
 #[derive(Clone)]
-pub(crate) struct Lookup(Arc<dyn Fn(&str) -> Option<String> + Send + Sync>);
+pub(crate) struct Lookup(Arc<ReadVariable>);
+
+/// Reads one variable by name.
+type ReadVariable = dyn Fn(&str) -> Option<String> + Send + Sync;
 
 impl Lookup {
     /// The process environment.
