@@ -8,8 +8,9 @@ use serde_json::Value;
 
 use crate::cert::parse_certificate;
 use crate::jwt::{self, Parsed};
-use crate::state::AppRecord;
-use crate::token::{EntraError, Form};
+use crate::directory::AppRecord;
+use crate::entra_error::EntraError;
+use crate::form::Form;
 use crate::util::{entra_timestamp, unix_now};
 
 /// The only accepted `client_assertion_type`.

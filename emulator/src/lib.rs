@@ -110,13 +110,16 @@
 //! ```
 #![warn(missing_docs)]
 
-mod access_token;
 mod api;
 mod app;
 mod assertion;
 mod cert;
+mod client_credentials;
+mod directory;
+mod entra_error;
 mod fault;
 mod federated;
+mod form;
 mod jwt;
 mod managed_identity;
 mod mi_endpoint;
@@ -124,7 +127,9 @@ mod net;
 mod rate_limit;
 mod record;
 mod state;
-mod token;
+mod tenants;
+mod token_endpoint;
+mod token_signer;
 mod util;
 
 use std::sync::Arc;
@@ -142,7 +147,9 @@ pub use managed_identity::{AssignedIdentity, ManagedIdentity};
 pub use rate_limit::TokenRequestStats;
 pub use record::{Endpoint, RecordedRequest};
 
-use state::{AppRecord, Resource, Shared, State};
+use directory::AppRecord;
+use state::{Shared, State};
+use token_signer::TOKEN_EXCHANGE_AUDIENCES;
 
 /// A running emulator. Cheap to clone (all clones share one server); the
 /// server shuts down when the last clone is dropped.
@@ -225,16 +232,16 @@ impl Emulator {
             ),
             ("https://management.azure.com", &[][..]),
             (api::DEMO_API_URI, &[Emulator::DEMO_API_ROLE][..]),
-            (access_token::TOKEN_EXCHANGE_AUDIENCES[0], &[][..]),
-            (access_token::TOKEN_EXCHANGE_AUDIENCES[1], &[][..]),
-            (access_token::TOKEN_EXCHANGE_AUDIENCES[2], &[][..]),
+            (TOKEN_EXCHANGE_AUDIENCES[0], &[][..]),
+            (TOKEN_EXCHANGE_AUDIENCES[1], &[][..]),
+            (TOKEN_EXCHANGE_AUDIENCES[2], &[][..]),
         ] {
-            register_resource(&mut state, uri, roles);
+            state.directory.register_resource(uri, roles);
         }
         let shared = Arc::new(Shared::new(authority, state));
 
         let router = Router::new()
-            .route("/{tenant}/oauth2/v2.0/token", any(token::token_endpoint))
+            .route("/{tenant}/oauth2/v2.0/token", any(token_endpoint::token_endpoint))
             .route("/{tenant}/discovery/v2.0/keys", get(api::jwks))
             .route(
                 "/{tenant}/v2.0/.well-known/openid-configuration",
@@ -304,22 +311,20 @@ impl Emulator {
         format!("{}/{tenant_id}/oauth2/v2.0/token", self.authority_host())
     }
 
-    /// Registers `app` in `tenant_id` (with a service principal, and admin
-    /// consent for its roles) and returns its fresh client ID.
+    /// Registers `app` in `tenant_id` (its GUID or a domain of it; with a
+    /// service principal, and admin consent for its roles) and returns its
+    /// fresh client ID.
     ///
     /// # Panics
     ///
     /// If `tenant_id` is not a tenant of this emulator.
     pub fn register_app(&self, tenant_id: &str, app: App) -> RegisteredApp {
         let client_id = util::guid();
-        let tenant_key = tenant_id.to_ascii_lowercase();
         let mut st = self.inner.shared.lock();
-        let Some(tenant) = st.tenants.get_mut(&tenant_key) else {
+        let Some(tenant_key) = st.directory.resolve(tenant_id).map(str::to_owned) else {
             panic!("entra-emulator: register_app: unknown tenant '{tenant_id}'");
         };
-        tenant
-            .apps
-            .insert(client_id.clone(), AppRecord::from_app(app));
+        st.directory.register(&tenant_key, &client_id, app);
         RegisteredApp {
             client_id,
             tenant_id: tenant_key,
@@ -340,7 +345,7 @@ impl Emulator {
     /// Sets `expires_in` / `ext_expires_in` (whole seconds) and the `exp` of
     /// tokens issued from now on. Default: 3599 s.
     pub fn set_token_lifetime(&self, expires_in: Duration) {
-        self.inner.shared.lock().token_lifetime = expires_in;
+        self.inner.shared.lock().issuance.lifetime = expires_in;
     }
 
     /// Sets the `refresh_in` field of token responses (whole seconds); `None`
@@ -389,14 +394,14 @@ impl Emulator {
     /// `User-Agent` and `client-request-id`), query, form, and the status it
     /// was answered with. Set once the answer is decided.
     pub fn last_token_http_request(&self) -> Option<RecordedRequest> {
-        self.inner.shared.lock().last_token_http_request.clone()
+        self.inner.shared.lock().token_log.last().cloned()
     }
 
     /// Revokes every token issued so far: the demo API answers them with
     /// `401` `invalid_token`. Tokens issued afterwards are valid.
     pub fn revoke_issued_tokens(&self) {
         let mut st = self.inner.shared.lock();
-        st.revoked_below = st.next_seq;
+        st.revoked_below = st.issuance.next_seq;
     }
 
     /// Deletes a client secret of a registered app, as deleting it under the app's
@@ -444,7 +449,11 @@ impl Emulator {
     /// Registers (or redefines) a resource API that tokens can be requested
     /// for, with scope `{app_id_uri}/.default`, defining the app roles `roles`.
     pub fn register_api(&self, app_id_uri: &str, roles: &[&str]) {
-        register_resource(&mut self.inner.shared.lock(), app_id_uri, roles);
+        self.inner
+            .shared
+            .lock()
+            .directory
+            .register_resource(app_id_uri, roles);
     }
 
     /// Trusts `issuer` for federated identity credentials, with its public
@@ -470,7 +479,7 @@ impl Emulator {
     /// the call are accepted.
     pub fn cae_revoke(&self) {
         let mut st = self.inner.shared.lock();
-        st.cae_revoked_below = st.next_seq;
+        st.cae_revoked_below = st.issuance.next_seq;
         st.cae_nbf = util::unix_now();
     }
 
@@ -490,24 +499,13 @@ impl Emulator {
 /// The record of a registered app, for the controls that change its credentials.
 fn registered<'a>(state: &'a mut State, app: &RegisteredApp, control: &str) -> &'a mut AppRecord {
     state
-        .tenants
-        .get_mut(&app.tenant_id)
-        .and_then(|t| t.apps.get_mut(&app.client_id))
+        .directory
+        .app_mut(&app.client_id)
+        .filter(|record| record.home_tenant == app.tenant_id)
         .unwrap_or_else(|| {
             panic!(
                 "entra-emulator: {control}: app '{}' is not registered in tenant '{}'",
                 app.client_id, app.tenant_id
             )
         })
-}
-
-fn register_resource(state: &mut State, uri: &str, roles: &[&str]) {
-    let uri = uri.trim_end_matches('/');
-    state.resources.insert(
-        uri.to_ascii_lowercase(),
-        Resource {
-            uri: uri.to_owned(),
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-        },
-    );
 }

@@ -5,9 +5,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::Emulator;
-use crate::access_token::v2_issuer;
 use crate::fault::Fault;
 use crate::record::RecordedRequest;
+use crate::token_signer::v2_issuer;
 use crate::util::guid;
 
 /// The subscription the emulated resources live in.

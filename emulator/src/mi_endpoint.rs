@@ -12,13 +12,14 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use crate::access_token::{self, Principal};
 use crate::fault::FaultKind;
 use crate::managed_identity::{IdentityRecord, NotSelected, Selector, select};
 use crate::net::Conn;
 use crate::record::{Endpoint, RecordedRequest};
 use crate::state::Shared;
-use crate::token::{JSON_UTF8, parse_form};
+use crate::entra_error::JSON_UTF8;
+use crate::form::parse_form;
+use crate::token_signer::Principal;
 use crate::util::{civil, guid};
 
 /// A managed identity endpoint's answer, to come.
@@ -238,8 +239,8 @@ fn sign_for(
     resource: &str,
 ) -> Result<MiToken, MiError> {
     let mut st = shared.lock();
-    let key = resource.trim_end_matches('/').to_ascii_lowercase();
-    let Some(canonical) = st.resources.get(&key).map(|r| r.uri.clone()) else {
+    let st = &mut *st;
+    let Some(canonical) = st.directory.resource(resource) else {
         return Err(MiError::new(
             400,
             "invalid_resource",
@@ -259,7 +260,9 @@ fn sign_for(
         appidacr: "2",
         mirid: Some(&a.resource_id),
     };
-    let issued = access_token::sign(&mut st, &shared.authority, &principal, &canonical, false);
+    let issued = st
+        .issuance
+        .sign(&shared.authority, &principal, canonical, false);
     Ok(MiToken {
         token: issued.token,
         client_id: a.client_id.clone(),

@@ -1,10 +1,13 @@
-//! Signing access tokens, for apps (token endpoint) and managed identities
-//! alike.
+//! The token signer: signs access tokens, for apps (the token endpoint) and
+//! managed identities (their endpoints) alike, with the emulator's lifetime
+//! and issue sequence.
+
+use std::time::Duration;
 
 use serde_json::json;
 
+use crate::directory::Resource;
 use crate::jwt::emulator_key;
-use crate::state::State;
 use crate::util::{b64url, guid, unix_now};
 
 /// Name of the (emulator-specific) claim holding the issue sequence number.
@@ -47,76 +50,90 @@ pub(crate) struct Issued {
     pub(crate) lifetime: u64,
 }
 
-/// Signs an access token for `principal` to `resource` (the canonical
-/// application ID URI), with the emulator's lifetime and sequence number.
-pub(crate) fn sign(
-    st: &mut State,
-    authority: &str,
-    principal: &Principal<'_>,
-    resource: &str,
-    cp1: bool,
-) -> Issued {
-    let seq = st.next_seq;
-    st.next_seq += 1;
-    let now = unix_now();
-    let lifetime = st.token_lifetime.as_secs();
-    let resource_roles = st
-        .resources
-        .get(&resource.to_ascii_lowercase())
-        .map(|r| r.roles.as_slice())
-        .unwrap_or_default();
-    let roles: Vec<&String> = principal
-        .roles
-        .iter()
-        .filter(|r| resource_roles.contains(r))
-        .collect();
-    let v2 = TOKEN_EXCHANGE_AUDIENCES
-        .iter()
-        .any(|a| a.eq_ignore_ascii_case(resource));
-    let (issuer, ver) = if v2 {
-        (v2_issuer(authority, principal.tenant), "2.0")
-    } else {
-        (
-            format!("https://sts.windows.net/{}/", principal.tenant),
-            "1.0",
-        )
-    };
-    let mut claims = json!({
-        "aud": resource,
-        "iss": issuer,
-        "iat": now,
-        "nbf": now,
-        "exp": now + lifetime,
-        "aio": b64url(uuid::Uuid::new_v4().as_bytes()),
-        "app_displayname": principal.display_name,
-        "appid": principal.client_id,
-        "appidacr": principal.appidacr,
-        "azp": principal.client_id,
-        "azpacr": principal.appidacr,
-        "idp": issuer,
-        "idtyp": "app",
-        "oid": principal.object_id,
-        "sub": principal.object_id,
-        "tid": principal.tenant,
-        "uti": b64url(uuid::Uuid::new_v4().as_bytes()),
-        "jti": guid(),
-        "ver": ver,
-        SEQ_CLAIM: seq,
-    });
-    if !roles.is_empty() {
-        claims["roles"] = json!(roles);
+/// What every issued token shares: its lifetime, and the sequence number
+/// revocation compares against.
+pub(crate) struct Issuance {
+    /// Sequence number the next issued token gets.
+    pub(crate) next_seq: u64,
+    /// `expires_in` and `exp - iat` of tokens issued from now on.
+    pub(crate) lifetime: Duration,
+}
+
+impl Issuance {
+    pub(crate) fn new() -> Issuance {
+        Issuance {
+            next_seq: 1,
+            lifetime: Duration::from_secs(3599),
+        }
     }
-    if cp1 {
-        claims["xms_cc"] = json!(["cp1"]);
-    }
-    if let Some(mirid) = principal.mirid {
-        claims["xms_mirid"] = json!(mirid);
-    }
-    let key = emulator_key();
-    let header = json!({"typ": "JWT", "alg": "RS256", "x5t": key.kid(), "kid": key.kid()});
-    Issued {
-        token: key.sign(&header, &claims),
-        issued_at: now,
-        lifetime,
+
+    /// Signs an access token for `principal` to `resource`, carrying the
+    /// principal's roles that the resource defines.
+    pub(crate) fn sign(
+        &mut self,
+        authority: &str,
+        principal: &Principal<'_>,
+        resource: &Resource,
+        cp1: bool,
+    ) -> Issued {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let now = unix_now();
+        let lifetime = self.lifetime.as_secs();
+        let resource_roles = resource.roles.as_slice();
+        let roles: Vec<&String> = principal
+            .roles
+            .iter()
+            .filter(|r| resource_roles.contains(r))
+            .collect();
+        let v2 = TOKEN_EXCHANGE_AUDIENCES
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(&resource.uri));
+        let (issuer, ver) = if v2 {
+            (v2_issuer(authority, principal.tenant), "2.0")
+        } else {
+            (
+                format!("https://sts.windows.net/{}/", principal.tenant),
+                "1.0",
+            )
+        };
+        let mut claims = json!({
+            "aud": resource.uri,
+            "iss": issuer,
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime,
+            "aio": b64url(uuid::Uuid::new_v4().as_bytes()),
+            "app_displayname": principal.display_name,
+            "appid": principal.client_id,
+            "appidacr": principal.appidacr,
+            "azp": principal.client_id,
+            "azpacr": principal.appidacr,
+            "idp": issuer,
+            "idtyp": "app",
+            "oid": principal.object_id,
+            "sub": principal.object_id,
+            "tid": principal.tenant,
+            "uti": b64url(uuid::Uuid::new_v4().as_bytes()),
+            "jti": guid(),
+            "ver": ver,
+            SEQ_CLAIM: seq,
+        });
+        if !roles.is_empty() {
+            claims["roles"] = json!(roles);
+        }
+        if cp1 {
+            claims["xms_cc"] = json!(["cp1"]);
+        }
+        if let Some(mirid) = principal.mirid {
+            claims["xms_mirid"] = json!(mirid);
+        }
+        let key = emulator_key();
+        let header = json!({"typ": "JWT", "alg": "RS256", "x5t": key.kid(), "kid": key.kid()});
+        Issued {
+            token: key.sign(&header, &claims),
+            issued_at: now,
+            lifetime,
+        }
     }
 }
