@@ -1,15 +1,10 @@
-//! An in-process emulator of the Microsoft Entra ID (Azure AD) v2.0 token
-//! endpoint, plus a demo API protected by its tokens.
+#![doc = include_str!("../README.md")]
 //!
-//! It speaks Entra's wire protocol — the client credentials grant on
-//! `POST /{tenant}/oauth2/v2.0/token`, Entra's error JSON (`AADSTS` codes,
-//! trace and correlation IDs), RS256 access tokens, JWKS and OpenID discovery
-//! documents — so that OAuth clients can be tested against realistic behaviour,
-//! including failures injected on demand ([`Fault`]).
+//! # The server
 //!
-//! The server listens on `127.0.0.1` on a random port and lives on the Tokio
-//! runtime that called [`Emulator::start`]; it stops when the last clone of the
-//! [`Emulator`] handle is dropped.
+//! [`Emulator::start`] listens on `127.0.0.1` on a random port; the server
+//! lives on the Tokio runtime that called it and stops when the last clone of
+//! the [`Emulator`] handle is dropped.
 //!
 //! # What it checks
 //!
@@ -26,6 +21,7 @@
 //! | `grant_type` missing / not `client_credentials` | 400 | `invalid_request` / `unsupported_grant_type` | `AADSTS900144` / `AADSTS70003` |
 //! | `client_id` missing | 400 | `invalid_request` | `AADSTS900144` |
 //! | client not in the tenant | 400 | `unauthorized_client` | `AADSTS700016` |
+//! | client registered in the tenant without its service principal | 401 | `invalid_client` | `AADSTS7000229` |
 //! | both a secret and an assertion | 400 | `invalid_request` | `AADSTS90013` |
 //! | no credential | 401 | `invalid_client` | `AADSTS7000216` |
 //! | wrong / expired secret | 401 | `invalid_client` | `AADSTS7000215` / `AADSTS7000222` |
@@ -82,32 +78,30 @@
 //! [`Emulator::last_token_http_request`] keeps the latest token request's
 //! headers (such as `x-client-SKU` or `User-Agent`).
 //!
-//! # Example
+//! # Several tenants
 //!
-//! ```no_run
-//! use entra_emulator::{App, Emulator};
+//! [`Emulator::add_tenant`] creates tenants beside the first;
+//! [`Emulator::add_domain`] names one by a domain too, and every endpoint
+//! and control that takes a tenant takes either name. A token request names
+//! its tenant in the path and is answered as Entra answers it:
 //!
-//! # async fn demo() {
-//! let emulator = Emulator::start().await;
-//! let app = emulator.register_app(
-//!     &emulator.tenant_id(),
-//!     App::new("daemon").with_secret("s3cret").with_roles(&[Emulator::DEMO_API_ROLE]),
-//! );
+//! | the app in the tenant | status | `error` | code |
+//! | --- | --- | --- | --- |
+//! | tenant unknown | 400 | `invalid_request` | `AADSTS90002` |
+//! | registered there (its home), or consented to ([`Emulator::grant_admin_consent`]) | 200 | | |
+//! | present without consent ([`Emulator::add_service_principal`]) | 200, no `roles`: the demo API answers 403 | | |
+//! | never consented to, or a single-tenant app of another tenant | 400 | `unauthorized_client` | `AADSTS700016` |
+//! | home tenant without its service principal ([`Emulator::remove_service_principal`]) | 401 | `invalid_client` | `AADSTS7000229` |
 //!
-//! // Any HTTP client works; this is the raw protocol.
-//! let token_url = emulator.token_url(&app.tenant_id);
-//! let form = [
-//!     ("grant_type", "client_credentials"),
-//!     ("client_id", app.client_id.as_str()),
-//!     ("client_secret", "s3cret"),
-//!     ("scope", Emulator::DEMO_API_SCOPE),
-//! ];
-//! # let _ = (token_url, form);
-//! // POST `form` to `token_url`, then call `emulator.demo_api_url()` with
-//! // `Authorization: Bearer <access_token>`.
-//! assert_eq!(emulator.token_requests(), 0);
-//! # }
-//! ```
+//! `AADSTS65001` ("the user or administrator has not consented") is an
+//! answer of Entra's user sign-in flows; the client credentials grant does
+//! not check consent beyond the app's presence, it leaves out the roles not
+//! granted. A token's `tid` and `iss` name the tenant by GUID whichever name
+//! the request used. [`Emulator::token_requests_to`],
+//! [`Emulator::tenant_token_request_stats`] and
+//! [`Emulator::set_tenant_token_rate_limit`] count and limit one tenant's
+//! requests; [`RecordedRequest::tenant_id`] says which tenant a logged
+//! request addressed.
 #![warn(missing_docs)]
 
 mod api;
