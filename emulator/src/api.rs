@@ -36,14 +36,8 @@ pub(crate) async fn openid_configuration(
     headers: HeaderMap,
 ) -> Response {
     // A domain resolves to its tenant's GUID, in every URL of the document.
-    let known = shared
-        .lock()
-        .directory
-        .resolve(&tenant)
-        .map(str::to_owned);
-    let lower = known
-        .clone()
-        .unwrap_or_else(|| tenant.to_ascii_lowercase());
+    let known = shared.lock().directory.resolve(&tenant).map(str::to_owned);
+    let lower = known.clone().unwrap_or_else(|| tenant.to_ascii_lowercase());
     let issuer_tenant = match lower.as_str() {
         _ if known.is_some() => lower.clone(),
         "common" | "organizations" => "{tenantid}".to_owned(),

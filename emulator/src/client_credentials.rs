@@ -128,7 +128,12 @@ pub(crate) fn issue(
 /// multi-tenant app gets from a customer tenant that never consented), and
 /// a registration whose service principal is missing (`401 invalid_client`
 /// `AADSTS7000229`).
-fn absent_error(absent: Absent, client_id: &str, tenant_in_path: &str, tenant_id: &str) -> EntraError {
+fn absent_error(
+    absent: Absent,
+    client_id: &str,
+    tenant_in_path: &str,
+    tenant_id: &str,
+) -> EntraError {
     match absent {
         Absent::NotInDirectory => EntraError::new(
             400,

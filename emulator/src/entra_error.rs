@@ -112,4 +112,3 @@ impl EntraError {
         ctx.response(self.status, Some(JSON_UTF8), self.body(ctx))
     }
 }
-

@@ -53,4 +53,3 @@ pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)>
     };
     Some((unescape(id), unescape(secret)))
 }
-

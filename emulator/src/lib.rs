@@ -58,6 +58,7 @@
 //! | App Service, Functions, Container Apps | `GET /msi/token` | [`Emulator::app_service_identity_endpoint`], [`Emulator::app_service_identity_header`] |
 //! | Azure Arc | `GET /arc/metadata/identity/oauth2/token` | [`Emulator::arc_identity_endpoint`], [`Emulator::arc_imds_endpoint`], [`Emulator::set_arc_key_directory`] |
 //! | Cloud Shell | `POST /cloudshell/oauth2/token` | [`Emulator::cloud_shell_msi_endpoint`] |
+//! | Azure Machine Learning | `GET /azureml/msi/token` | [`Emulator::azure_ml_msi_endpoint`], [`Emulator::azure_ml_msi_secret`], [`Emulator::azure_ml_default_identity_client_id`] |
 //! | Service Fabric (plain HTTP) | `GET /servicefabric/metadata/identity/oauth2/token` | [`Emulator::service_fabric_identity_endpoint`], [`Emulator::service_fabric_identity_header`] |
 //!
 //! Their tokens are signed like the token endpoint's (`aud` the resource,
@@ -235,7 +236,10 @@ impl Emulator {
         let shared = Arc::new(Shared::new(authority, state));
 
         let router = Router::new()
-            .route("/{tenant}/oauth2/v2.0/token", any(token_endpoint::token_endpoint))
+            .route(
+                "/{tenant}/oauth2/v2.0/token",
+                any(token_endpoint::token_endpoint),
+            )
             .route("/{tenant}/discovery/v2.0/keys", get(api::jwks))
             .route(
                 "/{tenant}/v2.0/.well-known/openid-configuration",
@@ -247,6 +251,10 @@ impl Emulator {
                 get(mi_endpoint::at(Endpoint::Imds)),
             )
             .route("/msi/token", get(mi_endpoint::at(Endpoint::AppService)))
+            .route(
+                "/azureml/msi/token",
+                get(mi_endpoint::at(Endpoint::AzureMl)),
+            )
             .route(
                 "/arc/metadata/identity/oauth2/token",
                 get(mi_endpoint::at(Endpoint::AzureArc)),

@@ -16,6 +16,8 @@ pub enum Endpoint {
     AzureArc,
     /// Azure Cloud Shell (`MSI_ENDPOINT`).
     CloudShell,
+    /// Azure Machine Learning compute (`MSI_ENDPOINT` with `MSI_SECRET`).
+    AzureMl,
     /// Service Fabric's managed identity token service.
     ServiceFabric,
 }

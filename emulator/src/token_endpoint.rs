@@ -193,4 +193,3 @@ fn default_fault_error(status: u16) -> Option<EntraError> {
         _ => None,
     }
 }
-

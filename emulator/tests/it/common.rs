@@ -76,7 +76,11 @@ pub async fn request_token_with(
 
 /// A well-formed client-credentials request for the demo API with `app`'s secret, sent to the
 /// token endpoint of `tenant` (a GUID or a domain), which need not be the app's home.
-pub async fn request_token_in(em: &Emulator, tenant: &str, app: &RegisteredApp) -> reqwest::Response {
+pub async fn request_token_in(
+    em: &Emulator,
+    tenant: &str,
+    app: &RegisteredApp,
+) -> reqwest::Response {
     post_form(&em.token_url(tenant), &token_form(app, &[], &[])).await
 }
 

@@ -40,8 +40,14 @@ async fn a_consenting_tenant_issues_its_own_tokens_by_guid_and_by_domain() {
 
     assert_eq!(home["tid"], em.tenant_id());
     for claims in [&guid_claims, &domain_claims] {
-        assert_eq!(claims["tid"], customer, "the GUID, whichever name was asked");
-        assert_eq!(claims["iss"], format!("https://sts.windows.net/{customer}/"));
+        assert_eq!(
+            claims["tid"], customer,
+            "the GUID, whichever name was asked"
+        );
+        assert_eq!(
+            claims["iss"],
+            format!("https://sts.windows.net/{customer}/")
+        );
         assert_eq!(claims["appid"], app.client_id);
         assert_eq!(claims["roles"], json!([Emulator::DEMO_API_ROLE]));
     }
@@ -153,7 +159,10 @@ async fn present_without_consent_gets_a_token_without_roles_and_a_403() {
 #[tokio::test]
 async fn an_unknown_tenant_answers_90002_by_either_name() {
     let (em, app, _) = isv_and_customer().await;
-    for name in ["fabrikam.onmicrosoft.com", &uuid::Uuid::new_v4().to_string()] {
+    for name in [
+        "fabrikam.onmicrosoft.com",
+        &uuid::Uuid::new_v4().to_string(),
+    ] {
         let body = assert_entra_error(
             request_token_in(&em, name, &app).await,
             400,
