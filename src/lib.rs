@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), forbid(unsafe_code))]
 // The unit tests' allocator reads freed memory for tokens that were not zeroed (endpoint.rs);
 // everything else stays free of `unsafe`.
