@@ -266,6 +266,11 @@ impl Credential for AzureCliCredential {
     ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
         Box::pin(self.fetch(request))
     }
+
+    /// The bound on one `az` run ([`with_timeout`](Self::with_timeout)): a longer run is killed.
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.timeout)
+    }
 }
 
 #[cfg(all(test, unix))]
