@@ -84,7 +84,10 @@ impl fmt::Debug for ManagedIdentityId {
 /// | none of these | IMDS (VMs, scale sets, AKS) | `http://169.254.169.254` (or `AZURE_POD_IDENTITY_AUTHORITY_HOST`), api-version 2018-02-01, `Metadata: true` |
 ///
 /// A half-set environment (say `IDENTITY_HEADER` without `IDENTITY_ENDPOINT`) is a
-/// [`Configuration`](TokenErrorKind::Configuration) error when the credential is built.
+/// [`Configuration`](TokenErrorKind::Configuration) error when the credential is built, and so
+/// is an endpoint a secret should not travel to: Service Fabric's over plain http, or an App
+/// Service, Azure Arc or `MSI_SECRET` endpoint over plain http on a host that is neither this
+/// machine nor a link-local or private address.
 ///
 /// The scope's `/.default` is dropped to make the `resource` these endpoints take. Following
 /// Microsoft's guidance for IMDS, answers 404, 410 (IMDS upgrading: retried for about 70 s),
