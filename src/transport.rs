@@ -108,6 +108,7 @@ pub(crate) enum TransportChoice {
     /// The caller's own service.
     Service(Arc<dyn TransportService>),
     /// A client a credential built itself, which never uses a proxy.
+    #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
     Direct(Arc<dyn TransportService>),
 }
 
