@@ -554,8 +554,9 @@ pub(crate) mod tests {
                 .unwrap_err();
             assert!(is_not_connected(&e), "{e}");
             assert!(
-                e.message()
-                    .starts_with(&format!("could not connect to login.microsoftonline.com:443 {way}")),
+                e.message().starts_with(&format!(
+                    "could not connect to login.microsoftonline.com:443 {way}"
+                )),
                 "{e}"
             );
         }

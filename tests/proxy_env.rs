@@ -68,7 +68,10 @@ async fn the_default_transport_ignores_proxy_variables_for_a_plain_http_loopback
     )
     .await
     .unwrap_err();
-    assert!(received.load(Ordering::SeqCst) > 0, "the proxy was not used");
+    assert!(
+        received.load(Ordering::SeqCst) > 0,
+        "the proxy was not used"
+    );
     assert!(
         e.message().starts_with(&format!(
             "could not connect to login.microsoftonline.com:443 through the proxy {proxy}"

@@ -297,8 +297,9 @@ async fn a_failure_to_connect_names_the_host_and_the_route() {
     let e = graph_token(&credential).await.unwrap_err();
     assert_eq!(e.kind(), TokenErrorKind::Connection, "{e}");
     assert!(
-        e.message()
-            .starts_with(&format!("could not connect to 127.0.0.1:{port} directly (no proxy)")),
+        e.message().starts_with(&format!(
+            "could not connect to 127.0.0.1:{port} directly (no proxy)"
+        )),
         "{e}"
     );
 }

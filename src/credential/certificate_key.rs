@@ -522,7 +522,9 @@ fn split_tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         }
         let (bytes, after) = der.split_at(count);
         der = after;
-        bytes.iter().fold(0usize, |len, &b| (len << 8) | usize::from(b))
+        bytes
+            .iter()
+            .fold(0usize, |len, &b| (len << 8) | usize::from(b))
     };
     if der.len() < len {
         return None;
@@ -734,8 +736,8 @@ mod tests {
         for (n, r, p, said) in HOSTILE_SCRYPT {
             let text = String::from_utf8(fixture("cert.pem")).unwrap()
                 + &pem("ENCRYPTED PRIVATE KEY", &scrypt_key(n, r, p));
-            let e = ClientCertificate::from_pem_with_password(text, "fixture-password")
-                .unwrap_err();
+            let e =
+                ClientCertificate::from_pem_with_password(text, "fixture-password").unwrap_err();
             assert_eq!(e.kind(), crate::TokenErrorKind::Configuration, "{e}");
             assert!(e.message().contains(said), "{said}: {e}");
             assert!(e.message().contains("ENCRYPTED PRIVATE KEY"), "{e}");
@@ -757,7 +759,10 @@ mod tests {
         for (n, r, p) in [(1 << 14, 8, 1), (1 << 18, 8, 1), (1 << 14, 8, 16)] {
             let der = scrypt_key(n, r, p);
             let info = pkcs8::EncryptedPrivateKeyInfoRef::try_from(&der[..]).unwrap();
-            assert!(matches!(info.encryption_algorithm, EncryptionScheme::Pbes2(_)));
+            assert!(matches!(
+                info.encryption_algorithm,
+                EncryptionScheme::Pbes2(_)
+            ));
             check_kdf_cost(&info.encryption_algorithm, ENCRYPTED_PEM).unwrap();
         }
     }
@@ -774,7 +779,8 @@ mod tests {
         const SHROUDED_KEY_BAG: &[u8] = &[
             0x06, 0x0b, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x0a, 0x01, 0x02,
         ];
-        let tagged = |tag: u8, body: &[u8]| [vec![tag], der_len(body.len()), body.to_vec()].concat();
+        let tagged =
+            |tag: u8, body: &[u8]| [vec![tag], der_len(body.len()), body.to_vec()].concat();
         let data = |content: &[u8]| sequence(&[DATA, &tagged(0xa0, &tagged(0x04, content))]);
         for (n, r, p, said) in [
             (1u64 << 20, 8u16, 16u16, "N=2^20, r=8, p=16"),

@@ -32,7 +32,9 @@ impl Route {
             .as_str()
             .parse::<http::Uri>()
             .ok()
-            .and_then(|uri| hyper_util::client::proxy::matcher::Matcher::from_system().intercept(&uri))
+            .and_then(|uri| {
+                hyper_util::client::proxy::matcher::Matcher::from_system().intercept(&uri)
+            })
             .map(|intercept| endpoint_of(intercept.uri()));
         Route::Environment(proxy)
     }
@@ -53,13 +55,11 @@ fn endpoint_of(uri: &http::Uri) -> String {
 /// the identity asked for, never a secret, but it is noise here).
 pub(crate) fn destination_of(uri: &http::Uri) -> String {
     let host = uri.host().unwrap_or("the endpoint");
-    let port = uri
-        .port_u16()
-        .or(match uri.scheme_str() {
-            Some("https") => Some(443),
-            Some("http") => Some(80),
-            _ => None,
-        });
+    let port = uri.port_u16().or(match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    });
     match port {
         Some(port) => format!("{host}:{port}"),
         None => host.to_owned(),

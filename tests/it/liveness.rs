@@ -205,7 +205,9 @@ mod managed_identity_assertion {
         other.block_on(async {
             let token = tokio::time::timeout(HOUR, provider.token())
                 .await
-                .expect("the replacement fetch waited on the parked fetch's managed identity request")
+                .expect(
+                    "the replacement fetch waited on the parked fetch's managed identity request",
+                )
                 .unwrap();
             assert_eq!(token.secret(), "app-token");
         });

@@ -195,9 +195,7 @@ fn check_secret_destination(name: &str, url: &Url, secret: &str) -> Result<(), T
     }
     let local = match url.host() {
         Some(url::Host::Domain(d)) => d.trim_end_matches('.').eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => {
-            ip.is_loopback() || ip.is_link_local() || ip.is_private()
-        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_link_local() || ip.is_private(),
         Some(url::Host::Ipv6(ip)) => {
             IpAddr::V6(ip).is_loopback() || ip.is_unicast_link_local() || ip.is_unique_local()
         }
@@ -369,9 +367,8 @@ mod tests {
     /// Plain http carries a secret only to the addresses the platforms use; https anywhere.
     #[test]
     fn a_secret_over_plain_http_goes_only_to_local_link_local_or_private_hosts() {
-        let app_service = |endpoint: &str| {
-            detect(&[(IDENTITY_ENDPOINT, endpoint), (IDENTITY_HEADER, "h")])
-        };
+        let app_service =
+            |endpoint: &str| detect(&[(IDENTITY_ENDPOINT, endpoint), (IDENTITY_HEADER, "h")]);
         let legacy = |endpoint: &str| detect(&[(MSI_ENDPOINT, endpoint), (MSI_SECRET, "s")]);
         let arc = |endpoint: &str| {
             detect(&[

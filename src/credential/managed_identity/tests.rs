@@ -163,3 +163,120 @@ async fn arc_refuses_user_assigned_identities_when_built() {
     assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
     assert!(e.message().contains("Azure Arc"), "{e}");
 }
+
+/// No copy of a token or of the Arc key is freed unzeroed on the credential's paths (the lib's
+/// tests run on the scanning allocator): the answer read and parsed, accepted or refused, and
+/// the `Authorization: Basic` header built from the key. The test transport answers from memory
+/// that it zeroes too, so every copy left is the credential's.
+mod freed_memory {
+    use std::convert::Infallible;
+    use std::future::ready;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use zeroize::Zeroizing;
+
+    use super::*;
+    use crate::scanning_allocator::scan;
+    use crate::transport::TransportRequest;
+
+    const TOKEN: &[u8] = b"eyJ0eXAi.Mi7-needle_token-that-must-be-zeroed.before-free";
+    const KEY: &[u8] = b"Arc4-needle_key-that-must-be-zeroed-before-free";
+
+    /// An answer whose body lives in memory zeroed when dropped.
+    fn answer(status: u16, body: &[u8]) -> http::Response<Full<Bytes>> {
+        let body = Bytes::from_owner(Zeroizing::new(body.to_vec()));
+        let mut response = http::Response::new(Full::new(body));
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn managed_identity_answers_leave_no_copy_of_the_token() {
+        let token = std::str::from_utf8(TOKEN).unwrap();
+        let bodies = [
+            // Accepted, then dropped.
+            format!(r#"{{"access_token":"{token}","expires_in":"3600","token_type":"Bearer"}}"#),
+            // Read, then refused.
+            format!(r#"{{"access_token":"{token}","expires_in":"3600","token_type":"pop"}}"#),
+            format!(r#"{{"access_token":"{token}","token_type":"Bearer"}}"#),
+            format!(r#"{{"access_token":"{token}","expires_on":"soon"}}"#),
+            // Read, then the JSON breaks.
+            format!(r#"{{"access_token":"{token}","expires_in": }}"#),
+            format!(r#"{{"access_token":"{token}","expires_in":"3600""#),
+        ];
+        for body in &bodies {
+            let body = Zeroizing::new(body.as_bytes().to_vec());
+            let transport = tower::service_fn(move |_: TransportRequest| {
+                ready(Ok::<_, Infallible>(answer(200, &body)))
+            });
+            let credential = ManagedIdentityCredential::builder()
+                .environment(|_| None)
+                .transport(transport)
+                .build()
+                .unwrap();
+            let scan = scan(TOKEN.split_at(24).0);
+            let outcome = credential.request_token(TokenRequest::new(ARM)).await;
+            let ok = outcome.is_ok();
+            drop(outcome);
+            drop(credential);
+            assert_eq!(
+                scan.unzeroed_frees(),
+                0,
+                "a freed copy of the token (accepted: {ok}) after {}",
+                String::from_utf8_lossy(TOKEN)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_arc_key_and_its_basic_header_leave_no_copy() {
+        let dir = TempDir::new();
+        let key_file = dir.0.join("agent.key");
+        std::fs::write(&key_file, KEY).unwrap();
+        let challenge = format!("Basic realm={}", key_file.display());
+        let transport = tower::service_fn(move |request: TransportRequest| {
+            let answer = match request.headers().get(http::header::AUTHORIZATION) {
+                None => {
+                    let mut challenged = answer(401, b"");
+                    challenged
+                        .headers_mut()
+                        .insert(http::header::WWW_AUTHENTICATE, challenge.parse().unwrap());
+                    challenged
+                }
+                Some(value) => {
+                    let sent = value.as_bytes().strip_prefix(b"Basic ") == Some(KEY);
+                    let body: &[u8] = if sent {
+                        br#"{"access_token":"arc-token","expires_in":"3600","token_type":"Bearer"}"#
+                    } else {
+                        br#"{"error":"wrong key"}"#
+                    };
+                    answer(if sent { 200 } else { 400 }, body)
+                }
+            };
+            drop(request);
+            ready(Ok::<_, Infallible>(answer))
+        });
+        let credential = ManagedIdentityCredential::builder()
+            .environment(|name| match name {
+                "IDENTITY_ENDPOINT" => {
+                    Some("http://localhost:40342/metadata/identity/oauth2/token".to_owned())
+                }
+                "IMDS_ENDPOINT" => Some("http://localhost:40342".to_owned()),
+                _ => None,
+            })
+            .transport(transport)
+            .arc_key_directory(&dir.0)
+            .build()
+            .unwrap();
+        let scan = scan(KEY);
+        let token = credential.request_token(TokenRequest::new(ARM)).await;
+        assert_eq!(token.unwrap().secret(), "arc-token");
+        drop(credential);
+        assert_eq!(
+            scan.unzeroed_frees(),
+            0,
+            "memory holding the Arc key was freed without being zeroed"
+        );
+    }
+}
