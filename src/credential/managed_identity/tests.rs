@@ -280,3 +280,123 @@ mod freed_memory {
         );
     }
 }
+
+/// Claims challenges: App Service is asked, as MSAL asks it, for a token in place of the refused
+/// one; a platform that serves the refused token again, or a source that takes no such request,
+/// is an error, never a token passed off as carrying the claims.
+mod claims_challenge {
+    use std::convert::Infallible;
+    use std::future::ready;
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    use super::*;
+    use crate::transport::TransportRequest;
+
+    const CHALLENGE: &str = r#"{"access_token":{"nbf":{"essential":true,"value":"1726077595"},"xms_cc":{"values":["cp1"]}}}"#;
+    const CP1: &str = r#"{"access_token":{"xms_cc":{"values":["cp1"]}}}"#;
+
+    fn token_body(token: &str) -> http::Response<Full<Bytes>> {
+        http::Response::new(Full::new(Bytes::from(format!(
+            r#"{{"access_token":"{token}","expires_in":"86400","token_type":"Bearer"}}"#
+        ))))
+    }
+
+    /// A platform whose cache serves `cached` until asked to refresh exactly it (when
+    /// `honours`); the queries it was sent.
+    fn platform(
+        vars: &'static [(&'static str, &'static str)],
+        honours: bool,
+    ) -> (ManagedIdentityCredential, Arc<Mutex<Vec<String>>>) {
+        let queries = Arc::new(Mutex::new(Vec::new()));
+        let seen = queries.clone();
+        let transport = tower::service_fn(move |request: TransportRequest| {
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            let refresh = format!("token_sha256_to_refresh={}", claims::sha256_hex("cached"));
+            let token = if honours && query.contains(&refresh) {
+                "renewed"
+            } else {
+                "cached"
+            };
+            seen.lock().unwrap().push(query);
+            ready(Ok::<_, Infallible>(token_body(token)))
+        });
+        let credential = ManagedIdentityCredential::builder()
+            .environment(move |name| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+            .transport(transport)
+            .build()
+            .unwrap();
+        (credential, queries)
+    }
+
+    const APP_SERVICE: &[(&str, &str)] = &[
+        ("IDENTITY_ENDPOINT", "http://127.0.0.1:41566/MSI/token/"),
+        ("IDENTITY_HEADER", "h"),
+    ];
+
+    #[tokio::test]
+    async fn app_service_replaces_the_refused_token() {
+        let (credential, queries) = platform(APP_SERVICE, true);
+        let first = credential
+            .request_token(TokenRequest::new(ARM))
+            .await
+            .unwrap();
+        assert_eq!(first.secret(), "cached");
+        let renewed = credential
+            .request_token(TokenRequest::new(ARM).with_claims(CHALLENGE))
+            .await
+            .unwrap();
+        assert_eq!(renewed.secret(), "renewed");
+        let queries = queries.lock().unwrap();
+        assert!(
+            !queries[0].contains("token_sha256_to_refresh"),
+            "{queries:?}"
+        );
+        assert!(queries[1].contains("xms_cc=cp1"), "{queries:?}");
+        assert!(
+            queries[1].contains(&claims::sha256_hex("cached")),
+            "{queries:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_platform_serving_the_refused_token_again_is_an_error() {
+        let (credential, _) = platform(APP_SERVICE, false);
+        credential
+            .request_token(TokenRequest::new(ARM))
+            .await
+            .unwrap();
+        let e = credential
+            .request_token(TokenRequest::new(ARM).with_claims(CHALLENGE))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
+        assert!(e.message().contains("refused token again"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn imds_cannot_honour_a_challenge_and_sends_nothing_for_it() {
+        let (credential, queries) = platform(&[], true);
+        let e = credential
+            .request_token(TokenRequest::new(ARM).with_claims(CHALLENGE))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
+        assert!(e.message().contains("IMDS cannot honour"), "{e}");
+        assert!(queries.lock().unwrap().is_empty());
+        // Capabilities alone (what a provider with `client_capabilities` sends on every fetch)
+        // are no challenge: IMDS is asked as always.
+        let token = credential
+            .request_token(TokenRequest::new(ARM).with_claims(CP1))
+            .await
+            .unwrap();
+        assert_eq!(token.secret(), "cached");
+        assert!(!queries.lock().unwrap()[0].contains("xms_cc"));
+    }
+}
