@@ -38,11 +38,13 @@ mod audience;
 mod authority;
 mod authorize;
 mod challenge;
+mod cloud;
 mod credential;
-pub mod destination;
+mod destination;
 mod endpoint;
 mod error;
 mod future;
+mod host;
 mod layer;
 mod provider;
 mod refusal;
@@ -70,21 +72,22 @@ fn proptest_config() -> proptest::test_runner::Config {
     }
 }
 
-pub use authority::AuthorityHost;
 pub use authorize::AuthorizeRequest;
 pub use challenge::BearerChallenge;
+pub use cloud::Cloud;
 #[cfg(feature = "certificate")]
 pub use credential::{
     AssertionAlgorithm, CertificateAssertion, ClientCertificate, ClientCertificateCredential,
     ClientCertificateCredentialBuilder,
 };
 pub use credential::{
-    AssertionCallback, AzureCliCredential, ClientAssertionCredential,
+    AssertionCallback, AzureCliCredential, AzureCliCredentialBuilder, ClientAssertionCredential,
     ClientAssertionCredentialBuilder, ClientAuthentication, ClientSecret, ClientSecretCredential,
     ClientSecretCredentialBuilder, ConfidentialClientCredential,
-    ConfidentialClientCredentialBuilder, Credential, DefaultCredential, EnvironmentCredential,
-    FederatedTokenFile, ManagedIdentityCredential, ManagedIdentityCredentialBuilder,
-    ManagedIdentityId, TokenRequest, WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder,
+    ConfidentialClientCredentialBuilder, Credential, DefaultCredential, DefaultCredentialBuilder,
+    EnvironmentCredential, FederatedTokenFile, ManagedIdentityCredential,
+    ManagedIdentityCredentialBuilder, ManagedIdentityId, TokenRequest, WorkloadIdentityCredential,
+    WorkloadIdentityCredentialBuilder,
 };
 pub use destination::{ProviderRoutes, UnlistedHost};
 pub use error::{EntraError, Error, TokenError, TokenErrorKind};

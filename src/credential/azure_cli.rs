@@ -26,7 +26,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// For local development only: the app gets the developer's permissions, and `az` must be
 /// installed and signed in. It is never part of [`DefaultCredential`](crate::DefaultCredential)
-/// unless asked for ([`with_azure_cli`](crate::DefaultCredential::with_azure_cli)).
+/// unless asked for ([`azure_cli`](crate::DefaultCredentialBuilder::azure_cli)).
 ///
 /// A missing `az` or a signed-out user is a [`Configuration`](TokenErrorKind::Configuration)
 /// error that says what to run; a run longer than the timeout (10 s by default) is killed.
@@ -36,6 +36,12 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// use tower_entra::{AzureCliCredential, TokenProvider};
 ///
 /// let provider = TokenProvider::new(AzureCliCredential::new(), "https://management.azure.com/.default")?;
+///
+/// // Another of the signed-in user's tenants, and a longer bound on each `az` run.
+/// let credential = AzureCliCredential::builder()
+///     .tenant_id("contoso.onmicrosoft.com")
+///     .timeout(std::time::Duration::from_secs(30))
+///     .build()?;
 /// # Ok::<(), tower_entra::TokenError>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -52,6 +58,49 @@ impl Default for AzureCliCredential {
     }
 }
 
+/// Builds an [`AzureCliCredential`]; see its example.
+#[derive(Debug, Clone)]
+pub struct AzureCliCredentialBuilder {
+    tenant_id: Option<String>,
+    timeout: Duration,
+    search_path: Option<OsString>,
+}
+
+impl AzureCliCredentialBuilder {
+    /// Tokens for `tenant_id` (`--tenant`), one of the tenants the signed-in user belongs to,
+    /// instead of the CLI's current tenant.
+    pub fn tenant_id(mut self, tenant_id: impl Into<String>) -> Self {
+        self.tenant_id = Some(tenant_id.into());
+        self
+    }
+
+    /// The bound on one `az` run (default 10 s); a longer run is killed.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Looks `az` up in `path` instead of this process's `PATH`.
+    #[cfg(test)]
+    pub(crate) fn search_path(mut self, path: impl Into<OsString>) -> Self {
+        self.search_path = Some(path.into());
+        self
+    }
+
+    /// The credential; a [`Configuration`](TokenErrorKind::Configuration) error names a
+    /// malformed tenant id.
+    pub fn build(self) -> Result<AzureCliCredential, TokenError> {
+        if let Some(tenant_id) = &self.tenant_id {
+            check_tenant_id(tenant_id)?;
+        }
+        Ok(AzureCliCredential {
+            tenant_id: self.tenant_id,
+            timeout: self.timeout,
+            search_path: self.search_path,
+        })
+    }
+}
+
 impl AzureCliCredential {
     /// Tokens for the CLI's current tenant, with a 10 s timeout.
     pub fn new() -> Self {
@@ -62,26 +111,13 @@ impl AzureCliCredential {
         }
     }
 
-    /// Tokens for `tenant_id` (`--tenant`), one of the tenants the signed-in user belongs to.
-    /// Fails on a malformed tenant id.
-    pub fn with_tenant(mut self, tenant_id: impl Into<String>) -> Result<Self, TokenError> {
-        let tenant_id = tenant_id.into();
-        check_tenant_id(&tenant_id)?;
-        self.tenant_id = Some(tenant_id);
-        Ok(self)
-    }
-
-    /// The bound on one `az` run (default 10 s); a longer run is killed.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Looks `az` up in `path` instead of this process's `PATH`.
-    #[cfg(test)]
-    pub(crate) fn with_search_path(mut self, path: impl Into<OsString>) -> Self {
-        self.search_path = Some(path.into());
-        self
+    /// A builder, for another tenant or timeout.
+    pub fn builder() -> AzureCliCredentialBuilder {
+        AzureCliCredentialBuilder {
+            tenant_id: None,
+            timeout: DEFAULT_TIMEOUT,
+            search_path: None,
+        }
     }
 
     async fn fetch(&self, request: TokenRequest<'_>) -> Result<AccessToken, TokenError> {
@@ -320,7 +356,7 @@ impl Credential for AzureCliCredential {
         Box::pin(self.fetch(request))
     }
 
-    /// The bound on one `az` run ([`with_timeout`](Self::with_timeout)): a longer run is killed.
+    /// The bound on one `az` run ([`AzureCliCredentialBuilder::timeout`]): a longer run is killed.
     fn timeout(&self) -> Option<Duration> {
         Some(self.timeout)
     }
@@ -350,8 +386,12 @@ pub(crate) mod tests {
             FakeAz(dir)
         }
 
+        fn builder(&self) -> AzureCliCredentialBuilder {
+            AzureCliCredential::builder().search_path(self.0.as_os_str())
+        }
+
         pub(crate) fn credential(&self) -> AzureCliCredential {
-            AzureCliCredential::new().with_search_path(self.0.as_os_str())
+            self.builder().build().unwrap()
         }
 
         fn args(&self) -> Vec<String> {
@@ -390,8 +430,9 @@ pub(crate) mod tests {
             in_an_hour()
         ));
         let c = az
-            .credential()
-            .with_tenant("contoso.onmicrosoft.com")
+            .builder()
+            .tenant_id("contoso.onmicrosoft.com")
+            .build()
             .unwrap();
         let t = token(&c).await.unwrap();
         assert_eq!(t.secret(), "cli-token");
@@ -453,7 +494,11 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_hung_az_is_killed_at_the_timeout() {
         let az = FakeAz::new("exec sleep 30");
-        let c = az.credential().with_timeout(Duration::from_millis(200));
+        let c = az
+            .builder()
+            .timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
         let e = token(&c).await.unwrap_err();
         assert_eq!(e.kind(), TokenErrorKind::Timeout, "{e}");
     }
