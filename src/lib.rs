@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), forbid(unsafe_code))]
 // The unit tests' allocator reads freed memory for tokens that were not zeroed (endpoint.rs);
 // everything else stays free of `unsafe`.
@@ -38,11 +39,13 @@ mod audience;
 mod authority;
 mod authorize;
 mod challenge;
+mod cloud;
 mod credential;
-pub mod destination;
+mod destination;
 mod endpoint;
 mod error;
 mod future;
+mod host;
 mod jwt;
 mod layer;
 mod provider;
@@ -59,6 +62,9 @@ mod token;
 pub mod tonic;
 mod transport;
 
+#[cfg(test)]
+mod scanning_allocator;
+
 /// The property tests' settings, one for all: bounded, so that CI stays fast, and no
 /// regression files written into the tree.
 #[cfg(test)]
@@ -70,21 +76,22 @@ fn proptest_config() -> proptest::test_runner::Config {
     }
 }
 
-pub use authority::AuthorityHost;
 pub use authorize::AuthorizeRequest;
 pub use challenge::BearerChallenge;
+pub use cloud::Cloud;
 #[cfg(feature = "certificate")]
 pub use credential::{
     AssertionAlgorithm, CertificateAssertion, ClientCertificate, ClientCertificateCredential,
     ClientCertificateCredentialBuilder,
 };
 pub use credential::{
-    AssertionCallback, AzureCliCredential, ClientAssertionCredential,
+    AssertionCallback, AzureCliCredential, AzureCliCredentialBuilder, ClientAssertionCredential,
     ClientAssertionCredentialBuilder, ClientAuthentication, ClientSecret, ClientSecretCredential,
     ClientSecretCredentialBuilder, ConfidentialClientCredential,
-    ConfidentialClientCredentialBuilder, Credential, DefaultCredential, EnvironmentCredential,
-    FederatedTokenFile, ManagedIdentityCredential, ManagedIdentityCredentialBuilder,
-    ManagedIdentityId, TokenRequest, WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder,
+    ConfidentialClientCredentialBuilder, Credential, DefaultCredential, DefaultCredentialBuilder,
+    EnvironmentCredential, FederatedTokenFile, ManagedIdentityCredential,
+    ManagedIdentityCredentialBuilder, ManagedIdentityId, TokenRequest, WorkloadIdentityCredential,
+    WorkloadIdentityCredentialBuilder,
 };
 pub use destination::{ProviderRoutes, UnlistedHost};
 pub use error::{EntraError, Error, TokenError, TokenErrorKind};

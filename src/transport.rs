@@ -14,6 +14,8 @@ mod clock_skew;
 mod in_transit;
 #[cfg(feature = "reqwest")]
 mod reqwest;
+mod retry_after;
+mod route;
 mod service;
 mod telemetry;
 
@@ -36,6 +38,8 @@ use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 
 pub(crate) use in_transit::is_not_connected;
+pub(crate) use retry_after::retry_after;
+pub(crate) use route::Route;
 pub(crate) use service::TransportService;
 
 /// What a credential's transport is given to send: an `http::Request` whose body is the whole
@@ -105,6 +109,9 @@ pub(crate) enum TransportChoice {
     Reqwest(Box<::reqwest::ClientBuilder>),
     /// The caller's own service.
     Service(Arc<dyn TransportService>),
+    /// A client a credential built itself, which never uses a proxy.
+    #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
+    Direct(Arc<dyn TransportService>),
 }
 
 impl TransportChoice {
@@ -117,7 +124,7 @@ impl TransportChoice {
     /// connect timeout, a pinned certificate) as the transport.
     #[cfg(feature = "reqwest")]
     pub(crate) fn reqwest_client(client: ::reqwest::Client) -> Self {
-        TransportChoice::Service(reqwest::from_client(client))
+        TransportChoice::Direct(reqwest::from_client(client))
     }
 }
 
@@ -128,7 +135,9 @@ impl fmt::Debug for TransportChoice {
             TransportChoice::Default => f.write_str("default"),
             #[cfg(feature = "reqwest")]
             TransportChoice::Reqwest(_) => f.write_str("caller's reqwest::ClientBuilder"),
-            TransportChoice::Service(service) => write!(f, "{}", service.name()),
+            TransportChoice::Service(service) | TransportChoice::Direct(service) => {
+                write!(f, "{}", service.name())
+            }
         }
     }
 }
@@ -138,6 +147,8 @@ impl fmt::Debug for TransportChoice {
 pub(crate) struct Transport {
     service: Arc<dyn TransportService>,
     timeout: Duration,
+    /// How requests reach the endpoint, for the error when they cannot.
+    route: Route,
     /// Shared by the clones: the credential warns about a skewed clock once.
     clock_skew: Arc<ClockSkewWarning>,
 }
@@ -165,8 +176,9 @@ impl Transport {
                 "the token request timeout is zero; use a positive duration (the default is 30 s)",
             ));
         }
-        let service = match choice {
-            TransportChoice::Service(service) => service,
+        let (service, route) = match choice {
+            TransportChoice::Service(service) => (service, Route::CallerService),
+            TransportChoice::Direct(service) => (service, Route::Direct),
             #[cfg(feature = "reqwest")]
             TransportChoice::Default => reqwest::transport(None, timeout, destination)?,
             #[cfg(feature = "reqwest")]
@@ -184,6 +196,7 @@ impl Transport {
         Ok(Transport {
             service,
             timeout,
+            route,
             clock_skew: Arc::default(),
         })
     }
@@ -201,13 +214,18 @@ impl Transport {
         mut request: TransportRequest,
     ) -> Result<BufferedResponse, TokenError> {
         telemetry::add_headers(request.headers_mut());
+        let destination = route::destination_of(request.uri());
         match tokio::time::timeout(self.timeout, self.service.send(request)).await {
+            Ok(Err(e)) if is_not_connected(&e) => {
+                let message = format!("could not connect to {destination} {}", self.route);
+                Err(e.reworded(message))
+            }
             Ok(result) => result,
             Err(_) => Err(TokenError::new(
                 TokenErrorKind::Timeout,
                 format!(
-                    "the endpoint did not answer within {:?}; raise the credential's timeout or check the network path to the endpoint",
-                    self.timeout
+                    "{destination} did not answer within {:?} (reached {}); raise the credential's timeout or check the network path to the endpoint",
+                    self.timeout, self.route
                 ),
             )),
         }
@@ -329,27 +347,6 @@ fn oversized() -> TokenError {
     ))
 }
 
-/// The longest `Retry-After` honoured; a longer one is read as this (a token endpoint that asks
-/// for more is misbehaving, and the value feeds timer arithmetic).
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-
-/// `Retry-After` as delta-seconds or an HTTP date, at most [`MAX_RETRY_AFTER`].
-fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    parse_retry_after(headers).map(|d| d.min(MAX_RETRY_AFTER))
-}
-
-fn parse_retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let value = headers
-        .get(http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
-}
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -515,6 +512,37 @@ pub(crate) mod tests {
         }
     }
 
+    /// A refused connection names the host and port it was for and the way it went.
+    #[tokio::test]
+    async fn a_failure_to_connect_names_the_destination_and_the_route() {
+        let refusing = tower::service_fn(|_: TransportRequest| {
+            ready(Err::<http::Response<Full<Bytes>>, _>(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            )))
+        });
+        let service = Arc::new(service::ServiceTransport::new(refusing));
+        for (choice, way) in [
+            (
+                TransportChoice::Service(service.clone()),
+                "through the credential's transport service",
+            ),
+            (TransportChoice::Direct(service), "directly (no proxy)"),
+        ] {
+            let transport = Transport::new(choice, DEFAULT_TIMEOUT, &token_url()).unwrap();
+            let e = transport
+                .request_token(&token_url(), &[])
+                .await
+                .unwrap_err();
+            assert!(is_not_connected(&e), "{e}");
+            assert!(
+                e.message().starts_with(&format!(
+                    "could not connect to login.microsoftonline.com:443 {way}"
+                )),
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn without_a_transport_or_reqwest_building_says_how_to_give_one() {
         let built = Transport::new(TransportChoice::Default, DEFAULT_TIMEOUT, &token_url());
@@ -532,48 +560,6 @@ pub(crate) mod tests {
         )
         .unwrap_err();
         assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
-    }
-
-    #[test]
-    fn parses_retry_after() {
-        let header = |v: &str| {
-            let mut h = http::HeaderMap::new();
-            h.insert(http::header::RETRY_AFTER, v.parse().unwrap());
-            retry_after(&h)
-        };
-        assert_eq!(header("120"), Some(Duration::from_secs(120)));
-        assert_eq!(header(" 7 "), Some(Duration::from_secs(7)));
-        // An HTTP date in the past: retry now.
-        assert_eq!(
-            header("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(Duration::ZERO)
-        );
-        // In the future: the time until then.
-        let soon = SystemTime::now() + Duration::from_secs(600);
-        let waited = header(&httpdate::fmt_http_date(soon)).unwrap();
-        assert!(
-            waited > Duration::from_secs(590) && waited <= Duration::from_secs(600),
-            "{waited:?}"
-        );
-        assert_eq!(header("soon"), None);
-        assert_eq!(header(""), None);
-        // Huge values are capped.
-        assert_eq!(header("18446744073709551615"), Some(MAX_RETRY_AFTER));
-        assert_eq!(
-            header("Fri, 31 Dec 9999 23:59:59 GMT"),
-            Some(MAX_RETRY_AFTER)
-        );
-        // Hostile dates are ignored, without a panic.
-        for hostile in [
-            "Sun, 06 Nov 99999999999999 08:49:37 GMT",
-            "Sun, 99999999999 Nov 1994 08:49:37 GMT",
-            "Sun, 06 Nov 1994 99999999999:49:37 GMT",
-            "Sun, 06 Nov 1994 08:49:37",
-            "Sun, 32 Nov 1994 08:49:37 GMT",
-            "Sun, 06 Nov -1994 08:49:37 GMT",
-        ] {
-            assert_eq!(header(hostile), None, "{hostile}");
-        }
     }
 
     #[test]

@@ -5,14 +5,14 @@
 //! builder and the token request around it are shared by all of them
 //! ([`ConfidentialClientCredential`](crate::ConfidentialClientCredential)).
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::ready;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use zeroize::Zeroizing;
 
-use crate::credential::client::ConfidentialClient;
+use crate::credential::client::{ClientProof, ConfidentialClient};
 use crate::error::TokenError;
 
 /// A source of client authentication for a
@@ -25,15 +25,6 @@ use crate::error::TokenError;
 /// Sealed: an assertion from anywhere else goes through
 /// [`ClientAssertionCredential`](crate::ClientAssertionCredential)'s callback.
 pub trait ClientAuthentication: fmt::Debug + Send + Sync + 'static + private::Authenticate {}
-
-/// What a source puts in the token request's form.
-pub enum ClientProof<'a> {
-    /// `client_secret`: borrowed from a secret given once, or a copy (zeroed on drop) of the one a
-    /// secret file holds now.
-    Secret(Cow<'a, Zeroizing<String>>),
-    /// `client_assertion` (a signed JWT or a federated token) with the jwt-bearer type.
-    Assertion(Zeroizing<String>),
-}
 
 pub(crate) mod private {
     use super::*;
@@ -52,6 +43,21 @@ pub(crate) mod private {
             &'a self,
             client: &'a ConfidentialClient,
         ) -> BoxFuture<'a, Result<ClientProof<'a>, TokenError>>;
+
+        /// The longest [`authenticate`](Self::authenticate) takes when the token request's own
+        /// bound is `request_timeout`: an assertion callback is bounded like the request, a
+        /// managed identity step by that credential's own timeout; a secret or a signature takes
+        /// no time worth counting (the default).
+        fn time_bound(&self, request_timeout: Duration) -> Duration {
+            let _ = request_timeout;
+            Duration::ZERO
+        }
+
+        /// Whether [`reload_after_refusal`](Self::reload_after_refusal) may ask for a second
+        /// token request (a source read from a file); the credential's timeout counts it.
+        fn may_reload(&self) -> bool {
+            false
+        }
 
         /// Entra refused the proof sent as invalid, expired or unknown (a
         /// [credential-rotation answer](crate::aadsts::is_credential_rotation_answer)): a source

@@ -7,12 +7,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::authority::check_tenant_id;
 use crate::credential::{Credential, TokenRequest};
-use crate::endpoint::from_json;
+use crate::endpoint::{TokenText, from_json};
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 
@@ -25,7 +26,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// For local development only: the app gets the developer's permissions, and `az` must be
 /// installed and signed in. It is never part of [`DefaultCredential`](crate::DefaultCredential)
-/// unless asked for ([`with_azure_cli`](crate::DefaultCredential::with_azure_cli)).
+/// unless asked for ([`azure_cli`](crate::DefaultCredentialBuilder::azure_cli)).
 ///
 /// A missing `az` or a signed-out user is a [`Configuration`](TokenErrorKind::Configuration)
 /// error that says what to run; a run longer than the timeout (10 s by default) is killed.
@@ -35,6 +36,12 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// use tower_entra::{AzureCliCredential, TokenProvider};
 ///
 /// let provider = TokenProvider::new(AzureCliCredential::new(), "https://management.azure.com/.default")?;
+///
+/// // Another of the signed-in user's tenants, and a longer bound on each `az` run.
+/// let credential = AzureCliCredential::builder()
+///     .tenant_id("contoso.onmicrosoft.com")
+///     .timeout(std::time::Duration::from_secs(30))
+///     .build()?;
 /// # Ok::<(), tower_entra::TokenError>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -51,6 +58,49 @@ impl Default for AzureCliCredential {
     }
 }
 
+/// Builds an [`AzureCliCredential`]; see its example.
+#[derive(Debug, Clone)]
+pub struct AzureCliCredentialBuilder {
+    tenant_id: Option<String>,
+    timeout: Duration,
+    search_path: Option<OsString>,
+}
+
+impl AzureCliCredentialBuilder {
+    /// Tokens for `tenant_id` (`--tenant`), one of the tenants the signed-in user belongs to,
+    /// instead of the CLI's current tenant.
+    pub fn tenant_id(mut self, tenant_id: impl Into<String>) -> Self {
+        self.tenant_id = Some(tenant_id.into());
+        self
+    }
+
+    /// The bound on one `az` run (default 10 s); a longer run is killed.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Looks `az` up in `path` instead of this process's `PATH`.
+    #[cfg(test)]
+    pub(crate) fn search_path(mut self, path: impl Into<OsString>) -> Self {
+        self.search_path = Some(path.into());
+        self
+    }
+
+    /// The credential; a [`Configuration`](TokenErrorKind::Configuration) error names a
+    /// malformed tenant id.
+    pub fn build(self) -> Result<AzureCliCredential, TokenError> {
+        if let Some(tenant_id) = &self.tenant_id {
+            check_tenant_id(tenant_id)?;
+        }
+        Ok(AzureCliCredential {
+            tenant_id: self.tenant_id,
+            timeout: self.timeout,
+            search_path: self.search_path,
+        })
+    }
+}
+
 impl AzureCliCredential {
     /// Tokens for the CLI's current tenant, with a 10 s timeout.
     pub fn new() -> Self {
@@ -61,26 +111,13 @@ impl AzureCliCredential {
         }
     }
 
-    /// Tokens for `tenant_id` (`--tenant`), one of the tenants the signed-in user belongs to.
-    /// Fails on a malformed tenant id.
-    pub fn with_tenant(mut self, tenant_id: impl Into<String>) -> Result<Self, TokenError> {
-        let tenant_id = tenant_id.into();
-        check_tenant_id(&tenant_id)?;
-        self.tenant_id = Some(tenant_id);
-        Ok(self)
-    }
-
-    /// The bound on one `az` run (default 10 s); a longer run is killed.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Looks `az` up in `path` instead of this process's `PATH`.
-    #[cfg(test)]
-    pub(crate) fn with_search_path(mut self, path: impl Into<OsString>) -> Self {
-        self.search_path = Some(path.into());
-        self
+    /// A builder, for another tenant or timeout.
+    pub fn builder() -> AzureCliCredentialBuilder {
+        AzureCliCredentialBuilder {
+            tenant_id: None,
+            timeout: DEFAULT_TIMEOUT,
+            search_path: None,
+        }
     }
 
     async fn fetch(&self, request: TokenRequest<'_>) -> Result<AccessToken, TokenError> {
@@ -126,7 +163,7 @@ impl AzureCliCredential {
         if let Some(path) = &self.search_path {
             command.env("PATH", path);
         }
-        let child = command.spawn().map_err(|e| {
+        let mut child = command.spawn().map_err(|e| {
             let kind = if e.kind() == std::io::ErrorKind::NotFound {
                 "is not installed or not on PATH"
             } else {
@@ -139,7 +176,7 @@ impl AzureCliCredential {
         })?;
         let started = Instant::now();
         let wall = SystemTime::now();
-        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+        let output = match tokio::time::timeout(self.timeout, run(&mut child)).await {
             Ok(output) => output.map_err(|e| {
                 TokenError::new(
                     TokenErrorKind::Connection,
@@ -147,7 +184,7 @@ impl AzureCliCredential {
                 )
                 .with_source(e)
             })?,
-            // Dropping the future kills the child (`kill_on_drop`).
+            // Dropping the child kills it (`kill_on_drop`).
             Err(_) => {
                 return Err(TokenError::new(
                     TokenErrorKind::Timeout,
@@ -158,12 +195,64 @@ impl AzureCliCredential {
                 ));
             }
         };
-        let stdout = Zeroizing::new(output.stdout);
-        if !output.status.success() {
-            return Err(failure(&output.stderr, output.status.code()));
+        let CliOutput {
+            status,
+            stdout,
+            stderr,
+        } = output;
+        if !status.success() {
+            return Err(failure(&stderr, status.code()));
+        }
+        if stdout.len() > MAX_OUTPUT {
+            return Err(TokenError::invalid_response(format!(
+                "`az account get-access-token` printed more than {MAX_OUTPUT} bytes; its answer is a few KiB, so this is not the Azure CLI's"
+            )));
         }
         parse(&stdout, started, wall)
     }
+}
+
+/// The most of `az`'s output read; its token answer is a few KiB.
+const MAX_OUTPUT: usize = 64 * 1024;
+
+/// What a finished `az` run printed.
+struct CliOutput {
+    status: std::process::ExitStatus,
+    /// The token's JSON, in memory sized once (a buffer that grew would free copies of the
+    /// token unzeroed) and zeroed when dropped.
+    stdout: Zeroizing<Vec<u8>>,
+    stderr: Vec<u8>,
+}
+
+/// Waits for `child` while reading what it prints, each stream at most [`MAX_OUTPUT`] bytes
+/// (and one more, to tell a longer output).
+async fn run(child: &mut tokio::process::Child) -> std::io::Result<CliOutput> {
+    let limit = MAX_OUTPUT as u64 + 1;
+    // Room for the limit and tokio's minimum spare capacity: `read_to_end` never reallocates.
+    let mut stdout = Zeroizing::new(Vec::with_capacity(MAX_OUTPUT + 64));
+    let mut stderr = Vec::new();
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let read_out = async {
+        match out {
+            Some(out) => out.take(limit).read_to_end(&mut stdout).await.map(drop),
+            None => Ok(()),
+        }
+    };
+    let read_err = async {
+        match err {
+            Some(err) => err.take(limit).read_to_end(&mut stderr).await.map(drop),
+            None => Ok(()),
+        }
+    };
+    let (read_out, read_err, status) = tokio::join!(read_out, read_err, child.wait());
+    read_out?;
+    read_err?;
+    Ok(CliOutput {
+        status: status?,
+        stdout,
+        stderr,
+    })
 }
 
 #[cfg(windows)]
@@ -214,8 +303,9 @@ fn failure(stderr: &[u8], code: Option<i32>) -> TokenError {
 
 #[derive(Deserialize)]
 struct CliToken {
+    /// Zeroed on every path out, as the token endpoint's is.
     #[serde(rename = "accessToken")]
-    access_token: Option<String>,
+    access_token: Option<TokenText>,
     expires_on: Option<Value>,
 }
 
@@ -224,12 +314,11 @@ fn parse(stdout: &[u8], now: Instant, wall_now: SystemTime) -> Result<AccessToke
         stdout,
         "the output of `az account get-access-token` is not the JSON it prints",
     )?;
-    let mut secret = Zeroizing::new(raw.access_token.unwrap_or_default());
-    if secret.is_empty() {
+    let Some(TokenText(mut secret)) = raw.access_token.filter(|t| !t.0.is_empty()) else {
         return Err(TokenError::invalid_response(
             "the output of `az account get-access-token` has no accessToken",
         ));
-    }
+    };
     let expires_on = raw
         .expires_on
         .as_ref()
@@ -267,6 +356,11 @@ impl Credential for AzureCliCredential {
         Box::pin(self.fetch(request))
     }
 
+    /// The bound on one `az` run ([`AzureCliCredentialBuilder::timeout`]): a longer run is killed.
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.timeout)
+    }
+
     /// A developer's own sign-in: never in a cache other processes share.
     #[cfg(feature = "shared-cache")]
     fn cache_binding(&self) -> crate::CacheBinding {
@@ -275,17 +369,17 @@ impl Credential for AzureCliCredential {
 }
 
 #[cfg(all(test, unix))]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
 
     /// A directory holding a fake `az` that runs `body` (after recording its arguments in
     /// `args`), removed on drop.
-    struct FakeAz(PathBuf);
+    pub(crate) struct FakeAz(PathBuf);
 
     impl FakeAz {
-        fn new(body: &str) -> FakeAz {
+        pub(crate) fn new(body: &str) -> FakeAz {
             let dir = std::env::temp_dir().join(format!("tower-entra-az-{}", uuid::Uuid::new_v4()));
             std::fs::create_dir_all(&dir).unwrap();
             let script = dir.join("az");
@@ -298,8 +392,12 @@ mod tests {
             FakeAz(dir)
         }
 
-        fn credential(&self) -> AzureCliCredential {
-            AzureCliCredential::new().with_search_path(self.0.as_os_str())
+        fn builder(&self) -> AzureCliCredentialBuilder {
+            AzureCliCredential::builder().search_path(self.0.as_os_str())
+        }
+
+        pub(crate) fn credential(&self) -> AzureCliCredential {
+            self.builder().build().unwrap()
         }
 
         fn args(&self) -> Vec<String> {
@@ -338,8 +436,9 @@ mod tests {
             in_an_hour()
         ));
         let c = az
-            .credential()
-            .with_tenant("contoso.onmicrosoft.com")
+            .builder()
+            .tenant_id("contoso.onmicrosoft.com")
+            .build()
             .unwrap();
         let t = token(&c).await.unwrap();
         assert_eq!(t.secret(), "cli-token");
@@ -401,7 +500,11 @@ mod tests {
     #[tokio::test]
     async fn a_hung_az_is_killed_at_the_timeout() {
         let az = FakeAz::new("exec sleep 30");
-        let c = az.credential().with_timeout(Duration::from_millis(200));
+        let c = az
+            .builder()
+            .timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
         let e = token(&c).await.unwrap_err();
         assert_eq!(e.kind(), TokenErrorKind::Timeout, "{e}");
     }
@@ -439,5 +542,52 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
         assert!(!az.0.join("args").exists(), "az ran");
+    }
+}
+
+/// No copy of the token `az` prints is freed unzeroed, accepted or refused (the lib's tests run
+/// on the scanning allocator; the fake `az` is another process, so every copy here is ours).
+#[cfg(all(test, unix))]
+mod freed_memory {
+    use super::tests::FakeAz;
+    use super::*;
+    use crate::scanning_allocator::scan;
+
+    const TOKEN: &str = "eyJ0eXAi.Cli5-needle_token-that-must-be-zeroed.before-free";
+
+    #[tokio::test]
+    async fn azs_output_leaves_no_copy_of_the_token() {
+        let in_an_hour = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        for out in [
+            format!(
+                r#"{{"accessToken":"{TOKEN}","expires_on":{in_an_hour},"tokenType":"Bearer"}}"#
+            ),
+            format!(r#"{{"accessToken":"{TOKEN}","expires_on":"soon"}}"#),
+            format!(r#"{{"accessToken":"{TOKEN}","expires_on": }}"#),
+            // A long output, read in many chunks.
+            format!(
+                r#"{{"accessToken":"{TOKEN}","expires_on":{in_an_hour},"pad":"{}"}}"#,
+                "x".repeat(20_000)
+            ),
+        ] {
+            let az = FakeAz::new(&format!("echo '{out}'"));
+            let credential = az.credential();
+            let scan = scan(TOKEN.as_bytes().split_at(24).0);
+            let outcome = credential
+                .request_token(TokenRequest::new("https://management.azure.com/.default"))
+                .await;
+            let ok = outcome.is_ok();
+            drop(outcome);
+            assert_eq!(
+                scan.unzeroed_frees(),
+                0,
+                "a freed copy of the token (accepted: {ok}) from {}",
+                &out[..60]
+            );
+        }
     }
 }

@@ -1,25 +1,21 @@
 //! [`DefaultCredential`]: the credential a server app gets from where it runs.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use crate::credential::environment::TOKEN_FILE;
+use crate::credential::env::{
+    AZURE_CLIENT_CERTIFICATE_PATH, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET,
+    AZURE_FEDERATED_TOKEN_FILE, Lookup,
+};
 use crate::credential::{
     AzureCliCredential, Credential, EnvironmentCredential, ManagedIdentityCredential,
     ManagedIdentityId, TokenRequest,
 };
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
-
-const CLIENT_ID: &str = "AZURE_CLIENT_ID";
-const SECRET: &str = "AZURE_CLIENT_SECRET";
-const CERT_PATH: &str = "AZURE_CLIENT_CERTIFICATE_PATH";
-
-type Lookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// The credential for a server app, chosen from where it runs:
 ///
@@ -30,7 +26,7 @@ type Lookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 ///    silently runs as something else.
 /// 2. Otherwise [`ManagedIdentityCredential`]: user-assigned when `AZURE_CLIENT_ID` is set
 ///    (as the Azure SDKs do), else system-assigned.
-/// 3. Only when asked for with [`with_azure_cli`](Self::with_azure_cli):
+/// 3. Only when asked for with [`azure_cli`](DefaultCredentialBuilder::azure_cli):
 ///    [`AzureCliCredential`], when no managed identity endpoint answers (a developer's machine).
 ///
 /// Named `DefaultCredential`, not the Azure SDKs' `DefaultAzureCredential`, because it differs
@@ -66,30 +62,69 @@ enum Chosen {
 
 const ENVIRONMENT_UNSET: &str = "not configured (none of AZURE_CLIENT_SECRET, AZURE_CLIENT_CERTIFICATE_PATH, AZURE_FEDERATED_TOKEN_FILE is set)";
 
+/// Builds a [`DefaultCredential`].
+///
+/// ```no_run
+/// use tower_entra::{AzureCliCredential, DefaultCredential};
+///
+/// // On Azure, its managed identity; on a developer's machine, `az login`'s user.
+/// let credential = DefaultCredential::builder()
+///     .azure_cli(AzureCliCredential::new())
+///     .build()?;
+/// # Ok::<(), tower_entra::TokenError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct DefaultCredentialBuilder {
+    azure_cli: Option<AzureCliCredential>,
+}
+
+impl DefaultCredentialBuilder {
+    /// After the managed identity, try `cli` (`az account get-access-token`) when no managed
+    /// identity endpoint answers or the host has no identity: for apps run on a developer's
+    /// machine as well as on Azure. Off by default.
+    pub fn azure_cli(mut self, cli: AzureCliCredential) -> Self {
+        self.azure_cli = Some(cli);
+        self
+    }
+
+    /// Chooses the credential from the process environment. A credential that is configured
+    /// but wrong is an error here (see [`DefaultCredential`]).
+    pub fn build(self) -> Result<DefaultCredential, TokenError> {
+        let mut credential = DefaultCredential::from_lookup(Lookup::process())?;
+        credential.azure_cli = self.azure_cli;
+        Ok(credential)
+    }
+}
+
 impl DefaultCredential {
-    /// Chooses from the process environment.
+    /// Chooses from the process environment; the same as `DefaultCredential::builder().build()`.
     pub fn new() -> Result<Self, TokenError> {
-        Self::from_lookup(Arc::new(|name: &str| std::env::var(name).ok()))
+        Self::builder().build()
+    }
+
+    /// A builder, for the options (the Azure CLI after the managed identity).
+    pub fn builder() -> DefaultCredentialBuilder {
+        DefaultCredentialBuilder::default()
     }
 
     /// Chooses from variables read through `lookup` (tests, configuration held elsewhere).
     pub(crate) fn from_lookup(lookup: Lookup) -> Result<Self, TokenError> {
-        let set = |name: &str| lookup(name).is_some_and(|v| !v.trim().is_empty());
-        let chosen = if [SECRET, CERT_PATH, TOKEN_FILE].into_iter().any(set) {
-            let credential =
-                EnvironmentCredential::from_lookup(|name| lookup(name), Default::default())
-                    .map_err(|e| chain_error("EnvironmentCredential is configured but", &e))?;
+        let configured = [
+            AZURE_CLIENT_SECRET,
+            AZURE_CLIENT_CERTIFICATE_PATH,
+            AZURE_FEDERATED_TOKEN_FILE,
+        ];
+        let chosen = if configured.into_iter().any(|name| lookup.is_set(name)) {
+            let credential = EnvironmentCredential::from_lookup(&lookup, Default::default())
+                .map_err(|e| chain_error("EnvironmentCredential is configured but", &e))?;
             tracing::info!(
                 credential = "EnvironmentCredential",
                 "DefaultCredential chose EnvironmentCredential"
             );
             Chosen::Environment(credential)
         } else {
-            let mut builder = ManagedIdentityCredential::builder().environment({
-                let lookup = lookup.clone();
-                move |name| lookup(name)
-            });
-            if let Some(client_id) = lookup(CLIENT_ID).filter(|v| !v.trim().is_empty()) {
+            let mut builder = ManagedIdentityCredential::builder().lookup(lookup.clone());
+            if let Some(client_id) = lookup.var(AZURE_CLIENT_ID) {
                 builder = builder.user_assigned(ManagedIdentityId::ClientId(client_id));
             }
             let credential = builder.build().map_err(|e| {
@@ -116,14 +151,6 @@ impl DefaultCredential {
             azure_cli: None,
             cli_announced: AtomicBool::new(false),
         })
-    }
-
-    /// After the managed identity, try `az account get-access-token` when no managed identity
-    /// endpoint answers or the host has no identity: for apps run on a developer's machine
-    /// as well as on Azure. Off by default.
-    pub fn with_azure_cli(mut self) -> Self {
-        self.azure_cli = Some(AzureCliCredential::new());
-        self
     }
 
     #[cfg(all(test, feature = "reqwest", unix))]
@@ -199,12 +226,20 @@ impl Credential for DefaultCredential {
         self.fetch(request).boxed()
     }
 
-    /// The chosen credential's bound on one call, for the provider's fetch deadline (the Azure
-    /// CLI's is not counted: it runs only when managed identity fails fast).
+    /// The chosen credential's bound on one call, for the provider's fetch deadline, with the
+    /// Azure CLI's after managed identity when the chain has it (it runs when managed identity
+    /// fails).
     fn timeout(&self) -> Option<std::time::Duration> {
         match &self.chosen {
             Chosen::Environment(env) => env.timeout(),
-            Chosen::ManagedIdentity { credential, .. } => credential.timeout(),
+            Chosen::ManagedIdentity { credential, .. } => {
+                let cli = self.azure_cli.as_ref().and_then(|cli| cli.timeout());
+                Some(
+                    credential
+                        .timeout()?
+                        .saturating_add(cli.unwrap_or_default()),
+                )
+            }
         }
     }
 
@@ -249,7 +284,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
-        DefaultCredential::from_lookup(Arc::new(move |k: &str| vars.get(k).cloned()))
+        DefaultCredential::from_lookup(Lookup::new(move |k: &str| vars.get(k).cloned()))
     }
 
     async fn token(c: &DefaultCredential) -> Result<AccessToken, TokenError> {
@@ -357,7 +392,10 @@ mod tests {
         )
         .unwrap();
         std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let cli = AzureCliCredential::new().with_search_path(dir.as_os_str());
+        let cli = AzureCliCredential::builder()
+            .search_path(dir.as_os_str())
+            .build()
+            .unwrap();
 
         // Not asked for: never used.
         let e = token(&from(&[nowhere()]).unwrap()).await.unwrap_err();

@@ -16,6 +16,7 @@ mod client_assertion;
 mod client_secret;
 mod confidential;
 mod default;
+mod env;
 mod environment;
 mod managed_identity;
 mod rotation;
@@ -30,7 +31,7 @@ use futures::future::BoxFuture;
 #[cfg(feature = "certificate")]
 pub use assertion::AssertionAlgorithm;
 pub use authentication::ClientAuthentication;
-pub use azure_cli::AzureCliCredential;
+pub use azure_cli::{AzureCliCredential, AzureCliCredentialBuilder};
 #[cfg(feature = "certificate")]
 pub use certificate::{
     CertificateAssertion, ClientCertificateCredential, ClientCertificateCredentialBuilder,
@@ -42,7 +43,7 @@ pub use client_assertion::{
 };
 pub use client_secret::{ClientSecret, ClientSecretCredential, ClientSecretCredentialBuilder};
 pub use confidential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};
-pub use default::DefaultCredential;
+pub use default::{DefaultCredential, DefaultCredentialBuilder};
 pub use environment::EnvironmentCredential;
 pub use managed_identity::{
     ManagedIdentityCredential, ManagedIdentityCredentialBuilder, ManagedIdentityId,

@@ -10,9 +10,10 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::credential::authentication::private::Authenticate;
-use crate::credential::authentication::{ClientAuthentication, ClientProof, trim_in_place};
+use crate::credential::authentication::{ClientAuthentication, trim_in_place};
+use crate::credential::client::ClientProof;
 use crate::credential::client::ConfidentialClient;
-use crate::credential::environment::{EnvVars, TOKEN_FILE};
+use crate::credential::env::{AZURE_FEDERATED_TOKEN_FILE, Lookup};
 use crate::credential::rotation::{on_blocking_pool, read_bounded};
 use crate::credential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};
 use crate::error::TokenError;
@@ -65,14 +66,13 @@ impl WorkloadIdentityCredential {
     /// `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_FEDERATED_TOKEN_FILE` and, optionally,
     /// `AZURE_AUTHORITY_HOST`. A missing or empty variable is an error that names it.
     pub fn from_env() -> Result<Self, TokenError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_lookup(&Lookup::process())
     }
 
-    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, TokenError> {
+    pub(crate) fn from_lookup(env: &Lookup) -> Result<Self, TokenError> {
         const ADVICE: &str = "workload identity needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_FEDERATED_TOKEN_FILE (the AKS webhook sets them when the pod's service account is annotated with azure.workload.identity/client-id and the pod is labelled azure.workload.identity/use: \"true\")";
-        let env = EnvVars::new(lookup);
         let (tenant_id, client_id) = env.ids(ADVICE, ADVICE)?;
-        let file = env.required(TOKEN_FILE, ADVICE)?;
+        let file = env.required(AZURE_FEDERATED_TOKEN_FILE, ADVICE)?;
         env.with_authority_host(Self::builder(tenant_id, client_id, file))
             .build()
     }

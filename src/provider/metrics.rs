@@ -187,7 +187,7 @@ mod imp {
         scope: &KeyValue,
         inner: &Weak<Inner>,
     ) -> [opentelemetry::metrics::ObservableCounter<u64>; 4] {
-        type Read = fn(&crate::provider::SharedCounts) -> u64;
+        type Read = fn(&crate::provider::telemetry::SharedCounts) -> u64;
         let instruments: [(&'static str, &'static str, Read); 4] = [
             (
                 "tower_entra.shared_cache.hits",
