@@ -76,6 +76,7 @@ mod state;
 mod telemetry;
 #[cfg(test)]
 mod tests;
+mod throttle;
 mod watch;
 
 pub use builder::TokenProviderBuilder;
@@ -131,6 +132,8 @@ struct Inner {
     options: ProviderOptions,
     /// Counters, instruments and logs, recorded off the cached path.
     telemetry: Telemetry,
+    /// The streak of 429s from the token endpoint, which spreads retries (see [`throttle`]).
+    throttle: throttle::Throttle,
     /// The entry in the cache shared with other replicas, when one was given.
     #[cfg(feature = "shared-cache")]
     shared: Option<crate::shared_cache::SharedEntry>,

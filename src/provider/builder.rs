@@ -265,6 +265,7 @@ impl TokenProviderBuilder {
                 slot: super::local::Slot::new(),
                 engine: Engine::new(State::new(fetch_budget)),
                 options: self.options,
+                throttle: Default::default(),
                 #[cfg(feature = "shared-cache")]
                 shared,
                 #[cfg(feature = "shared-cache")]

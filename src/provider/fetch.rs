@@ -14,9 +14,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::roles;
 use super::state::{Input, Mode, Note, Start, longest_retry_delay, retry_delay};
 use super::{Inner, SharedFetch};
+use super::{roles, throttle};
 use crate::credential::TokenRequest;
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
@@ -118,18 +118,35 @@ async fn fetch_and_finish(
     result
 }
 
+/// What a 429 without `Retry-After` asks for.
+const DEFAULT_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The retry loop: asks for a token until one comes, the error is not transient, the
 /// attempts run out or the delay before the next is too long. Returns the outcome and the
 /// number of attempts.
 async fn run_fetch(inner: &Inner, mode: &Mode) -> (Result<AccessToken, TokenError>, u32) {
+    // A streak of 429s left its next slot to this fetch.
+    if let Some(due) = inner.throttle.due(Instant::now()) {
+        tokio::time::sleep_until(due).await;
+    }
     let mut attempt = 0;
     loop {
         attempt += 1;
         let error = match answer(inner, mode).await {
-            Ok(token) => return (Ok(token), attempt),
+            Ok(token) => {
+                inner.throttle.succeeded();
+                return (Ok(token), attempt);
+            }
             Err(e) => e,
         };
-        let delay = retry_delay(&inner.options, attempt, &error, fastrand::f64());
+        let delay = match (throttle::is_throttled(&error), error.retry_after()) {
+            (true, retry_after) => inner.throttle.throttled(
+                Instant::now(),
+                retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
+                fastrand::f64(),
+            ),
+            (false, _) => retry_delay(&inner.options, attempt, &error, fastrand::f64()),
+        };
         // Ahead of expiry nobody waits: one attempt. Once the held token is unusable, callers
         // wait on this fetch, so it retries like a cold one.
         let waited_on = *mode != Mode::Ahead || !inner.usable(Instant::now());

@@ -176,6 +176,27 @@ async fn cold_fetch_retries_transient_failures_then_succeeds() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_lone_429_waits_no_longer_than_retry_after_and_one_second() {
+    let s = setup().await;
+    // Ten lone 429s (each a new fetch, after the last token was refused): each retry within a
+    // second past Retry-After, wherever its jitter put it.
+    for n in 0..10 {
+        s.emulator.push_fault(Fault::status(429).retry_after(1));
+        let started = Instant::now();
+        let token = s.provider.token().await.unwrap();
+        let waited = Instant::now() - started;
+        assert_eq!(s.emulator.token_requests(), 2 * (n + 1));
+        assert!(
+            waited >= Duration::from_secs(1) && waited <= Duration::from_millis(2100),
+            "a lone 429 (Retry-After: 1) waited {waited:?}"
+        );
+        // Refusals drop a token at most once per 30 s.
+        tokio::time::sleep(Duration::from_secs(31)).await;
+        s.provider.invalidate(&token);
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn dropping_the_caller_that_started_the_fetch_cancels_nothing() {
     let s = setup().await;
     s.emulator.set_latency(Duration::from_millis(200));
