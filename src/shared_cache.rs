@@ -7,6 +7,7 @@
 //! is trusted with availability, never with a token.
 
 mod binding;
+#[cfg(feature = "redis")]
 mod breaker;
 #[cfg(feature = "redis")]
 mod entra_auth;
@@ -25,6 +26,7 @@ use zeroize::Zeroizing;
 use crate::error::TokenError;
 
 pub use binding::CacheBinding;
+#[cfg(feature = "redis")]
 pub(crate) use breaker::{Breaker, BreakerSettings};
 pub(crate) use entry::{Floor, SharedEntry};
 #[cfg(feature = "redis")]
@@ -222,6 +224,7 @@ impl SharedCacheError {
     }
 
     /// A call skipped because the breaker is open.
+    #[cfg(feature = "redis")]
     pub(crate) fn skipped() -> Self {
         SharedCacheError::new("skipped: the shared cache failed recently (circuit breaker open)")
     }

@@ -293,7 +293,7 @@ async fn a_holder_that_died_holding_the_lease_holds_the_fleet_up_one_lease_at_mo
     assert_eq!(fleet.emulator.token_requests(), 2);
     // It took the lease when it lapsed, before waiting out the token request's timeout (10 s).
     assert!(waited < Duration::from_secs(9), "waited {waited:?}");
-    assert_eq!(fleet.entry_keys(), [entry.clone()]);
+    assert_eq!(fleet.entry_keys(), [entry]);
     assert!(
         !fleet.redis.keys().iter().any(|k| k.ends_with(":lease")),
         "the lease was left behind"
