@@ -22,6 +22,7 @@ mod destination;
 mod hyper_client;
 mod liveness;
 mod managed_identity;
+mod managed_identity_day;
 mod managed_identity_transport;
 #[cfg(feature = "opentelemetry")]
 mod metrics;
