@@ -247,6 +247,9 @@ struct Inner {
     entra: Option<EntraError>,
     hint: Option<&'static str>,
     retry_after: Option<Duration>,
+    /// The credential already retried this request as its endpoint's guidance asks: the
+    /// provider does not retry it on top (one retry policy per request path).
+    retries_spent: bool,
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
@@ -294,6 +297,7 @@ impl TokenError {
                 entra: None,
                 hint: None,
                 retry_after: None,
+                retries_spent: false,
                 source: None,
             }),
         }
@@ -321,6 +325,17 @@ impl TokenError {
 
     pub(crate) fn with_retry_after(self, retry_after: Option<Duration>) -> Self {
         self.with(|i| i.retry_after = retry_after)
+    }
+
+    /// Marks an error after which the credential's own retry policy gave up (or never
+    /// retries): the provider's fetch then makes no further attempt of its own.
+    pub(crate) fn with_retries_spent(self) -> Self {
+        self.with(|i| i.retries_spent = true)
+    }
+
+    /// Whether the credential already retried as its endpoint's guidance asks.
+    pub(crate) fn retries_spent(&self) -> bool {
+        self.inner.retries_spent
     }
 
     /// Entra's refusal, of the `kind` and with the `hint` its codes say

@@ -46,7 +46,9 @@ impl TokenProviderBuilder {
     }
 
     /// How many times a token request is tried when no usable token is held and it fails
-    /// transiently (5xx, 429, timeouts, connection errors). Default 4; at least 1.
+    /// transiently (5xx, 429, timeouts, connection errors). Default 4; at least 1. A managed
+    /// identity request is retried by the credential alone, as Microsoft's IMDS guidance asks
+    /// (at most 4 requests), never again by the provider on top.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.options.max_attempts = attempts.max(1);
         self

@@ -133,8 +133,11 @@ async fn run_fetch(inner: &Inner, mode: &Mode) -> (Result<AccessToken, TokenErro
         // Ahead of expiry nobody waits: one attempt. Once the held token is unusable, callers
         // wait on this fetch, so it retries like a cold one.
         let waited_on = *mode != Mode::Ahead || !inner.usable(Instant::now());
+        // A credential that retried as its endpoint's guidance asks (managed identity) is not
+        // retried again here: retries would multiply (4 provider attempts of 4 requests each).
         let retry = waited_on
             && error.is_transient()
+            && !error.retries_spent()
             && attempt < inner.options.max_attempts
             && delay <= longest_retry_delay(&inner.options);
         if !retry {

@@ -339,6 +339,27 @@ async fn server_errors_are_retried_a_few_times_then_transient_and_400s_never() {
     assert_eq!(em.managed_identity_request_log().len(), 1, "not retried");
 }
 
+/// Issue 17: one retry policy per request path. A cold fetch through the provider against an
+/// IMDS that always answers 500 sends at most 4 requests: Microsoft's IMDS guidance asks for
+/// exponential backoff on 5xx, and MSAL's IMDS retry specification bounds it at 3 retries
+/// (1 s, 2 s, 4 s), which the credential's policy does; the provider does not retry on top.
+/// Seen failing (16 requests: 4 provider attempts of 4) with the provider's retry loop
+/// ignoring `retries_spent`.
+#[tokio::test]
+async fn a_cold_fetch_against_an_imds_answering_500_sends_at_most_4_requests() {
+    let (em, _) = with_a_system_assigned_identity().await;
+    em.set_managed_identity_outage(Some(Fault::status(500)));
+    let provider = TokenProvider::builder(imds(&em).build().unwrap(), ARM_SCOPE)
+        .initial_backoff(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    let e = provider.token().await.unwrap_err();
+    assert_eq!(e.kind(), TokenErrorKind::Transient, "{e}");
+    let sent = em.managed_identity_requests();
+    assert!(sent <= 4, "{sent} requests for one cold fetch");
+    assert_eq!(sent, 4, "the credential's 3 retries");
+}
+
 #[tokio::test]
 async fn off_azure_imds_fails_fast_naming_the_other_sources() {
     // A port nothing listens on: connections are refused, as they are (or time out) off Azure.

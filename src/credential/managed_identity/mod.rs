@@ -187,7 +187,9 @@ impl ManagedIdentityCredential {
                 fastrand::f64(),
             );
             let Some(delay) = delay else {
-                return Err(error);
+                // This policy is the one for managed identity requests: the provider's fetch
+                // does not retry on top of it (see `retry`).
+                return Err(error.with_retries_spent());
             };
             retries += 1;
             tracing::debug!(
