@@ -18,7 +18,7 @@
 //! Each mechanism says in its module what it buys, measured, and why it is sound: each thread's
 //! own copy of the token and the slot table that finds it ([`local`]; the free slots are kept
 //! lowest first, which buys short tables, not speed); the fresh bit and its timer, and the
-//! coarse wall clock, with the three freshness checks and the clock each reads ([`watch`]).
+//! coarse wall and monotonic clocks, with the four freshness checks and the clock each reads ([`watch`]).
 //!
 //! # One `perform`, and why a changed token is always published
 //!
@@ -217,8 +217,12 @@ impl TokenProvider {
                 self.expired_in_suspend(&lease);
                 return None;
             }
-            // Known fresh, with a timer to say otherwise: no precise clock needed.
-            Freshness::Fresh if published.fresh => return Some(lease),
+            // Known fresh, with a timer to say otherwise, and not past the refresh point by the
+            // monotonic clock (the timer's runtime may no longer be driven, and the wall clock
+            // may have been stepped back): no precise clock needed.
+            Freshness::Fresh if published.fresh && lease.fresh_by_monotonic_clock() => {
+                return Some(lease);
+            }
             Freshness::Fresh | Freshness::RefreshDue => {}
         }
         match lease.freshness(Instant::now()) {
