@@ -76,12 +76,13 @@ pub use credential::{
     ClientCertificateCredentialBuilder,
 };
 pub use credential::{
-    AssertionCallback, AzureCliCredential, ClientAssertionCredential,
-    ClientAssertionCredentialBuilder, ClientAuthentication, ClientSecret, ClientSecretCredential,
-    ClientSecretCredentialBuilder, ConfidentialClientCredential,
-    ConfidentialClientCredentialBuilder, Credential, DefaultCredential, EnvironmentCredential,
-    FederatedTokenFile, ManagedIdentityCredential, ManagedIdentityCredentialBuilder,
-    ManagedIdentityId, TokenRequest, WorkloadIdentityCredential, WorkloadIdentityCredentialBuilder,
+    AssertionCallback, AzureCliCredential, AzureDeveloperCliCredential, ChainedCredential,
+    ClientAssertionCredential, ClientAssertionCredentialBuilder, ClientAuthentication,
+    ClientSecret, ClientSecretCredential, ClientSecretCredentialBuilder,
+    ConfidentialClientCredential, ConfidentialClientCredentialBuilder, Credential,
+    DefaultCredential, EnvironmentCredential, FederatedTokenFile, ManagedIdentityCredential,
+    ManagedIdentityCredentialBuilder, ManagedIdentityId, TokenRequest, WorkloadIdentityCredential,
+    WorkloadIdentityCredentialBuilder,
 };
 pub use destination::{ProviderRoutes, UnlistedHost};
 pub use error::{EntraError, Error, TokenError, TokenErrorKind};

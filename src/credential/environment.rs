@@ -10,7 +10,7 @@ use crate::credential::authentication::{ClientAuthentication, ClientProof};
 use crate::credential::client::ConfidentialClient;
 use crate::credential::{
     ClientSecret, ConfidentialClientCredential, ConfidentialClientCredentialBuilder, Credential,
-    FederatedTokenFile, TokenRequest,
+    TokenRequest,
 };
 use crate::error::TokenError;
 use crate::token::AccessToken;
@@ -26,19 +26,17 @@ use crate::transport::{TokenTransport, TransportChoice};
 /// | `AZURE_CLIENT_CERTIFICATE_PATH` | a PEM (certificate + RSA key) or PKCS#12 / PFX file, told apart by content |
 /// | `AZURE_CLIENT_CERTIFICATE_PASSWORD` | the PFX's password, or the encrypted PKCS#8 key's (optional) |
 /// | `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN` | `true` / `1` to send the `x5c` chain, for subject name + issuer authentication (optional) |
-/// | `AZURE_FEDERATED_TOKEN_FILE` | a federated token file, as the AKS workload identity webhook sets it |
 /// | `AZURE_AUTHORITY_HOST` | optional; default `https://login.microsoftonline.com` |
 ///
-/// Which credential is used, in order of precedence:
+/// `AZURE_CLIENT_SECRET` chooses [`ClientSecretCredential`](crate::ClientSecretCredential),
+/// `AZURE_CLIENT_CERTIFICATE_PATH` [`ClientCertificateCredential`](crate::ClientCertificateCredential).
+/// `AZURE_FEDERATED_TOKEN_FILE` is not read here (as in the Azure SDKs): it is
+/// [`WorkloadIdentityCredential`](crate::WorkloadIdentityCredential)'s.
 ///
-/// 1. `AZURE_CLIENT_SECRET` → [`ClientSecretCredential`](crate::ClientSecretCredential);
-/// 2. `AZURE_CLIENT_CERTIFICATE_PATH` → [`ClientCertificateCredential`](crate::ClientCertificateCredential);
-/// 3. `AZURE_FEDERATED_TOKEN_FILE` → [`WorkloadIdentityCredential`](crate::WorkloadIdentityCredential), only when neither of the
-///    above is set (the AKS webhook injects it into every pod of an annotated service account, so
-///    a credential set explicitly wins).
-///
-/// Setting both `AZURE_CLIENT_SECRET` and `AZURE_CLIENT_CERTIFICATE_PATH` is ambiguous and an
-/// error, as is a half-set configuration (`AZURE_CLIENT_CERTIFICATE_PASSWORD` or
+/// With neither variable set, the credential is
+/// [`Unavailable`](crate::TokenErrorKind::Unavailable): nothing here says to use it. Setting both
+/// is ambiguous and a [`Configuration`](crate::TokenErrorKind::Configuration) error, as is a
+/// half-set configuration (`AZURE_CLIENT_CERTIFICATE_PASSWORD` or
 /// `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN` without `AZURE_CLIENT_CERTIFICATE_PATH`, a chain flag
 /// that is not a boolean). A missing or empty required variable is an error that names it. The
 /// certificate file is read here, and again when it changes (as
@@ -60,7 +58,6 @@ enum FromEnvironment {
     Secret(ClientSecret),
     #[cfg(feature = "certificate")]
     Certificate(CertificateAssertion),
-    TokenFile(FederatedTokenFile),
 }
 
 impl ClientAuthentication for FromEnvironment {}
@@ -71,7 +68,6 @@ impl Authenticate for FromEnvironment {
             FromEnvironment::Secret(s) => s.check(),
             #[cfg(feature = "certificate")]
             FromEnvironment::Certificate(c) => c.check(),
-            FromEnvironment::TokenFile(f) => f.check(),
         }
     }
 
@@ -83,7 +79,6 @@ impl Authenticate for FromEnvironment {
             FromEnvironment::Secret(s) => s.authenticate(client),
             #[cfg(feature = "certificate")]
             FromEnvironment::Certificate(c) => c.authenticate(client),
-            FromEnvironment::TokenFile(f) => f.authenticate(client),
         }
     }
 
@@ -92,7 +87,6 @@ impl Authenticate for FromEnvironment {
             FromEnvironment::Secret(s) => s.reload_after_refusal(),
             #[cfg(feature = "certificate")]
             FromEnvironment::Certificate(c) => c.reload_after_refusal(),
-            FromEnvironment::TokenFile(f) => f.reload_after_refusal(),
         }
     }
 }
@@ -105,6 +99,9 @@ const CERT_PATH: &str = "AZURE_CLIENT_CERTIFICATE_PATH";
 const CERT_PASSWORD: &str = "AZURE_CLIENT_CERTIFICATE_PASSWORD";
 const SEND_CHAIN: &str = "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN";
 pub(crate) const TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
+
+/// Why the credential is unavailable when neither of its variables is set.
+const NOT_CONFIGURED: &str = "not configured: neither AZURE_CLIENT_SECRET (a client secret's Value) nor AZURE_CLIENT_CERTIFICATE_PATH (a PEM or PFX certificate file) is set";
 
 /// Configuration read from environment variables (or a lookup standing in for them), with the
 /// ids and authority host every credential reads.
@@ -185,10 +182,6 @@ impl EnvironmentCredential {
         transport: TransportChoice,
     ) -> Result<Self, TokenError> {
         let env = EnvVars::new(lookup);
-        let (tenant_id, client_id) = env.ids(
-            "set it to the Directory (tenant) ID from the app registration's Overview page",
-            "set it to the Application (client) ID from the app registration's Overview page",
-        )?;
         let secret = env.var(SECRET);
         let cert_path = env.var(CERT_PATH);
         // A password may legitimately be blank; its presence is what matters.
@@ -212,17 +205,17 @@ impl EnvironmentCredential {
                 }
             }
         }
-
-        let authentication = if let Some(secret) = secret {
-            FromEnvironment::Secret(ClientSecret::from(secret))
-        } else if let Some(path) = cert_path {
-            certificate(&path, cert_password, send_chain)?
-        } else if let Some(file) = env.var(TOKEN_FILE) {
-            FromEnvironment::TokenFile(FederatedTokenFile::from(file))
-        } else {
-            return Err(TokenError::configuration(format!(
-                "no credential is configured: set {SECRET} (a client secret's Value), {CERT_PATH} (a PEM or PFX certificate file) or {TOKEN_FILE} (a federated token file)"
-            )));
+        if secret.is_none() && cert_path.is_none() {
+            return Err(TokenError::unavailable(NOT_CONFIGURED));
+        }
+        let (tenant_id, client_id) = env.ids(
+            "set it to the Directory (tenant) ID from the app registration's Overview page",
+            "set it to the Application (client) ID from the app registration's Overview page",
+        )?;
+        let authentication = match (secret, cert_path) {
+            (Some(secret), _) => FromEnvironment::Secret(ClientSecret::from(secret)),
+            (None, Some(path)) => certificate(&path, cert_password, send_chain)?,
+            (None, None) => return Err(TokenError::unavailable(NOT_CONFIGURED)),
         };
         let builder = ConfidentialClientCredential::builder(tenant_id, client_id, authentication)
             .transport_choice(transport);
@@ -266,7 +259,7 @@ fn certificate(
     _send_chain: Option<String>,
 ) -> Result<FromEnvironment, TokenError> {
     Err(TokenError::configuration(format!(
-        "{CERT_PATH} is set, but tower-entra was built without its `certificate` feature; enable the feature, or configure {SECRET} or {TOKEN_FILE} instead"
+        "{CERT_PATH} is set, but tower-entra was built without its `certificate` feature; enable the feature, or configure {SECRET} instead"
     )))
 }
 
@@ -306,9 +299,10 @@ mod tests {
 
     #[test]
     fn names_the_missing_variable() {
-        let e = from(&[]).unwrap_err();
+        let e = from(&[("AZURE_CLIENT_SECRET", "s")]).unwrap_err();
+        assert_eq!(e.kind(), crate::TokenErrorKind::Configuration, "{e}");
         assert!(e.to_string().contains("AZURE_TENANT_ID"), "{e}");
-        let e = from(&[("AZURE_TENANT_ID", "t")]).unwrap_err();
+        let e = from(&[("AZURE_TENANT_ID", "t"), ("AZURE_CLIENT_SECRET", "s")]).unwrap_err();
         assert!(e.to_string().contains("AZURE_CLIENT_ID"), "{e}");
         let e = from(&[
             ("AZURE_TENANT_ID", "t"),
@@ -379,11 +373,7 @@ mod tests {
     #[cfg(not(feature = "certificate"))]
     #[test]
     fn without_the_certificate_feature_a_certificate_path_is_an_error_that_says_so() {
-        let e = with_ids(&[
-            (CERT_PATH, &fixture("client-pkcs8.pem")),
-            (TOKEN_FILE, "/var/run/token"),
-        ])
-        .unwrap_err();
+        let e = with_ids(&[(CERT_PATH, &fixture("client-pkcs8.pem"))]).unwrap_err();
         assert!(
             e.to_string().contains(CERT_PATH) && e.to_string().contains("`certificate` feature"),
             "{e}"
@@ -419,41 +409,26 @@ mod tests {
                 "{e}"
             );
         }
-        let e = with_ids(&[]).unwrap_err();
-        for name in [SECRET, CERT_PATH, TOKEN_FILE] {
-            assert!(e.to_string().contains(name), "{e}");
-        }
     }
 
     #[test]
-    fn precedence_secret_then_certificate_then_federated_token_file() {
-        let c = with_ids(&[(SECRET, "s"), (TOKEN_FILE, "/var/run/token")]).unwrap();
-        assert!(
-            matches!(c.inner.authentication(), FromEnvironment::Secret(_)),
-            "{c:?}"
-        );
-        #[cfg(feature = "certificate")]
-        {
-            let pem = fixture("client-pkcs8.pem");
-            let c = with_ids(&[(CERT_PATH, &pem), (TOKEN_FILE, "/var/run/token")]).unwrap();
+    fn without_a_secret_or_certificate_it_is_unavailable_and_ignores_the_token_file() {
+        // The workload identity webhook sets the ids and the token file: not this credential's.
+        for vars in [
+            vec![],
+            IDS.to_vec(),
+            vec![IDS[0], IDS[1], (TOKEN_FILE, "/var/run/token")],
+        ] {
+            let e = from(&vars).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                crate::TokenErrorKind::Unavailable,
+                "{vars:?}: {e}"
+            );
             assert!(
-                matches!(c.inner.authentication(), FromEnvironment::Certificate(_)),
-                "{c:?}"
+                e.message().contains(SECRET) && e.message().contains(CERT_PATH),
+                "{e}"
             );
         }
-        let c = with_ids(&[
-            (TOKEN_FILE, "/var/run/token"),
-            ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us"),
-        ])
-        .unwrap();
-        assert!(
-            matches!(c.inner.authentication(), FromEnvironment::TokenFile(_)),
-            "{c:?}"
-        );
-        let debug = format!("{c:?}");
-        assert!(
-            debug.contains("/var/run/token") && debug.contains("login.microsoftonline.us"),
-            "{debug}"
-        );
     }
 }

@@ -7,15 +7,18 @@
 mod assertion;
 mod authentication;
 mod azure_cli;
+mod azure_developer_cli;
 #[cfg(feature = "certificate")]
 mod certificate;
 #[cfg(feature = "certificate")]
 mod certificate_key;
+mod chained;
 mod client;
 mod client_assertion;
 mod client_secret;
 mod confidential;
 mod default;
+mod developer_tool;
 mod environment;
 mod managed_identity;
 mod rotation;
@@ -31,12 +34,14 @@ use futures::future::BoxFuture;
 pub use assertion::AssertionAlgorithm;
 pub use authentication::ClientAuthentication;
 pub use azure_cli::AzureCliCredential;
+pub use azure_developer_cli::AzureDeveloperCliCredential;
 #[cfg(feature = "certificate")]
 pub use certificate::{
     CertificateAssertion, ClientCertificateCredential, ClientCertificateCredentialBuilder,
 };
 #[cfg(feature = "certificate")]
 pub use certificate_key::ClientCertificate;
+pub use chained::ChainedCredential;
 pub use client_assertion::{
     AssertionCallback, ClientAssertionCredential, ClientAssertionCredentialBuilder,
 };

@@ -63,7 +63,10 @@ pub type WorkloadIdentityCredentialBuilder =
 impl WorkloadIdentityCredential {
     /// A credential configured as the AKS workload identity webhook does it:
     /// `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_FEDERATED_TOKEN_FILE` and, optionally,
-    /// `AZURE_AUTHORITY_HOST`. A missing or empty variable is an error that names it.
+    /// `AZURE_AUTHORITY_HOST`. Without `AZURE_FEDERATED_TOKEN_FILE` the error is
+    /// [`Unavailable`](crate::TokenErrorKind::Unavailable) (this is not such a pod); with it, a
+    /// missing or empty id is a [`Configuration`](crate::TokenErrorKind::Configuration) error that
+    /// names the variable.
     pub fn from_env() -> Result<Self, TokenError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -71,8 +74,14 @@ impl WorkloadIdentityCredential {
     pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, TokenError> {
         const ADVICE: &str = "workload identity needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_FEDERATED_TOKEN_FILE (the AKS webhook sets them when the pod's service account is annotated with azure.workload.identity/client-id and the pod is labelled azure.workload.identity/use: \"true\")";
         let env = EnvVars::new(lookup);
+        // No token file: this is not a pod with workload identity. A token file without the
+        // ids is a webhook set-up gone wrong.
+        let Some(file) = env.var(TOKEN_FILE) else {
+            return Err(TokenError::unavailable(format!(
+                "not configured: {TOKEN_FILE} is not set; {ADVICE}"
+            )));
+        };
         let (tenant_id, client_id) = env.ids(ADVICE, ADVICE)?;
-        let file = env.required(TOKEN_FILE, ADVICE)?;
         env.with_authority_host(Self::builder(tenant_id, client_id, file))
             .build()
     }
