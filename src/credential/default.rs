@@ -92,6 +92,10 @@ pub struct DefaultCredential {
     announced: AtomicUsize,
     /// Where `az` and `azd` are looked up instead of `PATH` (tests).
     tool_path: Option<OsString>,
+    /// The variables, for credentials added or rebuilt after `new`.
+    lookup: Lookup,
+    /// Whether workload identity sends its requests to AKS identity bindings' token proxy.
+    token_proxy: bool,
 }
 
 /// What `AZURE_TOKEN_CREDENTIALS` lets the chain use.
@@ -223,6 +227,8 @@ impl DefaultCredential {
             identity_host: IDENTITY_VARIABLES.into_iter().any(set),
             announced: AtomicUsize::new(usize::MAX),
             tool_path,
+            lookup: lookup.clone(),
+            token_proxy: false,
         };
         let probe = !matches!(selection, Selection::Only(_));
         for slot in selection.slots() {
@@ -247,8 +253,10 @@ impl DefaultCredential {
                 EnvironmentCredential::from_lookup(|name| lookup(name), TransportChoice::Default)
                     .map(|c| Arc::new(c) as Arc<dyn Credential>)
             }
-            Slot::WorkloadIdentity => WorkloadIdentityCredential::from_lookup(|name| lookup(name))
-                .map(|c| Arc::new(c) as Arc<dyn Credential>),
+            Slot::WorkloadIdentity => {
+                WorkloadIdentityCredential::from_lookup(|name| lookup(name), self.token_proxy)
+                    .map(|c| Arc::new(c) as Arc<dyn Credential>)
+            }
             Slot::ManagedIdentity => {
                 let mut builder = ManagedIdentityCredential::builder().environment({
                     let lookup = lookup.clone();
@@ -316,8 +324,7 @@ impl DefaultCredential {
     fn with_developer_tool(mut self, slot: Slot) -> Self {
         match self.selection {
             Selection::Default if !self.links.iter().any(|(s, _)| *s == slot) => {
-                let lookup: Lookup = Arc::new(|_| None);
-                let credential = self.build(slot, &lookup, false);
+                let credential = self.build(slot, &self.lookup.clone(), false);
                 self.links.push((slot, credential));
                 // Developer tools keep the Azure SDKs' order, whatever order they were asked in.
                 self.links.sort_by_key(|(s, _)| *s);
@@ -346,6 +353,27 @@ impl DefaultCredential {
     /// credential) leaves it out.
     pub fn with_azure_developer_cli(self) -> Self {
         self.with_developer_tool(Slot::AzureDeveloperCli)
+    }
+
+    /// Send workload identity's token requests to AKS identity bindings' token proxy when the
+    /// platform names one (`AZURE_KUBERNETES_TOKEN_PROXY`, `AZURE_KUBERNETES_SNI_NAME`,
+    /// `AZURE_KUBERNETES_CA_FILE` / `AZURE_KUBERNETES_CA_DATA`; see
+    /// [`kubernetes_token_proxy`](crate::WorkloadIdentityCredentialBuilder::kubernetes_token_proxy)).
+    /// Off by default, as in the Azure SDKs. A half-set or non-https proxy configuration makes
+    /// workload identity's slot answer with that
+    /// [`Configuration`](TokenErrorKind::Configuration) error.
+    pub fn with_kubernetes_token_proxy(mut self) -> Self {
+        self.token_proxy = true;
+        if let Some(i) = self
+            .links
+            .iter()
+            .position(|(slot, _)| *slot == Slot::WorkloadIdentity)
+        {
+            let probe = !matches!(self.selection, Selection::Only(_));
+            self.links[i].1 = self.build(Slot::WorkloadIdentity, &self.lookup.clone(), probe);
+            self.chain = self.rebuild();
+        }
+        self
     }
 
     /// The name of the credential that answered the last request (`EnvironmentCredential`,
@@ -636,6 +664,34 @@ mod tests {
                 assert!(e.message().contains(valid), "{unknown}: {e}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn the_aks_token_proxy_is_read_only_when_asked_for() {
+        // A proxy half-set: ignored unless asked for, then the workload identity slot's error.
+        let vars = [
+            ("AZURE_TENANT_ID", "contoso.onmicrosoft.com".to_owned()),
+            (
+                "AZURE_CLIENT_ID",
+                "00000000-0000-0000-0000-000000000001".to_owned(),
+            ),
+            (
+                "AZURE_FEDERATED_TOKEN_FILE",
+                "/nonexistent/token".to_owned(),
+            ),
+            ("AZURE_KUBERNETES_SNI_NAME", "proxy.aks.test".to_owned()),
+        ];
+        let e = token(&from(&vars).unwrap()).await.unwrap_err();
+        assert!(!e.message().contains("AZURE_KUBERNETES_TOKEN_PROXY"), "{e}");
+        let e = token(&from(&vars).unwrap().with_kubernetes_token_proxy())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
+        assert!(
+            e.message().contains("WorkloadIdentityCredential")
+                && e.message().contains("AZURE_KUBERNETES_TOKEN_PROXY"),
+            "{e}"
+        );
     }
 
     fn nowhere() -> (&'static str, String) {

@@ -22,6 +22,7 @@ mod developer_tool;
 mod environment;
 mod managed_identity;
 mod rotation;
+mod token_proxy;
 mod workload_identity;
 
 use std::fmt;
