@@ -101,7 +101,7 @@ const SEND_CHAIN: &str = "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN";
 pub(crate) const TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
 
 /// Why the credential is unavailable when neither of its variables is set.
-const NOT_CONFIGURED: &str = "not configured: neither AZURE_CLIENT_SECRET (a client secret's Value) nor AZURE_CLIENT_CERTIFICATE_PATH (a PEM or PFX certificate file) is set";
+const NOT_CONFIGURED: &str = "not configured: neither AZURE_CLIENT_SECRET (a client secret's Value) nor AZURE_CLIENT_CERTIFICATE_PATH (a PEM or PFX certificate file) is set; set one of them with AZURE_TENANT_ID and AZURE_CLIENT_ID (the app registration's Directory and Application IDs)";
 
 /// Configuration read from environment variables (or a lookup standing in for them), with the
 /// ids and authority host every credential reads.
