@@ -1,7 +1,17 @@
 //! What Entra's AADSTS codes mean to a caller: which kind of failure each is, and a one-line
 //! fix for the ones a daemon meets most. The one place to add a code.
 
-use crate::error::{EntraError, TokenErrorKind};
+use std::time::Duration;
+
+use crate::error::{EntraError, TokenError, TokenErrorKind};
+
+/// The error for Entra's refusal `entra`: the kind its codes, error and status say, with the
+/// hint for its first known code.
+pub(crate) fn refusal(entra: EntraError, retry_after: Option<Duration>) -> TokenError {
+    let kind = classify(&entra);
+    let hint = entra.codes.iter().find_map(|&c| hint(c));
+    TokenError::from_entra(entra, kind, hint, retry_after)
+}
 
 /// Codes whose cause is the client's identity or credentials.
 const AUTHENTICATION: &[u32] = &[
@@ -326,5 +336,110 @@ mod tests {
         assert_eq!(code_in_description("AADSTS: none"), None);
         assert_eq!(code_in_description("Invalid AADSTS70011"), None);
         assert_eq!(code_in_description("AADSTS99999999999: too long"), None);
+    }
+}
+
+/// A refusal as callers see it: its kind, and a `Display` that is one printable line with the
+/// code, the ids and the hint, however hostile the answer.
+#[cfg(test)]
+mod refusals {
+    use super::*;
+    use crate::error::{CUT, MAX_SERVER_FIELD_BYTES};
+
+    fn entra(status: u16, error: &str, code: u32) -> EntraError {
+        EntraError {
+            status,
+            error: error.into(),
+            description: format!("AADSTS{code}: something.\r\nTrace ID: t\r\nCorrelation ID: c"),
+            codes: vec![code],
+            trace_id: Some("t".into()),
+            correlation_id: Some("c".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_a_token_error_of_its_kind() {
+        let e = refusal(entra(401, "invalid_client", 7000215), None);
+        assert_eq!(e.kind(), TokenErrorKind::Authentication);
+        assert!(!e.is_transient());
+        let e = refusal(entra(400, "invalid_scope", 1002012), None);
+        assert_eq!(e.kind(), TokenErrorKind::InvalidScope);
+        let e = refusal(entra(503, "temporarily_unavailable", 0), None);
+        assert!(e.is_transient());
+        let e = refusal(entra(400, "invalid_request", 12345), None);
+        assert_eq!(e.kind(), TokenErrorKind::Rejected);
+    }
+
+    /// Texts that would forge log lines, drive a terminal or reorder text if printed raw.
+    const HOSTILE: [&str; 5] = ["\n", "\r", "\u{1b}", "\u{7}", "\u{202e}"];
+
+    fn assert_printable(what: &str, s: &str, max: usize) {
+        for bad in HOSTILE {
+            assert!(!s.contains(bad), "{what} has {bad:?}: {s:?}");
+        }
+        assert!(s.len() <= max, "{what} is {} bytes", s.len());
+    }
+
+    #[test]
+    fn display_has_code_ids_and_hint_on_one_line() {
+        let e = refusal(entra(401, "invalid_client", 7000215), None);
+        let s = e.to_string();
+        assert!(s.contains("AADSTS7000215"), "{s}");
+        assert!(
+            s.contains("trace id t") && s.contains("correlation id c"),
+            "{s}"
+        );
+        assert!(s.contains("Hint: the client secret is wrong"), "{s}");
+        assert!(!s.contains('\n'), "{s}");
+
+        // The same from a hostile endpoint: line breaks, ANSI escapes, bidi overrides, a MiB.
+        let mib = "x".repeat(1 << 20);
+        let hostile = EntraError {
+            status: 401,
+            error: format!("invalid_client\n\u{1b}[31mERROR fake\u{7}{mib}"),
+            description: format!(
+                "AADSTS7000215: bad\rINFO forged\u{1b}[2J\u{202e}{mib}\r\nTrace ID: t"
+            ),
+            codes: vec![7000215],
+            trace_id: Some("t\nINFO forged line".into()),
+            correlation_id: Some(mib.clone()),
+            timestamp: Some("\u{1b}]0;title\u{7}".into()),
+            error_uri: Some(format!("https://x/\u{1b}[0m{mib}")),
+        };
+        let e = refusal(hostile, None);
+        let s = e.to_string();
+        assert_printable("Display", &s, 4 * 1024);
+        assert!(
+            s.contains("AADSTS7000215: bad\\rINFO forged\\u{1b}[2J"),
+            "{s}"
+        );
+        assert!(s.contains("trace id t\\nINFO forged line"), "{s}");
+        assert!(s.contains("Hint: the client secret is wrong"), "{s}");
+        assert!(s.contains('…'), "a cut is marked: {s}");
+        assert_printable("Debug", &format!("{e:?}"), 8 * 1024);
+        // What the fetch span records as tracing fields.
+        let entra = e.entra().unwrap();
+        for (field, value) in [
+            ("error", Some(entra.error())),
+            ("trace_id", entra.trace_id()),
+            ("correlation_id", entra.correlation_id()),
+            ("timestamp", entra.timestamp()),
+            ("error_uri", entra.error_uri()),
+        ] {
+            assert_printable(
+                field,
+                value.unwrap(),
+                MAX_SERVER_FIELD_BYTES + CUT.len_utf8(),
+            );
+        }
+        assert!(
+            entra
+                .error()
+                .starts_with("invalid_client\\n\\u{1b}[31mERROR fake\\u{7}xxx"),
+            "{}",
+            entra.error()
+        );
+        assert_eq!(entra.error().len(), MAX_SERVER_FIELD_BYTES + CUT.len_utf8());
     }
 }

@@ -3,129 +3,13 @@
 //!
 //! A `https://<host>/.default` scope's own host, plus, for well-known Microsoft resources
 //! whose tokens are used on other hosts (an account, vault or namespace under a shared
-//! suffix), the hosts in [`WELL_KNOWN`], with their sovereign-cloud variants. A scope whose
-//! hosts cannot be known (`api://...`, a bare application id) serves none.
+//! suffix), the hosts each [cloud](crate::cloud::CLOUDS) lists for it. A scope whose hosts
+//! cannot be known (`api://...`, a bare application id) serves none.
 
 use std::fmt;
 
-use crate::destination::HostPattern;
-
-const STORAGE: &[&str] = &[
-    "*.blob.core.windows.net",
-    "*.queue.core.windows.net",
-    "*.table.core.windows.net",
-    "*.file.core.windows.net",
-    "*.dfs.core.windows.net",
-    "*.blob.core.usgovcloudapi.net",
-    "*.queue.core.usgovcloudapi.net",
-    "*.table.core.usgovcloudapi.net",
-    "*.file.core.usgovcloudapi.net",
-    "*.dfs.core.usgovcloudapi.net",
-    "*.blob.core.chinacloudapi.cn",
-    "*.queue.core.chinacloudapi.cn",
-    "*.table.core.chinacloudapi.cn",
-    "*.file.core.chinacloudapi.cn",
-    "*.dfs.core.chinacloudapi.cn",
-];
-
-/// Service Bus and Event Hubs namespaces.
-const SERVICE_BUS: &[&str] = &[
-    "*.servicebus.windows.net",
-    "*.servicebus.usgovcloudapi.net",
-    "*.servicebus.chinacloudapi.cn",
-];
-
-/// Well-known resources (application ID URIs, lower case, no trailing slash) and the hosts
-/// besides their own that take their tokens. Graph and Azure Resource Manager
-/// (`https://graph.microsoft.com`, `https://graph.microsoft.us`,
-/// `https://dod-graph.microsoft.us`, `https://microsoftgraph.chinacloudapi.cn`,
-/// `https://management.azure.com`, `https://management.usgovcloudapi.net`,
-/// `https://management.chinacloudapi.cn`) are served on their own host and need no entry.
-const WELL_KNOWN: &[(&str, &[&str])] = &[
-    ("https://storage.azure.com", STORAGE),
-    ("https://vault.azure.net", &["*.vault.azure.net"]),
-    (
-        "https://vault.usgovcloudapi.net",
-        &["*.vault.usgovcloudapi.net"],
-    ),
-    ("https://vault.azure.cn", &["*.vault.azure.cn"]),
-    ("https://managedhsm.azure.net", &["*.managedhsm.azure.net"]),
-    (
-        "https://managedhsm.usgovcloudapi.net",
-        &["*.managedhsm.usgovcloudapi.net"],
-    ),
-    ("https://managedhsm.azure.cn", &["*.managedhsm.azure.cn"]),
-    ("https://database.windows.net", &["*.database.windows.net"]),
-    (
-        "https://database.usgovcloudapi.net",
-        &["*.database.usgovcloudapi.net"],
-    ),
-    (
-        "https://database.chinacloudapi.cn",
-        &["*.database.chinacloudapi.cn"],
-    ),
-    ("https://servicebus.azure.net", SERVICE_BUS),
-    ("https://eventhubs.azure.net", SERVICE_BUS),
-    (
-        "https://cosmos.azure.com",
-        &[
-            "*.documents.azure.com",
-            "*.documents.azure.us",
-            "*.documents.azure.cn",
-        ],
-    ),
-    (
-        "https://cognitiveservices.azure.com",
-        &[
-            "*.cognitiveservices.azure.com",
-            "*.openai.azure.com",
-            "*.services.ai.azure.com",
-        ],
-    ),
-    (
-        "https://cognitiveservices.azure.us",
-        &["*.cognitiveservices.azure.us", "*.openai.azure.us"],
-    ),
-    (
-        "https://cognitiveservices.azure.cn",
-        &["*.cognitiveservices.azure.cn", "*.openai.azure.cn"],
-    ),
-    (
-        "https://ossrdbms-aad.database.windows.net",
-        &[
-            "*.postgres.database.azure.com",
-            "*.mysql.database.azure.com",
-        ],
-    ),
-    (
-        "https://ossrdbms-aad.database.usgovcloudapi.net",
-        &[
-            "*.postgres.database.usgovcloudapi.net",
-            "*.mysql.database.usgovcloudapi.net",
-        ],
-    ),
-    (
-        "https://ossrdbms-aad.database.chinacloudapi.cn",
-        &[
-            "*.postgres.database.chinacloudapi.cn",
-            "*.mysql.database.chinacloudapi.cn",
-        ],
-    ),
-    // Azure Resource Manager's older audience.
-    (
-        "https://management.core.windows.net",
-        &["management.azure.com"],
-    ),
-    (
-        "https://management.core.usgovcloudapi.net",
-        &["management.usgovcloudapi.net"],
-    ),
-    (
-        "https://management.core.chinacloudapi.cn",
-        &["management.chinacloudapi.cn"],
-    ),
-    ("https://azconfig.io", &["*.azconfig.io"]),
-];
+use crate::cloud::CLOUDS;
+use crate::host::HostPattern;
 
 /// A provider's audience (its scope without `/.default`) and the hosts that serve it.
 #[derive(Clone)]
@@ -141,10 +25,9 @@ impl Audience {
         let resource = resource.strip_suffix("/.default").unwrap_or(resource);
         let key = resource.trim_end_matches('/').to_ascii_lowercase();
         let mut hosts: Vec<HostPattern> = own_host(&key).into_iter().collect();
-        if let Some((_, extra)) = WELL_KNOWN.iter().find(|(uri, _)| *uri == key) {
-            // The table is checked by a test; a pattern that failed to parse would only narrow.
-            hosts.extend(extra.iter().filter_map(|h| HostPattern::parse(h).ok()));
-        }
+        // The table is checked by a test; a pattern that failed to parse would only narrow.
+        let extra = CLOUDS.iter().flat_map(|cloud| cloud.hosts_serving(&key));
+        hosts.extend(extra.filter_map(|h| HostPattern::parse(h).ok()));
         Audience {
             resource: resource.to_owned(),
             hosts,
@@ -205,17 +88,6 @@ fn own_host(resource: &str) -> Option<HostPattern> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_table_is_all_valid_host_patterns() {
-        for (uri, hosts) in WELL_KNOWN {
-            assert_eq!(*uri, uri.to_ascii_lowercase(), "{uri}");
-            assert!(!uri.ends_with('/'), "{uri}");
-            for h in *hosts {
-                HostPattern::parse(h).unwrap_or_else(|e| panic!("{uri}: {e}"));
-            }
-        }
-    }
 
     #[test]
     fn a_scope_serves_its_own_host_and_its_well_known_hosts() {

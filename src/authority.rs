@@ -1,25 +1,10 @@
-//! Clouds, tenant ids and the token endpoint URL.
-
-use std::net::IpAddr;
+//! Authority hosts, tenant and client ids, and the token endpoint URL.
 
 use url::Url;
 
+use crate::cloud::Cloud;
 use crate::error::TokenError;
-
-/// The authority hosts of Microsoft's clouds, for
-/// [`ConfidentialClientCredentialBuilder::authority_host`](crate::ConfidentialClientCredentialBuilder::authority_host).
-#[derive(Debug, Clone, Copy)]
-#[non_exhaustive]
-pub struct AuthorityHost;
-
-impl AuthorityHost {
-    /// Azure public cloud (the default).
-    pub const AZURE_PUBLIC_CLOUD: &'static str = "https://login.microsoftonline.com";
-    /// Azure US Government.
-    pub const AZURE_GOVERNMENT: &'static str = "https://login.microsoftonline.us";
-    /// Azure operated by 21Vianet (China).
-    pub const AZURE_CHINA: &'static str = "https://login.chinacloudapi.cn";
-}
+use crate::host::is_loopback;
 
 /// Checks an authority host: an absolute `https` URL, or `http` to a loopback address (the
 /// emulator), with no query or fragment.
@@ -27,7 +12,7 @@ pub(crate) fn parse_authority_host(host: &str) -> Result<Url, TokenError> {
     let url = Url::parse(host.trim_end_matches('/')).map_err(|e| {
         TokenError::configuration(format!(
             "the authority host {host:?} is not a URL ({e}); use e.g. {}",
-            AuthorityHost::AZURE_PUBLIC_CLOUD
+            Cloud::AZURE_PUBLIC.authority_host()
         ))
     })?;
     match url.scheme() {
@@ -47,27 +32,10 @@ pub(crate) fn parse_authority_host(host: &str) -> Result<Url, TokenError> {
     if url.host().is_none() || url.query().is_some() || url.fragment().is_some() {
         return Err(TokenError::configuration(format!(
             "the authority host {host:?} must be a scheme and host with no query, e.g. {}",
-            AuthorityHost::AZURE_PUBLIC_CLOUD
+            Cloud::AZURE_PUBLIC.authority_host()
         )));
     }
     Ok(url)
-}
-
-/// Whether the URL's host is `localhost` or a loopback IP address.
-pub(crate) fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
-}
-
-/// Whether a request's host (as a URI gives it, IPv6 in brackets) is a loopback address.
-pub(crate) fn is_loopback_host(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Checks a tenant id: a GUID or a verified domain (`contoso.onmicrosoft.com`). The
@@ -126,7 +94,7 @@ mod tests {
 
     #[test]
     fn builds_token_urls_for_clouds_and_emulators() {
-        let host = parse_authority_host(AuthorityHost::AZURE_PUBLIC_CLOUD).unwrap();
+        let host = parse_authority_host(Cloud::AZURE_PUBLIC.authority_host()).unwrap();
         assert_eq!(
             token_url(&host, "contoso.onmicrosoft.com")
                 .unwrap()

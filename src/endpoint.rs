@@ -188,7 +188,7 @@ pub(crate) fn parse_error_response(
         if codes.is_empty() {
             codes.extend(aadsts::code_in_description(&description));
         }
-        return TokenError::from_entra(
+        return aadsts::refusal(
             EntraError {
                 status,
                 error,

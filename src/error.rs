@@ -4,10 +4,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::aadsts;
-
 /// The error of an [`EntraAuth`](crate::EntraAuth) service: either no token could be had, or the
 /// wrapped service failed.
+///
+/// Each message of its [`source`](std::error::Error::source) chain is printed once:
+/// [`Inner`](Self::Inner) is transparent (the inner error's `Display`, then the inner error's
+/// own source), and [`Token`](Self::Token) shows the token error, its direct cause included,
+/// then the causes below that.
 ///
 /// It implements [`std::error::Error`] + `Send` + `Sync` whenever the inner error does, so tonic,
 /// tower's `Buffer` and anything that boxes errors accept it.
@@ -50,8 +53,8 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
 impl<E: std::error::Error + 'static> std::error::Error for Error<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Token(e) => Some(e),
-            Error::Inner(e) => Some(e),
+            Error::Token(e) => e.source_not_shown(),
+            Error::Inner(e) => e.source(),
         }
     }
 }
@@ -187,7 +190,7 @@ pub(crate) const MAX_SERVER_FIELD_BYTES: usize = 256;
 /// The most bytes kept of Entra's `error_description` (whose first line `Display` shows).
 const MAX_DESCRIPTION_BYTES: usize = 1024;
 /// Marks a text that was cut.
-const CUT: char = '…';
+pub(crate) const CUT: char = '…';
 
 /// `text` from a server, safe to print on one line: control characters and bidi controls
 /// escaped, cut at a character boundary to at most `max` bytes (plus the `…` that marks a cut).
@@ -250,6 +253,7 @@ struct Inner {
     kind: TokenErrorKind,
     message: String,
     entra: Option<EntraError>,
+    hint: Option<&'static str>,
     retry_after: Option<Duration>,
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
@@ -296,6 +300,7 @@ impl TokenError {
                 kind,
                 message: message.into(),
                 entra: None,
+                hint: None,
                 retry_after: None,
                 source: None,
             }),
@@ -336,15 +341,33 @@ impl TokenError {
         self.with(|i| i.retry_after = retry_after)
     }
 
-    pub(crate) fn from_entra(entra: EntraError, retry_after: Option<Duration>) -> Self {
+    /// Entra's refusal, of the `kind` and with the `hint` its codes say
+    /// ([`aadsts::refusal`](crate::aadsts::refusal) reads them).
+    pub(crate) fn from_entra(
+        entra: EntraError,
+        kind: TokenErrorKind,
+        hint: Option<&'static str>,
+        retry_after: Option<Duration>,
+    ) -> Self {
         // Every way an Entra answer reaches an error passes here.
         let entra = entra.printable();
-        let kind = aadsts::classify(&entra);
         let message = format!("Entra refused the token request ({})", entra.error);
         Self::new(kind, message).with(|i| {
             i.entra = Some(entra);
+            i.hint = hint;
             i.retry_after = retry_after;
         })
+    }
+
+    /// The first cause that this error's `Display` does not show: its source's own source when
+    /// `Display` names the source, else the source.
+    fn source_not_shown(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let source = std::error::Error::source(self)?;
+        if self.inner.entra.is_none() {
+            source.source()
+        } else {
+            Some(source)
+        }
     }
 
     /// The kind of failure.
@@ -370,7 +393,7 @@ impl TokenError {
 
     /// A one-line hint on how to fix the cause, when it is known.
     pub fn hint(&self) -> Option<&'static str> {
-        self.entra()?.codes().iter().find_map(|&c| aadsts::hint(c))
+        self.inner.hint
     }
 
     /// A short description of what went wrong, without hint or ids.
@@ -441,103 +464,6 @@ impl std::error::Error for TokenError {
 mod tests {
     use super::*;
 
-    fn entra(status: u16, error: &str, code: u32) -> EntraError {
-        EntraError {
-            status,
-            error: error.into(),
-            description: format!("AADSTS{code}: something.\r\nTrace ID: t\r\nCorrelation ID: c"),
-            codes: vec![code],
-            trace_id: Some("t".into()),
-            correlation_id: Some("c".into()),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn classifies_entra_errors() {
-        let e = TokenError::from_entra(entra(401, "invalid_client", 7000215), None);
-        assert_eq!(e.kind(), TokenErrorKind::Authentication);
-        assert!(!e.is_transient());
-        let e = TokenError::from_entra(entra(400, "invalid_scope", 1002012), None);
-        assert_eq!(e.kind(), TokenErrorKind::InvalidScope);
-        let e = TokenError::from_entra(entra(503, "temporarily_unavailable", 0), None);
-        assert!(e.is_transient());
-        let e = TokenError::from_entra(entra(400, "invalid_request", 12345), None);
-        assert_eq!(e.kind(), TokenErrorKind::Rejected);
-    }
-
-    /// Texts that would forge log lines, drive a terminal or reorder text if printed raw.
-    const HOSTILE: [&str; 5] = ["\n", "\r", "\u{1b}", "\u{7}", "\u{202e}"];
-
-    fn assert_printable(what: &str, s: &str, max: usize) {
-        for bad in HOSTILE {
-            assert!(!s.contains(bad), "{what} has {bad:?}: {s:?}");
-        }
-        assert!(s.len() <= max, "{what} is {} bytes", s.len());
-    }
-
-    #[test]
-    fn display_has_code_ids_and_hint_on_one_line() {
-        let e = TokenError::from_entra(entra(401, "invalid_client", 7000215), None);
-        let s = e.to_string();
-        assert!(s.contains("AADSTS7000215"), "{s}");
-        assert!(
-            s.contains("trace id t") && s.contains("correlation id c"),
-            "{s}"
-        );
-        assert!(s.contains("Hint: the client secret is wrong"), "{s}");
-        assert!(!s.contains('\n'), "{s}");
-
-        // The same from a hostile endpoint: line breaks, ANSI escapes, bidi overrides, a MiB.
-        let mib = "x".repeat(1 << 20);
-        let hostile = EntraError {
-            status: 401,
-            error: format!("invalid_client\n\u{1b}[31mERROR fake\u{7}{mib}"),
-            description: format!(
-                "AADSTS7000215: bad\rINFO forged\u{1b}[2J\u{202e}{mib}\r\nTrace ID: t"
-            ),
-            codes: vec![7000215],
-            trace_id: Some("t\nINFO forged line".into()),
-            correlation_id: Some(mib.clone()),
-            timestamp: Some("\u{1b}]0;title\u{7}".into()),
-            error_uri: Some(format!("https://x/\u{1b}[0m{mib}")),
-        };
-        let e = TokenError::from_entra(hostile, None);
-        let s = e.to_string();
-        assert_printable("Display", &s, 4 * 1024);
-        assert!(
-            s.contains("AADSTS7000215: bad\\rINFO forged\\u{1b}[2J"),
-            "{s}"
-        );
-        assert!(s.contains("trace id t\\nINFO forged line"), "{s}");
-        assert!(s.contains("Hint: the client secret is wrong"), "{s}");
-        assert!(s.contains('…'), "a cut is marked: {s}");
-        assert_printable("Debug", &format!("{e:?}"), 8 * 1024);
-        // What the fetch span records as tracing fields.
-        let entra = e.entra().unwrap();
-        for (field, value) in [
-            ("error", Some(entra.error())),
-            ("trace_id", entra.trace_id()),
-            ("correlation_id", entra.correlation_id()),
-            ("timestamp", entra.timestamp()),
-            ("error_uri", entra.error_uri()),
-        ] {
-            assert_printable(
-                field,
-                value.unwrap(),
-                MAX_SERVER_FIELD_BYTES + CUT.len_utf8(),
-            );
-        }
-        assert!(
-            entra
-                .error()
-                .starts_with("invalid_client\\n\\u{1b}[31mERROR fake\\u{7}xxx"),
-            "{}",
-            entra.error()
-        );
-        assert_eq!(entra.error().len(), MAX_SERVER_FIELD_BYTES + CUT.len_utf8());
-    }
-
     #[test]
     fn server_text_cuts_at_a_character_boundary() {
         let text = "é".repeat(200);
@@ -545,5 +471,86 @@ mod tests {
         assert_eq!(cut, "é".repeat(127) + "…");
         assert_eq!(server_text("short", 256), "short");
         assert_eq!(server_lines("a\r\nb\rc\n", 256), "a\nb\\rc");
+    }
+
+    /// An error that shows `message` and has `source` as its cause.
+    #[derive(Debug)]
+    struct Caused(&'static str, Option<Box<Caused>>);
+
+    impl fmt::Display for Caused {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Caused {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|c| c as _)
+        }
+    }
+
+    fn chain(outer: &'static str, below: &'static str) -> Caused {
+        Caused(outer, Some(Box::new(Caused(below, None))))
+    }
+
+    /// Each message of the chain as an error reporter prints it, outermost first.
+    fn printed(error: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        std::iter::successors(Some(error), |e| e.source())
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    /// Every cause's message is printed, and none twice.
+    fn assert_each_message_once(error: &(dyn std::error::Error + 'static), messages: &[&str]) {
+        let lines = printed(error);
+        for message in messages {
+            let count = lines.iter().filter(|l| l.contains(message)).count();
+            assert_eq!(count, 1, "{message:?} printed {count} times in {lines:#?}");
+        }
+    }
+
+    #[test]
+    fn an_inner_error_is_transparent() {
+        let e: Error<Caused> = Error::Inner(chain("connection reset", "broken pipe"));
+        assert_eq!(e.to_string(), "connection reset");
+        assert_eq!(
+            std::error::Error::source(&e).map(ToString::to_string),
+            Some("broken pipe".to_owned())
+        );
+        assert_each_message_once(&e, &["connection reset", "broken pipe"]);
+    }
+
+    #[test]
+    fn a_token_error_shows_itself_and_its_cause_once() {
+        let token = TokenError::new(TokenErrorKind::Connection, "could not connect")
+            .with_source(chain("error sending request", "connection refused"));
+        let e: Error<Caused> = Error::Token(token.clone());
+        assert_eq!(
+            e.to_string(),
+            format!("could not authorize the request: {token}")
+        );
+        assert!(e.to_string().contains("error sending request"), "{e}");
+        assert_each_message_once(
+            &e,
+            &[
+                "could not connect",
+                "error sending request",
+                "connection refused",
+            ],
+        );
+
+        // Entra's refusal shows its ids, not its source: the source is the next message.
+        let entra = EntraError {
+            status: 400,
+            error: "invalid_request".into(),
+            ..Default::default()
+        };
+        let refused = TokenError::from_entra(entra, TokenErrorKind::Rejected, None, None)
+            .with_source(Caused("the body", None));
+        let e: Error<Caused> = Error::Token(refused);
+        assert_each_message_once(&e, &["invalid_request", "the body"]);
+        // Without a source: the token error alone.
+        let e: Error<Caused> = Error::Token(TokenError::configuration("no tenant"));
+        assert_eq!(printed(&e), ["could not authorize the request: no tenant"]);
     }
 }

@@ -36,8 +36,9 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use crate::destination::{HostPattern, ProviderRoutes, Targets, UnlistedHost};
+use crate::destination::{ProviderRoutes, Targets, UnlistedHost};
 use crate::error::TokenError;
+use crate::host::HostPattern;
 use crate::provider::TokenProvider;
 use crate::service::EntraAuth;
 
@@ -47,9 +48,54 @@ use crate::service::EntraAuth;
 /// `ServiceBuilder`, put it below retry and timeout and right above the client, so that each
 /// retry carries a current token and a timeout bounds the token fetch too.
 ///
-/// Where tokens go is described in [`destination`](crate::destination): https or loopback
-/// only, to the hosts the token's audience serves or the [allowed hosts](Self::allow_hosts), or
+/// Where tokens go is described [below](#where-tokens-go): https or loopback only, to the
+/// hosts the token's audience serves or the [allowed hosts](Self::allow_hosts), or
 /// [routed by host](Self::routed) to one of several providers.
+///
+/// # Where tokens go
+///
+/// A bearer token sent to the wrong host is a leaked credential, so [`EntraAuth`](crate::EntraAuth)
+/// decides, per request, before any token is fetched:
+///
+/// 1. A request that already has an `Authorization` header passes unchanged.
+/// 2. The request's host picks the provider: the first [route](crate::ProviderRoutes) that matches
+///    it, else the layer's default provider (the one given to
+///    [`EntraAuthLayer::new`](crate::EntraAuthLayer::new)) when the host is one it reaches:
+///    - by default, a host its **audience** serves: the scope's own host for
+///      `https://<host>/.default` (`graph.microsoft.com` for Microsoft Graph), plus, for the
+///      well-known Microsoft resources whose tokens are used on other hosts, those hosts in every
+///      cloud (`https://storage.azure.com`: `*.blob|queue|table|file|dfs.core.windows.net`;
+///      `https://vault.azure.net`: `*.vault.azure.net`; `https://database.windows.net`; Service Bus
+///      and Event Hubs; Cosmos DB; Cognitive Services and Azure OpenAI; PostgreSQL and MySQL
+///      flexible servers). An `api://...` or application-id scope names no host, so its tokens go
+///      nowhere until hosts are named;
+///    - the [allow-list](crate::EntraAuthLayer::allow_hosts), when one is given, instead;
+///    - any host, after [`allow_any_https_host`](crate::EntraAuthLayer::allow_any_https_host).
+///
+///    A host that nothing matches is refused with
+///    [`TokenErrorKind::UnsafeDestination`](crate::TokenErrorKind::UnsafeDestination) naming the
+///    host, the audience and the fix, or sent without a token with
+///    [`UnlistedHost::SendWithoutToken`](crate::UnlistedHost::SendWithoutToken).
+/// 3. A token goes over `https`, or plain `http` to a loopback address (for tests). Anything else
+///    (plain http to another host, another scheme, an origin without a scheme) is refused.
+///
+/// Loopback gets no exemption from the audience: a token for `http://127.0.0.1:7071/.default` goes
+/// to `127.0.0.1`, its own host, but one for `api://my-api` goes to a local server only once it is
+/// named (`.allow_hosts(["127.0.0.1"])`), as any other host; another process on the machine is not
+/// the API.
+///
+/// A request with a relative URI (as tonic's generated clients send into a `Channel`, which adds
+/// the origin itself) names neither scheme nor host: it is judged by the layer's
+/// [origin](crate::EntraAuthLayer::origin), and refused when none is set. With an origin set, a
+/// request with an absolute URI is judged by both (the inner service sends it to the origin
+/// whatever its URI says). A request that names a host without a scheme (`evil.example:443`, as for
+/// CONNECT) is refused.
+///
+/// Host patterns are checked when they are given
+/// ([`ProviderRoutes::route`](crate::ProviderRoutes::route),
+/// [`EntraAuthLayer::allow_hosts`](crate::EntraAuthLayer::allow_hosts)): a pattern that is not a
+/// host fails there with [`TokenErrorKind::Configuration`](crate::TokenErrorKind::Configuration),
+/// not at the first request.
 #[derive(Debug, Clone)]
 pub struct EntraAuthLayer {
     targets: Arc<Targets>,
@@ -61,7 +107,7 @@ impl EntraAuthLayer {
     /// well-known Microsoft resources (`https://storage.azure.com` for
     /// `*.blob.core.windows.net`, `https://vault.azure.net` for `*.vault.azure.net`, ...). An
     /// `api://` or application-id scope names no host, so its tokens go nowhere until
-    /// [`allow_hosts`](Self::allow_hosts) names them. See [`destination`](crate::destination).
+    /// [`allow_hosts`](Self::allow_hosts) names them. See [where tokens go](Self#where-tokens-go).
     pub fn new(provider: TokenProvider) -> Self {
         EntraAuthLayer {
             targets: Arc::new(Targets::one(provider)),

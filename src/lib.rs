@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), forbid(unsafe_code))]
 // The unit tests' allocator reads freed memory for tokens that were not zeroed (endpoint.rs);
 // everything else stays free of `unsafe`.
@@ -38,11 +39,13 @@ mod audience;
 mod authority;
 mod authorize;
 mod challenge;
+mod cloud;
 mod credential;
-pub mod destination;
+mod destination;
 mod endpoint;
 mod error;
 mod future;
+mod host;
 mod layer;
 mod provider;
 mod refusal;
@@ -67,20 +70,21 @@ fn proptest_config() -> proptest::test_runner::Config {
     }
 }
 
-pub use authority::AuthorityHost;
 pub use authorize::AuthorizeRequest;
 pub use challenge::BearerChallenge;
+pub use cloud::Cloud;
 #[cfg(feature = "certificate")]
 pub use credential::{
     AssertionAlgorithm, CertificateAssertion, ClientCertificate, ClientCertificateCredential,
     ClientCertificateCredentialBuilder,
 };
 pub use credential::{
-    AssertionCallback, AzureCliCredential, AzureDeveloperCliCredential, ChainedCredential,
-    ClientAssertionCredential, ClientAssertionCredentialBuilder, ClientAuthentication,
-    ClientSecret, ClientSecretCredential, ClientSecretCredentialBuilder,
-    ConfidentialClientCredential, ConfidentialClientCredentialBuilder, Credential,
-    DefaultCredential, EnvironmentCredential, FederatedTokenFile, ManagedIdentityCredential,
+    AssertionCallback, AzureCliCredential, AzureCliCredentialBuilder, AzureDeveloperCliCredential,
+    AzureDeveloperCliCredentialBuilder, ChainedCredential, ClientAssertionCredential,
+    ClientAssertionCredentialBuilder, ClientAuthentication, ClientSecret, ClientSecretCredential,
+    ClientSecretCredentialBuilder, ConfidentialClientCredential,
+    ConfidentialClientCredentialBuilder, Credential, DefaultCredential, DefaultCredentialBuilder,
+    EnvironmentCredential, FederatedTokenFile, ManagedIdentityCredential,
     ManagedIdentityCredentialBuilder, ManagedIdentityId, TokenRequest, WorkloadIdentityCredential,
     WorkloadIdentityCredentialBuilder,
 };

@@ -21,7 +21,7 @@ use crate::refusal::InspectResponse;
 /// unreadied clone is never called and token errors never surface from `poll_ready`.
 ///
 /// Which requests get a token, and from which provider, is described in
-/// [`destination`](crate::destination): never over plain http to a remote host
+/// [`EntraAuthLayer`](crate::EntraAuthLayer#where-tokens-go): never over plain http to a remote host
 /// ([`TokenErrorKind::UnsafeDestination`](crate::TokenErrorKind::UnsafeDestination)), only to
 /// allowed or routed hosts when so configured, and a request that already has an
 /// `Authorization` header passes unchanged.

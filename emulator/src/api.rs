@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::Emulator;
-use crate::access_token::SEQ_CLAIM;
+use crate::entra_error::{Ctx, EntraError, JSON_UTF8};
 use crate::jwt::{self, Alg, emulator_key};
 use crate::state::Shared;
-use crate::token::{Ctx, EntraError, JSON_UTF8};
+use crate::token_signer::SEQ_CLAIM;
 use crate::util::{graph_date, guid, unix_now};
 
 /// The demo API's application ID URI (its tokens' `aud`).
@@ -35,10 +35,11 @@ pub(crate) async fn openid_configuration(
     Path(tenant): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let lower = tenant.to_ascii_lowercase();
-    let known = shared.lock().tenants.contains_key(&lower);
+    // A domain resolves to its tenant's GUID, in every URL of the document.
+    let known = shared.lock().directory.resolve(&tenant).map(str::to_owned);
+    let lower = known.clone().unwrap_or_else(|| tenant.to_ascii_lowercase());
     let issuer_tenant = match lower.as_str() {
-        _ if known => lower.clone(),
+        _ if known.is_some() => lower.clone(),
         "common" | "organizations" => "{tenantid}".to_owned(),
         _ => {
             let ctx = Ctx::new(&headers);
@@ -163,7 +164,7 @@ fn authenticate(
     {
         let st = shared.lock();
         let tid = parsed.claim_str("tid").unwrap_or("");
-        if !st.tenants.contains_key(tid)
+        if !st.directory.has_tenant(tid)
             || parsed.claim_str("iss") != Some(&format!("https://sts.windows.net/{tid}/"))
         {
             return Err(invalid("The token issuer is invalid."));

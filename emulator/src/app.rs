@@ -21,6 +21,7 @@ pub struct App {
     pub(crate) certificates: Vec<CertInfo>,
     pub(crate) trusted_subjects: Vec<String>,
     pub(crate) federated: Vec<FederatedCredential>,
+    pub(crate) multi_tenant: bool,
 }
 
 /// A federated identity credential of an app registration.
@@ -51,7 +52,19 @@ impl App {
             certificates: Vec::new(),
             trusted_subjects: Vec::new(),
             federated: Vec::new(),
+            multi_tenant: false,
         }
+    }
+
+    /// Makes the registration multi-tenant ("Accounts in any organizational
+    /// directory", `AzureADMultipleOrgs`): other tenants can consent to it
+    /// ([`Emulator::grant_admin_consent`](crate::Emulator::grant_admin_consent)),
+    /// and it then gets tokens from their token endpoints with its home
+    /// tenant's credentials. A single-tenant app (the default) is known only
+    /// in its home tenant.
+    pub fn multi_tenant(mut self) -> App {
+        self.multi_tenant = true;
+        self
     }
 
     /// Adds a valid client secret. An app may have several.
@@ -133,6 +146,6 @@ impl App {
 pub struct RegisteredApp {
     /// The application (client) ID, a fresh GUID.
     pub client_id: String,
-    /// The tenant the app is registered in.
+    /// The tenant the app is registered in (its home tenant), as a GUID.
     pub tenant_id: String,
 }

@@ -7,9 +7,10 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::cert::parse_certificate;
+use crate::directory::AppRecord;
+use crate::entra_error::EntraError;
+use crate::form::Form;
 use crate::jwt::{self, Parsed};
-use crate::state::AppRecord;
-use crate::token::{EntraError, Form};
 use crate::util::{entra_timestamp, unix_now};
 
 /// The only accepted `client_assertion_type`.

@@ -1,15 +1,10 @@
-//! An in-process emulator of the Microsoft Entra ID (Azure AD) v2.0 token
-//! endpoint, plus a demo API protected by its tokens.
+#![doc = include_str!("../README.md")]
 //!
-//! It speaks Entra's wire protocol — the client credentials grant on
-//! `POST /{tenant}/oauth2/v2.0/token`, Entra's error JSON (`AADSTS` codes,
-//! trace and correlation IDs), RS256 access tokens, JWKS and OpenID discovery
-//! documents — so that OAuth clients can be tested against realistic behaviour,
-//! including failures injected on demand ([`Fault`]).
+//! # The server
 //!
-//! The server listens on `127.0.0.1` on a random port and lives on the Tokio
-//! runtime that called [`Emulator::start`]; it stops when the last clone of the
-//! [`Emulator`] handle is dropped.
+//! [`Emulator::start`] listens on `127.0.0.1` on a random port; the server
+//! lives on the Tokio runtime that called it and stops when the last clone of
+//! the [`Emulator`] handle is dropped.
 //!
 //! # What it checks
 //!
@@ -26,6 +21,7 @@
 //! | `grant_type` missing / not `client_credentials` | 400 | `invalid_request` / `unsupported_grant_type` | `AADSTS900144` / `AADSTS70003` |
 //! | `client_id` missing | 400 | `invalid_request` | `AADSTS900144` |
 //! | client not in the tenant | 400 | `unauthorized_client` | `AADSTS700016` |
+//! | client registered in the tenant without its service principal | 401 | `invalid_client` | `AADSTS7000229` |
 //! | both a secret and an assertion | 400 | `invalid_request` | `AADSTS90013` |
 //! | no credential | 401 | `invalid_client` | `AADSTS7000216` |
 //! | wrong / expired secret | 401 | `invalid_client` | `AADSTS7000215` / `AADSTS7000222` |
@@ -62,6 +58,7 @@
 //! | App Service, Functions, Container Apps | `GET /msi/token` | [`Emulator::app_service_identity_endpoint`], [`Emulator::app_service_identity_header`] |
 //! | Azure Arc | `GET /arc/metadata/identity/oauth2/token` | [`Emulator::arc_identity_endpoint`], [`Emulator::arc_imds_endpoint`], [`Emulator::set_arc_key_directory`] |
 //! | Cloud Shell | `POST /cloudshell/oauth2/token` | [`Emulator::cloud_shell_msi_endpoint`] |
+//! | Azure Machine Learning | `GET /azureml/msi/token` | [`Emulator::azure_ml_msi_endpoint`], [`Emulator::azure_ml_msi_secret`], [`Emulator::azure_ml_default_identity_client_id`] |
 //! | Service Fabric (plain HTTP) | `GET /servicefabric/metadata/identity/oauth2/token` | [`Emulator::service_fabric_identity_endpoint`], [`Emulator::service_fabric_identity_header`] |
 //!
 //! Their tokens are signed like the token endpoint's (`aud` the resource,
@@ -82,41 +79,42 @@
 //! [`Emulator::last_token_http_request`] keeps the latest token request's
 //! headers (such as `x-client-SKU` or `User-Agent`).
 //!
-//! # Example
+//! # Several tenants
 //!
-//! ```no_run
-//! use entra_emulator::{App, Emulator};
+//! [`Emulator::add_tenant`] creates tenants beside the first;
+//! [`Emulator::add_domain`] names one by a domain too, and every endpoint
+//! and control that takes a tenant takes either name. A token request names
+//! its tenant in the path and is answered as Entra answers it:
 //!
-//! # async fn demo() {
-//! let emulator = Emulator::start().await;
-//! let app = emulator.register_app(
-//!     &emulator.tenant_id(),
-//!     App::new("daemon").with_secret("s3cret").with_roles(&[Emulator::DEMO_API_ROLE]),
-//! );
+//! | the app in the tenant | status | `error` | code |
+//! | --- | --- | --- | --- |
+//! | tenant unknown | 400 | `invalid_request` | `AADSTS90002` |
+//! | registered there (its home), or consented to ([`Emulator::grant_admin_consent`]) | 200 | | |
+//! | present without consent ([`Emulator::add_service_principal`]) | 200, no `roles`: the demo API answers 403 | | |
+//! | never consented to, or a single-tenant app of another tenant | 400 | `unauthorized_client` | `AADSTS700016` |
+//! | home tenant without its service principal ([`Emulator::remove_service_principal`]) | 401 | `invalid_client` | `AADSTS7000229` |
 //!
-//! // Any HTTP client works; this is the raw protocol.
-//! let token_url = emulator.token_url(&app.tenant_id);
-//! let form = [
-//!     ("grant_type", "client_credentials"),
-//!     ("client_id", app.client_id.as_str()),
-//!     ("client_secret", "s3cret"),
-//!     ("scope", Emulator::DEMO_API_SCOPE),
-//! ];
-//! # let _ = (token_url, form);
-//! // POST `form` to `token_url`, then call `emulator.demo_api_url()` with
-//! // `Authorization: Bearer <access_token>`.
-//! assert_eq!(emulator.token_requests(), 0);
-//! # }
-//! ```
+//! `AADSTS65001` ("the user or administrator has not consented") is an
+//! answer of Entra's user sign-in flows; the client credentials grant does
+//! not check consent beyond the app's presence, it leaves out the roles not
+//! granted. A token's `tid` and `iss` name the tenant by GUID whichever name
+//! the request used. [`Emulator::token_requests_to`],
+//! [`Emulator::tenant_token_request_stats`] and
+//! [`Emulator::set_tenant_token_rate_limit`] count and limit one tenant's
+//! requests; [`RecordedRequest::tenant_id`] says which tenant a logged
+//! request addressed.
 #![warn(missing_docs)]
 
-mod access_token;
 mod api;
 mod app;
 mod assertion;
 mod cert;
+mod client_credentials;
+mod directory;
+mod entra_error;
 mod fault;
 mod federated;
+mod form;
 mod jwt;
 mod managed_identity;
 mod mi_endpoint;
@@ -124,7 +122,9 @@ mod net;
 mod rate_limit;
 mod record;
 mod state;
-mod token;
+mod tenants;
+mod token_endpoint;
+mod token_signer;
 mod util;
 
 use std::sync::Arc;
@@ -142,7 +142,9 @@ pub use managed_identity::{AssignedIdentity, ManagedIdentity};
 pub use rate_limit::TokenRequestStats;
 pub use record::{Endpoint, RecordedRequest};
 
-use state::{AppRecord, Resource, Shared, State};
+use directory::AppRecord;
+use state::{Shared, State};
+use token_signer::TOKEN_EXCHANGE_AUDIENCES;
 
 /// A running emulator. Cheap to clone (all clones share one server); the
 /// server shuts down when the last clone is dropped.
@@ -225,16 +227,19 @@ impl Emulator {
             ),
             ("https://management.azure.com", &[][..]),
             (api::DEMO_API_URI, &[Emulator::DEMO_API_ROLE][..]),
-            (access_token::TOKEN_EXCHANGE_AUDIENCES[0], &[][..]),
-            (access_token::TOKEN_EXCHANGE_AUDIENCES[1], &[][..]),
-            (access_token::TOKEN_EXCHANGE_AUDIENCES[2], &[][..]),
+            (TOKEN_EXCHANGE_AUDIENCES[0], &[][..]),
+            (TOKEN_EXCHANGE_AUDIENCES[1], &[][..]),
+            (TOKEN_EXCHANGE_AUDIENCES[2], &[][..]),
         ] {
-            register_resource(&mut state, uri, roles);
+            state.directory.register_resource(uri, roles);
         }
         let shared = Arc::new(Shared::new(authority, state));
 
         let router = Router::new()
-            .route("/{tenant}/oauth2/v2.0/token", any(token::token_endpoint))
+            .route(
+                "/{tenant}/oauth2/v2.0/token",
+                any(token_endpoint::token_endpoint),
+            )
             .route("/{tenant}/discovery/v2.0/keys", get(api::jwks))
             .route(
                 "/{tenant}/v2.0/.well-known/openid-configuration",
@@ -246,6 +251,10 @@ impl Emulator {
                 get(mi_endpoint::at(Endpoint::Imds)),
             )
             .route("/msi/token", get(mi_endpoint::at(Endpoint::AppService)))
+            .route(
+                "/azureml/msi/token",
+                get(mi_endpoint::at(Endpoint::AzureMl)),
+            )
             .route(
                 "/arc/metadata/identity/oauth2/token",
                 get(mi_endpoint::at(Endpoint::AzureArc)),
@@ -304,22 +313,20 @@ impl Emulator {
         format!("{}/{tenant_id}/oauth2/v2.0/token", self.authority_host())
     }
 
-    /// Registers `app` in `tenant_id` (with a service principal, and admin
-    /// consent for its roles) and returns its fresh client ID.
+    /// Registers `app` in `tenant_id` (its GUID or a domain of it; with a
+    /// service principal, and admin consent for its roles) and returns its
+    /// fresh client ID.
     ///
     /// # Panics
     ///
     /// If `tenant_id` is not a tenant of this emulator.
     pub fn register_app(&self, tenant_id: &str, app: App) -> RegisteredApp {
         let client_id = util::guid();
-        let tenant_key = tenant_id.to_ascii_lowercase();
         let mut st = self.inner.shared.lock();
-        let Some(tenant) = st.tenants.get_mut(&tenant_key) else {
+        let Some(tenant_key) = st.directory.resolve(tenant_id).map(str::to_owned) else {
             panic!("entra-emulator: register_app: unknown tenant '{tenant_id}'");
         };
-        tenant
-            .apps
-            .insert(client_id.clone(), AppRecord::from_app(app));
+        st.directory.register(&tenant_key, &client_id, app);
         RegisteredApp {
             client_id,
             tenant_id: tenant_key,
@@ -340,7 +347,7 @@ impl Emulator {
     /// Sets `expires_in` / `ext_expires_in` (whole seconds) and the `exp` of
     /// tokens issued from now on. Default: 3599 s.
     pub fn set_token_lifetime(&self, expires_in: Duration) {
-        self.inner.shared.lock().token_lifetime = expires_in;
+        self.inner.shared.lock().issuance.lifetime = expires_in;
     }
 
     /// Sets the `refresh_in` field of token responses (whole seconds); `None`
@@ -389,14 +396,14 @@ impl Emulator {
     /// `User-Agent` and `client-request-id`), query, form, and the status it
     /// was answered with. Set once the answer is decided.
     pub fn last_token_http_request(&self) -> Option<RecordedRequest> {
-        self.inner.shared.lock().last_token_http_request.clone()
+        self.inner.shared.lock().token_log.last().cloned()
     }
 
     /// Revokes every token issued so far: the demo API answers them with
     /// `401` `invalid_token`. Tokens issued afterwards are valid.
     pub fn revoke_issued_tokens(&self) {
         let mut st = self.inner.shared.lock();
-        st.revoked_below = st.next_seq;
+        st.revoked_below = st.issuance.next_seq;
     }
 
     /// Deletes a client secret of a registered app, as deleting it under the app's
@@ -444,7 +451,11 @@ impl Emulator {
     /// Registers (or redefines) a resource API that tokens can be requested
     /// for, with scope `{app_id_uri}/.default`, defining the app roles `roles`.
     pub fn register_api(&self, app_id_uri: &str, roles: &[&str]) {
-        register_resource(&mut self.inner.shared.lock(), app_id_uri, roles);
+        self.inner
+            .shared
+            .lock()
+            .directory
+            .register_resource(app_id_uri, roles);
     }
 
     /// Trusts `issuer` for federated identity credentials, with its public
@@ -470,7 +481,7 @@ impl Emulator {
     /// the call are accepted.
     pub fn cae_revoke(&self) {
         let mut st = self.inner.shared.lock();
-        st.cae_revoked_below = st.next_seq;
+        st.cae_revoked_below = st.issuance.next_seq;
         st.cae_nbf = util::unix_now();
     }
 
@@ -490,24 +501,13 @@ impl Emulator {
 /// The record of a registered app, for the controls that change its credentials.
 fn registered<'a>(state: &'a mut State, app: &RegisteredApp, control: &str) -> &'a mut AppRecord {
     state
-        .tenants
-        .get_mut(&app.tenant_id)
-        .and_then(|t| t.apps.get_mut(&app.client_id))
+        .directory
+        .app_mut(&app.client_id)
+        .filter(|record| record.home_tenant == app.tenant_id)
         .unwrap_or_else(|| {
             panic!(
                 "entra-emulator: {control}: app '{}' is not registered in tenant '{}'",
                 app.client_id, app.tenant_id
             )
         })
-}
-
-fn register_resource(state: &mut State, uri: &str, roles: &[&str]) {
-    let uri = uri.trim_end_matches('/');
-    state.resources.insert(
-        uri.to_ascii_lowercase(),
-        Resource {
-            uri: uri.to_owned(),
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-        },
-    );
 }

@@ -5,9 +5,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use crate::Emulator;
-use crate::access_token::v2_issuer;
 use crate::fault::Fault;
 use crate::record::RecordedRequest;
+use crate::token_signer::v2_issuer;
 use crate::util::guid;
 
 /// The subscription the emulated resources live in.
@@ -147,6 +147,8 @@ pub(crate) fn select<'a>(
 pub(crate) struct MiSecrets {
     /// `IDENTITY_HEADER` of App Service / Functions / Container Apps.
     pub(crate) app_service: String,
+    /// `MSI_SECRET` of Azure Machine Learning.
+    pub(crate) azure_ml: String,
     /// `IDENTITY_HEADER` of Service Fabric.
     pub(crate) service_fabric: String,
     /// Where Arc key files are written; `None` until set or first needed.
@@ -161,6 +163,7 @@ impl MiSecrets {
     pub(crate) fn new() -> MiSecrets {
         MiSecrets {
             app_service: guid(),
+            azure_ml: guid(),
             service_fabric: guid(),
             arc_dir: None,
             arc_dir_is_own: false,
@@ -186,7 +189,8 @@ impl Emulator {
     /// [`Emulator::app_service_identity_endpoint`],
     /// [`Emulator::arc_identity_endpoint`],
     /// [`Emulator::cloud_shell_msi_endpoint`],
-    /// [`Emulator::service_fabric_identity_endpoint`]). It lives in the
+    /// [`Emulator::service_fabric_identity_endpoint`],
+    /// [`Emulator::azure_ml_msi_endpoint`]). It lives in the
     /// emulator's first tenant, with fresh IDs.
     ///
     /// Assigning a second system-assigned identity replaces the first.
@@ -266,6 +270,40 @@ impl Emulator {
     /// (a fresh secret per emulator).
     pub fn app_service_identity_header(&self) -> String {
         self.inner.shared.lock().mi_secrets.app_service.clone()
+    }
+
+    /// `MSI_ENDPOINT` of Azure Machine Learning compute,
+    /// `{authority_host}/azureml/msi/token`.
+    ///
+    /// `GET ?api-version=2017-09-01&resource=<resource>[&clientid=<client id>]`
+    /// with `secret: <`[`Emulator::azure_ml_msi_secret`]`>` (`Metadata: true`
+    /// is accepted, not required) answers `200` with `access_token`,
+    /// `expires_on` (Unix seconds as a string), `resource`, `token_type` and
+    /// `client_id`. `clientid` selects the identity; a client sends the
+    /// compute's `DEFAULT_IDENTITY_CLIENT_ID`
+    /// ([`Emulator::azure_ml_default_identity_client_id`]) for its default
+    /// identity, and without it the default identity answers too. Errors
+    /// are App Service's shape: `401` for a missing or wrong `secret`, `400`
+    /// for another `api-version` (only 2017-09-01 is served), a missing
+    /// `resource`, an unknown identity, or `AADSTS500011`.
+    pub fn azure_ml_msi_endpoint(&self) -> String {
+        format!("{}/azureml/msi/token", self.authority_host())
+    }
+
+    /// `MSI_SECRET` of Azure Machine Learning compute (a fresh secret per emulator).
+    pub fn azure_ml_msi_secret(&self) -> String {
+        self.inner.shared.lock().mi_secrets.azure_ml.clone()
+    }
+
+    /// `DEFAULT_IDENTITY_CLIENT_ID` of Azure Machine Learning compute: the
+    /// client ID of the identity a request naming none gets (the
+    /// system-assigned identity, else the only user-assigned one); `None`
+    /// when there is no such identity.
+    pub fn azure_ml_default_identity_client_id(&self) -> Option<String> {
+        let st = self.inner.shared.lock();
+        select(&st.identities, Selector::Default)
+            .ok()
+            .map(|i| i.assigned.client_id.clone())
     }
 
     /// `IDENTITY_ENDPOINT` of an Azure Arc-enabled server,

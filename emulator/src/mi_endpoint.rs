@@ -12,13 +12,14 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use crate::access_token::{self, Principal};
+use crate::entra_error::JSON_UTF8;
 use crate::fault::FaultKind;
+use crate::form::parse_form;
 use crate::managed_identity::{IdentityRecord, NotSelected, Selector, select};
 use crate::net::Conn;
 use crate::record::{Endpoint, RecordedRequest};
 use crate::state::Shared;
-use crate::token::{JSON_UTF8, parse_form};
+use crate::token_signer::Principal;
 use crate::util::{civil, guid};
 
 /// A managed identity endpoint's answer, to come.
@@ -113,7 +114,7 @@ impl MiError {
 
     fn body(&self, endpoint: Endpoint) -> String {
         match endpoint {
-            Endpoint::AppService => json!({
+            Endpoint::AppService | Endpoint::AzureMl => json!({
                 "statusCode": self.status,
                 "message": self.message,
                 "correlationId": guid(),
@@ -163,7 +164,7 @@ fn plain(status: u16, content_type: Option<&str>, body: String) -> Response {
 /// The protocol each source speaks.
 async fn answer(endpoint: Endpoint, shared: &Shared, req: &RecordedRequest) -> Response {
     let result = match endpoint {
-        Endpoint::AppService => app_service_token(shared, req),
+        Endpoint::AppService | Endpoint::AzureMl => app_service_token(shared, req, endpoint),
         Endpoint::ServiceFabric => service_fabric_token(shared, req),
         Endpoint::AzureArc => match arc_challenge(shared, req).await {
             Some(challenge) => return challenge,
@@ -238,8 +239,8 @@ fn sign_for(
     resource: &str,
 ) -> Result<MiToken, MiError> {
     let mut st = shared.lock();
-    let key = resource.trim_end_matches('/').to_ascii_lowercase();
-    let Some(canonical) = st.resources.get(&key).map(|r| r.uri.clone()) else {
+    let st = &mut *st;
+    let Some(canonical) = st.directory.resource(resource) else {
         return Err(MiError::new(
             400,
             "invalid_resource",
@@ -259,7 +260,9 @@ fn sign_for(
         appidacr: "2",
         mirid: Some(&a.resource_id),
     };
-    let issued = access_token::sign(&mut st, &shared.authority, &principal, &canonical, false);
+    let issued = st
+        .issuance
+        .sign(&shared.authority, &principal, canonical, false);
     Ok(MiToken {
         token: issued.token,
         client_id: a.client_id.clone(),
@@ -340,18 +343,26 @@ fn imds_token(
     Ok(crate::util::ordered_json(&fields))
 }
 
-/// App Service, Azure Functions and Container Apps.
-fn app_service_token(shared: &Shared, req: &RecordedRequest) -> Result<String, MiError> {
+/// App Service, Azure Functions and Container Apps; and Azure Machine
+/// Learning, which speaks App Service's 2017-09-01 API only, with a secret of
+/// its own and `expires_on` in Unix seconds.
+fn app_service_token(
+    shared: &Shared,
+    req: &RecordedRequest,
+    endpoint: Endpoint,
+) -> Result<String, MiError> {
     let err = |status, message: &str| MiError::new(status, "", message);
+    let azure_ml = endpoint == Endpoint::AzureMl;
     let legacy = match param(&req.query, "api-version") {
-        Some("2019-08-01") => false,
+        Some("2019-08-01") if !azure_ml => false,
         Some("2017-09-01") => true,
         other => {
             return Err(err(
                 400,
                 &format!(
-                    "The api-version '{}' is not supported. Use api-version 2019-08-01.",
-                    other.unwrap_or_default()
+                    "The api-version '{}' is not supported. Use api-version {}.",
+                    other.unwrap_or_default(),
+                    if azure_ml { "2017-09-01" } else { "2019-08-01" }
                 ),
             ));
         }
@@ -361,7 +372,14 @@ fn app_service_token(shared: &Shared, req: &RecordedRequest) -> Result<String, M
     } else {
         "x-identity-header"
     };
-    let expected = shared.lock().mi_secrets.app_service.clone();
+    let expected = {
+        let st = shared.lock();
+        if azure_ml {
+            st.mi_secrets.azure_ml.clone()
+        } else {
+            st.mi_secrets.app_service.clone()
+        }
+    };
     if req.header(secret_header) != Some(expected.as_str()) {
         return Err(err(
             401,
@@ -387,7 +405,7 @@ fn app_service_token(shared: &Shared, req: &RecordedRequest) -> Result<String, M
     })?;
     let t = sign_for(shared, identity, resource).map_err(|e| err(400, &e.message))?;
     let expires_on = t.issued_at + t.lifetime;
-    let expires_on = if legacy {
+    let expires_on = if legacy && !azure_ml {
         legacy_date(expires_on)
     } else {
         expires_on.to_string()

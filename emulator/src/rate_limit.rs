@@ -1,5 +1,6 @@
-//! Token endpoint admission control (a token bucket over the Tokio clock)
-//! and the per-second request counts a fleet simulation reads.
+//! Token endpoint admission control (token buckets over the Tokio clock, one
+//! for the endpoint and one per tenant) and the per-second request counts a
+//! fleet simulation reads.
 
 use std::time::Duration;
 
@@ -7,9 +8,10 @@ use tokio::time::Instant;
 
 use crate::Emulator;
 
-/// Counts of token requests (`POST`s to any tenant's token endpoint) since
-/// the emulator started or [`Emulator::reset_token_request_stats`], from
-/// [`Emulator::token_request_stats`].
+/// Counts of token requests (`POST`s to any tenant's token endpoint, or to
+/// one tenant's) since the emulator started or
+/// [`Emulator::reset_token_request_stats`], from
+/// [`Emulator::token_request_stats`] and [`Emulator::tenant_token_request_stats`].
 ///
 /// Seconds are counted on the Tokio clock (so a paused test clock applies),
 /// from the start or the last reset.
@@ -17,9 +19,9 @@ use crate::Emulator;
 pub struct TokenRequestStats {
     /// Requests received, throttled ones included.
     pub total: u64,
-    /// Requests the rate limit let through (answered normally, or by a queued fault).
+    /// Requests the rate limits let through (answered normally, or by a queued fault).
     pub admitted: u64,
-    /// Requests answered `429` by the rate limit.
+    /// Requests answered `429` by a rate limit (the endpoint's or their tenant's).
     pub throttled: u64,
     /// Requests received in each second: `received_per_second[i]` counts
     /// those that arrived in `[i s, i+1 s)`. It ends with the last second
@@ -100,10 +102,8 @@ impl Admission {
         });
     }
 
-    /// Counts a request and decides whether it is admitted; `Err` carries
-    /// the whole seconds for `Retry-After`.
-    pub(crate) fn admit(&mut self) -> Result<(), u64> {
-        let now = Instant::now();
+    /// Counts a request that arrived at `now` and was admitted or not.
+    fn count(&mut self, now: Instant, admitted: bool) {
         let second = now.saturating_duration_since(self.since).as_secs() as usize;
         let s = &mut self.stats;
         if s.received_per_second.len() <= second {
@@ -112,21 +112,49 @@ impl Admission {
         }
         s.total += 1;
         s.received_per_second[second] += 1;
-        let verdict = match &mut self.bucket {
+        if admitted {
+            s.admitted += 1;
+            s.admitted_per_second[second] += 1;
+        } else {
+            s.throttled += 1;
+        }
+    }
+
+    /// Takes a token from the bucket, if there is a limit; `Err` carries the
+    /// whole seconds for `Retry-After`.
+    fn take(&mut self, now: Instant) -> Result<(), u64> {
+        match &mut self.bucket {
             None => Ok(()),
             Some(bucket) => bucket
                 .take(now)
                 .map_err(|wait| wait.as_secs_f64().ceil().max(1.0) as u64),
-        };
-        match verdict {
-            Ok(()) => {
-                s.admitted += 1;
-                s.admitted_per_second[second] += 1;
-            }
-            Err(_) => s.throttled += 1,
         }
-        verdict
     }
+
+    /// Starts counting afresh from now; the limit is unchanged.
+    fn reset_stats(&mut self) {
+        self.stats = TokenRequestStats::default();
+        self.since = Instant::now();
+    }
+}
+
+/// Decides whether a token request is admitted: through its tenant's limit
+/// (when it addresses a known tenant), then the endpoint's, so a request the
+/// tenant refuses takes nothing from the endpoint's bucket. Both count it.
+/// `Err` carries the whole seconds for `Retry-After`.
+pub(crate) fn admit(endpoint: &mut Admission, tenant: Option<&mut Admission>) -> Result<(), u64> {
+    let now = Instant::now();
+    let mut tenant = tenant;
+    let verdict = match tenant.as_deref_mut() {
+        Some(t) => t.take(now),
+        None => Ok(()),
+    }
+    .and_then(|()| endpoint.take(now));
+    endpoint.count(now, verdict.is_ok());
+    if let Some(t) = tenant {
+        t.count(now, verdict.is_ok());
+    }
+    verdict
 }
 
 impl Emulator {
@@ -156,9 +184,44 @@ impl Emulator {
 
     /// Clears [`Emulator::token_request_stats`] and starts counting seconds
     /// from now. The rate limit and [`Emulator::token_requests`] are unchanged.
+    ///
+    /// Every tenant's [`Emulator::tenant_token_request_stats`] is cleared too.
     pub fn reset_token_request_stats(&self) {
         let mut st = self.inner.shared.lock();
-        st.admission.stats = TokenRequestStats::default();
-        st.admission.since = Instant::now();
+        st.admission.reset_stats();
+        for tenant in st.directory.tenants_mut() {
+            tenant.admission.reset_stats();
+        }
+    }
+
+    /// Limits token requests to one tenant's token endpoint (`tenant`: its
+    /// GUID or a domain of it), as [`Emulator::set_token_rate_limit`] limits
+    /// all of them: a token bucket of `per_second`, whose `429` answers are
+    /// the same. A request to the tenant must pass both limits (the tenant's
+    /// first: one it throttles takes nothing from the endpoint's), so one
+    /// tenant can be throttled while the others are served. `None` or
+    /// `Some(0)` lifts the tenant's limit.
+    ///
+    /// # Panics
+    ///
+    /// If `tenant` names no tenant of this emulator.
+    pub fn set_tenant_token_rate_limit(&self, tenant: &str, per_second: Option<u32>) {
+        self.with_tenant(tenant, "set_tenant_token_rate_limit", |t| {
+            t.admission.set_limit(per_second)
+        });
+    }
+
+    /// Token request counts for one tenant's token endpoint (`tenant`: its
+    /// GUID or a domain of it; requests by either name count), since the
+    /// start or the last [`Emulator::reset_token_request_stats`]: `throttled`
+    /// counts those the tenant's limit or the endpoint's answered `429`.
+    ///
+    /// # Panics
+    ///
+    /// If `tenant` names no tenant of this emulator.
+    pub fn tenant_token_request_stats(&self, tenant: &str) -> TokenRequestStats {
+        self.with_tenant(tenant, "tenant_token_request_stats", |t| {
+            t.admission.stats.clone()
+        })
     }
 }

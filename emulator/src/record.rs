@@ -16,6 +16,8 @@ pub enum Endpoint {
     AzureArc,
     /// Azure Cloud Shell (`MSI_ENDPOINT`).
     CloudShell,
+    /// Azure Machine Learning compute (`MSI_ENDPOINT` with `MSI_SECRET`).
+    AzureMl,
     /// Service Fabric's managed identity token service.
     ServiceFabric,
 }
@@ -34,6 +36,10 @@ pub struct RecordedRequest {
     pub method: String,
     /// The path, without the query.
     pub path: String,
+    /// For a token request, the tenant (its GUID) the path names, whether by
+    /// GUID or by domain; `None` for an unknown tenant and for the managed
+    /// identity endpoints.
+    pub tenant_id: Option<String>,
     /// The decoded query parameters, in order.
     pub query: Vec<(String, String)>,
     /// The headers in the order received, names in lowercase; values that
@@ -60,6 +66,7 @@ impl RecordedRequest {
             endpoint,
             method: method.as_str().to_owned(),
             path: uri.path().to_owned(),
+            tenant_id: None,
             query: parse_query(uri),
             headers: headers
                 .iter()

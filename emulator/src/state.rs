@@ -4,12 +4,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::app::{App, FederatedCredential, Secret};
-use crate::cert::CertInfo;
+use crate::directory::Directory;
 use crate::fault::Fault;
+use crate::jwt::emulator_key;
 use crate::managed_identity::{IdentityRecord, MiSecrets};
 use crate::rate_limit::Admission;
 use crate::record::RecordedRequest;
+use crate::token_signer::{Issuance, v2_issuer};
 
 /// State shared between the [`Emulator`](crate::Emulator) handle and the server.
 pub(crate) struct Shared {
@@ -32,10 +33,10 @@ impl Shared {
 }
 
 pub(crate) struct State {
-    pub(crate) tenants: HashMap<String, Tenant>,
-    /// Resources (APIs) keyed by application ID URI.
-    pub(crate) resources: HashMap<String, Resource>,
-    pub(crate) token_lifetime: Duration,
+    /// Tenants, app registrations, service principals and resources.
+    pub(crate) directory: Directory,
+    /// Token lifetime and issue sequence.
+    pub(crate) issuance: Issuance,
     pub(crate) refresh_in: Option<Duration>,
     pub(crate) numbers_as_strings: bool,
     pub(crate) latency: Duration,
@@ -43,8 +44,6 @@ pub(crate) struct State {
     pub(crate) token_requests: usize,
     pub(crate) api_requests: usize,
     pub(crate) last_token_request: Option<Vec<(String, String)>>,
-    /// Sequence number the next issued token gets.
-    pub(crate) next_seq: u64,
     /// Tokens with a sequence number below this are revoked.
     pub(crate) revoked_below: u64,
     /// CAE: tokens below this sequence number were revoked by `cae_revoke`.
@@ -57,8 +56,8 @@ pub(crate) struct State {
     pub(crate) trusted_issuers: HashMap<String, serde_json::Value>,
     /// Client assertion `jti`s seen, by (client id, jti), with their expiry.
     pub(crate) used_jtis: HashMap<(String, String), i64>,
-    /// The latest token request with its headers.
-    pub(crate) last_token_http_request: Option<RecordedRequest>,
+    /// Every token request with its headers, in order.
+    pub(crate) token_log: Vec<RecordedRequest>,
     /// Token endpoint rate limit and per-second counts.
     pub(crate) admission: Admission,
     /// Managed identities assigned to the emulated host.
@@ -74,9 +73,8 @@ pub(crate) struct State {
 impl State {
     pub(crate) fn new() -> State {
         State {
-            tenants: HashMap::new(),
-            resources: HashMap::new(),
-            token_lifetime: Duration::from_secs(3599),
+            directory: Directory::default(),
+            issuance: Issuance::new(),
             refresh_in: None,
             numbers_as_strings: false,
             latency: Duration::ZERO,
@@ -84,14 +82,13 @@ impl State {
             token_requests: 0,
             api_requests: 0,
             last_token_request: None,
-            next_seq: 1,
             revoked_below: 0,
             cae_revoked_below: 0,
             cae_nbf: 0,
             last_token_request_claims: None,
             trusted_issuers: HashMap::new(),
             used_jtis: HashMap::new(),
-            last_token_http_request: None,
+            token_log: Vec::new(),
             admission: Admission::new(),
             identities: Vec::new(),
             mi_faults: VecDeque::new(),
@@ -103,47 +100,10 @@ impl State {
     /// Adds a tenant whose own managed identity tokens (issuer
     /// `{authority}/{tenant}/v2.0`) are trusted for federated credentials.
     pub(crate) fn add_tenant(&mut self, tenant_id: &str, authority: &str) {
-        self.tenants.insert(tenant_id.to_owned(), Tenant::default());
+        self.directory.add_tenant(tenant_id);
         self.trusted_issuers.insert(
-            crate::access_token::v2_issuer(authority, tenant_id),
-            serde_json::json!({ "keys": [crate::jwt::emulator_key().jwk()] }),
+            v2_issuer(authority, tenant_id),
+            serde_json::json!({ "keys": [emulator_key().jwk()] }),
         );
     }
-}
-
-#[derive(Default)]
-pub(crate) struct Tenant {
-    pub(crate) apps: HashMap<String, AppRecord>,
-}
-
-pub(crate) struct AppRecord {
-    pub(crate) display_name: String,
-    pub(crate) secrets: Vec<Secret>,
-    pub(crate) roles: Vec<String>,
-    /// Object ID of the app's service principal in the tenant (`oid`/`sub`).
-    pub(crate) object_id: String,
-    pub(crate) certificates: Vec<CertInfo>,
-    pub(crate) trusted_subjects: Vec<String>,
-    pub(crate) federated: Vec<FederatedCredential>,
-}
-
-impl AppRecord {
-    pub(crate) fn from_app(app: App) -> AppRecord {
-        AppRecord {
-            display_name: app.display_name,
-            secrets: app.secrets,
-            roles: app.roles,
-            object_id: crate::util::guid(),
-            certificates: app.certificates,
-            trusted_subjects: app.trusted_subjects,
-            federated: app.federated,
-        }
-    }
-}
-
-pub(crate) struct Resource {
-    /// The application ID URI as registered (the `aud` of its tokens).
-    pub(crate) uri: String,
-    /// App roles (application permissions) the resource defines.
-    pub(crate) roles: Vec<String>,
 }

@@ -5,14 +5,13 @@
 //! builder and the token request around it are shared by all of them
 //! ([`ConfidentialClientCredential`](crate::ConfidentialClientCredential)).
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::ready;
 
 use futures::future::BoxFuture;
 use zeroize::Zeroizing;
 
-use crate::credential::client::ConfidentialClient;
+use crate::credential::client::{ClientProof, ConfidentialClient};
 use crate::error::TokenError;
 use crate::transport::TransportChoice;
 
@@ -26,15 +25,6 @@ use crate::transport::TransportChoice;
 /// Sealed: an assertion from anywhere else goes through
 /// [`ClientAssertionCredential`](crate::ClientAssertionCredential)'s callback.
 pub trait ClientAuthentication: fmt::Debug + Send + Sync + 'static + private::Authenticate {}
-
-/// What a source puts in the token request's form.
-pub enum ClientProof<'a> {
-    /// `client_secret`: borrowed from a secret given once, or a copy (zeroed on drop) of the one a
-    /// secret file holds now.
-    Secret(Cow<'a, Zeroizing<String>>),
-    /// `client_assertion` (a signed JWT or a federated token) with the jwt-bearer type.
-    Assertion(Zeroizing<String>),
-}
 
 pub(crate) mod private {
     use super::*;

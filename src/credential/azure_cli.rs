@@ -25,7 +25,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// For local development only: the app gets the developer's permissions, and `az` must be
 /// installed and signed in. It is never part of [`DefaultCredential`](crate::DefaultCredential)
-/// unless asked for ([`with_azure_cli`](crate::DefaultCredential::with_azure_cli)).
+/// unless asked for ([`azure_cli`](crate::DefaultCredentialBuilder::azure_cli)).
 ///
 /// A missing `az` or a signed-out user is an [`Unavailable`](TokenErrorKind::Unavailable)
 /// error that says what to run. `az` runs in its own process group from a directory that holds
@@ -38,6 +38,12 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// use tower_entra::{AzureCliCredential, TokenProvider};
 ///
 /// let provider = TokenProvider::new(AzureCliCredential::new(), "https://management.azure.com/.default")?;
+///
+/// // Another of the signed-in user's tenants, and a longer bound on each `az` run.
+/// let credential = AzureCliCredential::builder()
+///     .tenant_id("contoso.onmicrosoft.com")
+///     .timeout(std::time::Duration::from_secs(30))
+///     .build()?;
 /// # Ok::<(), tower_entra::TokenError>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -54,6 +60,49 @@ impl Default for AzureCliCredential {
     }
 }
 
+/// Builds an [`AzureCliCredential`]; see its example.
+#[derive(Debug, Clone)]
+pub struct AzureCliCredentialBuilder {
+    tenant_id: Option<String>,
+    timeout: Duration,
+    search_path: Option<OsString>,
+}
+
+impl AzureCliCredentialBuilder {
+    /// Tokens for `tenant_id` (`--tenant`), one of the tenants the signed-in user belongs to,
+    /// instead of the CLI's current tenant.
+    pub fn tenant_id(mut self, tenant_id: impl Into<String>) -> Self {
+        self.tenant_id = Some(tenant_id.into());
+        self
+    }
+
+    /// The bound on one `az` run (default 10 s); a longer run is killed.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Looks `az` up in `path` instead of this process's `PATH`.
+    #[cfg(test)]
+    pub(crate) fn search_path(mut self, path: impl Into<OsString>) -> Self {
+        self.search_path = Some(path.into());
+        self
+    }
+
+    /// The credential; a [`Configuration`](TokenErrorKind::Configuration) error names a
+    /// malformed tenant id.
+    pub fn build(self) -> Result<AzureCliCredential, TokenError> {
+        if let Some(tenant_id) = &self.tenant_id {
+            check_tenant_id(tenant_id)?;
+        }
+        Ok(AzureCliCredential {
+            tenant_id: self.tenant_id,
+            timeout: self.timeout,
+            search_path: self.search_path,
+        })
+    }
+}
+
 impl AzureCliCredential {
     /// Tokens for the CLI's current tenant, with a 10 s timeout.
     pub fn new() -> Self {
@@ -64,24 +113,19 @@ impl AzureCliCredential {
         }
     }
 
-    /// Tokens for `tenant_id` (`--tenant`), one of the tenants the signed-in user belongs to.
-    /// Fails on a malformed tenant id.
-    pub fn with_tenant(mut self, tenant_id: impl Into<String>) -> Result<Self, TokenError> {
-        let tenant_id = tenant_id.into();
-        check_tenant_id(&tenant_id)?;
-        self.tenant_id = Some(tenant_id);
-        Ok(self)
+    /// A builder, for another tenant or timeout.
+    pub fn builder() -> AzureCliCredentialBuilder {
+        AzureCliCredentialBuilder {
+            tenant_id: None,
+            timeout: DEFAULT_TIMEOUT,
+            search_path: None,
+        }
     }
 
-    /// The bound on one `az` run (default 10 s); a longer run is killed.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Looks `az` up in `path` instead of this process's `PATH`.
-    pub(crate) fn with_search_path(mut self, path: impl Into<OsString>) -> Self {
-        self.search_path = Some(path.into());
+    /// Looks `az` up in `path` instead of this process's `PATH` (tests of the chains that
+    /// build their own).
+    pub(crate) fn with_search_path(mut self, path: OsString) -> Self {
+        self.search_path = Some(path);
         self
     }
 
@@ -201,8 +245,12 @@ mod tests {
             FakeAz(FakeTool::new("az", body))
         }
 
+        fn builder(&self) -> AzureCliCredentialBuilder {
+            AzureCliCredential::builder().search_path(self.0.search_path())
+        }
+
         fn credential(&self) -> AzureCliCredential {
-            AzureCliCredential::new().with_search_path(self.0.search_path())
+            self.builder().build().unwrap()
         }
 
         fn args(&self) -> Vec<String> {
@@ -231,8 +279,9 @@ mod tests {
             in_an_hour()
         ));
         let c = az
-            .credential()
-            .with_tenant("contoso.onmicrosoft.com")
+            .builder()
+            .tenant_id("contoso.onmicrosoft.com")
+            .build()
             .unwrap();
         let t = token(&c).await.unwrap();
         assert_eq!(t.secret(), "cli-token");

@@ -25,7 +25,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// For local development only, like [`AzureCliCredential`](crate::AzureCliCredential): it is
 /// never part of [`DefaultCredential`](crate::DefaultCredential) unless asked for
-/// ([`with_azure_developer_cli`](crate::DefaultCredential::with_azure_developer_cli), or
+/// ([`azure_developer_cli`](crate::DefaultCredentialBuilder::azure_developer_cli), or
 /// `AZURE_TOKEN_CREDENTIALS=dev`). A missing `azd` or a signed-out user is an
 /// [`Unavailable`](TokenErrorKind::Unavailable) error that says what to run; `azd` runs as the
 /// Azure CLI does (its own process group killed whole at the timeout, 10 s by default; a safe
@@ -38,6 +38,11 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 ///     AzureDeveloperCliCredential::new(),
 ///     "https://management.azure.com/.default",
 /// )?;
+///
+/// // Another of the signed-in user's tenants.
+/// let credential = AzureDeveloperCliCredential::builder()
+///     .tenant_id("contoso.onmicrosoft.com")
+///     .build()?;
 /// # Ok::<(), tower_entra::TokenError>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -54,6 +59,40 @@ impl Default for AzureDeveloperCliCredential {
     }
 }
 
+/// Builds an [`AzureDeveloperCliCredential`]; see its example.
+#[derive(Debug, Clone)]
+pub struct AzureDeveloperCliCredentialBuilder {
+    tenant_id: Option<String>,
+    timeout: Duration,
+}
+
+impl AzureDeveloperCliCredentialBuilder {
+    /// Tokens for `tenant_id` (`--tenant-id`) instead of `azd`'s current tenant.
+    pub fn tenant_id(mut self, tenant_id: impl Into<String>) -> Self {
+        self.tenant_id = Some(tenant_id.into());
+        self
+    }
+
+    /// The bound on one `azd` run (default 10 s); a longer run is killed.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The credential; a [`Configuration`](TokenErrorKind::Configuration) error names a
+    /// malformed tenant id.
+    pub fn build(self) -> Result<AzureDeveloperCliCredential, TokenError> {
+        if let Some(tenant_id) = &self.tenant_id {
+            check_tenant_id(tenant_id)?;
+        }
+        Ok(AzureDeveloperCliCredential {
+            tenant_id: self.tenant_id,
+            timeout: self.timeout,
+            search_path: None,
+        })
+    }
+}
+
 impl AzureDeveloperCliCredential {
     /// Tokens for `azd`'s current tenant, with a 10 s timeout.
     pub fn new() -> Self {
@@ -64,23 +103,17 @@ impl AzureDeveloperCliCredential {
         }
     }
 
-    /// Tokens for `tenant_id` (`--tenant-id`). Fails on a malformed tenant id.
-    pub fn with_tenant(mut self, tenant_id: impl Into<String>) -> Result<Self, TokenError> {
-        let tenant_id = tenant_id.into();
-        check_tenant_id(&tenant_id)?;
-        self.tenant_id = Some(tenant_id);
-        Ok(self)
+    /// A builder, for another tenant or timeout.
+    pub fn builder() -> AzureDeveloperCliCredentialBuilder {
+        AzureDeveloperCliCredentialBuilder {
+            tenant_id: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
     }
 
-    /// The bound on one `azd` run (default 10 s); a longer run is killed.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Looks `azd` up in `path` instead of this process's `PATH`.
-    pub(crate) fn with_search_path(mut self, path: impl Into<OsString>) -> Self {
-        self.search_path = Some(path.into());
+    /// Looks `azd` up in `path` instead of this process's `PATH` (tests).
+    pub(crate) fn with_search_path(mut self, path: OsString) -> Self {
+        self.search_path = Some(path);
         self
     }
 
@@ -301,9 +334,11 @@ mod tests {
                 "azd",
                 r#"echo '{"token":"azd-token","expiresOn":"2099-01-01T00:00:00Z"}'"#,
             );
-            let c = credential(&fake)
-                .with_tenant("contoso.onmicrosoft.com")
-                .unwrap();
+            let c = AzureDeveloperCliCredential::builder()
+                .tenant_id("contoso.onmicrosoft.com")
+                .build()
+                .unwrap()
+                .with_search_path(fake.search_path());
             let t = token(&c).await.unwrap();
             assert_eq!(t.secret(), "azd-token");
             assert_eq!(

@@ -8,9 +8,10 @@ use futures::future::BoxFuture;
 use zeroize::Zeroizing;
 
 use crate::credential::assertion::{AssertionAlgorithm, sign_assertion};
+use crate::credential::authentication::ClientAuthentication;
 use crate::credential::authentication::private::Authenticate;
-use crate::credential::authentication::{ClientAuthentication, ClientProof};
 use crate::credential::certificate_key::ClientCertificate;
+use crate::credential::client::ClientProof;
 use crate::credential::client::ConfidentialClient;
 use crate::credential::rotation::{Material, WatchedFile};
 use crate::credential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};
@@ -43,7 +44,7 @@ use crate::error::TokenError;
 /// Pure Rust (RustCrypto); the key never reaches `Debug`, logs or errors. Cheap to clone.
 ///
 /// ```
-/// use tower_entra::{AuthorityHost, ClientCertificate, ClientCertificateCredential};
+/// use tower_entra::{ClientCertificate, ClientCertificateCredential, Cloud};
 ///
 /// let credential = ClientCertificateCredential::from_pem_file(
 ///     "contoso.onmicrosoft.com",
@@ -59,7 +60,7 @@ use crate::error::TokenError;
 ///     "00000000-0000-0000-0000-000000000001",
 ///     certificate,
 /// )
-/// .authority_host(AuthorityHost::AZURE_GOVERNMENT)
+/// .authority_host(Cloud::AZURE_US_GOVERNMENT.authority_host())
 /// .send_certificate_chain(true)
 /// .build()?;
 /// assert!(!format!("{credential:?}").contains("PRIVATE"));

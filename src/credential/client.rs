@@ -1,12 +1,14 @@
 //! The part every confidential-client credential shares: the endpoint, the form, the transport.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use url::Url;
+use zeroize::Zeroizing;
 
-use crate::authority::{AuthorityHost, check_client_id, parse_authority_host, token_url};
+use crate::authority::{check_client_id, parse_authority_host, token_url};
+use crate::cloud::Cloud;
 use crate::credential::TokenRequest;
-use crate::credential::authentication::ClientProof;
 use crate::endpoint::{GRANT_TYPE, JWT_BEARER};
 use crate::error::TokenError;
 use crate::token::AccessToken;
@@ -23,11 +25,23 @@ pub(crate) struct ConfidentialClientOptions {
 impl Default for ConfidentialClientOptions {
     fn default() -> Self {
         ConfidentialClientOptions {
-            authority_host: AuthorityHost::AZURE_PUBLIC_CLOUD.to_owned(),
+            authority_host: Cloud::AZURE_PUBLIC.authority_host().to_owned(),
             timeout: DEFAULT_TIMEOUT,
             transport: TransportChoice::Default,
         }
     }
+}
+
+/// What a source puts in the token request's form.
+///
+/// `pub` only because the sealed
+/// [`Authenticate`](crate::credential::authentication::private::Authenticate) trait names it.
+pub enum ClientProof<'a> {
+    /// `client_secret`: borrowed from a secret given once, or a copy (zeroed on drop) of the one a
+    /// secret file holds now.
+    Secret(Cow<'a, Zeroizing<String>>),
+    /// `client_assertion` (a signed JWT or a federated token) with the jwt-bearer type.
+    Assertion(Zeroizing<String>),
 }
 
 /// A tenant + client id bound to its token endpoint.

@@ -10,7 +10,8 @@ use futures::future::BoxFuture;
 use zeroize::Zeroizing;
 
 use crate::credential::authentication::private::Authenticate;
-use crate::credential::authentication::{ClientAuthentication, ClientProof, trim_in_place};
+use crate::credential::authentication::{ClientAuthentication, trim_in_place};
+use crate::credential::client::ClientProof;
 use crate::credential::client::ConfidentialClient;
 use crate::credential::{
     ConfidentialClientCredential, ConfidentialClientCredentialBuilder, Credential,
@@ -131,14 +132,14 @@ impl AssertionCallback {
     /// until 5 minutes before it expires.
     ///
     /// ```
-    /// use tower_entra::{AssertionCallback, AuthorityHost, ClientAssertionCredential, ManagedIdentityCredential};
+    /// use tower_entra::{AssertionCallback, ClientAssertionCredential, Cloud, ManagedIdentityCredential};
     ///
     /// let app = ClientAssertionCredential::builder(
     ///     "contoso.onmicrosoft.us",
     ///     "00000000-0000-0000-0000-000000000001",
     ///     AssertionCallback::from_managed_identity(ManagedIdentityCredential::new()?),
     /// )
-    /// .authority_host(AuthorityHost::AZURE_GOVERNMENT)
+    /// .authority_host(Cloud::AZURE_US_GOVERNMENT.authority_host())
     /// .build()?;
     /// # Ok::<(), tower_entra::TokenError>(())
     /// ```

@@ -9,7 +9,8 @@ use futures::future::BoxFuture;
 use zeroize::Zeroizing;
 
 use crate::credential::authentication::private::Authenticate;
-use crate::credential::authentication::{ClientAuthentication, ClientProof, trim_in_place};
+use crate::credential::authentication::{ClientAuthentication, trim_in_place};
+use crate::credential::client::ClientProof;
 use crate::credential::client::ConfidentialClient;
 use crate::credential::rotation::{Material, WatchedFile};
 use crate::credential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};
@@ -30,14 +31,14 @@ use crate::error::TokenError;
 /// every two minutes, and read at once when Entra answers that the secret is invalid or expired.
 ///
 /// ```
-/// use tower_entra::{AuthorityHost, ClientSecretCredential};
+/// use tower_entra::{ClientSecretCredential, Cloud};
 ///
 /// let credential = ClientSecretCredential::builder(
 ///     "contoso.onmicrosoft.com",
 ///     "00000000-0000-0000-0000-000000000001",
 ///     "the secret's Value",
 /// )
-/// .authority_host(AuthorityHost::AZURE_GOVERNMENT)
+/// .authority_host(Cloud::AZURE_US_GOVERNMENT.authority_host())
 /// .timeout(std::time::Duration::from_secs(10))
 /// .build()?;
 /// assert!(!format!("{credential:?}").contains("Value"));

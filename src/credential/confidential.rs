@@ -139,8 +139,9 @@ impl<A: ClientAuthentication> ConfidentialClientCredentialBuilder<A> {
         &mut self.authentication
     }
 
-    /// The authority host: one of [`AuthorityHost`](crate::AuthorityHost)'s clouds or your own
-    /// (`https`, or `http` only for a loopback emulator). Default: the public cloud.
+    /// The authority host: a [`Cloud`](crate::Cloud)'s
+    /// [`authority_host`](crate::Cloud::authority_host), or any other URL (`https`, or `http`
+    /// only for a loopback emulator). Default: the public cloud.
     pub fn authority_host(mut self, host: impl Into<String>) -> Self {
         self.options.authority_host = host.into();
         self

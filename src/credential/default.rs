@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use crate::credential::environment::TOKEN_FILE;
+use crate::credential::env::{
+    AZURE_CLIENT_ID, AZURE_FEDERATED_TOKEN_FILE, AZURE_POD_IDENTITY_AUTHORITY_HOST,
+    AZURE_TOKEN_CREDENTIALS as TOKEN_CREDENTIALS, IDENTITY_ENDPOINT, Lookup, MSI_ENDPOINT,
+};
 use crate::credential::{
     AzureCliCredential, AzureDeveloperCliCredential, ChainedCredential, Credential,
     EnvironmentCredential, ManagedIdentityCredential, ManagedIdentityId, TokenRequest,
@@ -19,19 +22,14 @@ use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 use crate::transport::TransportChoice;
 
-const CLIENT_ID: &str = "AZURE_CLIENT_ID";
-/// The operator's choice of credentials, as the Azure SDKs read it.
-const TOKEN_CREDENTIALS: &str = "AZURE_TOKEN_CREDENTIALS";
 /// Variables that say this host has a managed or workload identity: a developer credential
 /// chosen here is logged at warn.
 const IDENTITY_VARIABLES: [&str; 4] = [
-    "IDENTITY_ENDPOINT",
-    "MSI_ENDPOINT",
-    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-    TOKEN_FILE,
+    IDENTITY_ENDPOINT,
+    MSI_ENDPOINT,
+    AZURE_POD_IDENTITY_AUTHORITY_HOST,
+    AZURE_FEDERATED_TOKEN_FILE,
 ];
-
-type Lookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// The credential for a server app, chosen from where it runs, in the Azure SDKs' order:
 ///
@@ -43,8 +41,8 @@ type Lookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 /// 3. [`ManagedIdentityCredential`]: user-assigned when `AZURE_CLIENT_ID` is set (as the Azure
 ///    SDKs do), else system-assigned. Off Azure, IMDS is probed first, so a host without it
 ///    moves on within a second;
-/// 4. only when asked for ([`with_azure_cli`](Self::with_azure_cli),
-///    [`with_azure_developer_cli`](Self::with_azure_developer_cli)), or when
+/// 4. only when asked for ([`azure_cli`](DefaultCredentialBuilder::azure_cli),
+///    [`azure_developer_cli`](DefaultCredentialBuilder::azure_developer_cli)), or when
 ///    `AZURE_TOKEN_CREDENTIALS=dev`: [`AzureCliCredential`], then
 ///    [`AzureDeveloperCliCredential`], for a developer's machine.
 ///
@@ -90,12 +88,67 @@ pub struct DefaultCredential {
     identity_host: bool,
     /// The position of the credential whose choice was logged last, or `usize::MAX`.
     announced: AtomicUsize,
+    /// What the app asked for.
+    options: DefaultCredentialBuilder,
     /// Where `az` and `azd` are looked up instead of `PATH` (tests).
     tool_path: Option<OsString>,
-    /// The variables, for credentials added or rebuilt after `new`.
-    lookup: Lookup,
-    /// Whether workload identity sends its requests to AKS identity bindings' token proxy.
+}
+
+/// Builds a [`DefaultCredential`]: the developer tools it may fall back to, and AKS identity
+/// bindings.
+///
+/// ```no_run
+/// use tower_entra::{AzureCliCredential, AzureDeveloperCliCredential, DefaultCredential};
+///
+/// // On Azure, its managed identity; on a developer's machine, `az login`'s or `azd`'s user.
+/// let credential = DefaultCredential::builder()
+///     .azure_cli(AzureCliCredential::new())
+///     .azure_developer_cli(AzureDeveloperCliCredential::new())
+///     .build()?;
+/// # Ok::<(), tower_entra::TokenError>(())
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct DefaultCredentialBuilder {
+    azure_cli: Option<AzureCliCredential>,
+    azure_developer_cli: Option<AzureDeveloperCliCredential>,
     token_proxy: bool,
+}
+
+impl DefaultCredentialBuilder {
+    /// After the managed identity, try `cli` (`az account get-access-token`) when the host has
+    /// no managed identity (none answers, or none is assigned): for apps run on a developer's
+    /// machine as well as on Azure. Off by default; `AZURE_TOKEN_CREDENTIALS=prod` (or naming
+    /// another credential) leaves it out.
+    pub fn azure_cli(mut self, cli: AzureCliCredential) -> Self {
+        self.azure_cli = Some(cli);
+        self
+    }
+
+    /// After the managed identity (and the Azure CLI), try `azd` (`azd auth token`) when the
+    /// host has no managed identity. Off by default; `AZURE_TOKEN_CREDENTIALS=prod` (or naming
+    /// another credential) leaves it out.
+    pub fn azure_developer_cli(mut self, azd: AzureDeveloperCliCredential) -> Self {
+        self.azure_developer_cli = Some(azd);
+        self
+    }
+
+    /// Send workload identity's token requests to AKS identity bindings' token proxy when the
+    /// platform names one (`AZURE_KUBERNETES_TOKEN_PROXY`, `AZURE_KUBERNETES_SNI_NAME`,
+    /// `AZURE_KUBERNETES_CA_FILE` / `AZURE_KUBERNETES_CA_DATA`; see
+    /// [`kubernetes_token_proxy`](crate::WorkloadIdentityCredentialBuilder::kubernetes_token_proxy)).
+    /// Off by default, as in the Azure SDKs. A half-set or non-https proxy configuration makes
+    /// workload identity's slot answer with that
+    /// [`Configuration`](TokenErrorKind::Configuration) error.
+    pub fn kubernetes_token_proxy(mut self) -> Self {
+        self.token_proxy = true;
+        self
+    }
+
+    /// Chooses from the process environment. A first choice that is configured but wrong, and
+    /// an unknown `AZURE_TOKEN_CREDENTIALS`, are errors here (see [`DefaultCredential`]).
+    pub fn build(self) -> Result<DefaultCredential, TokenError> {
+        DefaultCredential::from_lookup(Lookup::process(), self, None)
+    }
 }
 
 /// What `AZURE_TOKEN_CREDENTIALS` lets the chain use.
@@ -207,31 +260,51 @@ impl Credential for NotBuilt {
 }
 
 impl DefaultCredential {
-    /// Chooses from the process environment.
+    /// Chooses from the process environment; the same as `DefaultCredential::builder().build()`.
     pub fn new() -> Result<Self, TokenError> {
-        Self::from_lookup(Arc::new(|name: &str| std::env::var(name).ok()), None)
+        Self::builder().build()
+    }
+
+    /// A builder, for the developer tools and AKS identity bindings.
+    pub fn builder() -> DefaultCredentialBuilder {
+        DefaultCredentialBuilder::default()
     }
 
     /// Chooses from variables read through `lookup` (tests, configuration held elsewhere);
     /// `az` and `azd` are looked up in `tool_path` when given.
     pub(crate) fn from_lookup(
         lookup: Lookup,
+        options: DefaultCredentialBuilder,
         tool_path: Option<OsString>,
     ) -> Result<Self, TokenError> {
-        let set = |name: &str| lookup(name).is_some_and(|v| !v.trim().is_empty());
-        let selection = Selection::parse(lookup(TOKEN_CREDENTIALS).as_deref())?;
+        let selection = Selection::parse(lookup.var(TOKEN_CREDENTIALS).as_deref())?;
         let mut this = DefaultCredential {
             selection,
             links: Vec::new(),
             chain: ChainedCredential::named([]),
-            identity_host: IDENTITY_VARIABLES.into_iter().any(set),
+            identity_host: IDENTITY_VARIABLES
+                .into_iter()
+                .any(|name| lookup.is_set(name)),
             announced: AtomicUsize::new(usize::MAX),
+            options,
             tool_path,
-            lookup: lookup.clone(),
-            token_proxy: false,
         };
         let probe = !matches!(selection, Selection::Only(_));
-        for slot in selection.slots() {
+        let mut slots = selection.slots();
+        if selection == Selection::Default {
+            // The developer tools the app asked for, in the Azure SDKs' order.
+            if this.options.azure_cli.is_some() {
+                slots.push(Slot::AzureCli);
+            }
+            if this.options.azure_developer_cli.is_some() {
+                slots.push(Slot::AzureDeveloperCli);
+            }
+        } else if this.options.azure_cli.is_some() || this.options.azure_developer_cli.is_some() {
+            tracing::debug!(
+                "DefaultCredential: {TOKEN_CREDENTIALS} decides which developer tools are used"
+            );
+        }
+        for slot in slots {
             let credential = this.build(slot, &lookup, probe);
             this.links.push((slot, credential));
         }
@@ -250,19 +323,16 @@ impl DefaultCredential {
     fn build(&self, slot: Slot, lookup: &Lookup, probe: bool) -> Built {
         let built: Result<Arc<dyn Credential>, TokenError> = match slot {
             Slot::Environment => {
-                EnvironmentCredential::from_lookup(|name| lookup(name), TransportChoice::Default)
+                EnvironmentCredential::from_lookup(lookup, TransportChoice::Default)
                     .map(|c| Arc::new(c) as Arc<dyn Credential>)
             }
             Slot::WorkloadIdentity => {
-                WorkloadIdentityCredential::from_lookup(|name| lookup(name), self.token_proxy)
+                WorkloadIdentityCredential::from_lookup(lookup, self.options.token_proxy)
                     .map(|c| Arc::new(c) as Arc<dyn Credential>)
             }
             Slot::ManagedIdentity => {
-                let mut builder = ManagedIdentityCredential::builder().environment({
-                    let lookup = lookup.clone();
-                    move |name| lookup(name)
-                });
-                if let Some(client_id) = lookup(CLIENT_ID).filter(|v| !v.trim().is_empty()) {
+                let mut builder = ManagedIdentityCredential::builder().lookup(lookup.clone());
+                if let Some(client_id) = lookup.var(AZURE_CLIENT_ID) {
                     builder = builder.user_assigned(ManagedIdentityId::ClientId(client_id));
                 }
                 if probe {
@@ -271,14 +341,14 @@ impl DefaultCredential {
                 builder.build().map(|c| Arc::new(c) as Arc<dyn Credential>)
             }
             Slot::AzureCli => {
-                let mut cli = AzureCliCredential::new();
+                let mut cli = self.options.azure_cli.clone().unwrap_or_default();
                 if let Some(path) = &self.tool_path {
                     cli = cli.with_search_path(path.clone());
                 }
                 Ok(Arc::new(cli))
             }
             Slot::AzureDeveloperCli => {
-                let mut azd = AzureDeveloperCliCredential::new();
+                let mut azd = self.options.azure_developer_cli.clone().unwrap_or_default();
                 if let Some(path) = &self.tool_path {
                     azd = azd.with_search_path(path.clone());
                 }
@@ -318,62 +388,6 @@ impl DefaultCredential {
             };
             (slot.name(), credential)
         }))
-    }
-
-    /// Adds `slot` (a developer tool) when the selection lets the app ask for it.
-    fn with_developer_tool(mut self, slot: Slot) -> Self {
-        match self.selection {
-            Selection::Default if !self.links.iter().any(|(s, _)| *s == slot) => {
-                let credential = self.build(slot, &self.lookup.clone(), false);
-                self.links.push((slot, credential));
-                // Developer tools keep the Azure SDKs' order, whatever order they were asked in.
-                self.links.sort_by_key(|(s, _)| *s);
-                self.chain = self.rebuild();
-            }
-            Selection::Default | Selection::Dev => {}
-            Selection::Prod | Selection::Only(_) => tracing::debug!(
-                credential = slot.name(),
-                "DefaultCredential: {TOKEN_CREDENTIALS} leaves {} out",
-                slot.name()
-            ),
-        }
-        self
-    }
-
-    /// After the managed identity, try `az account get-access-token` when the host has no
-    /// managed identity (none answers, or none is assigned): for apps run on a developer's
-    /// machine as well as on Azure. Off by default; `AZURE_TOKEN_CREDENTIALS=prod` (or naming
-    /// another credential) leaves it out.
-    pub fn with_azure_cli(self) -> Self {
-        self.with_developer_tool(Slot::AzureCli)
-    }
-
-    /// After the managed identity (and the Azure CLI), try `azd auth token` when the host has no
-    /// managed identity. Off by default; `AZURE_TOKEN_CREDENTIALS=prod` (or naming another
-    /// credential) leaves it out.
-    pub fn with_azure_developer_cli(self) -> Self {
-        self.with_developer_tool(Slot::AzureDeveloperCli)
-    }
-
-    /// Send workload identity's token requests to AKS identity bindings' token proxy when the
-    /// platform names one (`AZURE_KUBERNETES_TOKEN_PROXY`, `AZURE_KUBERNETES_SNI_NAME`,
-    /// `AZURE_KUBERNETES_CA_FILE` / `AZURE_KUBERNETES_CA_DATA`; see
-    /// [`kubernetes_token_proxy`](crate::WorkloadIdentityCredentialBuilder::kubernetes_token_proxy)).
-    /// Off by default, as in the Azure SDKs. A half-set or non-https proxy configuration makes
-    /// workload identity's slot answer with that
-    /// [`Configuration`](TokenErrorKind::Configuration) error.
-    pub fn with_kubernetes_token_proxy(mut self) -> Self {
-        self.token_proxy = true;
-        if let Some(i) = self
-            .links
-            .iter()
-            .position(|(slot, _)| *slot == Slot::WorkloadIdentity)
-        {
-            let probe = !matches!(self.selection, Selection::Only(_));
-            self.links[i].1 = self.build(Slot::WorkloadIdentity, &self.lookup.clone(), probe);
-            self.chain = self.rebuild();
-        }
-        self
     }
 
     /// The name of the credential that answered the last request (`EnvironmentCredential`,
@@ -466,19 +480,24 @@ mod tests {
 
     const ARM: &str = "https://management.azure.com/.default";
 
-    fn from_with_tools(
+    fn from_with(
         vars: &[(&str, String)],
+        options: DefaultCredentialBuilder,
         tool_path: Option<OsString>,
     ) -> Result<DefaultCredential, TokenError> {
         let vars: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
-        DefaultCredential::from_lookup(Arc::new(move |k: &str| vars.get(k).cloned()), tool_path)
+        DefaultCredential::from_lookup(
+            Lookup::new(move |k| vars.get(k).cloned()),
+            options,
+            tool_path,
+        )
     }
 
     fn from(vars: &[(&str, String)]) -> Result<DefaultCredential, TokenError> {
-        from_with_tools(vars, None)
+        from_with(vars, DefaultCredential::builder(), None)
     }
 
     async fn token(c: &DefaultCredential) -> Result<AccessToken, TokenError> {
@@ -626,10 +645,15 @@ mod tests {
 
     #[tokio::test]
     async fn prod_never_adds_developer_tools_and_unknown_values_are_refused() {
-        let c = from(&[(TOKEN_CREDENTIALS, " Prod ".to_owned())])
-            .unwrap()
-            .with_azure_cli()
-            .with_azure_developer_cli();
+        let both = DefaultCredential::builder()
+            .azure_developer_cli(AzureDeveloperCliCredential::new())
+            .azure_cli(AzureCliCredential::new());
+        let c = from_with(
+            &[(TOKEN_CREDENTIALS, " Prod ".to_owned())],
+            both.clone(),
+            None,
+        )
+        .unwrap();
         assert_eq!(
             c.credentials(),
             [
@@ -644,10 +668,7 @@ mod tests {
             ["AzureCliCredential", "AzureDeveloperCliCredential"]
         );
         // Asked for in another order, the developer tools keep the Azure SDKs' order.
-        let c = from(&[])
-            .unwrap()
-            .with_azure_developer_cli()
-            .with_azure_cli();
+        let c = from_with(&[], both, None).unwrap();
         assert_eq!(
             &c.credentials()[3..],
             ["AzureCliCredential", "AzureDeveloperCliCredential"]
@@ -683,7 +704,8 @@ mod tests {
         ];
         let e = token(&from(&vars).unwrap()).await.unwrap_err();
         assert!(!e.message().contains("AZURE_KUBERNETES_TOKEN_PROXY"), "{e}");
-        let e = token(&from(&vars).unwrap().with_kubernetes_token_proxy())
+        let proxy = DefaultCredential::builder().kubernetes_token_proxy();
+        let e = token(&from_with(&vars, proxy, None).unwrap())
             .await
             .unwrap_err();
         assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
@@ -754,8 +776,16 @@ mod tests {
             tools
         }
 
-        fn with(vars: &[(&str, String)], tools: &FakeTool) -> DefaultCredential {
-            from_with_tools(vars, Some(tools.search_path())).unwrap()
+        fn with(
+            vars: &[(&str, String)],
+            tools: &FakeTool,
+            options: DefaultCredentialBuilder,
+        ) -> DefaultCredential {
+            from_with(vars, options, Some(tools.search_path())).unwrap()
+        }
+
+        fn cli() -> DefaultCredentialBuilder {
+            DefaultCredential::builder().azure_cli(AzureCliCredential::new())
         }
 
         #[tokio::test]
@@ -765,7 +795,7 @@ mod tests {
             em.assign_managed_identity(ManagedIdentity::user_assigned("a"));
             em.assign_managed_identity(ManagedIdentity::user_assigned("b"));
             let tools = signed_in();
-            let c = with(&[imds(&em)], &tools).with_azure_cli();
+            let c = with(&[imds(&em)], &tools, cli());
             let e = token(&c).await.unwrap_err();
             assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
             assert!(
@@ -780,16 +810,23 @@ mod tests {
         async fn a_host_without_an_identity_falls_through_to_the_tools_asked_for() {
             let tools = signed_in();
             // Not asked for: never used.
-            let e = token(&with(&[nowhere()], &tools)).await.unwrap_err();
+            let e = token(&with(&[nowhere()], &tools, DefaultCredential::builder()))
+                .await
+                .unwrap_err();
             assert!(!e.message().contains("AzureCliCredential"), "{e}");
             assert!(!tools.ran());
             // Asked for: used when no managed identity answers, and remembered.
-            let c = with(&[nowhere()], &tools).with_azure_cli();
+            let c = with(&[nowhere()], &tools, cli());
             assert_eq!(token(&c).await.unwrap().secret(), "from-az");
             assert_eq!(c.chosen(), Some("AzureCliCredential"));
             // A host with IMDS but no identity assigned has no identity either.
             let em = Emulator::start().await;
-            let c = with(&[imds(&em)], &tools).with_azure_developer_cli();
+            let c = with(
+                &[imds(&em)],
+                &tools,
+                DefaultCredential::builder()
+                    .azure_developer_cli(AzureDeveloperCliCredential::new()),
+            );
             assert_eq!(token(&c).await.unwrap().secret(), "from-azd");
         }
 
@@ -798,7 +835,11 @@ mod tests {
             let em = Emulator::start().await;
             em.assign_managed_identity(ManagedIdentity::system_assigned());
             let tools = signed_in();
-            let c = with(&[imds(&em), (TOKEN_CREDENTIALS, "dev".to_owned())], &tools);
+            let c = with(
+                &[imds(&em), (TOKEN_CREDENTIALS, "dev".to_owned())],
+                &tools,
+                DefaultCredential::builder(),
+            );
             assert_eq!(token(&c).await.unwrap().secret(), "from-az");
             assert!(em.managed_identity_request_log().is_empty());
         }
@@ -812,7 +853,7 @@ mod tests {
                 format!("http://{}", silent.local_addr().unwrap()),
             );
             let tools = signed_in();
-            let c = with(&[host], &tools).with_azure_cli();
+            let c = with(&[host], &tools, cli());
             // Without the probe, the full retry schedule would run first (minutes).
             let t = tokio::time::timeout(std::time::Duration::from_secs(60), token(&c))
                 .await

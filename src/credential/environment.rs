@@ -5,13 +5,15 @@ use zeroize::Zeroizing;
 
 #[cfg(feature = "certificate")]
 use crate::credential::CertificateAssertion;
+use crate::credential::authentication::ClientAuthentication;
 use crate::credential::authentication::private::Authenticate;
-use crate::credential::authentication::{ClientAuthentication, ClientProof};
+use crate::credential::client::ClientProof;
 use crate::credential::client::ConfidentialClient;
-use crate::credential::{
-    ClientSecret, ConfidentialClientCredential, ConfidentialClientCredentialBuilder, Credential,
-    TokenRequest,
+use crate::credential::env::{
+    AZURE_CLIENT_CERTIFICATE_PASSWORD, AZURE_CLIENT_CERTIFICATE_PATH, AZURE_CLIENT_SECRET,
+    AZURE_CLIENT_SEND_CERTIFICATE_CHAIN, Lookup,
 };
+use crate::credential::{ClientSecret, ConfidentialClientCredential, Credential, TokenRequest};
 use crate::error::TokenError;
 use crate::token::AccessToken;
 use crate::transport::{TokenTransport, TransportChoice};
@@ -91,120 +93,51 @@ impl Authenticate for FromEnvironment {
     }
 }
 
-const TENANT_ID: &str = "AZURE_TENANT_ID";
-const CLIENT_ID: &str = "AZURE_CLIENT_ID";
-const AUTHORITY_HOST: &str = "AZURE_AUTHORITY_HOST";
-const SECRET: &str = "AZURE_CLIENT_SECRET";
-const CERT_PATH: &str = "AZURE_CLIENT_CERTIFICATE_PATH";
-const CERT_PASSWORD: &str = "AZURE_CLIENT_CERTIFICATE_PASSWORD";
-const SEND_CHAIN: &str = "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN";
-pub(crate) const TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
-
 /// Why the credential is unavailable when neither of its variables is set.
 const NOT_CONFIGURED: &str = "not configured: neither AZURE_CLIENT_SECRET (a client secret's Value) nor AZURE_CLIENT_CERTIFICATE_PATH (a PEM or PFX certificate file) is set; set one of them with AZURE_TENANT_ID and AZURE_CLIENT_ID (the app registration's Directory and Application IDs)";
-
-/// Configuration read from environment variables (or a lookup standing in for them), with the
-/// ids and authority host every credential reads.
-pub(crate) struct EnvVars<F> {
-    lookup: F,
-}
-
-impl<F: Fn(&str) -> Option<String>> EnvVars<F> {
-    pub(crate) fn new(lookup: F) -> Self {
-        EnvVars { lookup }
-    }
-
-    /// The variable, if set and not blank.
-    pub(crate) fn var(&self, name: &str) -> Option<String> {
-        (self.lookup)(name).filter(|v| !v.trim().is_empty())
-    }
-
-    /// The variable as set (only an empty value counts as unset), for a secret held in memory
-    /// that is zeroed on drop.
-    pub(crate) fn secret(&self, name: &str) -> Option<Zeroizing<String>> {
-        (self.lookup)(name)
-            .map(Zeroizing::new)
-            .filter(|v| !v.is_empty())
-    }
-
-    /// The variable, or an error naming it followed by `advice`.
-    pub(crate) fn required(&self, name: &str, advice: &str) -> Result<String, TokenError> {
-        self.var(name).ok_or_else(|| {
-            TokenError::configuration(format!(
-                "the environment variable {name} is missing or empty; {advice}"
-            ))
-        })
-    }
-
-    /// `AZURE_TENANT_ID` and `AZURE_CLIENT_ID`, both required.
-    pub(crate) fn ids(
-        &self,
-        tenant_advice: &str,
-        client_advice: &str,
-    ) -> Result<(String, String), TokenError> {
-        Ok((
-            self.required(TENANT_ID, tenant_advice)?,
-            self.required(CLIENT_ID, client_advice)?,
-        ))
-    }
-
-    /// `builder` with `AZURE_AUTHORITY_HOST` when it is set.
-    pub(crate) fn with_authority_host<A: ClientAuthentication>(
-        &self,
-        builder: ConfidentialClientCredentialBuilder<A>,
-    ) -> ConfidentialClientCredentialBuilder<A> {
-        match self.var(AUTHORITY_HOST) {
-            Some(host) => builder.authority_host(host),
-            None => builder,
-        }
-    }
-}
 
 impl EnvironmentCredential {
     /// Reads the process environment. Token requests go through the default transport (reqwest,
     /// feature `reqwest`); without that feature, use [`with_transport`](Self::with_transport).
     pub fn new() -> Result<Self, TokenError> {
-        Self::from_lookup(|name| std::env::var(name).ok(), TransportChoice::Default)
+        Self::from_lookup(&Lookup::process(), TransportChoice::Default)
     }
 
     /// Reads the process environment; token requests go through `transport`, as with
-    /// [`ConfidentialClientCredentialBuilder::transport`] (same bounds and guarantees).
+    /// [`ConfidentialClientCredentialBuilder::transport`](crate::ConfidentialClientCredentialBuilder::transport) (same bounds and guarantees).
     pub fn with_transport(transport: impl TokenTransport) -> Result<Self, TokenError> {
-        Self::from_lookup(
-            |name| std::env::var(name).ok(),
-            TransportChoice::service(transport),
-        )
+        Self::from_lookup(&Lookup::process(), TransportChoice::service(transport))
     }
 
     /// Reads variables through `lookup` (for tests and for configuration held elsewhere).
     pub(crate) fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
+        env: &Lookup,
         transport: TransportChoice,
     ) -> Result<Self, TokenError> {
-        let env = EnvVars::new(lookup);
-        let secret = env.var(SECRET);
-        let cert_path = env.var(CERT_PATH);
+        let secret = env.var(AZURE_CLIENT_SECRET);
+        let cert_path = env.var(AZURE_CLIENT_CERTIFICATE_PATH);
         // A password may legitimately be blank; its presence is what matters.
-        let cert_password = env.secret(CERT_PASSWORD);
-        let send_chain = env.var(SEND_CHAIN);
+        let cert_password = env.secret(AZURE_CLIENT_CERTIFICATE_PASSWORD);
+        let send_chain = env.var(AZURE_CLIENT_SEND_CERTIFICATE_CHAIN);
 
         if secret.is_some() && cert_path.is_some() {
             return Err(TokenError::configuration(format!(
-                "both {SECRET} and {CERT_PATH} are set, so which credential to use is ambiguous; unset one of them"
+                "both {AZURE_CLIENT_SECRET} and {AZURE_CLIENT_CERTIFICATE_PATH} are set, so which credential to use is ambiguous; unset one of them"
             )));
         }
         if cert_path.is_none() {
             for (name, set) in [
-                (CERT_PASSWORD, cert_password.is_some()),
-                (SEND_CHAIN, send_chain.is_some()),
+                (AZURE_CLIENT_CERTIFICATE_PASSWORD, cert_password.is_some()),
+                (AZURE_CLIENT_SEND_CERTIFICATE_CHAIN, send_chain.is_some()),
             ] {
                 if set {
                     return Err(TokenError::configuration(format!(
-                        "{name} is set but {CERT_PATH} is not; set {CERT_PATH} to the certificate file, or unset {name}"
+                        "{name} is set but {AZURE_CLIENT_CERTIFICATE_PATH} is not; set {AZURE_CLIENT_CERTIFICATE_PATH} to the certificate file, or unset {name}"
                     )));
                 }
             }
         }
+
         if secret.is_none() && cert_path.is_none() {
             return Err(TokenError::unavailable(NOT_CONFIGURED));
         }
@@ -238,13 +171,17 @@ fn certificate(
         Some(v) if v == "false" || v == "0" => false,
         Some(_) => {
             return Err(TokenError::configuration(format!(
-                "{SEND_CHAIN} must be true, false, 1 or 0"
+                "{AZURE_CLIENT_SEND_CERTIFICATE_CHAIN} must be true, false, 1 or 0"
             )));
         }
     };
-    let certificate =
-        CertificateAssertion::from_file(path, password.as_deref().map(String::as_str))
-            .map_err(|e| TokenError::configuration(format!("{CERT_PATH}: {}", e.message())))?;
+    let certificate = CertificateAssertion::from_file(
+        path,
+        password.as_deref().map(String::as_str),
+    )
+    .map_err(|e| {
+        TokenError::configuration(format!("{AZURE_CLIENT_CERTIFICATE_PATH}: {}", e.message()))
+    })?;
     Ok(FromEnvironment::Certificate(
         certificate.with_certificate_chain(send_chain),
     ))
@@ -259,7 +196,7 @@ fn certificate(
     _send_chain: Option<String>,
 ) -> Result<FromEnvironment, TokenError> {
     Err(TokenError::configuration(format!(
-        "{CERT_PATH} is set, but tower-entra was built without its `certificate` feature; enable the feature, or configure {SECRET} instead"
+        "{AZURE_CLIENT_CERTIFICATE_PATH} is set, but tower-entra was built without its `certificate` feature; enable the feature, or configure {AZURE_CLIENT_SECRET} instead"
     )))
 }
 
@@ -283,16 +220,11 @@ impl Credential for EnvironmentCredential {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn from(vars: &[(&str, &str)]) -> Result<EnvironmentCredential, TokenError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
         // Configuration only: nothing is sent.
         EnvironmentCredential::from_lookup(
-            |k| vars.get(k).cloned(),
+            &Lookup::of(vars),
             TransportChoice::service(crate::transport::tests::Offline),
         )
     }
@@ -351,31 +283,37 @@ mod tests {
     #[test]
     fn reads_a_pem_or_pfx_certificate_told_apart_by_content() {
         let pem = fixture("client-pkcs8.pem");
-        let c = with_ids(&[(CERT_PATH, &pem)]).unwrap();
+        let c = with_ids(&[(AZURE_CLIENT_CERTIFICATE_PATH, &pem)]).unwrap();
         assert!(
             matches!(c.inner.authentication(), FromEnvironment::Certificate(_)),
             "{c:?}"
         );
         let pfx = fixture("client-aes.pfx");
         let c = with_ids(&[
-            (CERT_PATH, &pfx),
-            (CERT_PASSWORD, "fixture-password"),
-            (SEND_CHAIN, "True"),
+            (AZURE_CLIENT_CERTIFICATE_PATH, &pfx),
+            (AZURE_CLIENT_CERTIFICATE_PASSWORD, "fixture-password"),
+            (AZURE_CLIENT_SEND_CERTIFICATE_CHAIN, "True"),
         ])
         .unwrap();
         let debug = format!("{c:?}");
         assert!(debug.contains("send_certificate_chain: true"), "{debug}");
         assert!(!debug.contains("fixture-password"), "{debug}");
         let enc = fixture("client-encrypted.pem");
-        with_ids(&[(CERT_PATH, &enc), (CERT_PASSWORD, "fixture-password")]).unwrap();
+        with_ids(&[
+            (AZURE_CLIENT_CERTIFICATE_PATH, &enc),
+            (AZURE_CLIENT_CERTIFICATE_PASSWORD, "fixture-password"),
+        ])
+        .unwrap();
     }
 
     #[cfg(not(feature = "certificate"))]
     #[test]
     fn without_the_certificate_feature_a_certificate_path_is_an_error_that_says_so() {
-        let e = with_ids(&[(CERT_PATH, &fixture("client-pkcs8.pem"))]).unwrap_err();
+        let e =
+            with_ids(&[(AZURE_CLIENT_CERTIFICATE_PATH, &fixture("client-pkcs8.pem"))]).unwrap_err();
         assert!(
-            e.to_string().contains(CERT_PATH) && e.to_string().contains("`certificate` feature"),
+            e.to_string().contains(AZURE_CLIENT_CERTIFICATE_PATH)
+                && e.to_string().contains("`certificate` feature"),
             "{e}"
         );
     }
@@ -383,29 +321,47 @@ mod tests {
     #[cfg(feature = "certificate")]
     #[test]
     fn certificate_errors_name_the_variable() {
-        let e = with_ids(&[(CERT_PATH, &fixture("client-aes.pfx"))]).unwrap_err();
+        let e =
+            with_ids(&[(AZURE_CLIENT_CERTIFICATE_PATH, &fixture("client-aes.pfx"))]).unwrap_err();
         assert!(
-            e.to_string().contains(CERT_PATH) && e.to_string().contains("password is wrong"),
+            e.to_string().contains(AZURE_CLIENT_CERTIFICATE_PATH)
+                && e.to_string().contains("password is wrong"),
             "{e}"
         );
-        let e = with_ids(&[(CERT_PATH, &fixture("nope.pem"))]).unwrap_err();
+        let e = with_ids(&[(AZURE_CLIENT_CERTIFICATE_PATH, &fixture("nope.pem"))]).unwrap_err();
         assert!(e.to_string().contains("nope.pem"), "{e}");
-        let e = with_ids(&[(CERT_PATH, &fixture("cert.pem")), (SEND_CHAIN, "yes")]).unwrap_err();
-        assert!(e.to_string().contains(SEND_CHAIN), "{e}");
+        let e = with_ids(&[
+            (AZURE_CLIENT_CERTIFICATE_PATH, &fixture("cert.pem")),
+            (AZURE_CLIENT_SEND_CERTIFICATE_CHAIN, "yes"),
+        ])
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(AZURE_CLIENT_SEND_CERTIFICATE_CHAIN),
+            "{e}"
+        );
     }
 
     #[test]
     fn ambiguous_or_half_set_configuration_is_an_error_naming_the_variables() {
         let pem = fixture("client-pkcs8.pem");
-        let e = with_ids(&[(SECRET, "s"), (CERT_PATH, &pem)]).unwrap_err();
+        let e = with_ids(&[
+            (AZURE_CLIENT_SECRET, "s"),
+            (AZURE_CLIENT_CERTIFICATE_PATH, &pem),
+        ])
+        .unwrap_err();
         assert!(
-            e.to_string().contains(SECRET) && e.to_string().contains(CERT_PATH),
+            e.to_string().contains(AZURE_CLIENT_SECRET)
+                && e.to_string().contains(AZURE_CLIENT_CERTIFICATE_PATH),
             "{e}"
         );
-        for half in [CERT_PASSWORD, SEND_CHAIN] {
-            let e = with_ids(&[(SECRET, "s"), (half, "true")]).unwrap_err();
+        for half in [
+            AZURE_CLIENT_CERTIFICATE_PASSWORD,
+            AZURE_CLIENT_SEND_CERTIFICATE_CHAIN,
+        ] {
+            let e = with_ids(&[(AZURE_CLIENT_SECRET, "s"), (half, "true")]).unwrap_err();
             assert!(
-                e.to_string().contains(half) && e.to_string().contains(CERT_PATH),
+                e.to_string().contains(half)
+                    && e.to_string().contains(AZURE_CLIENT_CERTIFICATE_PATH),
                 "{e}"
             );
         }
@@ -417,7 +373,11 @@ mod tests {
         for vars in [
             vec![],
             IDS.to_vec(),
-            vec![IDS[0], IDS[1], (TOKEN_FILE, "/var/run/token")],
+            vec![
+                IDS[0],
+                IDS[1],
+                ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"),
+            ],
         ] {
             let e = from(&vars).unwrap_err();
             assert_eq!(
@@ -426,7 +386,8 @@ mod tests {
                 "{vars:?}: {e}"
             );
             assert!(
-                e.message().contains(SECRET) && e.message().contains(CERT_PATH),
+                e.message().contains(AZURE_CLIENT_SECRET)
+                    && e.message().contains(AZURE_CLIENT_CERTIFICATE_PATH),
                 "{e}"
             );
         }

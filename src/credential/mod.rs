@@ -19,6 +19,7 @@ mod client_secret;
 mod confidential;
 mod default;
 mod developer_tool;
+mod env;
 mod environment;
 mod managed_identity;
 mod rotation;
@@ -34,8 +35,8 @@ use futures::future::BoxFuture;
 #[cfg(feature = "certificate")]
 pub use assertion::AssertionAlgorithm;
 pub use authentication::ClientAuthentication;
-pub use azure_cli::AzureCliCredential;
-pub use azure_developer_cli::AzureDeveloperCliCredential;
+pub use azure_cli::{AzureCliCredential, AzureCliCredentialBuilder};
+pub use azure_developer_cli::{AzureDeveloperCliCredential, AzureDeveloperCliCredentialBuilder};
 #[cfg(feature = "certificate")]
 pub use certificate::{
     CertificateAssertion, ClientCertificateCredential, ClientCertificateCredentialBuilder,
@@ -48,7 +49,7 @@ pub use client_assertion::{
 };
 pub use client_secret::{ClientSecret, ClientSecretCredential, ClientSecretCredentialBuilder};
 pub use confidential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};
-pub use default::DefaultCredential;
+pub use default::{DefaultCredential, DefaultCredentialBuilder};
 pub use environment::EnvironmentCredential;
 pub use managed_identity::{
     ManagedIdentityCredential, ManagedIdentityCredentialBuilder, ManagedIdentityId,

@@ -10,9 +10,10 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::credential::authentication::private::Authenticate;
-use crate::credential::authentication::{ClientAuthentication, ClientProof, trim_in_place};
+use crate::credential::authentication::{ClientAuthentication, trim_in_place};
+use crate::credential::client::ClientProof;
 use crate::credential::client::ConfidentialClient;
-use crate::credential::environment::{EnvVars, TOKEN_FILE};
+use crate::credential::env::{AZURE_FEDERATED_TOKEN_FILE, Lookup};
 use crate::credential::rotation::{on_blocking_pool, read_bounded};
 use crate::credential::token_proxy::TokenProxy;
 use crate::credential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};
@@ -70,34 +71,30 @@ impl WorkloadIdentityCredential {
     /// missing or empty id is a [`Configuration`](crate::TokenErrorKind::Configuration) error that
     /// names the variable.
     pub fn from_env() -> Result<Self, TokenError> {
-        Self::from_lookup(|name| std::env::var(name).ok(), false)
+        Self::from_lookup(&Lookup::process(), false)
     }
 
     /// [`from_env`](Self::from_env), with token requests sent to AKS identity bindings' token
     /// proxy when `AZURE_KUBERNETES_TOKEN_PROXY` names one (see
     /// [`kubernetes_token_proxy`](WorkloadIdentityCredentialBuilder::kubernetes_token_proxy)).
     pub fn from_env_with_token_proxy() -> Result<Self, TokenError> {
-        Self::from_lookup(|name| std::env::var(name).ok(), true)
+        Self::from_lookup(&Lookup::process(), true)
     }
 
-    /// Reads the variables through `lookup`; with `token_proxy`, the `AZURE_KUBERNETES_*` ones too.
-    pub(crate) fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-        token_proxy: bool,
-    ) -> Result<Self, TokenError> {
+    /// Reads the variables through `env`; with `token_proxy`, the `AZURE_KUBERNETES_*` ones too.
+    pub(crate) fn from_lookup(env: &Lookup, token_proxy: bool) -> Result<Self, TokenError> {
         const ADVICE: &str = "workload identity needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_FEDERATED_TOKEN_FILE (the AKS webhook sets them when the pod's service account is annotated with azure.workload.identity/client-id and the pod is labelled azure.workload.identity/use: \"true\")";
-        let env = EnvVars::new(lookup);
         // No token file: this is not a pod with workload identity. A token file without the
         // ids is a webhook set-up gone wrong.
-        let Some(file) = env.var(TOKEN_FILE) else {
+        let Some(file) = env.var(AZURE_FEDERATED_TOKEN_FILE) else {
             return Err(TokenError::unavailable(format!(
-                "not configured: {TOKEN_FILE} is not set; {ADVICE}"
+                "not configured: {AZURE_FEDERATED_TOKEN_FILE} is not set; {ADVICE}"
             )));
         };
         let (tenant_id, client_id) = env.ids(ADVICE, ADVICE)?;
         let mut authentication = FederatedTokenFile::from(file);
         if token_proxy {
-            authentication.1 = TokenProxySetting::Read(TokenProxy::from_env(&env)?.map(Arc::new));
+            authentication.1 = TokenProxySetting::Read(TokenProxy::from_env(env)?.map(Arc::new));
         }
         env.with_authority_host(Self::builder(tenant_id, client_id, authentication))
             .build()
@@ -186,8 +183,7 @@ impl Authenticate for FederatedTokenFile {
         let proxy = match &self.1 {
             TokenProxySetting::Off => return Ok(given),
             TokenProxySetting::FromProcessEnvironment => {
-                TokenProxy::from_env(&EnvVars::new(|name: &str| std::env::var(name).ok()))?
-                    .map(Arc::new)
+                TokenProxy::from_env(&Lookup::process())?.map(Arc::new)
             }
             TokenProxySetting::Read(proxy) => proxy.clone(),
         };

@@ -14,8 +14,8 @@ use url::Url;
 
 use super::service::ServiceTransport;
 use super::{TransportRequest, TransportService};
-use crate::authority::is_loopback;
 use crate::error::TokenError;
+use crate::host::is_loopback;
 
 /// The reqwest client for requests to `destination`, from the caller's builder (proxies, TLS
 /// roots) or a default one, always with redirects off and a connect timeout.

@@ -128,3 +128,35 @@ fn the_timeout_hint_covers_every_retry_of_one_call() {
     assert!(short > Duration::from_secs(70), "{short:?}");
     assert_eq!(long - short, Duration::from_secs(18 * 4));
 }
+
+/// The managed identity endpoints' `Retry-After` is read as Entra's is: an HTTP date counts
+/// too, not only delta-seconds.
+#[tokio::test]
+async fn a_retry_after_date_from_the_identity_endpoint_is_honoured() {
+    let until = std::time::SystemTime::now() + Duration::from_secs(120);
+    let (transport, recorded) = recording_transport(move || {
+        let mut answer = http::Response::new(Full::new(Bytes::from_static(
+            br#"{"error":"forbidden","error_description":"not now"}"#,
+        )));
+        *answer.status_mut() = http::StatusCode::FORBIDDEN;
+        answer.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            httpdate::fmt_http_date(until).parse().unwrap(),
+        );
+        Ok::<_, std::io::Error>(answer)
+    });
+    let e = imds()
+        .transport(transport)
+        .build()
+        .unwrap()
+        .request_token(TokenRequest::new(ARM_SCOPE))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
+    assert_eq!(recorded.lock().unwrap().len(), 1, "a 403 is not retried");
+    let waited = e.retry_after().expect("the date is read");
+    assert!(
+        waited > Duration::from_secs(100) && waited <= Duration::from_secs(120),
+        "{waited:?}"
+    );
+}

@@ -74,6 +74,16 @@ pub async fn request_token_with(
     post_form(&em.token_url(&app.tenant_id), &token_form(app, fields, &[])).await
 }
 
+/// A well-formed client-credentials request for the demo API with `app`'s secret, sent to the
+/// token endpoint of `tenant` (a GUID or a domain), which need not be the app's home.
+pub async fn request_token_in(
+    em: &Emulator,
+    tenant: &str,
+    app: &RegisteredApp,
+) -> reqwest::Response {
+    post_form(&em.token_url(tenant), &token_form(app, &[], &[])).await
+}
+
 /// A client-credentials request for the demo API that leaves out the field `missing`.
 pub async fn request_token_without(
     em: &Emulator,

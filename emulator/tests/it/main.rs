@@ -11,4 +11,5 @@ mod federated;
 mod managed_identity;
 mod rate_limit;
 mod telemetry;
+mod tenants;
 mod token_endpoint;

@@ -1,6 +1,6 @@
 //! Managed identity endpoints: IMDS, App Service, Azure Arc, Cloud Shell,
-//! Service Fabric; their faults and records; managed identity as a
-//! federated credential.
+//! Service Fabric, Azure Machine Learning; their faults and records; managed
+//! identity as a federated credential.
 
 use crate::common::*;
 use entra_emulator::{App, Emulator, Endpoint, Fault, ManagedIdentity};
@@ -364,6 +364,82 @@ async fn app_service_failures_have_its_error_shape() {
     let m = message(app_service_get(&em, &q3, h).await, 400).await;
     assert!(m.starts_with("AADSTS500011"), "{m}");
     assert_eq!(app_service_get(&em, &q, h).await.status(), 200, "{a:?}");
+}
+
+#[tokio::test]
+async fn azure_ml_serves_the_2017_api_with_clientid_and_its_own_secret() {
+    let em = Emulator::start().await;
+    assert_eq!(em.azure_ml_default_identity_client_id(), None);
+    let system = em.assign_managed_identity(ManagedIdentity::system_assigned());
+    let user = em.assign_managed_identity(ManagedIdentity::user_assigned("trainer"));
+    // What a client puts in `clientid` for the compute's default identity.
+    let default_id = em.azure_ml_default_identity_client_id();
+    assert_eq!(default_id.as_deref(), Some(system.client_id.as_str()));
+    let secret = em.azure_ml_msi_secret();
+    assert_ne!(secret, em.app_service_identity_header());
+    let get = |query: Vec<(&'static str, String)>, secret: String| {
+        let url = em.azure_ml_msi_endpoint();
+        async move {
+            let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            identity_get(url, &query, &[METADATA, ("secret", secret.as_str())])
+                .await
+                .expect("send")
+        }
+    };
+    let base = |client_id: Option<&str>| {
+        let mut q = vec![
+            ("api-version", "2017-09-01".to_owned()),
+            ("resource", ARM.to_owned()),
+        ];
+        q.extend(client_id.map(|id| ("clientid", id.to_owned())));
+        q
+    };
+    for (clientid, expected) in [
+        (default_id.as_deref(), &system),
+        (Some(user.client_id.as_str()), &user),
+        (None, &system),
+    ] {
+        let resp = get(base(clientid), secret.clone()).await;
+        assert_eq!(resp.status(), 200, "{clientid:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["client_id"], expected.client_id);
+        let expires_on: u64 = body["expires_on"].as_str().unwrap().parse().unwrap();
+        let claims = jwt_part(body["access_token"].as_str().unwrap(), 1);
+        assert_eq!(claims["appid"], expected.client_id);
+        assert_eq!(claims["exp"].as_u64(), Some(expires_on));
+    }
+    let log = em.managed_identity_request_log();
+    assert!(log.iter().all(|r| r.endpoint == Endpoint::AzureMl));
+    assert_eq!(log[0].query_param("clientid"), default_id.as_deref());
+
+    let status_and_message = |resp: reqwest::Response| async move {
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["statusCode"], status, "{body}");
+        (status, body["message"].as_str().unwrap().to_owned())
+    };
+    // App Service's secret, another api-version, an unknown client id.
+    let (status, _) =
+        status_and_message(get(base(None), em.app_service_identity_header()).await).await;
+    assert_eq!(status, 401);
+    let mut newer = base(None);
+    newer[0].1 = "2019-08-01".to_owned();
+    let (status, m) = status_and_message(get(newer, secret.clone()).await).await;
+    assert_eq!(status, 400);
+    assert!(m.contains("Use api-version 2017-09-01"), "{m}");
+    let (status, m) = status_and_message(get(base(Some("nope")), secret.clone()).await).await;
+    assert_eq!(
+        (status, m.as_str()),
+        (400, "Unable to load the proper Managed Identity.")
+    );
+    // App Service's own endpoint does not take Azure ML's secret.
+    let q = [("api-version", "2017-09-01"), ("resource", ARM)];
+    assert_eq!(
+        app_service_get(&em, &q, Some(("secret", &secret)))
+            .await
+            .status(),
+        401
+    );
 }
 
 #[tokio::test]

@@ -30,8 +30,8 @@ pub(super) fn default_key_directory() -> Option<PathBuf> {
     if cfg!(target_os = "linux") {
         Some(PathBuf::from("/var/opt/azcmagent/tokens"))
     } else if cfg!(windows) {
-        let program_data =
-            std::env::var_os("ProgramData").unwrap_or_else(|| r"C:\ProgramData".into());
+        let program_data = std::env::var_os(crate::credential::env::PROGRAM_DATA)
+            .unwrap_or_else(|| r"C:\ProgramData".into());
         Some(
             Path::new(&program_data)
                 .join("AzureConnectedMachineAgent")

@@ -29,12 +29,12 @@ use self::default_transport::{IMDS_CONNECT_TIMEOUT, default_transport};
 use self::response::{ErrorBody, parse_token};
 use self::retry::RetryPolicy;
 use self::source::{OTHER_SOURCES, Source};
-use crate::credential::environment::EnvVars;
+use crate::credential::env::Lookup;
 use crate::credential::{Credential, TokenRequest};
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 use crate::transport::{
-    BufferedResponse, TokenTransport, Transport, TransportChoice, is_not_connected,
+    BufferedResponse, TokenTransport, Transport, TransportChoice, is_not_connected, retry_after,
 };
 
 /// Which user-assigned managed identity to use, by any of its ids.
@@ -385,18 +385,6 @@ fn resource(scope: &str) -> Result<&str, TokenError> {
     }
 }
 
-/// `Retry-After` in seconds, at most an hour.
-fn retry_after(headers: &::http::HeaderMap) -> Option<Duration> {
-    let secs = headers
-        .get(::http::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()?;
-    Some(Duration::from_secs(secs.min(3600)))
-}
-
 impl Credential for ManagedIdentityCredential {
     fn request_token<'a>(
         &'a self,
@@ -433,8 +421,6 @@ impl fmt::Debug for ManagedIdentityCredential {
             .finish()
     }
 }
-
-type Lookup = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Builds a [`ManagedIdentityCredential`].
 ///
@@ -479,10 +465,15 @@ impl ManagedIdentityCredentialBuilder {
     /// # Ok::<(), tower_entra::TokenError>(())
     /// ```
     pub fn environment(
-        mut self,
+        self,
         lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
-        self.lookup = Some(Box::new(lookup));
+        self.lookup(Lookup::new(lookup))
+    }
+
+    /// Read the variables through `lookup` (a chain passes its own on).
+    pub(crate) fn lookup(mut self, lookup: Lookup) -> Self {
+        self.lookup = Some(lookup);
         self
     }
 
@@ -567,10 +558,8 @@ impl ManagedIdentityCredentialBuilder {
                 "the managed identity request timeout is zero; use a positive duration (the default is 30 s)",
             ));
         }
-        let source = match &self.lookup {
-            Some(lookup) => Source::detect(&EnvVars::new(|name: &str| lookup(name)))?,
-            None => Source::detect(&EnvVars::new(|name: &str| std::env::var(name).ok()))?,
-        };
+        let lookup = self.lookup.clone().unwrap_or_else(Lookup::process);
+        let source = Source::detect(&lookup)?;
         check_id(&source, self.id.as_ref())?;
         let choice = match self.transport {
             TransportChoice::Default => default_transport(&source, self.timeout)?,

@@ -6,18 +6,11 @@ use std::fmt;
 use url::Url;
 use zeroize::Zeroizing;
 
-use crate::credential::environment::EnvVars;
+use crate::credential::env::{
+    AZURE_POD_IDENTITY_AUTHORITY_HOST, DEFAULT_IDENTITY_CLIENT_ID, IDENTITY_ENDPOINT,
+    IDENTITY_HEADER, IDENTITY_SERVER_THUMBPRINT, IMDS_ENDPOINT, Lookup, MSI_ENDPOINT, MSI_SECRET,
+};
 use crate::error::TokenError;
-
-pub(super) const IDENTITY_ENDPOINT: &str = "IDENTITY_ENDPOINT";
-pub(super) const IDENTITY_HEADER: &str = "IDENTITY_HEADER";
-pub(super) const IDENTITY_SERVER_THUMBPRINT: &str = "IDENTITY_SERVER_THUMBPRINT";
-pub(super) const IMDS_ENDPOINT: &str = "IMDS_ENDPOINT";
-pub(super) const MSI_ENDPOINT: &str = "MSI_ENDPOINT";
-pub(super) const MSI_SECRET: &str = "MSI_SECRET";
-pub(super) const POD_IDENTITY_AUTHORITY_HOST: &str = "AZURE_POD_IDENTITY_AUTHORITY_HOST";
-/// Azure Machine Learning's compute sets it to its default identity's client id.
-pub(super) const DEFAULT_IDENTITY_CLIENT_ID: &str = "DEFAULT_IDENTITY_CLIENT_ID";
 
 /// IMDS's address on every Azure VM: link-local, plain http by design.
 const IMDS_HOST: &str = "http://169.254.169.254";
@@ -76,9 +69,7 @@ impl Source {
     }
 
     /// Detects the source from the variables, or says which half-set configuration is wrong.
-    pub(super) fn detect<F: Fn(&str) -> Option<String>>(
-        env: &EnvVars<F>,
-    ) -> Result<Source, TokenError> {
+    pub(super) fn detect(env: &Lookup) -> Result<Source, TokenError> {
         let identity_endpoint = env.var(IDENTITY_ENDPOINT);
         let identity_header = env.secret(IDENTITY_HEADER);
         let thumbprint = env.var(IDENTITY_SERVER_THUMBPRINT);
@@ -134,10 +125,10 @@ impl Source {
             )));
         }
         let host = env
-            .var(POD_IDENTITY_AUTHORITY_HOST)
+            .var(AZURE_POD_IDENTITY_AUTHORITY_HOST)
             .unwrap_or_else(|| IMDS_HOST.to_owned());
         let url = parse(
-            POD_IDENTITY_AUTHORITY_HOST,
+            AZURE_POD_IDENTITY_AUTHORITY_HOST,
             &format!("{}{IMDS_PATH}", host.trim_end_matches('/')),
         )?;
         Ok(Source::Imds { url })
@@ -199,14 +190,9 @@ impl fmt::Debug for Source {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     pub(crate) fn detect(vars: &[(&str, &str)]) -> Result<Source, TokenError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Source::detect(&EnvVars::new(|k: &str| vars.get(k).cloned()))
+        Source::detect(&Lookup::of(vars))
     }
 
     const EP: &str = "http://127.0.0.1:41000/msi/token";
@@ -220,7 +206,7 @@ mod tests {
             detect(&[]).unwrap().url().as_str(),
             "http://169.254.169.254/metadata/identity/oauth2/token"
         );
-        let pod = detect(&[(POD_IDENTITY_AUTHORITY_HOST, "http://10.0.0.9:2579/")]).unwrap();
+        let pod = detect(&[(AZURE_POD_IDENTITY_AUTHORITY_HOST, "http://10.0.0.9:2579/")]).unwrap();
         assert_eq!(
             pod.url().as_str(),
             "http://10.0.0.9:2579/metadata/identity/oauth2/token"

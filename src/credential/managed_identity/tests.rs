@@ -26,8 +26,14 @@ impl Drop for TempDir {
 
 fn arc(em: &Emulator, key_dir: &Path) -> ManagedIdentityCredential {
     let vars = [
-        (source::IDENTITY_ENDPOINT, em.arc_identity_endpoint()),
-        (source::IMDS_ENDPOINT, em.arc_imds_endpoint()),
+        (
+            crate::credential::env::IDENTITY_ENDPOINT,
+            em.arc_identity_endpoint(),
+        ),
+        (
+            crate::credential::env::IMDS_ENDPOINT,
+            em.arc_imds_endpoint(),
+        ),
     ];
     ManagedIdentityCredential::builder()
         .environment(move |name| {
@@ -148,8 +154,14 @@ async fn arc_key_files_are_checked_before_they_are_read() {
 async fn arc_refuses_user_assigned_identities_when_built() {
     let em = Emulator::start().await;
     let vars = [
-        (source::IDENTITY_ENDPOINT, em.arc_identity_endpoint()),
-        (source::IMDS_ENDPOINT, em.arc_imds_endpoint()),
+        (
+            crate::credential::env::IDENTITY_ENDPOINT,
+            em.arc_identity_endpoint(),
+        ),
+        (
+            crate::credential::env::IMDS_ENDPOINT,
+            em.arc_imds_endpoint(),
+        ),
     ];
     let e = ManagedIdentityCredential::builder()
         .environment(move |name| {

@@ -14,17 +14,17 @@ use std::sync::{Arc, Mutex};
 
 use url::Url;
 
-use crate::credential::environment::EnvVars;
+use crate::credential::env::Lookup;
 use crate::error::TokenError;
 use crate::transport::{TransportChoice, TransportService};
 
 #[cfg(feature = "reqwest")]
 mod transport;
 
-pub(crate) const TOKEN_PROXY: &str = "AZURE_KUBERNETES_TOKEN_PROXY";
-pub(crate) const SNI_NAME: &str = "AZURE_KUBERNETES_SNI_NAME";
-pub(crate) const CA_FILE: &str = "AZURE_KUBERNETES_CA_FILE";
-pub(crate) const CA_DATA: &str = "AZURE_KUBERNETES_CA_DATA";
+pub(crate) use crate::credential::env::{
+    AZURE_KUBERNETES_CA_DATA as CA_DATA, AZURE_KUBERNETES_CA_FILE as CA_FILE,
+    AZURE_KUBERNETES_SNI_NAME as SNI_NAME, AZURE_KUBERNETES_TOKEN_PROXY as TOKEN_PROXY,
+};
 
 /// The largest CA file read: a CA bundle is a few KiB.
 #[cfg(feature = "reqwest")]
@@ -62,9 +62,7 @@ impl TokenProxy {
     /// `AZURE_KUBERNETES_TOKEN_PROXY`, a URL that is not https or carries a query, fragment or
     /// user, and both CA variables set are [`Configuration`](crate::TokenErrorKind::Configuration)
     /// errors.
-    pub(crate) fn from_env<F: Fn(&str) -> Option<String>>(
-        env: &EnvVars<F>,
-    ) -> Result<Option<TokenProxy>, TokenError> {
+    pub(crate) fn from_env(env: &Lookup) -> Result<Option<TokenProxy>, TokenError> {
         let sni = env.var(SNI_NAME).map(|s| s.trim().to_owned());
         let ca_file = env.var(CA_FILE);
         let ca_data = env.var(CA_DATA);
@@ -178,14 +176,9 @@ mod tls_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn from(vars: &[(&str, &str)]) -> Result<Option<TokenProxy>, TokenError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        TokenProxy::from_env(&EnvVars::new(|k: &str| vars.get(k).cloned()))
+        TokenProxy::from_env(&Lookup::of(vars))
     }
 
     #[test]

@@ -187,7 +187,7 @@ async fn setup(ca: &str, sni: Option<&str>) -> Setup {
 impl Setup {
     fn credential(&self) -> Result<WorkloadIdentityCredential, TokenError> {
         let vars = self.vars.clone();
-        WorkloadIdentityCredential::from_lookup(move |k| vars.get(k).cloned(), true)
+        WorkloadIdentityCredential::from_lookup(&Lookup::new(move |k| vars.get(k).cloned()), true)
     }
 
     fn sni_seen(&self) -> Vec<Option<String>> {
@@ -244,11 +244,9 @@ async fn only_the_given_ca_is_trusted_and_a_changed_ca_file_is_picked_up() {
 
 #[tokio::test]
 async fn a_transport_of_your_own_with_the_proxy_is_a_configuration_error() {
-    let proxy = TokenProxy::from_env(&EnvVars::new(|k: &str| {
-        (k == TOKEN_PROXY).then(|| "https://10.0.0.1".to_owned())
-    }))
-    .unwrap()
-    .map(Arc::new);
+    let proxy = TokenProxy::from_env(&Lookup::of(&[(TOKEN_PROXY, "https://10.0.0.1")]))
+        .unwrap()
+        .map(Arc::new);
     let mut file = crate::FederatedTokenFile::from("/var/run/token");
     file.1 = crate::credential::workload_identity::TokenProxySetting::Read(proxy);
     let e = WorkloadIdentityCredential::builder("t", "c", file)
