@@ -705,9 +705,9 @@ mod tests {
         let e = token(&from(&vars).unwrap()).await.unwrap_err();
         assert!(!e.message().contains("AZURE_KUBERNETES_TOKEN_PROXY"), "{e}");
         let proxy = DefaultCredential::builder().kubernetes_token_proxy();
-        let e = token(&from_with(&vars, proxy, None).unwrap())
-            .await
-            .unwrap_err();
+        // Workload identity is the first credential that can work here, so its error is known
+        // when the chain is built.
+        let e = from_with(&vars, proxy, None).unwrap_err();
         assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
         assert!(
             e.message().contains("WorkloadIdentityCredential")
