@@ -25,7 +25,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// A Bearer challenge read from `WWW-Authenticate` headers.
 #[derive(Clone, PartialEq, Eq)]
@@ -111,47 +111,6 @@ pub(crate) fn decode_claims(value: &str) -> Option<String> {
     match serde_json::from_slice::<Value>(&json).ok()? {
         v @ Value::Object(_) => serde_json::to_string(&v).ok(),
         _ => None,
-    }
-}
-
-/// The `claims` JSON that asks for client capabilities, e.g.
-/// `{"access_token":{"xms_cc":{"values":["cp1"]}}}`.
-pub(crate) fn capabilities_claims(capabilities: &[String]) -> Option<String> {
-    if capabilities.is_empty() {
-        return None;
-    }
-    let v = serde_json::json!({ "access_token": { "xms_cc": { "values": capabilities } } });
-    serde_json::to_string(&v).ok()
-}
-
-/// Merges two `claims` JSON objects (deeply; `extra` wins on conflicting leaves). `None` when
-/// either is not a JSON object.
-pub(crate) fn merge_claims(base: Option<&str>, extra: &str) -> Option<String> {
-    let mut merged: Value = match base {
-        Some(b) => serde_json::from_str(b).ok()?,
-        None => Value::Object(Map::new()),
-    };
-    let extra: Value = serde_json::from_str(extra).ok()?;
-    if !merged.is_object() || !extra.is_object() {
-        return None;
-    }
-    merge_into(&mut merged, extra);
-    serde_json::to_string(&merged).ok()
-}
-
-fn merge_into(base: &mut Value, extra: Value) {
-    match (base, extra) {
-        (Value::Object(b), Value::Object(e)) => {
-            for (k, v) in e {
-                match b.get_mut(&k) {
-                    Some(existing) => merge_into(existing, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, e) => *b = e,
     }
 }
 
@@ -370,24 +329,6 @@ mod tests {
         ] {
             let _ = find(&[junk]);
         }
-    }
-
-    #[test]
-    fn claims_merge_with_client_capabilities() {
-        let cp1 = capabilities_claims(&["cp1".to_owned()]).unwrap();
-        assert_eq!(cp1, r#"{"access_token":{"xms_cc":{"values":["cp1"]}}}"#);
-        let merged = merge_claims(Some(&cp1), &compact(CLAIMS)).unwrap();
-        let v: Value = serde_json::from_str(&merged).unwrap();
-        assert_eq!(v["access_token"]["xms_cc"]["values"][0], "cp1");
-        assert_eq!(v["access_token"]["nbf"]["value"], "1726077595");
-        assert_eq!(v["access_token"]["xms_caeerror"]["value"], "10012");
-        assert_eq!(v["k"], ">>>??");
-        assert_eq!(
-            merge_claims(None, r#"{"a":1}"#).as_deref(),
-            Some(r#"{"a":1}"#)
-        );
-        assert!(merge_claims(None, "[1]").is_none());
-        assert!(capabilities_claims(&[]).is_none());
     }
 }
 

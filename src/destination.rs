@@ -34,8 +34,8 @@ pub enum UnlistedHost {
 ///
 /// let app: Arc<dyn Credential> =
 ///     Arc::new(ClientSecretCredential::new("contoso.onmicrosoft.com", "client-id", "secret")?);
-/// let graph = TokenProvider::builder_shared(app.clone(), "https://graph.microsoft.com/.default").build()?;
-/// let arm = TokenProvider::builder_shared(app, "https://management.azure.com/.default").build()?;
+/// let graph = TokenProvider::builder(app.clone(), "https://graph.microsoft.com/.default").build()?;
+/// let arm = TokenProvider::builder(app, "https://management.azure.com/.default").build()?;
 ///
 /// let layer = EntraAuthLayer::routed(
 ///     ProviderRoutes::new()

@@ -1,4 +1,4 @@
-//! [`TokenProvider`]: the handle on a shared token cache, its counters and its tracing.
+//! [`TokenProvider`]: the handle on a shared token cache, and the one place its state changes.
 //!
 //! What happens when is decided in [`state`], as pure transitions: a cached token is served by a
 //! lock-free read (of this thread's copy, see [`local`]; with no clock read while the token is
@@ -8,25 +8,62 @@
 //! which callers with no usable token get its error at once; a fetch's token is cached only if
 //! no later-started fetch's token is; an API's refusal forces a new token at most once per 30 s.
 //! [`fetch`] runs one fetch (spawned, so that dropping the caller that started it cancels
-//! nothing; retried with backoff; its result, error included, goes to every waiter). This file
-//! locks, calls a transition, and performs what it returns.
+//! nothing; retried with backoff; its result, error included, goes to every waiter).
+//! [`telemetry`] records what happens: counters, OpenTelemetry instruments, logs.
+//!
+//! # The cached path
+//!
+//! [`TokenProvider::lease`] serves a cached token with no lock, no shared write, no allocation
+//! and, while the token is known fresh, no precise clock read (`benches/hot_path` measures it).
+//! Each mechanism says in its module what it buys, measured, and why it is sound: each thread's
+//! own copy of the token and the slot table that finds it ([`local`]; the free slots are kept
+//! lowest first, which buys short tables, not speed); the fresh bit and its timer, and the
+//! coarse wall clock, with the three freshness checks and the clock each reads ([`watch`]).
+//!
+//! # One `perform`, and why a changed token is always published
+//!
+//! Requests read the token that `perform` *publishes* (`Inner::current`, and the generation
+//! word that tells each thread its copy is stale), never the state itself. A transition that
+//! changed the state's token without a publish would leave every thread serving a token the
+//! state dropped (refused by an API, expired in a suspend) or never seeing the new one. That
+//! cannot be written:
+//!
+//! - the state sits in [`Engine`](engine::Engine), whose field is private to the `engine`
+//!   module below: nothing else in the crate, this file included, can lock it or name a
+//!   `&mut State`;
+//! - that module's only way in is `Inner::perform` (and `try_perform`, its non-blocking twin
+//!   for a refresh ahead), which applies one [`Input`](state::Input) with
+//!   [`State::apply`](state::State::apply), the state's only mutator, carries out the
+//!   [`Command`](state::Command) it returns (starting the fetch it asks for), publishes when the
+//!   [`Transition`](state::Transition) says the token changed, and only then unlocks;
+//! - the flag is not set by hand: `apply` compares the current token's fetch id before and
+//!   after, so a transition cannot change the token without it being raised.
+//!
+//! The test `every_change_of_the_current_token_is_published` (in `tests.rs`) fails when the
+//! publish is skipped.
+//!
+//! # Seams
+//!
+//! A cache shared across replicas belongs in `fetch::answer`, where a fetch's token comes from
+//! (read before asking the credential, write after it answers): off the cached path, and its
+//! token then goes through `perform` like any other. When a token is refreshed is
+//! `state::refresh_point`, one function of the policy. A provider per tenant needs nothing here:
+//! each provider has its own state, engine and slot.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
-use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use crate::credential::{Credential, TokenRequest};
-use crate::error::{TokenError, TokenErrorKind};
+use crate::error::TokenError;
 use crate::token::AccessToken;
 
 mod builder;
@@ -36,16 +73,19 @@ mod local;
 mod metrics;
 mod roles;
 mod state;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 mod watch;
 
 pub use builder::TokenProviderBuilder;
-pub(crate) use claims::Renewal;
+pub(crate) use claims::{Reaction, Renewal};
 pub(crate) use local::Lease;
+pub use telemetry::ProviderStats;
 
-use builder::ProviderOptions;
-use state::{Cached, Freshness, Mode, Refused, Request, Start, State};
+use engine::Engine;
+use state::{Cached, Command, Freshness, Input, Note, ProviderOptions, Refused};
+use telemetry::Telemetry;
 use watch::{Generation, RefreshTimer};
 
 /// Hands out tokens for one scope, from one credential.
@@ -76,7 +116,7 @@ struct Inner {
     scope: String,
     /// The `claims` JSON of the client capabilities (`cp1`), sent with every ordinary fetch.
     capabilities: Option<String>,
-    /// The state's cached token, published for lock-free reads; stored only under the lock.
+    /// The state's cached token, published for lock-free reads; stored only by `perform`.
     current: ArcSwapOption<Cached>,
     /// Bumped after each publish of `current`: a thread serves its own copy of the token (see
     /// [`local`]) while this has not moved; also says whether the token is before its refresh
@@ -86,82 +126,14 @@ struct Inner {
     refresh_timer: RefreshTimer,
     /// Where each thread keeps its copy of the token (see [`local`]).
     slot: local::Slot,
-    state: Mutex<State<SharedFetch>>,
+    /// The state, reachable only through `perform`.
+    engine: Engine,
     options: ProviderOptions,
-    counters: Counters,
-    /// OpenTelemetry instruments (feature `opentelemetry`; nothing without it), recorded where
-    /// the counters are, off the cached path.
-    metrics: metrics::Metrics,
-    /// Outside the state lock, so that `stats()` never waits on it (a subscriber or health
-    /// check may call it while a fetch logs under the lock).
-    last_error: ArcSwapOption<TokenError>,
+    /// Counters, instruments and logs, recorded off the cached path.
+    telemetry: Telemetry,
 }
 
 type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, TokenError>>>;
-
-#[derive(Default)]
-struct Counters {
-    fetches: AtomicU64,
-    failures: AtomicU64,
-    refreshes_ahead: AtomicU64,
-    invalidations: AtomicU64,
-    claims_challenges: AtomicU64,
-    /// Failed token requests since the last successful one.
-    consecutive_failures: AtomicU64,
-    /// When the last token request succeeded, in nanoseconds since the Unix epoch; 0 for never.
-    last_success_unix_nanos: AtomicU64,
-}
-
-impl Counters {
-    /// A token request failed.
-    fn failed(&self) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A token request succeeded at `at`.
-    fn succeeded(&self, at: SystemTime) {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
-        let nanos = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        // 0 means never; a clock set before 1970 still records a success.
-        self.last_success_unix_nanos
-            .store(nanos.max(1), Ordering::Relaxed);
-    }
-
-    fn last_success(&self) -> Option<SystemTime> {
-        match self.last_success_unix_nanos.load(Ordering::Relaxed) {
-            0 => None,
-            nanos => UNIX_EPOCH.checked_add(Duration::from_nanos(nanos)),
-        }
-    }
-}
-
-/// Counters for health endpoints and dashboards. Taken with [`TokenProvider::stats`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ProviderStats {
-    /// Token requests sent (every attempt, retries included).
-    pub fetches: u64,
-    /// Token requests that failed.
-    pub failures: u64,
-    /// Refreshes started ahead of expiry while a valid token was held.
-    pub refreshes_ahead: u64,
-    /// Tokens dropped because an API refused them (by the layer, or [`TokenProvider::invalidate`]).
-    pub invalidations: u64,
-    /// Token fetches started for a claims challenge (Continuous Access Evaluation).
-    pub claims_challenges: u64,
-    /// When the cached token expires, if one is held.
-    pub token_expires_on: Option<SystemTime>,
-    /// When a token request last succeeded (wall clock), if one has.
-    pub last_success: Option<SystemTime>,
-    /// Token requests that failed since the last one that succeeded (retries included): 0 while
-    /// all is well, growing while Entra or the network fails.
-    pub consecutive_failures: u64,
-    /// The last fetch error, cleared by the next success.
-    pub last_error: Option<TokenError>,
-}
 
 impl TokenProvider {
     /// A provider for `scope` (`<application ID URI>/.default`) with default settings.
@@ -173,27 +145,22 @@ impl TokenProvider {
     }
 
     /// A builder, to tune margins and retries.
-    pub fn builder(credential: impl Credential, scope: impl Into<String>) -> TokenProviderBuilder {
-        Self::builder_shared(Arc::new(credential), scope)
-    }
-
-    /// A builder over a credential shared with other providers (one app, several APIs).
+    ///
+    /// A credential shared with other providers (one app, several APIs) is passed as an
+    /// `Arc`, which is a credential too:
     ///
     /// ```
     /// # fn demo() -> Result<(), tower_entra::TokenError> {
     /// use std::sync::Arc;
-    /// use tower_entra::{ClientSecretCredential, Credential, TokenProvider};
+    /// use tower_entra::{ClientSecretCredential, TokenProvider};
     ///
-    /// let app: Arc<dyn Credential> = Arc::new(ClientSecretCredential::new("contoso.onmicrosoft.com", "id", "secret")?);
-    /// let graph = TokenProvider::builder_shared(app.clone(), "https://graph.microsoft.com/.default").build()?;
-    /// let arm = TokenProvider::builder_shared(app, "https://management.azure.com/.default").build()?;
+    /// let app = Arc::new(ClientSecretCredential::new("contoso.onmicrosoft.com", "id", "secret")?);
+    /// let graph = TokenProvider::builder(app.clone(), "https://graph.microsoft.com/.default").build()?;
+    /// let arm = TokenProvider::builder(app, "https://management.azure.com/.default").build()?;
     /// # Ok(()) }
     /// ```
-    pub fn builder_shared(
-        credential: Arc<dyn Credential>,
-        scope: impl Into<String>,
-    ) -> TokenProviderBuilder {
-        TokenProviderBuilder::new(credential, scope.into())
+    pub fn builder(credential: impl Credential, scope: impl Into<String>) -> TokenProviderBuilder {
+        TokenProviderBuilder::new(Arc::new(credential), scope.into())
     }
 
     /// The scope tokens are for.
@@ -254,10 +221,9 @@ impl TokenProvider {
             Freshness::Fresh if published.fresh => return Some(lease),
             Freshness::Fresh | Freshness::RefreshDue => {}
         }
-        let now = Instant::now();
-        match lease.freshness(now) {
+        match lease.freshness(Instant::now()) {
             Freshness::Fresh => {}
-            Freshness::RefreshDue => self.refresh_ahead(now),
+            Freshness::RefreshDue => self.refresh_ahead(),
             Freshness::Unusable => return None,
         }
         Some(lease)
@@ -266,8 +232,8 @@ impl TokenProvider {
     /// A future for a usable token that does not borrow `self`.
     pub(crate) fn acquire(&self) -> Acquire {
         match self.lease() {
-            Some(lease) => Acquire::Ready(Some(lease.token().clone())),
-            None => self.join_or_start_fetch(),
+            Some(lease) => Acquire::Done(Some(Ok(lease.token().clone()))),
+            None => self.ask(Ask::Token),
         }
     }
 
@@ -281,50 +247,22 @@ impl TokenProvider {
 
     /// Counters and the last error, for health endpoints.
     pub fn stats(&self) -> ProviderStats {
-        let c = &self.inner.counters;
-        ProviderStats {
-            fetches: c.fetches.load(Ordering::Relaxed),
-            failures: c.failures.load(Ordering::Relaxed),
-            refreshes_ahead: c.refreshes_ahead.load(Ordering::Relaxed),
-            invalidations: c.invalidations.load(Ordering::Relaxed),
-            claims_challenges: c.claims_challenges.load(Ordering::Relaxed),
-            last_success: c.last_success(),
-            consecutive_failures: c.consecutive_failures.load(Ordering::Relaxed),
-            token_expires_on: self
-                .inner
-                .current
-                .load()
-                .as_ref()
-                .map(|c| c.token.expires_on()),
-            last_error: self.inner.last_error.load_full().map(|e| (*e).clone()),
-        }
+        let expires_on = self
+            .inner
+            .current
+            .load()
+            .as_ref()
+            .map(|c| c.token.expires_on());
+        self.inner.telemetry.stats(expires_on)
     }
 
     /// An API refused `used`: drops it if it is still cached (rate-limited by the state).
     fn refuse(&self, used: &AccessToken) -> Refused {
-        let now = Instant::now();
-        let mut state = self.inner.lock_state();
-        let refused = state.refuse(now, used);
-        if refused == Refused::Dropped {
-            self.inner.publish(&state);
-        }
-        drop(state);
-        match refused {
-            Refused::Dropped => {
-                self.inner
-                    .counters
-                    .invalidations
-                    .fetch_add(1, Ordering::Relaxed);
-                self.inner.metrics.invalidated();
-                tracing::debug!(scope = %self.inner.scope, "token invalidated; the next request fetches a new one");
-            }
-            Refused::RateLimited => tracing::debug!(
-                scope = %self.inner.scope,
-                interval_s = state::FORCED_RENEWAL_INTERVAL.as_secs(),
-                "token refused again within the interval of the last drop; keeping it"
-            ),
-            Refused::AlreadyReplaced => {}
-        }
+        let refused = match self.inner.perform(Input::Refusal(used)).note {
+            Note::Refused(refused) => refused,
+            _ => Refused::AlreadyReplaced,
+        };
+        self.inner.telemetry.invalidated(refused);
         refused
     }
 
@@ -332,94 +270,83 @@ impl TokenProvider {
     /// the machine was suspended. Drops the token so that this request fetches a new one
     /// rather than wait for an API to refuse it.
     fn expired_in_suspend(&self, lease: &Lease) {
-        let mut state = self.inner.lock_state();
-        if state.expired_in_suspend(lease.cached_id()) {
-            self.inner.publish(&state);
-            drop(state);
-            tracing::info!(scope = %self.inner.scope, "the cached token expired while the machine was suspended; fetching a new one");
+        let done = self
+            .inner
+            .perform(Input::ExpiredInSuspend(lease.cached_id()));
+        if done.note == Note::DroppedAfterSuspend {
+            self.inner.telemetry.expired_in_suspend();
         }
     }
 
-    fn refresh_ahead(&self, now: Instant) {
-        // Without a runtime there is nothing to refresh on; the token is still usable.
-        let Ok(runtime) = Handle::try_current() else {
-            return;
-        };
-        // Contended means another request is deciding right now; it will do.
-        let mut state = match self.inner.state.try_lock() {
-            Ok(state) => state,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return,
-        };
-        match state.request(now) {
-            Request::ServeAndRefresh(_, start) | Request::Start(start) => {
-                // Nobody here waits for it; its result lands in the cache.
-                let _refresh = self.launch(state, start, &runtime);
+    /// Starts the refresh ahead that is due, unless another request is deciding right now (it
+    /// will do); nobody here waits for it, its result lands in the cache.
+    fn refresh_ahead(&self) {
+        let _ = self.inner.try_perform(Input::Request);
+    }
+
+    /// What the state gives `ask` now, with the fetch it asks for started.
+    fn ask(&self, ask: Ask) -> Acquire {
+        let command = self.inner.perform(ask.input()).command;
+        self.answer(command, ask).unwrap_or_else(|| {
+            Acquire::Done(Some(Err(TokenError::configuration(
+                "the provider's state gave a request for a token nothing to wait on",
+            ))))
+        })
+    }
+
+    /// What a caller that asked for `ask` waits on, given the command `perform` carried out;
+    /// `None` for nothing.
+    fn answer(&self, command: Command<SharedFetch, SharedFetch>, ask: Ask) -> Option<Acquire> {
+        Some(match command {
+            Command::Serve(token) | Command::ServeAndStart(token, _) => {
+                Acquire::Done(Some(Ok(token)))
             }
-            Request::Serve(_) | Request::Join(..) | Request::Fail(_) => {}
-        }
+            Command::Start(fetch) => Acquire::Waiting(fetch),
+            Command::Join(fetch, deadline) => {
+                Acquire::Waiting(self.join_until(fetch, deadline, ask))
+            }
+            Command::Fail(error) => Acquire::Done(Some(Err(error))),
+            Command::Nothing => return None,
+        })
     }
 
-    fn join_or_start_fetch(&self) -> Acquire {
-        match self.ask() {
-            Asked::Token(token) => Acquire::Ready(Some(token)),
-            Asked::Wait(fetch) => Acquire::Waiting(fetch),
-            Asked::Join(fetch, deadline) => {
-                let provider = self.clone();
-                Acquire::Waiting(join_until(fetch, deadline, move || provider.ask()))
+    /// `fetch`, waited on from this caller's runtime until `deadline`. Past it the fetch counts
+    /// as dead (its task may sit on a current-thread runtime that nobody drives any more, where
+    /// it would never end), and `ask` is asked anew: the state then starts a new fetch, on this
+    /// runtime (or gives another fetch in flight, waited on in turn, in a loop rather than
+    /// nested futures). The timer is made when the caller first polls, so it runs on the
+    /// caller's runtime.
+    fn join_until(&self, fetch: SharedFetch, deadline: Instant, ask: Ask) -> SharedFetch {
+        let provider = self.clone();
+        async move {
+            let (mut fetch, mut deadline) = (fetch, deadline);
+            loop {
+                if let Ok(result) = tokio::time::timeout_at(deadline, fetch).await {
+                    return result;
+                }
+                match provider.inner.perform(ask.input()).command {
+                    Command::Join(other, until) => {
+                        // The state joins only a fetch before its deadline; should this
+                        // caller's clock disagree (a future moved between runtimes), pause
+                        // between attempts rather than spin.
+                        if until <= Instant::now() {
+                            tokio::time::sleep(REJOIN_PAUSE).await;
+                        }
+                        (fetch, deadline) = (other, until);
+                    }
+                    other => {
+                        return match provider.answer(other, ask) {
+                            Some(acquire) => acquire.await,
+                            None => Err(TokenError::configuration(
+                                "the provider's state gave a waiting request nothing to wait on",
+                            )),
+                        };
+                    }
+                }
             }
         }
-    }
-
-    /// What the state gives a request for a token now, with the fetch it asks for started.
-    fn ask(&self) -> Asked {
-        let Ok(runtime) = Handle::try_current() else {
-            return Asked::Wait(ready(Err(no_runtime())));
-        };
-        let mut state = self.inner.lock_state();
-        match state.request(Instant::now()) {
-            Request::Serve(token) => Asked::Token(token),
-            Request::ServeAndRefresh(token, start) => {
-                let _refresh = self.launch(state, start, &runtime);
-                Asked::Token(token)
-            }
-            Request::Join(fetch, deadline) => Asked::Join(fetch, deadline),
-            Request::Start(start) => Asked::Wait(self.launch(state, start, &runtime)),
-            Request::Fail(error) => Asked::Wait(ready(Err(error))),
-        }
-    }
-
-    /// Starts the fetch the state asked for: records it in the locked `state`, then unlocks and
-    /// spawns it (a task dropped at once by a runtime shutting down frees its slot, which takes
-    /// the lock).
-    fn launch(
-        &self,
-        mut state: MutexGuard<'_, State<SharedFetch>>,
-        start: Start,
-        runtime: &Handle,
-    ) -> SharedFetch {
-        let (fetch, task) = fetch::prepare(self.inner.clone(), &start);
-        state.started(&start, fetch.clone());
-        drop(state);
-        if start.replaces_dead {
-            tracing::warn!(
-                scope = %self.inner.scope,
-                "a token fetch ran past its deadline (its task may sit on a runtime that is no longer driven); starting another on this runtime"
-            );
-        }
-        let counter = match start.mode {
-            Mode::Cold => None,
-            Mode::Ahead => Some(&self.inner.counters.refreshes_ahead),
-            Mode::Claims(_) => Some(&self.inner.counters.claims_challenges),
-        };
-        if let Some(counter) = counter {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Mode::Claims(_) = start.mode {
-            self.inner.metrics.claims_challenge();
-        }
-        runtime.spawn(task);
-        fetch
+        .boxed()
+        .shared()
     }
 }
 
@@ -427,52 +354,22 @@ impl TokenProvider {
 /// deadline by the caller's clock.
 const REJOIN_PAUSE: Duration = Duration::from_millis(10);
 
-/// What asking the state for a token gives, once the fetch it asked for is started.
-enum Asked {
-    Token(AccessToken),
-    /// A fetch to wait on to the end.
-    Wait(SharedFetch),
-    /// A fetch in flight, to wait on until its deadline.
-    Join(SharedFetch, Instant),
+/// What a caller asks the state for, again when a fetch it joined passes its deadline.
+#[derive(Debug, Clone)]
+enum Ask {
+    /// A usable token.
+    Token,
+    /// A token carrying these (merged) claims.
+    Claims(String),
 }
 
-/// `fetch`, waited on from this caller's runtime until `deadline`. Past it the fetch counts as
-/// dead (its task may sit on a current-thread runtime that nobody drives any more, where it
-/// would never end), and `ask` asks anew: the state then starts a new fetch, on this runtime (or
-/// gives another fetch in flight, waited on in turn, in a loop rather than nested futures). The
-/// timer is made when the caller first polls, so it runs on the caller's runtime.
-fn join_until<F>(fetch: SharedFetch, deadline: Instant, ask: F) -> SharedFetch
-where
-    F: Fn() -> Asked + Send + 'static,
-{
-    async move {
-        let (mut fetch, mut deadline) = (fetch, deadline);
-        loop {
-            if let Ok(result) = tokio::time::timeout_at(deadline, fetch).await {
-                return result;
-            }
-            match ask() {
-                Asked::Token(token) => return Ok(token),
-                Asked::Wait(started) => return started.await,
-                Asked::Join(other, until) => {
-                    // The state joins only a fetch before its deadline; should this caller's
-                    // clock disagree (a future moved between runtimes), pause between attempts
-                    // rather than spin.
-                    if until <= Instant::now() {
-                        tokio::time::sleep(REJOIN_PAUSE).await;
-                    }
-                    (fetch, deadline) = (other, until);
-                }
-            }
+impl Ask {
+    fn input(&self) -> Input<'static, SharedFetch> {
+        match self {
+            Ask::Token => Input::Request,
+            Ask::Claims(merged) => Input::Claims(merged.clone()),
         }
     }
-    .boxed()
-    .shared()
-}
-
-/// A fetch that is already over.
-fn ready(result: Result<AccessToken, TokenError>) -> SharedFetch {
-    futures::future::ready(result).boxed().shared()
 }
 
 fn no_runtime() -> TokenError {
@@ -481,20 +378,107 @@ fn no_runtime() -> TokenError {
     )
 }
 
-impl Inner {
-    fn lock_state(&self) -> MutexGuard<'_, State<SharedFetch>> {
-        // The state is consistent at every unlock, so a panic elsewhere does not poison it.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+/// The state behind its lock, and the one code that changes it.
+mod engine {
+    use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+
+    use tokio::runtime::Handle;
+    use tokio::time::Instant;
+
+    use super::state::{Cached, Command, Input, Note, State};
+    use super::{Inner, SharedFetch, fetch, no_runtime, watch};
+
+    /// The provider's state. Its field is private to this module: only `Inner::perform` and
+    /// `Inner::try_perform` reach the state, and both publish what changed.
+    pub(super) struct Engine(Mutex<State<SharedFetch>>);
+
+    impl Engine {
+        pub(super) fn new(state: State<SharedFetch>) -> Self {
+            Engine(Mutex::new(state))
+        }
     }
 
-    /// Publishes the state's cached token to the lock-free readers; `state` is the locked state.
-    fn publish(self: &Arc<Self>, state: &State<SharedFetch>) {
-        let current = state.current().cloned();
+    /// What `perform` did: the command, its fetch started, and what the transition decided.
+    pub(super) struct Performed {
+        pub(super) command: Command<SharedFetch, SharedFetch>,
+        pub(super) note: Note,
+    }
+
+    impl Inner {
+        /// Applies `input` to the state, starts the fetch its command asks for, publishes the
+        /// token if it changed, then unlocks; spawns the fetch after. Waits for the lock (never
+        /// held across an await).
+        pub(super) fn perform(self: &Arc<Self>, input: Input<'_, SharedFetch>) -> Performed {
+            // The state is consistent at every unlock, so a panic elsewhere does not poison it.
+            let state = self.engine.0.lock().unwrap_or_else(|p| p.into_inner());
+            self.perform_locked(state, input)
+        }
+
+        /// [`perform`](Self::perform), unless another caller holds the lock.
+        pub(super) fn try_perform(
+            self: &Arc<Self>,
+            input: Input<'_, SharedFetch>,
+        ) -> Option<Performed> {
+            let state = match self.engine.0.try_lock() {
+                Ok(state) => state,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return None,
+            };
+            Some(self.perform_locked(state, input))
+        }
+
+        fn perform_locked(
+            self: &Arc<Self>,
+            mut state: MutexGuard<'_, State<SharedFetch>>,
+            input: Input<'_, SharedFetch>,
+        ) -> Performed {
+            let now = Instant::now();
+            let transition = state.apply(&self.options, now, input);
+            let mut changed = transition.changed();
+            let runtime = Handle::try_current().ok();
+            let command = match (transition.command, runtime.is_some()) {
+                (command, true) => command,
+                // Nothing to spawn a fetch on, nor to time a wait with.
+                (Command::ServeAndStart(token, _), false) => Command::Serve(token),
+                (Command::Start(_) | Command::Join(..), false) => Command::Fail(no_runtime()),
+                (command, false) => command,
+            };
+            let mut launch = None;
+            let command = command.map_start(|start| {
+                let (fetch, task) = fetch::prepare(self.clone(), &start);
+                let started =
+                    state.apply(&self.options, now, Input::Started(&start, fetch.clone()));
+                changed |= started.changed();
+                launch = Some((start, task));
+                fetch
+            });
+            if changed {
+                publish(self, state.current());
+            }
+            drop(state);
+            if let (Some((start, task)), Some(runtime)) = (launch, runtime) {
+                self.telemetry.started(&start);
+                // A task dropped at once by a runtime shutting down frees its slot, which
+                // performs again: the lock is released by now.
+                runtime.spawn(task);
+            }
+            Performed {
+                command,
+                note: transition.note,
+            }
+        }
+    }
+
+    /// Publishes the state's token to the lock-free readers. Called under the state's lock.
+    fn publish(inner: &Arc<Inner>, current: Option<&Arc<Cached>>) {
+        let current = current.cloned();
         let refresh_at = current.as_ref().map(|c| c.refresh_at);
-        self.current.store(current);
-        watch::publish(self, refresh_at);
+        inner.current.store(current);
+        watch::publish(inner, refresh_at);
     }
+}
 
+impl Inner {
     /// Whether the cached token is usable at `now`.
     fn usable(&self, now: Instant) -> bool {
         self.current
@@ -514,9 +498,11 @@ impl Inner {
     }
 }
 
-/// The future of [`TokenProvider::acquire`]: ready at once when cached.
+/// The future of [`TokenProvider::acquire`]: over at once when cached (or failed fast), else
+/// the fetch to wait on.
 pub(crate) enum Acquire {
-    Ready(Option<AccessToken>),
+    /// Over: the result, taken by the first poll.
+    Done(Option<Result<AccessToken, TokenError>>),
     Waiting(SharedFetch),
 }
 
@@ -524,11 +510,10 @@ impl Future for Acquire {
     type Output = Result<AccessToken, TokenError>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            Acquire::Ready(token) => Poll::Ready(token.take().ok_or_else(|| {
-                TokenError::new(
-                    TokenErrorKind::Configuration,
+            Acquire::Done(result) => Poll::Ready(result.take().unwrap_or_else(|| {
+                Err(TokenError::configuration(
                     "token future polled after completion",
-                )
+                ))
             })),
             Acquire::Waiting(fetch) => fetch.poll_unpin(cx),
         }

@@ -5,7 +5,7 @@
 //! the request ([`ResponseFuture`](crate::ResponseFuture), the reqwest middleware) hands the
 //! response to [`answer`], which:
 //!
-//! 1. reads the refusal ([`Reaction::to`]): drop the token (`invalid_token`), fetch one carrying
+//! 1. reads the refusal into the provider's [`Reaction`] ([`reaction`]): drop the token (`invalid_token`), fetch one carrying
 //!    the challenge's claims (`insufficient_claims`, Continuous Access Evaluation), or nothing;
 //! 2. has the provider act on it (the provider decides whether it may, and merges the claims
 //!    with the client capabilities);
@@ -26,7 +26,7 @@ use pin_project_lite::pin_project;
 
 use crate::challenge::BearerChallenge;
 use crate::error::TokenError;
-use crate::provider::{Acquire, Renewal, TokenProvider};
+use crate::provider::{Acquire, Reaction, Renewal, TokenProvider};
 use crate::token::AccessToken;
 
 mod sealed {
@@ -48,19 +48,20 @@ mod sealed {
 /// token (so that a retry policy knows a replay would carry a new one).
 ///
 /// Implemented for `http::Response<B>` and, with the `reqwest` feature, `reqwest::Response`.
-/// It is sealed: no other type can implement it.
+/// It is sealed: no other type can implement it. Only the layer marks a response as renewed:
+/// a mark set elsewhere would have a retry policy replay a request with the same token.
+///
+/// ```compile_fail
+/// use tower_entra::InspectResponse;
+///
+/// let mut response = http::Response::new(());
+/// response.mark_token_renewed(); // not part of the public API
+/// ```
 pub trait InspectResponse: sealed::ResponseParts {
     /// The `WWW-Authenticate` values of a 401 response (or of a gRPC `UNAUTHENTICATED` answer,
     /// status 16 in the headers); empty for any other response.
     fn bearer_challenges(&self) -> Vec<&str> {
         challenges(self.status_code(), self.header_map()).collect()
-    }
-
-    /// Records that the refused token was renewed: a replay of the request would carry a new
-    /// one. The layer does this itself; a retry policy reads it with
-    /// [`token_renewed`](Self::token_renewed).
-    fn mark_token_renewed(&mut self) {
-        self.extension_map_mut().insert(TokenRenewed);
     }
 
     /// Whether the token this response refused was renewed: a replay of the request would carry
@@ -73,6 +74,14 @@ pub trait InspectResponse: sealed::ResponseParts {
 /// The response extension that marks a renewed token.
 #[derive(Debug, Clone, Copy)]
 struct TokenRenewed;
+
+/// Records that the token `response` refused was renewed: a replay of the request would carry a
+/// new one. Only the layer marks a response (a mark from user code would trigger replays that
+/// carry the same token); a retry policy reads it with
+/// [`token_renewed`](InspectResponse::token_renewed).
+pub(crate) fn mark_token_renewed(response: &mut impl InspectResponse) {
+    response.extension_map_mut().insert(TokenRenewed);
+}
 
 impl<B> sealed::ResponseParts for http::Response<B> {
     fn status_code(&self) -> StatusCode {
@@ -130,40 +139,26 @@ fn challenges(status: StatusCode, headers: &HeaderMap) -> impl Iterator<Item = &
         .filter_map(|v| v.to_str().ok())
 }
 
-/// What a response asks of the provider about the token the request carried.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Reaction {
-    /// Nothing: not a refusal, or one that a new token would not help.
-    None,
-    /// Drop the token: it expired or was revoked (`invalid_token`).
-    Invalidate,
-    /// Fetch a token carrying these claims (the challenge's JSON object, decoded; the provider
-    /// merges the client capabilities into it).
-    Claims(String),
+/// What `response` asks of the provider about the token its request carried. Cheap for a
+/// response that is not a refusal: its status and one header are read, nothing is allocated.
+pub(crate) fn reaction(response: &impl InspectResponse) -> Reaction {
+    let (status, headers) = (response.status_code(), response.header_map());
+    if !is_refusal(status, headers) {
+        return Reaction::None;
+    }
+    reaction_to_challenges(challenges(status, headers))
 }
 
-impl Reaction {
-    /// What `response` asks for. Cheap for a response that is not a refusal: its status and one
-    /// header are read, nothing is allocated.
-    pub(crate) fn to(response: &impl InspectResponse) -> Reaction {
-        let (status, headers) = (response.status_code(), response.header_map());
-        if !is_refusal(status, headers) {
-            return Reaction::None;
-        }
-        Reaction::to_challenges(challenges(status, headers))
-    }
-
-    /// What a refusal with these `WWW-Authenticate` values asks for. An `insufficient_claims`
-    /// challenge whose claims cannot be read still says the token will not do: it is dropped.
-    fn to_challenges<'a>(values: impl IntoIterator<Item = &'a str>) -> Reaction {
-        match BearerChallenge::find(values) {
-            Some(c) if c.is_insufficient_claims() => match c.claims().map(str::to_owned) {
-                Some(claims) => Reaction::Claims(claims),
-                None => Reaction::Invalidate,
-            },
-            Some(c) if c.is_invalid_token() => Reaction::Invalidate,
-            _ => Reaction::None,
-        }
+/// What a refusal with these `WWW-Authenticate` values asks for. An `insufficient_claims`
+/// challenge whose claims cannot be read still says the token will not do: it is dropped.
+fn reaction_to_challenges<'a>(values: impl IntoIterator<Item = &'a str>) -> Reaction {
+    match BearerChallenge::find(values) {
+        Some(c) if c.is_insufficient_claims() => match c.claims().map(str::to_owned) {
+            Some(claims) => Reaction::Claims(claims),
+            None => Reaction::Invalidate,
+        },
+        Some(c) if c.is_invalid_token() => Reaction::Invalidate,
+        _ => Reaction::None,
     }
 }
 
@@ -185,7 +180,7 @@ pub(crate) fn answer<Res: InspectResponse, P: Borrow<TokenProvider>>(
     used: &AccessToken,
     mut response: Res,
 ) -> Answer<Res> {
-    let reaction = Reaction::to(&response);
+    let reaction = reaction(&response);
     if reaction == Reaction::None {
         return Answer::Ready(response);
     }
@@ -195,7 +190,7 @@ pub(crate) fn answer<Res: InspectResponse, P: Borrow<TokenProvider>>(
     match provider.borrow().on_refusal(used, reaction) {
         Renewal::None => Answer::Ready(response),
         Renewal::Renewed => {
-            response.mark_token_renewed();
+            mark_token_renewed(&mut response);
             Answer::Ready(response)
         }
         // Boxed: a claims challenge is rare, and the response future that holds it stays the
@@ -233,7 +228,7 @@ impl<Res: InspectResponse> Future for Renewing<Res> {
             )));
         };
         if renewed {
-            response.mark_token_renewed();
+            mark_token_renewed(&mut response);
         }
         Poll::Ready(Ok(response))
     }
@@ -291,24 +286,24 @@ mod tests {
         assert_eq!(response(401, &[INVALID_TOKEN]).bearer_challenges().len(), 1);
         let grpc = response(200, &[("grpc-status", "16"), INVALID_TOKEN]);
         assert_eq!(grpc.bearer_challenges().len(), 1);
-        assert_eq!(Reaction::to(&grpc), Reaction::Invalidate);
+        assert_eq!(reaction(&grpc), Reaction::Invalidate);
         for other in [
             response(200, &[INVALID_TOKEN]),
             response(200, &[("grpc-status", "0"), INVALID_TOKEN]),
             response(403, &[INVALID_TOKEN]),
         ] {
             assert!(other.bearer_challenges().is_empty());
-            assert_eq!(Reaction::to(&other), Reaction::None);
+            assert_eq!(reaction(&other), Reaction::None);
         }
         assert_eq!(
-            Reaction::to(&response(401, &[INVALID_TOKEN])),
+            reaction(&response(401, &[INVALID_TOKEN])),
             Reaction::Invalidate
         );
     }
 
     #[test]
     fn the_reaction_follows_the_bearer_challenge() {
-        let to = |values: &[&str]| Reaction::to_challenges(values.iter().copied());
+        let to = |values: &[&str]| reaction_to_challenges(values.iter().copied());
         assert_eq!(
             to(&[
                 r#"Bearer error="invalid_token", error_description="The token expired, at 12:00""#
@@ -339,7 +334,7 @@ mod tests {
     fn the_renewed_mark_round_trips() {
         let mut r = response(401, &[]);
         assert!(!r.token_renewed());
-        r.mark_token_renewed();
+        mark_token_renewed(&mut r);
         assert!(r.token_renewed());
     }
 
@@ -351,7 +346,7 @@ mod tests {
         assert!(replays.any_left());
         assert!(!replays.take(&refused), "not renewed: no replay");
         assert!(replays.any_left(), "a declined replay is not counted");
-        refused.mark_token_renewed();
+        mark_token_renewed(&mut refused);
         assert!(replays.take(&refused));
         assert!(!replays.any_left());
         assert!(!replays.take(&refused), "one replay only");

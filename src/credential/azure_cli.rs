@@ -7,12 +7,11 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
-use zeroize::Zeroizing;
 
 use crate::authority::check_tenant_id;
 use crate::credential::developer_tool::{Run, Tool, checked_scope};
 use crate::credential::{Credential, TokenRequest};
-use crate::endpoint::from_json;
+use crate::endpoint::{TokenText, from_json};
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 
@@ -174,8 +173,9 @@ const AZ: Tool = Tool {
 
 #[derive(Deserialize)]
 struct CliToken {
+    /// Zeroed on every path out, as the token endpoint's is.
     #[serde(rename = "accessToken")]
-    access_token: Option<String>,
+    access_token: Option<TokenText>,
     expires_on: Option<Value>,
 }
 
@@ -184,12 +184,11 @@ fn parse(stdout: &[u8], now: Instant, wall_now: SystemTime) -> Result<AccessToke
         stdout,
         "the output of `az account get-access-token` is not the JSON it prints",
     )?;
-    let mut secret = Zeroizing::new(raw.access_token.unwrap_or_default());
-    if secret.is_empty() {
+    let Some(TokenText(mut secret)) = raw.access_token.filter(|t| !t.0.is_empty()) else {
         return Err(TokenError::invalid_response(
             "the output of `az account get-access-token` has no accessToken",
         ));
-    }
+    };
     let expires_on = raw
         .expires_on
         .as_ref()
@@ -233,23 +232,23 @@ impl Credential for AzureCliCredential {
 }
 
 #[cfg(all(test, unix))]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::credential::developer_tool::tests::FakeTool;
 
     /// A fake `az` that runs `body`.
-    struct FakeAz(FakeTool);
+    pub(super) struct FakeAz(pub(super) FakeTool);
 
     impl FakeAz {
-        fn new(body: &str) -> FakeAz {
+        pub(super) fn new(body: &str) -> FakeAz {
             FakeAz(FakeTool::new("az", body))
         }
 
-        fn builder(&self) -> AzureCliCredentialBuilder {
+        pub(super) fn builder(&self) -> AzureCliCredentialBuilder {
             AzureCliCredential::builder().search_path(self.0.search_path())
         }
 
-        fn credential(&self) -> AzureCliCredential {
+        pub(crate) fn credential(&self) -> AzureCliCredential {
             self.builder().build().unwrap()
         }
 
@@ -362,5 +361,52 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
         assert!(!az.0.ran(), "az ran");
+    }
+}
+
+/// No copy of the token `az` prints is freed unzeroed, accepted or refused (the lib's tests run
+/// on the scanning allocator; the fake `az` is another process, so every copy here is ours).
+#[cfg(all(test, unix))]
+mod freed_memory {
+    use super::tests::FakeAz;
+    use super::*;
+    use crate::scanning_allocator::scan;
+
+    const TOKEN: &str = "eyJ0eXAi.Cli5-needle_token-that-must-be-zeroed.before-free";
+
+    #[tokio::test]
+    async fn azs_output_leaves_no_copy_of_the_token() {
+        let in_an_hour = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        for out in [
+            format!(
+                r#"{{"accessToken":"{TOKEN}","expires_on":{in_an_hour},"tokenType":"Bearer"}}"#
+            ),
+            format!(r#"{{"accessToken":"{TOKEN}","expires_on":"soon"}}"#),
+            format!(r#"{{"accessToken":"{TOKEN}","expires_on": }}"#),
+            // A long output, read in many chunks.
+            format!(
+                r#"{{"accessToken":"{TOKEN}","expires_on":{in_an_hour},"pad":"{}"}}"#,
+                "x".repeat(20_000)
+            ),
+        ] {
+            let az = FakeAz::new(&format!("echo '{out}'"));
+            let credential = az.credential();
+            let scan = scan(TOKEN.as_bytes().split_at(24).0);
+            let outcome = credential
+                .request_token(TokenRequest::new("https://management.azure.com/.default"))
+                .await;
+            let ok = outcome.is_ok();
+            drop(outcome);
+            assert_eq!(
+                scan.unzeroed_frees(),
+                0,
+                "a freed copy of the token (accepted: {ok}) from {}",
+                &out[..60]
+            );
+        }
     }
 }

@@ -77,7 +77,7 @@ impl Run<'_> {
         if let Some(path) = self.search_path {
             command.env("PATH", path);
         }
-        let child = command.spawn().map_err(|e| {
+        let mut child = command.spawn().map_err(|e| {
             let error = if e.kind() == std::io::ErrorKind::NotFound {
                 TokenError::unavailable(format!(
                     "{} is not installed or not on PATH; {}",
@@ -94,7 +94,7 @@ impl Run<'_> {
         // Whatever ends this future early (the timeout, a caller that gave up) kills the whole
         // group.
         let mut group = ProcessGroup(child.id());
-        let output = tokio::time::timeout(self.timeout, child.wait_with_output()).await;
+        let output = tokio::time::timeout(self.timeout, bounded_output(&mut child)).await;
         if output.is_ok() {
             // It exited and closed its output: nothing of it is left to kill.
             group.0 = None;
@@ -117,17 +117,66 @@ impl Run<'_> {
                 ));
             }
         };
-        let stdout = Zeroizing::new(output.stdout);
-        if !output.status.success() {
-            return Err(failure(
-                tool,
-                self.command,
-                &output.stderr,
-                output.status.code(),
-            ));
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = output;
+        if !status.success() {
+            return Err(failure(tool, self.command, &stderr, status.code()));
+        }
+        if stdout.len() > MAX_OUTPUT {
+            return Err(TokenError::invalid_response(format!(
+                "{} printed more than {MAX_OUTPUT} bytes; its answer is a few KiB, so this is not {}",
+                self.command, tool.display
+            )));
         }
         Ok(stdout)
     }
+}
+
+/// The most of a tool's output read; its token answer is a few KiB.
+const MAX_OUTPUT: usize = 64 * 1024;
+
+/// What a finished run printed.
+struct Output {
+    status: std::process::ExitStatus,
+    /// The token's JSON, in memory sized once (a buffer that grew would free copies of the
+    /// token unzeroed) and zeroed when dropped.
+    stdout: Zeroizing<Vec<u8>>,
+    stderr: Vec<u8>,
+}
+
+/// Waits for `child` while reading what it prints, each stream at most [`MAX_OUTPUT`] bytes
+/// (one more, to tell an oversized answer).
+async fn bounded_output(child: &mut tokio::process::Child) -> std::io::Result<Output> {
+    use tokio::io::AsyncReadExt;
+    let limit = MAX_OUTPUT as u64 + 1;
+    // Room for the limit and tokio's minimum spare capacity: `read_to_end` never reallocates.
+    let mut stdout = Zeroizing::new(Vec::with_capacity(MAX_OUTPUT + 64));
+    let mut stderr = Vec::new();
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let read_out = async {
+        match out {
+            Some(out) => out.take(limit).read_to_end(&mut stdout).await.map(drop),
+            None => Ok(()),
+        }
+    };
+    let read_err = async {
+        match err {
+            Some(err) => err.take(limit).read_to_end(&mut stderr).await.map(drop),
+            None => Ok(()),
+        }
+    };
+    let (read_out, read_err, status) = tokio::join!(read_out, read_err, child.wait());
+    read_out?;
+    read_err?;
+    Ok(Output {
+        status: status?,
+        stdout,
+        stderr,
+    })
 }
 
 /// The error of a failed run, from what the tool wrote to stderr: only the cause is kept, never

@@ -1,43 +1,22 @@
 //! [`TokenProviderBuilder`]: margins, retries, jitter and client capabilities, checked once.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
+use super::claims::capabilities_claims;
+use super::engine::Engine;
 use super::metrics::{MeterChoice, Metrics};
-use super::{Counters, Inner, State, TokenProvider, state};
-use crate::challenge::capabilities_claims;
+use super::state::{ProviderOptions, State, fetch_budget};
+use super::telemetry::Telemetry;
+use super::{Inner, TokenProvider};
 use crate::credential::Credential;
 use crate::error::{TokenError, TokenErrorKind};
 
 /// No duration setting goes beyond this: larger values only overflow timer arithmetic.
 const MAX_SETTING: Duration = Duration::from_secs(3600);
-
-#[derive(Debug, Clone)]
-pub(super) struct ProviderOptions {
-    pub(super) expiry_margin: Duration,
-    pub(super) max_attempts: u32,
-    pub(super) initial_backoff: Duration,
-    pub(super) max_backoff: Duration,
-    pub(super) refresh_jitter: Duration,
-    /// App roles every token must carry in its `roles` claim.
-    pub(super) required_roles: Vec<String>,
-}
-
-impl Default for ProviderOptions {
-    fn default() -> Self {
-        ProviderOptions {
-            expiry_margin: Duration::from_secs(30),
-            max_attempts: 4,
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
-            refresh_jitter: Duration::from_secs(60),
-            required_roles: Vec::new(),
-        }
-    }
-}
 
 /// Builds a [`TokenProvider`].
 pub struct TokenProviderBuilder {
@@ -199,13 +178,13 @@ impl TokenProviderBuilder {
     pub fn build(self) -> Result<TokenProvider, TokenError> {
         check_scope(&self.scope)?;
         check_roles(&self.options.required_roles)?;
-        let fetch_budget = state::fetch_budget(&self.options, self.credential.timeout());
+        let fetch_budget = fetch_budget(&self.options, self.credential.timeout());
         let scope = self.scope;
         let meter = self.meter;
         Ok(TokenProvider {
             // Cyclic: the expiry gauge's callback reads the provider through a weak reference.
             inner: Arc::new_cyclic(|provider| Inner {
-                metrics: Metrics::new(meter, &scope, provider.clone()),
+                telemetry: Telemetry::new(&scope, Metrics::new(meter, &scope, provider.clone())),
                 credential: self.credential,
                 scope,
                 capabilities: capabilities_claims(&self.client_capabilities),
@@ -213,10 +192,8 @@ impl TokenProviderBuilder {
                 generation: Default::default(),
                 refresh_timer: Default::default(),
                 slot: super::local::Slot::new(),
-                state: Mutex::new(State::new(fetch_budget)),
+                engine: Engine::new(State::new(fetch_budget)),
                 options: self.options,
-                counters: Counters::default(),
-                last_error: ArcSwapOption::empty(),
             }),
         })
     }

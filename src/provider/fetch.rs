@@ -1,10 +1,13 @@
 //! One token fetch: spawned so that no caller's cancellation stops it, retried with backoff,
-//! traced, and recorded in the provider's state when it ends. Its slot is freed, and its waiters
+//! and handed to the provider's `perform` when it ends. Its slot is freed, and its waiters
 //! answered, by one guard ([`FetchSlot`]) however it ends.
+//!
+//! [`run_fetch`] is the retry loop and nothing else; [`answer`] is where a fetch's token comes
+//! from. That is the seam for a cache shared across replicas: read it there before asking the
+//! credential, and write to it after the credential answers, all off the cached path.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
 use tokio::sync::oneshot;
@@ -12,21 +15,11 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::roles;
-use super::state::{Finished, Mode, Start, longest_retry_delay, retry_delay};
+use super::state::{Input, Mode, Note, Start, longest_retry_delay, retry_delay};
 use super::{Inner, SharedFetch};
 use crate::credential::TokenRequest;
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
-
-impl Mode {
-    pub(super) fn name(&self) -> &'static str {
-        match self {
-            Mode::Cold => "cold",
-            Mode::Ahead => "ahead",
-            Mode::Claims(_) => "claims",
-        }
-    }
-}
 
 /// Fetch `start` as a future every waiter can share, and the task to spawn that runs it. The
 /// task owns the fetch's [`FetchSlot`] from the start, so that a task dropped before it ever
@@ -34,7 +27,10 @@ impl Mode {
 pub(super) fn prepare(
     inner: Arc<Inner>,
     start: &Start,
-) -> (SharedFetch, impl Future<Output = ()> + Send + 'static) {
+) -> (
+    SharedFetch,
+    impl Future<Output = ()> + Send + 'static + use<>,
+) {
     let (answer, answered) = oneshot::channel();
     let slot = FetchSlot {
         inner: inner.clone(),
@@ -57,8 +53,10 @@ pub(super) fn prepare(
         let mut slot = slot;
         // The span is made in the task: neither user code (`identity`) nor a subscriber runs
         // where the fetch is started, under the provider's lock.
-        let span = fetch_span(&inner, &mode);
-        slot.result = Some(run_fetch(&inner, &mode, id).instrument(span).await);
+        let span = inner
+            .telemetry
+            .fetch_span(inner.credential.identity(), &mode);
+        slot.result = Some(fetch_and_finish(&inner, &mode, id).instrument(span).await);
     };
     (fetch, task)
 }
@@ -76,7 +74,8 @@ struct FetchSlot {
 
 impl Drop for FetchSlot {
     fn drop(&mut self) {
-        self.inner.lock_state().free(self.id);
+        // Nothing to publish: freeing a slot leaves the token as it is.
+        let _ = self.inner.perform(Input::Freed(self.id));
         let result = self.result.take().unwrap_or_else(|| {
             Err(TokenError::new(
                 TokenErrorKind::Connection,
@@ -94,68 +93,42 @@ impl Drop for FetchSlot {
     }
 }
 
-fn fetch_span(inner: &Inner, mode: &Mode) -> tracing::Span {
-    let (tenant, client) = inner.credential.identity().unwrap_or(("", ""));
-    tracing::info_span!(
-        "entra_token_fetch",
-        tenant_id = %tenant,
-        client_id = %client,
-        scope = %inner.scope,
-        mode = mode.name(),
-        attempts = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-        aadsts = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-        correlation_id = tracing::field::Empty,
-        duration_ms = tracing::field::Empty,
-    )
+/// Runs fetch `id` in `mode`, then has the provider perform its end (which stores and
+/// publishes its token) and records it.
+async fn fetch_and_finish(
+    inner: &Arc<Inner>,
+    mode: &Mode,
+    id: u64,
+) -> Result<AccessToken, TokenError> {
+    let started = Instant::now();
+    let (result, attempts) = run_fetch(inner, mode).await;
+    let ended = Instant::now();
+    let done = inner.perform(Input::Finished {
+        id,
+        mode,
+        outcome: result.as_ref(),
+        draw: fastrand::f64(),
+    });
+    if let Note::Finished(finished) = done.note {
+        let took = ended - started;
+        inner
+            .telemetry
+            .fetch_ended(mode, &result, (attempts, took), &finished);
+    }
+    result
 }
 
-async fn run_fetch(inner: &Arc<Inner>, mode: &Mode, id: u64) -> Result<AccessToken, TokenError> {
-    tracing::debug!(
-        "{}",
-        match mode {
-            Mode::Cold => "no usable token; fetching",
-            Mode::Ahead => "token in its refresh window; refreshing in the background",
-            Mode::Claims(_) =>
-                "claims challenge; fetching a token with the claims, bypassing the cache",
-        }
-    );
-    let started = Instant::now();
+/// The retry loop: asks for a token until one comes, the error is not transient, the
+/// attempts run out or the delay before the next is too long. Returns the outcome and the
+/// number of attempts.
+async fn run_fetch(inner: &Inner, mode: &Mode) -> (Result<AccessToken, TokenError>, u32) {
     let mut attempt = 0;
-    let result = loop {
+    loop {
         attempt += 1;
-        inner
-            .counters
-            .fetches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let request = match mode {
-            Mode::Claims(claims) => TokenRequest::new(&inner.scope).with_claims(claims),
-            Mode::Cold | Mode::Ahead => inner.token_request(),
-        };
-        let fetched = inner
-            .credential
-            .request_token(request)
-            .await
-            .and_then(|token| {
-                let client_id = inner.credential.identity().map(|(_, client)| client);
-                roles::check(
-                    &inner.options.required_roles,
-                    &token,
-                    &inner.scope,
-                    client_id,
-                )?;
-                Ok(token)
-            });
-        inner.metrics.request_ended(&fetched);
-        let error = match fetched {
-            Ok(token) => {
-                inner.counters.succeeded(SystemTime::now());
-                break Ok(token);
-            }
+        let error = match answer(inner, mode).await {
+            Ok(token) => return (Ok(token), attempt),
             Err(e) => e,
         };
-        inner.counters.failed();
         let delay = retry_delay(&inner.options, attempt, &error, fastrand::f64());
         // Ahead of expiry nobody waits: one attempt. Once the held token is unusable, callers
         // wait on this fetch, so it retries like a cold one.
@@ -165,79 +138,33 @@ async fn run_fetch(inner: &Arc<Inner>, mode: &Mode, id: u64) -> Result<AccessTok
             && attempt < inner.options.max_attempts
             && delay <= longest_retry_delay(&inner.options);
         if !retry {
-            break Err(error);
+            return (Err(error), attempt);
         }
-        tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, error = %error, "token request failed; retrying");
+        inner.telemetry.retrying(attempt, delay, &error);
         tokio::time::sleep(delay).await;
-    };
-
-    let now = Instant::now();
-    record(&result, attempt, now - started);
-    inner.metrics.fetch_ended(mode, &result, now - started);
-    let mut state = inner.lock_state();
-    let finished = state.finish(
-        &inner.options,
-        id,
-        mode,
-        result.as_ref(),
-        now,
-        fastrand::f64(),
-    );
-    if finished == Finished::Stored {
-        inner.publish(&state);
     }
-    drop(state);
-    // Logged after the lock is released: a subscriber is user code.
-    match &result {
-        Ok(_) => inner.last_error.store(None),
-        Err(error) => inner.last_error.store(Some(Arc::new(error.clone()))),
-    }
-    if let Err(error) = &result {
-        match finished {
-            Finished::ClaimsFailed => tracing::warn!(
-                error = %error,
-                "token request with the claims of a claims challenge failed"
-            ),
-            Finished::AheadFailed { retry_in } => tracing::warn!(
-                error = %error,
-                retry_in_ms = retry_in.as_millis() as u64,
-                "refresh ahead of expiry failed; still using the cached token"
-            ),
-            Finished::ColdFailed { retry_in } => tracing::warn!(
-                error = %error,
-                retry_in_ms = retry_in.as_millis() as u64,
-                "token request failed"
-            ),
-            Finished::AbandonedFailed => tracing::debug!(
-                error = %error,
-                "a token fetch that ran past its deadline, and was replaced, failed"
-            ),
-            Finished::Stored | Finished::Discarded => {}
-        }
-    }
-    result
 }
 
-/// Records the fetch's outcome on its span.
-fn record(result: &Result<AccessToken, TokenError>, attempts: u32, took: Duration) {
-    let span = tracing::Span::current();
-    span.record("attempts", attempts);
-    span.record("duration_ms", took.as_millis() as u64);
-    match result {
-        Ok(_) => {
-            span.record("outcome", "ok");
-        }
-        Err(error) => {
-            span.record("outcome", tracing::field::debug(error.kind()));
-            if let Some(e) = error.entra() {
-                span.record("aadsts", tracing::field::debug(e.codes()));
-                if let Some(t) = e.trace_id() {
-                    span.record("trace_id", t);
-                }
-                if let Some(c) = e.correlation_id() {
-                    span.record("correlation_id", c);
-                }
-            }
-        }
-    }
+/// One attempt: the credential's answer for `mode`, checked for the required roles.
+async fn answer(inner: &Inner, mode: &Mode) -> Result<AccessToken, TokenError> {
+    let request = match mode {
+        Mode::Claims(claims) => TokenRequest::new(&inner.scope).with_claims(claims),
+        Mode::Cold | Mode::Ahead => inner.token_request(),
+    };
+    let answered = inner
+        .credential
+        .request_token(request)
+        .await
+        .and_then(|token| {
+            let client_id = inner.credential.identity().map(|(_, client)| client);
+            roles::check(
+                &inner.options.required_roles,
+                &token,
+                &inner.scope,
+                client_id,
+            )?;
+            Ok(token)
+        });
+    inner.telemetry.attempt_ended(&answered);
+    answered
 }

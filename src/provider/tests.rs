@@ -39,7 +39,7 @@ impl Scripted {
 
     /// A provider over it, without jitter.
     fn provider(self: &Arc<Self>) -> TokenProvider {
-        TokenProvider::builder_shared(self.clone(), "api://x/.default")
+        TokenProvider::builder(self.clone(), "api://x/.default")
             .refresh_jitter(Duration::ZERO)
             .build()
             .unwrap()
@@ -263,7 +263,7 @@ impl Credential for SleptAfterFirst {
 #[tokio::test]
 async fn after_a_suspend_past_expiry_the_next_request_fetches_a_new_token() {
     let credential = SleptAfterFirst::new(2 * HOUR);
-    let provider = TokenProvider::builder_shared(credential.clone(), "api://x/.default")
+    let provider = TokenProvider::builder(credential.clone(), "api://x/.default")
         .build()
         .unwrap();
     assert_eq!(provider.token().await.unwrap().secret(), "token-0");
@@ -288,7 +288,7 @@ fn a_refresh_timer_on_an_undriven_runtime_does_not_hold_back_the_refresh() {
     // By the wall clock the first token is 57 minutes old: 2 past its refresh point (5 minutes
     // before expiry), 2.5 before it stops being usable.
     let credential = SleptAfterFirst::new(Duration::from_secs(57 * 60));
-    let provider = TokenProvider::builder_shared(credential.clone(), "api://x/.default")
+    let provider = TokenProvider::builder(credential.clone(), "api://x/.default")
         .refresh_jitter(Duration::ZERO)
         .build()
         .unwrap();
@@ -346,4 +346,33 @@ async fn a_superseded_refresh_timer_does_not_clear_the_next_tokens_fresh_bit() {
     tokio::task::yield_now().await;
     assert!(provider.inner.generation.read().fresh);
     assert_eq!(credential.requests(), 2);
+}
+
+/// Every transition that changes the state's token reaches the lock-free readers: a stored
+/// token is served from this thread's copy, a refused one is no longer served, and the next is.
+/// Seen failing with `perform`'s publish skipped (the stored token was never leased), and with
+/// `State::apply` reporting no change.
+#[tokio::test(start_paused = true)]
+async fn every_change_of_the_current_token_is_published() {
+    let credential = Scripted::new(Duration::ZERO, []);
+    let provider = credential.provider();
+    let before = provider.inner.generation.read().generation;
+    let first = provider.token().await.unwrap();
+    assert!(provider.inner.generation.read().generation > before);
+    let lease = provider
+        .lease()
+        .expect("the stored token was not published");
+    assert!(lease.token().same_token(&first));
+
+    provider.invalidate(&first);
+    assert!(provider.inner.current.load().is_none());
+    assert!(
+        provider.lease().is_none(),
+        "a thread kept serving the refused token"
+    );
+
+    let second = provider.token().await.unwrap();
+    assert!(!second.same_token(&first));
+    let lease = provider.lease().expect("the new token was not published");
+    assert!(lease.token().same_token(&second));
 }

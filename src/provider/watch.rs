@@ -18,6 +18,29 @@
 //! it set, and requests then still see the refresh point on the coarse wall clock (see
 //! [`local`](super::local)). A timer is dropped when the next token is published, or with the
 //! provider.
+//!
+//! # What it buys
+//!
+//! The bit spares a cached request a precise clock read, the largest single cost it would
+//! have; `benches/hot_path` prints that cost ("one `Instant::now()`") beside a whole cached
+//! `EntraAuth` request, and the coarse wall clock read beside `SystemTime::now()`.
+//!
+//! # The three freshness checks, and the clock each reads
+//!
+//! A cached request (`TokenProvider::lease`) serves its thread's copy after:
+//!
+//! 1. **The fresh bit** of the generation word: no clock. Set when a token is published, cleared
+//!    by a tokio timer at the token's refresh point, so it follows tokio's clock (a paused one in
+//!    tests).
+//! 2. **The wall clock**, the kernel's coarse realtime clock, against the copy's refresh point
+//!    and end of use converted to the wall clock when the copy was made. Always read: it goes on
+//!    while the machine is suspended, which tokio's clock does not, so a token that expired
+//!    during a suspend is dropped, not served; and it sees the refresh point when the timer's
+//!    runtime is no longer driven and the bit stays set. Coarse is enough: it is a few
+//!    milliseconds behind, against margins of seconds.
+//! 3. **tokio's `Instant::now()`**, read only when the bit is clear or the wall clock says a
+//!    refresh is due: the same decision as the state's (fresh, refresh due, unusable), on the
+//!    clock the state decides on.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -90,7 +90,7 @@ fn assert_unsafe_destination(e: &TokenError, mentions: &[&str]) {
 /// the tokens fetched.
 fn counted_provider(scope: &str) -> (Arc<ScopeEcho>, TokenProvider) {
     let credential = Arc::new(ScopeEcho::default());
-    let provider = TokenProvider::builder_shared(credential.clone(), scope)
+    let provider = TokenProvider::builder(credential.clone(), scope)
         .build()
         .unwrap();
     (credential, provider)
@@ -238,10 +238,8 @@ async fn an_existing_authorization_header_is_kept() {
 async fn one_client_routes_each_host_to_its_provider() {
     // One app registration (one credential), two APIs.
     let app: Arc<dyn Credential> = Arc::new(ScopeEcho::default());
-    let graph = TokenProvider::builder_shared(app.clone(), GRAPH)
-        .build()
-        .unwrap();
-    let arm = TokenProvider::builder_shared(app, ARM).build().unwrap();
+    let graph = TokenProvider::builder(app.clone(), GRAPH).build().unwrap();
+    let arm = TokenProvider::builder(app, ARM).build().unwrap();
     let seen = Seen::default();
     let svc = behind(
         EntraAuthLayer::routed(

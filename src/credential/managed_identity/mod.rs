@@ -3,6 +3,7 @@
 
 mod app_service;
 mod arc;
+mod claims;
 mod cloud_shell;
 mod default_transport;
 mod imds;
@@ -25,6 +26,7 @@ use ::http::StatusCode;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
+use self::claims::{Asked, IssuedTokens};
 use self::default_transport::{IMDS_CONNECT_TIMEOUT, default_transport};
 use self::response::{ErrorBody, parse_token};
 use self::retry::RetryPolicy;
@@ -85,7 +87,10 @@ impl fmt::Debug for ManagedIdentityId {
 /// | none of these | IMDS (VMs, scale sets, AKS) | `http://169.254.169.254` (or `AZURE_POD_IDENTITY_AUTHORITY_HOST`), api-version 2018-02-01, `Metadata: true` |
 ///
 /// A half-set environment (say `IDENTITY_HEADER` without `IDENTITY_ENDPOINT`) is a
-/// [`Configuration`](TokenErrorKind::Configuration) error when the credential is built.
+/// [`Configuration`](TokenErrorKind::Configuration) error when the credential is built, and so
+/// is an endpoint a secret should not travel to: Service Fabric's over plain http, or an App
+/// Service, Azure Arc or `MSI_SECRET` endpoint over plain http on a host that is neither this
+/// machine nor a link-local or private address.
 ///
 /// The scope's `/.default` is dropped to make the `resource` these endpoints take. Following
 /// Microsoft's guidance for IMDS, answers 404, 410 (IMDS upgrading: retried for about 70 s),
@@ -96,6 +101,14 @@ impl fmt::Debug for ManagedIdentityId {
 /// would select another source. The endpoints are reached directly (the default transport
 /// ignores `HTTP_PROXY`), never following a redirect; requests go through the crate's transport
 /// (see [`transport`](ManagedIdentityCredentialBuilder::transport)).
+///
+/// Claims (a Continuous Access Evaluation challenge) are handled as MSAL handles them: App
+/// Service and Service Fabric are asked for a token in place of the refused one (the client
+/// capabilities as `xms_cc`, the refused token's SHA-256 as `token_sha256_to_refresh`); an
+/// answer with the refused token again, or a challenge to IMDS, Azure Arc, Cloud Shell or App
+/// Service's 2017 API (whose endpoints take no such request), is an
+/// [`Authentication`](TokenErrorKind::Authentication) error, never a token passed off as
+/// carrying the claims. Client capabilities alone are no challenge.
 ///
 /// ```no_run
 /// use tower_entra::{ManagedIdentityCredential, ManagedIdentityId, TokenProvider};
@@ -127,6 +140,8 @@ struct Inner {
     answered: AtomicBool,
     /// Inside a chain: IMDS is probed before the first request (see `probe`).
     probe: bool,
+    /// The hash of the last token per resource, for a claims challenge's refresh.
+    issued: IssuedTokens,
 }
 
 impl ManagedIdentityCredential {
@@ -170,12 +185,50 @@ impl ManagedIdentityCredential {
             probe::probe(&inner.transport, url).await?;
             inner.answered.store(true, Ordering::Relaxed);
         }
+        let asked = Asked::read(request.claims);
+        if asked.challenge && !claims::can_refresh(&inner.source) {
+            return Err(claims::cannot_honour(&inner.source));
+        }
+        // What App Service and Service Fabric take instead of claims (MSAL's query): the
+        // capabilities, and on a challenge the hash of the token to replace.
+        let mut query: Vec<(&str, String)> = Vec::new();
+        let refused = asked
+            .challenge
+            .then(|| inner.issued.last(resource))
+            .flatten();
+        if claims::can_refresh(&inner.source) {
+            query.extend(asked.capabilities.map(|c| ("xms_cc", c)));
+            query.extend(refused.clone().map(|h| ("token_sha256_to_refresh", h)));
+        }
+        let token = self.fetch_with(resource, &query).await?;
+        let hash = claims::sha256_hex(token.secret());
+        if refused.as_ref() == Some(&hash) {
+            return Err(TokenError::new(
+                TokenErrorKind::Authentication,
+                format!(
+                    "the API asked for a token with claims (a Continuous Access Evaluation challenge), and {} answered the refused token again; it is not stored as if it carried them",
+                    inner.source.name()
+                ),
+            ));
+        }
+        inner.issued.record(resource, hash);
+        Ok(token)
+    }
+
+    /// Asks the source for a token for `resource`, with `query` added, retrying as the policy
+    /// says.
+    async fn fetch_with(
+        &self,
+        resource: &str,
+        query: &[(&str, String)],
+    ) -> Result<AccessToken, TokenError> {
+        let inner = &*self.inner;
         let started = Instant::now();
         let mut retries = 0;
         loop {
             let sent = Instant::now();
             let wall = SystemTime::now();
-            let (status, retry_after, error) = match self.exchange(resource).await {
+            let (status, retry_after, error) = match self.exchange(resource, query).await {
                 Ok(answer) if answer.status.is_success() => {
                     return parse_token(&answer.body, sent, wall);
                 }
@@ -213,13 +266,17 @@ impl ManagedIdentityCredential {
     }
 
     /// One request to the source (two for Azure Arc's challenge).
-    async fn exchange(&self, resource: &str) -> Result<BufferedResponse, TokenError> {
+    async fn exchange(
+        &self,
+        resource: &str,
+        query: &[(&str, String)],
+    ) -> Result<BufferedResponse, TokenError> {
         let inner = &*self.inner;
         let id = inner.id.as_ref();
         let request = match &inner.source {
             Source::Imds { url } => imds::request(url, resource, id)?,
             Source::AppService { url, header } => {
-                app_service::request(url, header, false, resource, id)?
+                app_service::request(url, header, false, resource, id, query)?
             }
             Source::MachineLearning {
                 url,
@@ -228,11 +285,11 @@ impl ManagedIdentityCredential {
             } => {
                 // The system-assigned identity is asked for by the compute's default client id.
                 let default = default_client_id.clone().map(ManagedIdentityId::ClientId);
-                app_service::request(url, secret, true, resource, id.or(default.as_ref()))?
+                app_service::request(url, secret, true, resource, id.or(default.as_ref()), query)?
             }
             Source::Arc { url } => arc::request(url, resource, None)?,
             Source::ServiceFabric { url, header, .. } => {
-                service_fabric::request(url, header, resource, id)?
+                service_fabric::request(url, header, resource, id, query)?
             }
             Source::CloudShell { url } => cloud_shell::request(url, resource)?,
         };
@@ -575,6 +632,7 @@ impl ManagedIdentityCredentialBuilder {
                 arc_key_directory: self.arc_key_directory,
                 answered: AtomicBool::new(false),
                 probe: self.probe,
+                issued: IssuedTokens::default(),
             }),
         })
     }
