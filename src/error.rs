@@ -66,6 +66,14 @@ pub enum TokenErrorKind {
     /// The configuration is wrong before anything was sent: a missing variable, a malformed
     /// tenant id, an insecure authority host, an unreadable certificate. Permanent.
     Configuration,
+    /// This credential cannot work on this host: it has no endpoint (no managed identity
+    /// answers), no variables (no secret, no federated token file), no identity assigned, or the
+    /// tool is not installed or not signed in. A
+    /// [`ChainedCredential`](crate::ChainedCredential) moves on to its next credential only on
+    /// this kind; anything else (a refusal, a misconfiguration, several identities and none
+    /// chosen) is its answer. Return it from a custom [`Credential`](crate::Credential) that
+    /// finds nothing to work with. Permanent on this host.
+    Unavailable,
     /// The scope breaks the client-credentials rule (`<app ID URI>/.default`, one resource). Permanent.
     InvalidScope,
     /// Entra refused the client: unknown app or tenant, wrong or expired secret, bad assertion,
@@ -307,6 +315,10 @@ impl TokenError {
         Self::new(TokenErrorKind::Configuration, message)
     }
 
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(TokenErrorKind::Unavailable, message)
+    }
+
     pub(crate) fn invalid_response(message: impl Into<String>) -> Self {
         Self::new(TokenErrorKind::InvalidResponse, message)
     }
@@ -321,6 +333,12 @@ impl TokenError {
     pub fn with_source(self, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         let source: Arc<dyn std::error::Error + Send + Sync> = Arc::from(source.into());
         self.with(|i| i.source = Some(source))
+    }
+
+    /// This error with its message prefixed by `context` (which credential said it), its kind,
+    /// Entra details, retry hint and source kept.
+    pub(crate) fn in_context(self, context: &str) -> Self {
+        self.with(|i| i.message = format!("{context}: {}", i.message))
     }
 
     /// The same error (kind, source, Entra's answer) saying `message` instead: for a layer

@@ -82,7 +82,8 @@ pub use credential::{
     ClientCertificateCredentialBuilder,
 };
 pub use credential::{
-    AssertionCallback, AzureCliCredential, AzureCliCredentialBuilder, ClientAssertionCredential,
+    AssertionCallback, AzureCliCredential, AzureCliCredentialBuilder, AzureDeveloperCliCredential,
+    AzureDeveloperCliCredentialBuilder, ChainedCredential, ClientAssertionCredential,
     ClientAssertionCredentialBuilder, ClientAuthentication, ClientSecret, ClientSecretCredential,
     ClientSecretCredentialBuilder, ConfidentialClientCredential,
     ConfidentialClientCredentialBuilder, Credential, DefaultCredential, DefaultCredentialBuilder,

@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::credential::client::{ClientProof, ConfidentialClient};
 use crate::error::TokenError;
+use crate::transport::TransportChoice;
 
 /// A source of client authentication for a
 /// [`ConfidentialClientCredential`](crate::ConfidentialClientCredential): a client secret
@@ -65,6 +66,14 @@ pub(crate) mod private {
         /// one more token request. Sources without a file say `false`.
         fn reload_after_refusal(&self) -> BoxFuture<'_, bool> {
             Box::pin(ready(false))
+        }
+
+        /// The transport token requests go through, given the builder's: the builder's, unless
+        /// the source sends its requests elsewhere (AKS identity bindings' token proxy).
+        // Sealed: nothing outside the crate names or implements it.
+        #[allow(private_interfaces)]
+        fn transport(&self, given: TransportChoice) -> Result<TransportChoice, TokenError> {
+            Ok(given)
         }
     }
 }

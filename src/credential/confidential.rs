@@ -271,8 +271,11 @@ impl<A: ClientAuthentication> ConfidentialClientCredentialBuilder<A> {
     /// empty secret or token file path, a malformed tenant or client id, an authority host that
     /// is not https, a zero timeout, an HTTP client that cannot be built, no transport (a build
     /// without the `reqwest` feature needs [`transport`](Self::transport)).
-    pub fn build(self) -> Result<ConfidentialClientCredential<A>, TokenError> {
+    pub fn build(mut self) -> Result<ConfidentialClientCredential<A>, TokenError> {
         self.authentication.check()?;
+        self.options.transport = self
+            .authentication
+            .transport(std::mem::take(&mut self.options.transport))?;
         Ok(ConfidentialClientCredential {
             client: ConfidentialClient::new(&self.tenant_id, &self.client_id, self.options)?,
             authentication: self.authentication,

@@ -7,19 +7,23 @@
 mod assertion;
 mod authentication;
 mod azure_cli;
+mod azure_developer_cli;
 #[cfg(feature = "certificate")]
 mod certificate;
 #[cfg(feature = "certificate")]
 mod certificate_key;
+mod chained;
 mod client;
 mod client_assertion;
 mod client_secret;
 mod confidential;
 mod default;
+mod developer_tool;
 mod env;
 mod environment;
 mod managed_identity;
 mod rotation;
+mod token_proxy;
 mod workload_identity;
 
 use std::fmt;
@@ -32,12 +36,14 @@ use futures::future::BoxFuture;
 pub use assertion::AssertionAlgorithm;
 pub use authentication::ClientAuthentication;
 pub use azure_cli::{AzureCliCredential, AzureCliCredentialBuilder};
+pub use azure_developer_cli::{AzureDeveloperCliCredential, AzureDeveloperCliCredentialBuilder};
 #[cfg(feature = "certificate")]
 pub use certificate::{
     CertificateAssertion, ClientCertificateCredential, ClientCertificateCredentialBuilder,
 };
 #[cfg(feature = "certificate")]
 pub use certificate_key::ClientCertificate;
+pub use chained::ChainedCredential;
 pub use client_assertion::{
     AssertionCallback, ClientAssertionCredential, ClientAssertionCredentialBuilder,
 };

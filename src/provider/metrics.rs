@@ -166,6 +166,7 @@ mod imp {
             Ok(_) => "ok",
             Err(e) => match e.kind() {
                 K::Configuration => "configuration",
+                K::Unavailable => "unavailable",
                 K::InvalidScope => "invalid_scope",
                 K::Authentication => "authentication",
                 K::Rejected => "rejected",
