@@ -91,6 +91,12 @@ pub enum TokenErrorKind {
     /// permission was not granted to the app, or not with admin consent. The message names the
     /// missing roles and the fix. Permanent until an admin consents.
     MissingPermission,
+    /// A token was asked for another tenant than the credential's own, and nothing was sent:
+    /// the credential cannot serve other tenants (managed identity, a custom credential), the
+    /// tenant is not in its allow-list (`additionally_allowed_tenants` on the credential's
+    /// builder, or `AZURE_ADDITIONALLY_ALLOWED_TENANTS`), or it is not shaped like a tenant id
+    /// or domain. The message names which, and the setting. Permanent.
+    TenantNotAllowed,
 }
 
 impl TokenErrorKind {

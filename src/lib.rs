@@ -46,6 +46,7 @@ mod endpoint;
 mod error;
 mod future;
 mod host;
+mod jwt;
 mod layer;
 mod provider;
 mod refusal;

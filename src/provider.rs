@@ -114,6 +114,8 @@ pub struct TokenProvider {
 struct Inner {
     credential: Arc<dyn Credential>,
     scope: String,
+    /// The tenant tokens are asked in, when not the credential's own (see [`tenants`]).
+    tenant: Option<String>,
     /// The `claims` JSON of the client capabilities (`cp1`), sent with every ordinary fetch.
     capabilities: Option<String>,
     /// The state's cached token, published for lock-free reads; stored only by `perform`.
@@ -490,9 +492,23 @@ impl Inner {
     /// The token request every ordinary fetch sends: the scope, and the client capabilities
     /// when configured.
     fn token_request(&self) -> TokenRequest<'_> {
-        let request = TokenRequest::new(&self.scope);
+        let request = self.request();
         match &self.capabilities {
             Some(claims) => request.with_claims(claims),
+            None => request,
+        }
+    }
+
+    /// The token request of a claims challenge: the scope and `claims` (merged).
+    fn claims_request<'a>(&'a self, claims: &'a str) -> TokenRequest<'a> {
+        self.request().with_claims(claims)
+    }
+
+    /// A request for the scope, in this provider's tenant.
+    fn request(&self) -> TokenRequest<'_> {
+        let request = TokenRequest::new(&self.scope);
+        match &self.tenant {
+            Some(tenant) => request.for_tenant(tenant),
             None => request,
         }
     }

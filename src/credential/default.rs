@@ -241,6 +241,15 @@ impl Credential for DefaultCredential {
             Chosen::ManagedIdentity { .. } => None,
         }
     }
+
+    /// The environment's credential serves the tenants of `AZURE_ADDITIONALLY_ALLOWED_TENANTS`;
+    /// managed identity only its own.
+    fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {
+        match &self.chosen {
+            Chosen::Environment(env) => env.check_tenant(tenant),
+            Chosen::ManagedIdentity { credential, .. } => credential.check_tenant(tenant),
+        }
+    }
 }
 
 impl fmt::Debug for DefaultCredential {

@@ -161,7 +161,7 @@ impl EnvironmentCredential {
         let builder = ConfidentialClientCredential::builder(tenant_id, client_id, authentication)
             .transport_choice(transport);
         Ok(EnvironmentCredential {
-            inner: env.with_authority_host(builder).build()?,
+            inner: env.with_client_settings(builder).build()?,
         })
     }
 }
@@ -222,6 +222,10 @@ impl Credential for EnvironmentCredential {
 
     fn timeout(&self) -> Option<std::time::Duration> {
         self.inner.timeout()
+    }
+
+    fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {
+        self.inner.check_tenant(tenant)
     }
 }
 

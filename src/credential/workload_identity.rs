@@ -73,7 +73,7 @@ impl WorkloadIdentityCredential {
         const ADVICE: &str = "workload identity needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_FEDERATED_TOKEN_FILE (the AKS webhook sets them when the pod's service account is annotated with azure.workload.identity/client-id and the pod is labelled azure.workload.identity/use: \"true\")";
         let (tenant_id, client_id) = env.ids(ADVICE, ADVICE)?;
         let file = env.required(AZURE_FEDERATED_TOKEN_FILE, ADVICE)?;
-        env.with_authority_host(Self::builder(tenant_id, client_id, file))
+        env.with_client_settings(Self::builder(tenant_id, client_id, file))
             .build()
     }
 

@@ -187,6 +187,7 @@ impl TokenProviderBuilder {
                 telemetry: Telemetry::new(&scope, Metrics::new(meter, &scope, provider.clone())),
                 credential: self.credential,
                 scope,
+                tenant: None,
                 capabilities: capabilities_claims(&self.client_capabilities),
                 current: ArcSwapOption::empty(),
                 generation: Default::default(),

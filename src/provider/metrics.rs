@@ -175,6 +175,7 @@ mod imp {
                 K::InvalidResponse => "invalid_response",
                 K::UnsafeDestination => "unsafe_destination",
                 K::MissingPermission => "missing_permission",
+                K::TenantNotAllowed => "tenant_not_allowed",
             },
         }
     }
