@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use crate::authority::{check_client_id, parse_authority_host, token_url};
 use crate::cloud::Cloud;
 use crate::credential::TokenRequest;
-use crate::credential::tenants::{AllowedTenants, check_issued_in};
+use crate::credential::tenants::{AllowedTenants, check_issued_in, explain_refusal};
 use crate::endpoint::{GRANT_TYPE, JWT_BEARER};
 use crate::error::TokenError;
 use crate::token::AccessToken;
@@ -155,10 +155,13 @@ impl ConfidentialClient {
         if let Some(claims) = request.claims {
             form.push(("claims", claims));
         }
-        let token = self.transport.request_token(&self.token_url, &form).await?;
-        if request.tenant.is_some() {
-            check_issued_in(&self.tenant_id, &token)?;
+        let answer = self.transport.request_token(&self.token_url, &form).await;
+        if request.tenant.is_none() {
+            return answer;
         }
+        let token =
+            answer.map_err(|e| explain_refusal(e, &self.tenant_id, &self.host, &self.client_id))?;
+        check_issued_in(&self.tenant_id, &token)?;
         Ok(token)
     }
 }

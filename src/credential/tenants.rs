@@ -8,6 +8,7 @@
 //! (always the GUID) is checked only against a tenant asked for by GUID.
 
 use serde::Deserialize;
+use url::Url;
 
 use crate::authority::check_tenant_id;
 use crate::error::{TokenError, TokenErrorKind};
@@ -108,6 +109,42 @@ pub(crate) fn only_own_tenant(credential: &str, tenant: &str) -> TokenError {
             "a token was asked for the tenant {tenant:?}, and {credential} serves only its own tenant; use a credential that supports other tenants (a client secret, certificate, assertion or workload identity credential with `additionally_allowed_tenants`) or a provider built for that tenant's own credential"
         ),
     )
+}
+
+/// Entra's answer for a request that named `tenant`, retold: a tenant that has not admitted
+/// the app is a [`ConsentRequired`](TokenErrorKind::ConsentRequired) error with its
+/// admin-consent link on the authority host `host`; an unknown tenant says so, without a link.
+pub(crate) fn explain_refusal(
+    error: TokenError,
+    tenant: &str,
+    host: &Url,
+    client_id: &str,
+) -> TokenError {
+    let Some(codes) = error.entra().map(|e| e.codes().to_vec()) else {
+        return error;
+    };
+    if codes.iter().any(|c| matches!(c, 65001 | 700016 | 7000229)) {
+        let mut url = host.clone();
+        match url.path_segments_mut() {
+            Ok(mut path) => {
+                path.pop_if_empty().extend([tenant, "adminconsent"]);
+            }
+            Err(()) => return error,
+        }
+        url.query_pairs_mut().append_pair("client_id", client_id);
+        let message = format!(
+            "the tenant {tenant} has not consented to the app {client_id}: an administrator of that tenant grants it at {url}"
+        );
+        return error.for_tenant(TokenErrorKind::ConsentRequired, message, Some(url.into()));
+    }
+    if codes.contains(&90002) {
+        let kind = error.kind();
+        let message = format!(
+            "the tenant {tenant} was not found on this authority host: check the tenant id or domain the request named"
+        );
+        return error.for_tenant(kind, message, None);
+    }
+    error
 }
 
 /// Whether `tenant` is a GUID (`8-4-4-4-12` hex digits).

@@ -176,6 +176,7 @@ mod imp {
                 K::UnsafeDestination => "unsafe_destination",
                 K::MissingPermission => "missing_permission",
                 K::TenantNotAllowed => "tenant_not_allowed",
+                K::ConsentRequired => "consent_required",
             },
         }
     }

@@ -153,13 +153,21 @@ async fn three_tenants_by_200_concurrent_requests_one_token_request_each_and_one
     // The tenant without consent failed alone, every request with Entra's refusal.
     let refused = &failures[&s.unconsented];
     assert_eq!(refused.len(), 200);
+    let consent = format!(
+        "{}/{}/adminconsent?client_id={}",
+        s.emulator.authority_host().trim_end_matches('/'),
+        s.unconsented,
+        s.app.client_id
+    );
     assert!(
         refused
             .iter()
-            .all(|e| e.kind() == TokenErrorKind::Authentication),
+            .all(|e| e.kind() == TokenErrorKind::ConsentRequired
+                && e.admin_consent_url() == Some(consent.as_str())),
         "{:?}",
         refused[0]
     );
+    assert!(refused[0].to_string().contains(&consent), "{}", refused[0]);
     assert_eq!(provider.tenants_held(), 3);
     assert_eq!(
         provider.stats().fetches,
@@ -220,6 +228,21 @@ async fn a_tenant_outside_the_allow_list_errors_and_sends_nothing() {
         provider.for_tenant(&s.app.tenant_id).unwrap().tenant(),
         None
     );
+}
+
+#[tokio::test]
+async fn an_unknown_tenant_says_so_without_a_consent_link() {
+    let s = saas().await;
+    let provider = s.provider(&["*"]).build().unwrap();
+    let e = provider
+        .for_tenant("nowhere.onmicrosoft.com")
+        .unwrap()
+        .token()
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("was not found"), "{e}");
+    assert_eq!(e.entra().map(|e| e.codes().contains(&90002)), Some(true));
+    assert_eq!(e.admin_consent_url(), None);
 }
 
 #[tokio::test]
