@@ -49,7 +49,7 @@ impl<'de> Deserialize<'de> for Seconds {
 /// The `access_token` as read from the body, in memory of its exact size that is zeroed when
 /// dropped: a response refused after its token was read (a wrong `token_type`, no
 /// `expires_in`, malformed JSON further on) leaves no copy of the token behind.
-struct TokenText(Zeroizing<String>);
+pub(crate) struct TokenText(pub(crate) Zeroizing<String>);
 
 impl<'de> Deserialize<'de> for TokenText {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -370,15 +370,11 @@ mod tests {
 }
 
 /// The token in a response is zeroed before its memory is freed, on every path out of the
-/// parser. The lib's unit tests run on an allocator that, while a test scans, counts freed
-/// blocks still holding the token; when not scanning it is the system allocator.
+/// parser (the lib's tests run on the scanning allocator).
 #[cfg(test)]
-#[allow(unsafe_code)]
 mod freed_memory {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
     use super::*;
+    use crate::scanning_allocator::scan;
 
     /// A token as Entra writes it (no JSON escapes: an escaped string is unescaped in
     /// serde_json's own scratch buffer, which is not this crate's to zero).
@@ -386,38 +382,6 @@ mod freed_memory {
     /// What a freed block must not hold: enough of the token to find the partial copies a
     /// growing buffer leaves behind.
     const PREFIX: &[u8] = NEEDLE.split_at(24).0;
-    static SCANNING: AtomicBool = AtomicBool::new(false);
-    static LEAKED: AtomicUsize = AtomicUsize::new(0);
-
-    /// The system allocator, checking each freed block for [`PREFIX`] while scanning is on.
-    /// `realloc` is the trait's default (alloc, copy, dealloc), so a moved block is checked too.
-    struct ScanningAllocator;
-
-    unsafe impl GlobalAlloc for ScanningAllocator {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            unsafe { System.alloc(layout) }
-        }
-
-        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-            unsafe { System.alloc_zeroed(layout) }
-        }
-
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            if SCANNING.load(Ordering::Relaxed) && layout.size() >= PREFIX.len() {
-                // Volatile reads: the block may hold bytes never written through Rust.
-                let byte = |i: usize| unsafe { ptr.add(i).read_volatile() };
-                let found = (0..=layout.size() - PREFIX.len())
-                    .any(|start| (0..PREFIX.len()).all(|i| byte(start + i) == PREFIX[i]));
-                if found {
-                    LEAKED.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            unsafe { System.dealloc(ptr, layout) }
-        }
-    }
-
-    #[global_allocator]
-    static ALLOCATOR: ScanningAllocator = ScanningAllocator;
 
     #[test]
     fn the_token_is_zeroed_on_every_path_out_of_the_parser() {
@@ -439,14 +403,12 @@ mod freed_memory {
             format!(r#"{{"access_token":"{token}","token_type":"Bearer","expires_in":3599}}"#),
         ];
         for body in &bodies {
-            LEAKED.store(0, Ordering::Relaxed);
-            SCANNING.store(true, Ordering::Relaxed);
+            let scan = scan(PREFIX);
             let outcome = parse_token_response(body.as_bytes(), Instant::now(), SystemTime::now());
             let ok = outcome.is_ok();
             drop(outcome);
-            SCANNING.store(false, Ordering::Relaxed);
             assert_eq!(
-                LEAKED.load(Ordering::Relaxed),
+                scan.unzeroed_frees(),
                 0,
                 "a freed copy of the token (parsed: {ok}) after {body}"
             );

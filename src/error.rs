@@ -332,6 +332,13 @@ impl TokenError {
         self.with(|i| i.source = Some(source))
     }
 
+    /// The same error (kind, source, Entra's answer) saying `message` instead: for a layer
+    /// that knows more of the context than the one that made it.
+    pub(crate) fn reworded(self, message: impl Into<String>) -> Self {
+        let message = message.into();
+        self.with(|i| i.message = message)
+    }
+
     pub(crate) fn with_retry_after(self, retry_after: Option<Duration>) -> Self {
         self.with(|i| i.retry_after = retry_after)
     }

@@ -61,6 +61,9 @@ mod token;
 pub mod tonic;
 mod transport;
 
+#[cfg(test)]
+mod scanning_allocator;
+
 /// The property tests' settings, one for all: bounded, so that CI stays fast, and no
 /// regression files written into the tree.
 #[cfg(test)]

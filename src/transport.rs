@@ -15,6 +15,7 @@ mod in_transit;
 #[cfg(feature = "reqwest")]
 mod reqwest;
 mod retry_after;
+mod route;
 mod service;
 mod telemetry;
 
@@ -38,6 +39,7 @@ use crate::token::AccessToken;
 
 pub(crate) use in_transit::is_not_connected;
 pub(crate) use retry_after::retry_after;
+pub(crate) use route::Route;
 pub(crate) use service::TransportService;
 
 /// What a credential's transport is given to send: an `http::Request` whose body is the whole
@@ -107,6 +109,9 @@ pub(crate) enum TransportChoice {
     Reqwest(Box<::reqwest::ClientBuilder>),
     /// The caller's own service.
     Service(Arc<dyn TransportService>),
+    /// A client a credential built itself, which never uses a proxy.
+    #[cfg_attr(not(feature = "reqwest"), allow(dead_code))]
+    Direct(Arc<dyn TransportService>),
 }
 
 impl TransportChoice {
@@ -119,7 +124,7 @@ impl TransportChoice {
     /// connect timeout, a pinned certificate) as the transport.
     #[cfg(feature = "reqwest")]
     pub(crate) fn reqwest_client(client: ::reqwest::Client) -> Self {
-        TransportChoice::Service(reqwest::from_client(client))
+        TransportChoice::Direct(reqwest::from_client(client))
     }
 }
 
@@ -130,7 +135,9 @@ impl fmt::Debug for TransportChoice {
             TransportChoice::Default => f.write_str("default"),
             #[cfg(feature = "reqwest")]
             TransportChoice::Reqwest(_) => f.write_str("caller's reqwest::ClientBuilder"),
-            TransportChoice::Service(service) => write!(f, "{}", service.name()),
+            TransportChoice::Service(service) | TransportChoice::Direct(service) => {
+                write!(f, "{}", service.name())
+            }
         }
     }
 }
@@ -140,6 +147,8 @@ impl fmt::Debug for TransportChoice {
 pub(crate) struct Transport {
     service: Arc<dyn TransportService>,
     timeout: Duration,
+    /// How requests reach the endpoint, for the error when they cannot.
+    route: Route,
     /// Shared by the clones: the credential warns about a skewed clock once.
     clock_skew: Arc<ClockSkewWarning>,
 }
@@ -167,8 +176,9 @@ impl Transport {
                 "the token request timeout is zero; use a positive duration (the default is 30 s)",
             ));
         }
-        let service = match choice {
-            TransportChoice::Service(service) => service,
+        let (service, route) = match choice {
+            TransportChoice::Service(service) => (service, Route::CallerService),
+            TransportChoice::Direct(service) => (service, Route::Direct),
             #[cfg(feature = "reqwest")]
             TransportChoice::Default => reqwest::transport(None, timeout, destination)?,
             #[cfg(feature = "reqwest")]
@@ -186,6 +196,7 @@ impl Transport {
         Ok(Transport {
             service,
             timeout,
+            route,
             clock_skew: Arc::default(),
         })
     }
@@ -203,13 +214,18 @@ impl Transport {
         mut request: TransportRequest,
     ) -> Result<BufferedResponse, TokenError> {
         telemetry::add_headers(request.headers_mut());
+        let destination = route::destination_of(request.uri());
         match tokio::time::timeout(self.timeout, self.service.send(request)).await {
+            Ok(Err(e)) if is_not_connected(&e) => {
+                let message = format!("could not connect to {destination} {}", self.route);
+                Err(e.reworded(message))
+            }
             Ok(result) => result,
             Err(_) => Err(TokenError::new(
                 TokenErrorKind::Timeout,
                 format!(
-                    "the endpoint did not answer within {:?}; raise the credential's timeout or check the network path to the endpoint",
-                    self.timeout
+                    "{destination} did not answer within {:?} (reached {}); raise the credential's timeout or check the network path to the endpoint",
+                    self.timeout, self.route
                 ),
             )),
         }
@@ -493,6 +509,37 @@ pub(crate) mod tests {
                 .unwrap_err();
             assert_eq!(e.kind(), kind, "{e}");
             assert!(e.is_transient(), "{e}");
+        }
+    }
+
+    /// A refused connection names the host and port it was for and the way it went.
+    #[tokio::test]
+    async fn a_failure_to_connect_names_the_destination_and_the_route() {
+        let refusing = tower::service_fn(|_: TransportRequest| {
+            ready(Err::<http::Response<Full<Bytes>>, _>(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            )))
+        });
+        let service = Arc::new(service::ServiceTransport::new(refusing));
+        for (choice, way) in [
+            (
+                TransportChoice::Service(service.clone()),
+                "through the credential's transport service",
+            ),
+            (TransportChoice::Direct(service), "directly (no proxy)"),
+        ] {
+            let transport = Transport::new(choice, DEFAULT_TIMEOUT, &token_url()).unwrap();
+            let e = transport
+                .request_token(&token_url(), &[])
+                .await
+                .unwrap_err();
+            assert!(is_not_connected(&e), "{e}");
+            assert!(
+                e.message().starts_with(&format!(
+                    "could not connect to login.microsoftonline.com:443 {way}"
+                )),
+                "{e}"
+            );
         }
     }
 

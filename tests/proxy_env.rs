@@ -2,6 +2,8 @@
 //! endpoint is reached directly, so the proxy receives zero bytes (the form holds the client
 //! secret, and plain http through a proxy would hand it over in clear).
 //!
+//! An https authority goes through that proxy, and a failure names the host and the proxy.
+//!
 //! Alone in its own test binary: environment variables are process-global.
 
 #[path = "support/secret_app.rs"]
@@ -48,5 +50,32 @@ async fn the_default_transport_ignores_proxy_variables_for_a_plain_http_loopback
         received.load(Ordering::SeqCst),
         0,
         "the proxy from the environment received the token request"
+    );
+
+    // An https authority goes through the proxy (a CONNECT that the listener drops): the error
+    // names the host it was for and the proxy it went through. Nothing leaves this machine.
+    let credential = tower_entra::ClientSecretCredential::builder(
+        "contoso.onmicrosoft.com",
+        "00000000-0000-0000-0000-000000000001",
+        "s",
+    )
+    .timeout(Duration::from_secs(10))
+    .build()
+    .unwrap();
+    let e = tower_entra::Credential::request_token(
+        &credential,
+        tower_entra::TokenRequest::new("https://graph.microsoft.com/.default"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        received.load(Ordering::SeqCst) > 0,
+        "the proxy was not used"
+    );
+    assert!(
+        e.message().starts_with(&format!(
+            "could not connect to login.microsoftonline.com:443 through the proxy {proxy}"
+        )),
+        "{e}"
     );
 }

@@ -283,3 +283,23 @@ async fn https_through_a_proxy_is_a_connect_tunnel_the_proxy_cannot_read() {
     );
     assert!(!contains(&received, b"tunnelled-secret"));
 }
+
+/// With nothing listening, the error names the host and port, and that no proxy was used.
+#[tokio::test]
+async fn a_failure_to_connect_names_the_host_and_the_route() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let credential = made_up_app("unsent")
+        .authority_host(format!("http://127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let e = graph_token(&credential).await.unwrap_err();
+    assert_eq!(e.kind(), TokenErrorKind::Connection, "{e}");
+    assert!(
+        e.message().starts_with(&format!(
+            "could not connect to 127.0.0.1:{port} directly (no proxy)"
+        )),
+        "{e}"
+    );
+}

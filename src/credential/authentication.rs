@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::future::ready;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use zeroize::Zeroizing;
@@ -42,6 +43,21 @@ pub(crate) mod private {
             &'a self,
             client: &'a ConfidentialClient,
         ) -> BoxFuture<'a, Result<ClientProof<'a>, TokenError>>;
+
+        /// The longest [`authenticate`](Self::authenticate) takes when the token request's own
+        /// bound is `request_timeout`: an assertion callback is bounded like the request, a
+        /// managed identity step by that credential's own timeout; a secret or a signature takes
+        /// no time worth counting (the default).
+        fn time_bound(&self, request_timeout: Duration) -> Duration {
+            let _ = request_timeout;
+            Duration::ZERO
+        }
+
+        /// Whether [`reload_after_refusal`](Self::reload_after_refusal) may ask for a second
+        /// token request (a source read from a file); the credential's timeout counts it.
+        fn may_reload(&self) -> bool {
+            false
+        }
 
         /// Entra refused the proof sent as invalid, expired or unknown (a
         /// [credential-rotation answer](crate::aadsts::is_credential_rotation_answer)): a source

@@ -7,13 +7,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::authority::check_tenant_id;
 use crate::credential::tenants::AllowedTenants;
 use crate::credential::{Credential, TokenRequest};
-use crate::endpoint::from_json;
+use crate::endpoint::{TokenText, from_json};
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 
@@ -195,7 +196,7 @@ impl AzureCliCredential {
         if let Some(path) = &self.search_path {
             command.env("PATH", path);
         }
-        let child = command.spawn().map_err(|e| {
+        let mut child = command.spawn().map_err(|e| {
             let kind = if e.kind() == std::io::ErrorKind::NotFound {
                 "is not installed or not on PATH"
             } else {
@@ -208,7 +209,7 @@ impl AzureCliCredential {
         })?;
         let started = Instant::now();
         let wall = SystemTime::now();
-        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+        let output = match tokio::time::timeout(self.timeout, run(&mut child)).await {
             Ok(output) => output.map_err(|e| {
                 TokenError::new(
                     TokenErrorKind::Connection,
@@ -216,7 +217,7 @@ impl AzureCliCredential {
                 )
                 .with_source(e)
             })?,
-            // Dropping the future kills the child (`kill_on_drop`).
+            // Dropping the child kills it (`kill_on_drop`).
             Err(_) => {
                 return Err(TokenError::new(
                     TokenErrorKind::Timeout,
@@ -227,12 +228,64 @@ impl AzureCliCredential {
                 ));
             }
         };
-        let stdout = Zeroizing::new(output.stdout);
-        if !output.status.success() {
-            return Err(failure(&output.stderr, output.status.code()));
+        let CliOutput {
+            status,
+            stdout,
+            stderr,
+        } = output;
+        if !status.success() {
+            return Err(failure(&stderr, status.code()));
+        }
+        if stdout.len() > MAX_OUTPUT {
+            return Err(TokenError::invalid_response(format!(
+                "`az account get-access-token` printed more than {MAX_OUTPUT} bytes; its answer is a few KiB, so this is not the Azure CLI's"
+            )));
         }
         parse(&stdout, started, wall)
     }
+}
+
+/// The most of `az`'s output read; its token answer is a few KiB.
+const MAX_OUTPUT: usize = 64 * 1024;
+
+/// What a finished `az` run printed.
+struct CliOutput {
+    status: std::process::ExitStatus,
+    /// The token's JSON, in memory sized once (a buffer that grew would free copies of the
+    /// token unzeroed) and zeroed when dropped.
+    stdout: Zeroizing<Vec<u8>>,
+    stderr: Vec<u8>,
+}
+
+/// Waits for `child` while reading what it prints, each stream at most [`MAX_OUTPUT`] bytes
+/// (and one more, to tell a longer output).
+async fn run(child: &mut tokio::process::Child) -> std::io::Result<CliOutput> {
+    let limit = MAX_OUTPUT as u64 + 1;
+    // Room for the limit and tokio's minimum spare capacity: `read_to_end` never reallocates.
+    let mut stdout = Zeroizing::new(Vec::with_capacity(MAX_OUTPUT + 64));
+    let mut stderr = Vec::new();
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let read_out = async {
+        match out {
+            Some(out) => out.take(limit).read_to_end(&mut stdout).await.map(drop),
+            None => Ok(()),
+        }
+    };
+    let read_err = async {
+        match err {
+            Some(err) => err.take(limit).read_to_end(&mut stderr).await.map(drop),
+            None => Ok(()),
+        }
+    };
+    let (read_out, read_err, status) = tokio::join!(read_out, read_err, child.wait());
+    read_out?;
+    read_err?;
+    Ok(CliOutput {
+        status: status?,
+        stdout,
+        stderr,
+    })
 }
 
 #[cfg(windows)]
@@ -283,8 +336,9 @@ fn failure(stderr: &[u8], code: Option<i32>) -> TokenError {
 
 #[derive(Deserialize)]
 struct CliToken {
+    /// Zeroed on every path out, as the token endpoint's is.
     #[serde(rename = "accessToken")]
-    access_token: Option<String>,
+    access_token: Option<TokenText>,
     expires_on: Option<Value>,
 }
 
@@ -293,12 +347,11 @@ fn parse(stdout: &[u8], now: Instant, wall_now: SystemTime) -> Result<AccessToke
         stdout,
         "the output of `az account get-access-token` is not the JSON it prints",
     )?;
-    let mut secret = Zeroizing::new(raw.access_token.unwrap_or_default());
-    if secret.is_empty() {
+    let Some(TokenText(mut secret)) = raw.access_token.filter(|t| !t.0.is_empty()) else {
         return Err(TokenError::invalid_response(
             "the output of `az account get-access-token` has no accessToken",
         ));
-    }
+    };
     let expires_on = raw
         .expires_on
         .as_ref()
@@ -340,20 +393,25 @@ impl Credential for AzureCliCredential {
         self.tenant_for(&TokenRequest::new("").for_tenant(tenant))
             .map(drop)
     }
+
+    /// The bound on one `az` run ([`AzureCliCredentialBuilder::timeout`]): a longer run is killed.
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.timeout)
+    }
 }
 
 #[cfg(all(test, unix))]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
 
     /// A directory holding a fake `az` that runs `body` (after recording its arguments in
     /// `args`), removed on drop.
-    struct FakeAz(PathBuf);
+    pub(crate) struct FakeAz(PathBuf);
 
     impl FakeAz {
-        fn new(body: &str) -> FakeAz {
+        pub(crate) fn new(body: &str) -> FakeAz {
             let dir = std::env::temp_dir().join(format!("tower-entra-az-{}", uuid::Uuid::new_v4()));
             std::fs::create_dir_all(&dir).unwrap();
             let script = dir.join("az");
@@ -370,7 +428,7 @@ mod tests {
             AzureCliCredential::builder().search_path(self.0.as_os_str())
         }
 
-        fn credential(&self) -> AzureCliCredential {
+        pub(crate) fn credential(&self) -> AzureCliCredential {
             self.builder().build().unwrap()
         }
 
@@ -549,5 +607,52 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
         assert!(!az.0.join("args").exists(), "az ran");
+    }
+}
+
+/// No copy of the token `az` prints is freed unzeroed, accepted or refused (the lib's tests run
+/// on the scanning allocator; the fake `az` is another process, so every copy here is ours).
+#[cfg(all(test, unix))]
+mod freed_memory {
+    use super::tests::FakeAz;
+    use super::*;
+    use crate::scanning_allocator::scan;
+
+    const TOKEN: &str = "eyJ0eXAi.Cli5-needle_token-that-must-be-zeroed.before-free";
+
+    #[tokio::test]
+    async fn azs_output_leaves_no_copy_of_the_token() {
+        let in_an_hour = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        for out in [
+            format!(
+                r#"{{"accessToken":"{TOKEN}","expires_on":{in_an_hour},"tokenType":"Bearer"}}"#
+            ),
+            format!(r#"{{"accessToken":"{TOKEN}","expires_on":"soon"}}"#),
+            format!(r#"{{"accessToken":"{TOKEN}","expires_on": }}"#),
+            // A long output, read in many chunks.
+            format!(
+                r#"{{"accessToken":"{TOKEN}","expires_on":{in_an_hour},"pad":"{}"}}"#,
+                "x".repeat(20_000)
+            ),
+        ] {
+            let az = FakeAz::new(&format!("echo '{out}'"));
+            let credential = az.credential();
+            let scan = scan(TOKEN.as_bytes().split_at(24).0);
+            let outcome = credential
+                .request_token(TokenRequest::new("https://management.azure.com/.default"))
+                .await;
+            let ok = outcome.is_ok();
+            drop(outcome);
+            assert_eq!(
+                scan.unzeroed_frees(),
+                0,
+                "a freed copy of the token (accepted: {ok}) from {}",
+                &out[..60]
+            );
+        }
     }
 }

@@ -280,6 +280,10 @@ impl Authenticate for CertificateAssertion {
         }
     }
 
+    fn may_reload(&self) -> bool {
+        self.certificate.path().is_some()
+    }
+
     fn reload_after_refusal(&self) -> BoxFuture<'_, bool> {
         Box::pin(self.certificate.reload_after_refusal())
     }

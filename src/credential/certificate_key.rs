@@ -29,6 +29,14 @@ const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10
 /// bound to PKCS#12 / PFX archives.
 const MAX_KDF_ITERATIONS: u32 = 1_000_000;
 
+/// The most work a scrypt-encrypted key may ask for, as scrypt's memory times its passes:
+/// `128·N·r` bytes, `p` times over. The key file sets N, r and p itself, and the key is derived
+/// before the password can be checked, so without a bound a crafted file asks for petabytes
+/// (the allocation aborts the process) or minutes of CPU. `openssl pkcs8 -topk8 -scrypt` writes
+/// N=16384, r=8, p=1 (16 MiB once), and OpenSSL 3 refuses to write or read more than 32 MiB of
+/// scrypt memory; RustCrypto's pkcs8 writes the same defaults. 256 MiB is 16 times those.
+const MAX_SCRYPT_COST: u64 = 256 * 1024 * 1024;
+
 const RSA_REQUIRED: &str = "Entra accepts only RSA certificates for client assertions (ES256 and other elliptic-curve signatures are refused); create an RSA key, e.g. `openssl req -x509 -newkey rsa:2048 -nodes -keyout key.pem -out cert.pem -days 365 -subj /CN=my-app`";
 
 /// An X.509 certificate with its RSA private key: what a
@@ -95,6 +103,9 @@ impl ClientCertificate {
     pub fn from_pkcs12(der: impl AsRef<[u8]>, password: Option<&str>) -> Result<Self, TokenError> {
         let der = der.as_ref();
         let password = password.unwrap_or("");
+        // p12-keystore bounds scrypt too, but at 1 GiB sixteen times over, and lets N=0 through
+        // to a panic in pkcs5: every scheme readable before decryption gets our bound first.
+        check_pkcs12_kdf_costs(der, 0)?;
         // Strict: a key without its certificate is not imported (and is then "no private key
         // with its certificate" below).
         let store = p12_keystore::KeyStore::from_pkcs12(
@@ -182,7 +193,7 @@ impl ClientCertificate {
                                 "the ENCRYPTED PRIVATE KEY block is not valid encrypted PKCS#8 ({e})"
                             ))
                         })?;
-                    check_kdf_cost(&info.encryption_algorithm)?;
+                    check_kdf_cost(&info.encryption_algorithm, ENCRYPTED_PEM)?;
                     let document = info.decrypt(password).map_err(|_| {
                         TokenError::configuration(
                             "cannot decrypt the ENCRYPTED PRIVATE KEY: the password is wrong, or the key uses an encryption scheme other than PBES2 (AES or 3DES); re-encrypt it with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in key.pem -out key.enc.pem`",
@@ -406,19 +417,143 @@ fn rsa_key_from_pkcs8(der: &[u8], source: &str) -> Result<RsaPrivateKey, TokenEr
     }
 }
 
-/// Refuses an encrypted key whose key derivation would cost more than [`MAX_KDF_ITERATIONS`].
-fn check_kdf_cost(scheme: &pkcs8::pkcs5::EncryptionScheme) -> Result<(), TokenError> {
+/// Refuses an encrypted key whose key derivation would cost more than [`MAX_KDF_ITERATIONS`]
+/// (PBKDF2) or [`MAX_SCRYPT_COST`] (scrypt), or whose scrypt parameters are not scrypt's (a cost
+/// N that is not a power of two above 1, a zero r or p): the derivation runs before the password
+/// is checked, and pkcs5 panics on N=0.
+fn check_kdf_cost(
+    scheme: &pkcs8::pkcs5::EncryptionScheme,
+    source: KeySource,
+) -> Result<(), TokenError> {
     use pkcs8::pkcs5::{EncryptionScheme, pbes2::Kdf};
-    if let EncryptionScheme::Pbes2(params) = scheme
-        && let Kdf::Pbkdf2(pbkdf2) = &params.kdf
-        && pbkdf2.iteration_count > MAX_KDF_ITERATIONS
-    {
-        return Err(TokenError::configuration(format!(
-            "the ENCRYPTED PRIVATE KEY asks for {} key-derivation iterations, more than the {MAX_KDF_ITERATIONS} accepted; re-encrypt it with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in key.pem -out key.enc.pem`",
-            pbkdf2.iteration_count
-        )));
+    let KeySource { what, fix } = source;
+    let EncryptionScheme::Pbes2(params) = scheme else {
+        return Ok(());
+    };
+    match &params.kdf {
+        Kdf::Pbkdf2(pbkdf2) if pbkdf2.iteration_count > MAX_KDF_ITERATIONS => {
+            Err(TokenError::configuration(format!(
+                "{what} asks for {} key-derivation iterations, more than the {MAX_KDF_ITERATIONS} accepted; {fix}",
+                pbkdf2.iteration_count
+            )))
+        }
+        Kdf::Scrypt(scrypt) => {
+            let (n, r, p) = (
+                scrypt.cost_parameter,
+                u64::from(scrypt.block_size),
+                u64::from(scrypt.parallelization),
+            );
+            if n < 2 || !n.is_power_of_two() || r == 0 || p == 0 {
+                return Err(TokenError::configuration(format!(
+                    "{what} names scrypt parameters N={n}, r={r}, p={p}, which are not valid (N must be a power of two above 1, r and p at least 1); {fix}"
+                )));
+            }
+            // Saturating: a product past u64 is over the bound all the same.
+            let memory = 128u64.saturating_mul(n).saturating_mul(r);
+            let cost = memory.saturating_mul(p);
+            if cost > MAX_SCRYPT_COST {
+                return Err(TokenError::configuration(format!(
+                    "{what} asks for scrypt with N=2^{}, r={r}, p={p}: {} of memory (128·N·r) {p} time(s) over, more than the {} accepted; {fix}",
+                    n.trailing_zeros(),
+                    mebibytes(memory),
+                    mebibytes(MAX_SCRYPT_COST)
+                )));
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `id-PBES2`: the encryption scheme whose key derivation (PBKDF2 or scrypt) a file chooses.
+const PBES2: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.5.13");
+
+/// How deep [`check_pkcs12_kdf_costs`] looks: a PFX nests its key bags about ten levels down.
+const MAX_PKCS12_DEPTH: usize = 16;
+
+/// Applies [`check_kdf_cost`] to every PBES2 scheme in a PKCS#12 archive that can be read before
+/// decrypting (the content encryption and the key bags outside it, where OpenSSL puts them),
+/// walking the DER, octet strings that hold DER included. Anything that is not DER is left to
+/// p12-keystore to refuse.
+fn check_pkcs12_kdf_costs(mut der: &[u8], depth: usize) -> Result<(), TokenError> {
+    if depth > MAX_PKCS12_DEPTH {
+        return Ok(());
+    }
+    while let Some((tag, content, rest)) = split_tlv(der) {
+        match tag {
+            // SEQUENCE: an AlgorithmIdentifier naming PBES2 is checked, anything else walked.
+            0x30 => {
+                let pbes2 = split_tlv(content).is_some_and(|(tag, oid, _)| {
+                    tag == 0x06 && ObjectIdentifier::from_bytes(oid).is_ok_and(|oid| oid == PBES2)
+                });
+                if pbes2 {
+                    let scheme = &der[..der.len() - rest.len()];
+                    if let Ok(scheme) = pkcs8::pkcs5::EncryptionScheme::from_der(scheme) {
+                        check_kdf_cost(&scheme, PKCS12)?;
+                    }
+                } else {
+                    check_pkcs12_kdf_costs(content, depth + 1)?;
+                }
+            }
+            // OCTET STRING (the PFX's data content) and other constructed values.
+            0x04 => check_pkcs12_kdf_costs(content, depth + 1)?,
+            tag if tag & 0x20 != 0 => check_pkcs12_kdf_costs(content, depth + 1)?,
+            _ => {}
+        }
+        der = rest;
     }
     Ok(())
+}
+
+/// The first DER value of `der`: its tag (one byte), content and what follows; `None` when it
+/// is not DER (a high tag number, an indefinite or overlong length, a value past the end).
+fn split_tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, der) = der.split_first()?;
+    if tag & 0x1f == 0x1f {
+        return None;
+    }
+    let (&first, mut der) = der.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 || der.len() < count {
+            return None;
+        }
+        let (bytes, after) = der.split_at(count);
+        der = after;
+        bytes
+            .iter()
+            .fold(0usize, |len, &b| (len << 8) | usize::from(b))
+    };
+    if der.len() < len {
+        return None;
+    }
+    let (content, rest) = der.split_at(len);
+    Some((tag, content, rest))
+}
+
+/// Where an encryption scheme was read, and how to re-encrypt it, for [`check_kdf_cost`]'s
+/// errors.
+#[derive(Clone, Copy)]
+struct KeySource {
+    what: &'static str,
+    fix: &'static str,
+}
+
+const ENCRYPTED_PEM: KeySource = KeySource {
+    what: "the ENCRYPTED PRIVATE KEY",
+    fix: "re-encrypt it with `openssl pkcs8 -topk8 -v2 aes-256-cbc -in key.pem -out key.enc.pem`",
+};
+
+const PKCS12: KeySource = KeySource {
+    what: "the PKCS#12 / PFX file",
+    fix: "re-export it with `openssl pkcs12 -export`",
+};
+
+/// Bytes as MiB (rounded up) for a message.
+fn mebibytes(bytes: u64) -> String {
+    format!("{} MiB", bytes.div_ceil(1024 * 1024))
 }
 
 fn pkcs12_error(e: p12_keystore::error::Error) -> TokenError {
@@ -564,6 +699,106 @@ mod tests {
             e.to_string().contains("2000000 key-derivation iterations"),
             "{e}"
         );
+    }
+
+    /// The fixture's encrypted key re-encoded to name scrypt with `n`, `r` and `p` (the
+    /// ciphertext is the PBKDF2 one, so a derivation would fail the password anyway: only the
+    /// bound can answer without deriving), as an `EncryptedPrivateKeyInfo`.
+    fn scrypt_key(n: u64, r: u16, p: u16) -> Vec<u8> {
+        use pkcs8::pkcs5::{EncryptionScheme, pbes2};
+        let blocks = pem_blocks(&fixture("key.encrypted.pem")).unwrap();
+        let mut info = pkcs8::EncryptedPrivateKeyInfoRef::try_from(&blocks[0].der[..]).unwrap();
+        let EncryptionScheme::Pbes2(params) = &mut info.encryption_algorithm else {
+            panic!("the fixture is PBES2");
+        };
+        params.kdf = pbes2::Kdf::Scrypt(pbes2::ScryptParams {
+            salt: pbes2::Salt::try_from(&[7u8; 16][..]).unwrap(),
+            cost_parameter: n,
+            block_size: r,
+            parallelization: p,
+            key_length: None,
+        });
+        info.to_der().unwrap()
+    }
+
+    /// Scrypt parameters past the bound: N=2^40 would allocate 1 PiB (the allocation failure
+    /// aborts the process), p=65535 would run N=2^14 65,535 times (minutes), N=0 panics in
+    /// pkcs5 (`leading_zeros` underflow).
+    const HOSTILE_SCRYPT: [(u64, u16, u16, &str); 4] = [
+        (1 << 40, 8, 1, "N=2^40, r=8, p=1: 1073741824 MiB"),
+        (1 << 14, 8, u16::MAX, "N=2^14, r=8, p=65535"),
+        (1 << 22, 64, 1, "N=2^22, r=64, p=1"),
+        (0, 8, 1, "N=0, r=8, p=1, which are not valid"),
+    ];
+
+    #[test]
+    fn a_pem_key_asking_for_too_much_scrypt_is_refused_before_deriving() {
+        for (n, r, p, said) in HOSTILE_SCRYPT {
+            let text = String::from_utf8(fixture("cert.pem")).unwrap()
+                + &pem("ENCRYPTED PRIVATE KEY", &scrypt_key(n, r, p));
+            let e =
+                ClientCertificate::from_pem_with_password(text, "fixture-password").unwrap_err();
+            assert_eq!(e.kind(), crate::TokenErrorKind::Configuration, "{e}");
+            assert!(e.message().contains(said), "{said}: {e}");
+            assert!(e.message().contains("ENCRYPTED PRIVATE KEY"), "{e}");
+        }
+    }
+
+    /// What `openssl pkcs8 -topk8 -scrypt` writes (N=16384, r=8, p=1) loads, and the largest
+    /// cost accepted is still only refused by the (wrong) password, not by the bound.
+    #[test]
+    fn scrypt_keys_as_openssl_writes_them_load() {
+        let certificate = ClientCertificate::from_pem_with_password(
+            String::from_utf8(fixture("cert.pem")).unwrap()
+                + &String::from_utf8(fixture("key.scrypt.pem")).unwrap(),
+            "fixture-password",
+        )
+        .unwrap();
+        assert_eq!(certificate.subject(), "CN=tower-entra-test");
+        use pkcs8::pkcs5::EncryptionScheme;
+        for (n, r, p) in [(1 << 14, 8, 1), (1 << 18, 8, 1), (1 << 14, 8, 16)] {
+            let der = scrypt_key(n, r, p);
+            let info = pkcs8::EncryptedPrivateKeyInfoRef::try_from(&der[..]).unwrap();
+            assert!(matches!(
+                info.encryption_algorithm,
+                EncryptionScheme::Pbes2(_)
+            ));
+            check_kdf_cost(&info.encryption_algorithm, ENCRYPTED_PEM).unwrap();
+        }
+    }
+
+    /// A PFX holding a shrouded key bag (outside any encrypted content, where OpenSSL puts it)
+    /// encrypted with scrypt: p12-keystore's own bound lets p=16 at 1 GiB through (minutes of
+    /// CPU) and N=0 into pkcs5's panic.
+    #[test]
+    fn a_pfx_asking_for_too_much_scrypt_is_refused_before_deriving() {
+        // OIDs: data (1.2.840.113549.1.7.1), pkcs8ShroudedKeyBag (1.2.840.113549.1.12.10.1.2).
+        const DATA: &[u8] = &[
+            0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01,
+        ];
+        const SHROUDED_KEY_BAG: &[u8] = &[
+            0x06, 0x0b, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x0a, 0x01, 0x02,
+        ];
+        let tagged =
+            |tag: u8, body: &[u8]| [vec![tag], der_len(body.len()), body.to_vec()].concat();
+        let data = |content: &[u8]| sequence(&[DATA, &tagged(0xa0, &tagged(0x04, content))]);
+        for (n, r, p, said) in [
+            (1u64 << 20, 8u16, 16u16, "N=2^20, r=8, p=16"),
+            (0, 8, 1, "N=0, r=8, p=1, which are not valid"),
+        ] {
+            let bag = sequence(&[SHROUDED_KEY_BAG, &tagged(0xa0, &scrypt_key(n, r, p))]);
+            let safe_contents = sequence(&[&bag]);
+            let authenticated_safe = sequence(&[&data(&safe_contents)]);
+            let pfx = sequence(&[&[0x02, 0x01, 0x03], &data(&authenticated_safe)]);
+            let e = ClientCertificate::from_pkcs12(&pfx, Some("fixture-password")).unwrap_err();
+            assert_eq!(e.kind(), crate::TokenErrorKind::Configuration, "{e}");
+            assert!(e.message().contains(said), "{said}: {e}");
+            assert!(e.message().contains("PKCS#12"), "{e}");
+        }
+        // The fixtures, PBES2 with PBKDF2 throughout, pass the walk.
+        for name in ["client-aes.pfx", "client-legacy.pfx", "chain.pfx"] {
+            check_pkcs12_kdf_costs(&fixture(name), 0).unwrap();
+        }
     }
 
     /// A DER length.

@@ -3,7 +3,7 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -147,7 +147,7 @@ impl AssertionCallback {
         AssertionCallback(AssertionSource::ManagedIdentity(Arc::new(
             ManagedIdentityAssertion {
                 credential: managed_identity,
-                cached: tokio::sync::Mutex::new(None),
+                cached: std::sync::Mutex::new(None),
             },
         )))
     }
@@ -168,9 +168,11 @@ impl AssertionCallback {
 /// A managed identity's token as the client assertion, cached per audience.
 struct ManagedIdentityAssertion {
     credential: ManagedIdentityCredential,
-    /// The last token and its audience. An async lock: concurrent token requests of the app
-    /// wait for one managed identity request instead of each sending their own.
-    cached: tokio::sync::Mutex<Option<(&'static str, AccessToken)>>,
+    /// The last token and its audience. Held only to read or replace it, never across the
+    /// managed identity request: a request parked on a runtime that is no longer driven must
+    /// not hold the fetch that replaces it (two token requests of the app at once may each ask
+    /// the managed identity; the provider's single flight makes that rare).
+    cached: std::sync::Mutex<Option<(&'static str, AccessToken)>>,
 }
 
 /// How long before its expiry a managed identity token stops being reused as an assertion
@@ -183,39 +185,41 @@ impl ManagedIdentityAssertion {
         client: &ConfidentialClient,
     ) -> Result<ClientProof<'a>, TokenError> {
         let audience = token_exchange_audience(client.token_url());
-        let mut cached = self.cached.lock().await;
         let now = tokio::time::Instant::now();
-        let reusable = cached.as_ref().is_some_and(|(aud, token)| {
-            *aud == audience
-                && token.expires_at().saturating_duration_since(now) > ASSERTION_REUSE_MARGIN
+        let reusable = self.cached().as_ref().and_then(|(aud, token)| {
+            (*aud == audience
+                && token.expires_at().saturating_duration_since(now) > ASSERTION_REUSE_MARGIN)
+                .then(|| token.clone())
         });
-        if !reusable {
-            let scope = format!("{audience}/.default");
-            let token = self
-                .credential
-                .request_token(TokenRequest::new(&scope))
-                .await
-                .map_err(|e| {
-                    TokenError::new(
-                        e.kind(),
-                        format!(
-                            "the managed identity's token for {audience}, the app's client assertion, could not be had: {}",
-                            e.message()
-                        ),
-                    )
-                    .with_source(e)
-                })?;
-            *cached = Some((audience, token));
-        }
-        let (_, token) = cached.as_ref().ok_or_else(|| {
-            TokenError::new(
-                TokenErrorKind::Transient,
-                "no managed identity token was cached",
-            )
-        })?;
+        let token = match reusable {
+            Some(token) => token,
+            None => {
+                let scope = format!("{audience}/.default");
+                let token = self
+                    .credential
+                    .request_token(TokenRequest::new(&scope))
+                    .await
+                    .map_err(|e| {
+                        TokenError::new(
+                            e.kind(),
+                            format!(
+                                "the managed identity's token for {audience}, the app's client assertion, could not be had: {}",
+                                e.message()
+                            ),
+                        )
+                        .with_source(e)
+                    })?;
+                *self.cached() = Some((audience, token.clone()));
+                token
+            }
+        };
         Ok(ClientProof::Assertion(Zeroizing::new(
             token.secret().to_owned(),
         )))
+    }
+
+    fn cached(&self) -> std::sync::MutexGuard<'_, Option<(&'static str, AccessToken)>> {
+        self.cached.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -271,6 +275,17 @@ fn callback_error(e: BoxError) -> TokenError {
 impl ClientAuthentication for AssertionCallback {}
 
 impl Authenticate for AssertionCallback {
+    /// A callback is bounded like the token request; a managed identity step by the managed
+    /// identity credential's own timeout (its retries included).
+    fn time_bound(&self, request_timeout: Duration) -> Duration {
+        match &self.0 {
+            AssertionSource::Callback(_) => request_timeout,
+            AssertionSource::ManagedIdentity(mi) => {
+                mi.credential.timeout().unwrap_or(request_timeout)
+            }
+        }
+    }
+
     fn authenticate<'a>(
         &'a self,
         client: &'a ConfidentialClient,
@@ -326,6 +341,40 @@ pub(crate) mod tests {
             e.to_string().contains("callback did not return within 5s"),
             "{e}"
         );
+    }
+
+    /// The managed identity step counts in the credential's timeout (its retries take minutes),
+    /// so that a provider's liveness deadline never cuts a healthy fetch short.
+    #[test]
+    fn the_timeout_covers_the_managed_identity_step() {
+        let mi = crate::ManagedIdentityCredential::builder()
+            .environment(|_| None)
+            .transport(Offline)
+            .timeout(Duration::from_secs(3))
+            .build()
+            .unwrap();
+        let mi_bound = mi.timeout().unwrap();
+        assert!(mi_bound >= Duration::from_secs(3), "{mi_bound:?}");
+        let app = ClientAssertionCredential::builder(
+            "t",
+            "c",
+            AssertionCallback::from_managed_identity(mi),
+        )
+        .authority_host(NOWHERE)
+        .transport(Offline)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+        assert_eq!(app.timeout(), Some(mi_bound + Duration::from_secs(5)));
+        let callback = ClientAssertionCredential::builder("t", "c", || async {
+            Ok::<_, std::io::Error>("a".to_owned())
+        })
+        .authority_host(NOWHERE)
+        .transport(Offline)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+        assert_eq!(callback.timeout(), Some(Duration::from_secs(10)));
     }
 
     /// A credential whose callback fails with its own `Authentication` error saying `message`.

@@ -154,6 +154,10 @@ impl Authenticate for ClientSecret {
         })
     }
 
+    fn may_reload(&self) -> bool {
+        self.0.path().is_some()
+    }
+
     fn reload_after_refusal(&self) -> BoxFuture<'_, bool> {
         Box::pin(self.0.reload_after_refusal())
     }

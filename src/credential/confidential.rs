@@ -11,7 +11,7 @@ use crate::credential::authentication::ClientAuthentication;
 use crate::credential::client::{ConfidentialClient, ConfidentialClientOptions};
 use crate::credential::tenants::AllowedTenants;
 use crate::credential::{Credential, TokenRequest};
-use crate::error::TokenError;
+use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 use crate::transport::{TokenTransport, TransportChoice};
 
@@ -68,6 +68,37 @@ impl<A: ClientAuthentication> ConfidentialClientCredential<A> {
         }
     }
 
+    /// The longest one call of `request_token` takes: the source's work and the token request,
+    /// twice when a source read from a file may ask again after a refusal.
+    fn time_bound(&self) -> Duration {
+        let request = self.client.timeout();
+        let attempt = self
+            .authentication
+            .time_bound(request)
+            .saturating_add(request);
+        if self.authentication.may_reload() {
+            attempt.saturating_mul(2)
+        } else {
+            attempt
+        }
+    }
+
+    /// [`fetch`](Self::fetch) within [`time_bound`](Self::time_bound): whatever a source does
+    /// (a blocking file read on a hung mount included) ends by the time the credential's
+    /// timeout says, so a provider can tell a parked fetch from a slow one.
+    async fn bounded_fetch(&self, request: TokenRequest<'_>) -> Result<AccessToken, TokenError> {
+        let bound = self.time_bound();
+        match tokio::time::timeout(bound, self.fetch(request)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(TokenError::new(
+                TokenErrorKind::Timeout,
+                format!(
+                    "the token request, with the work of its client authentication, did not finish within {bound:?}; raise the credential's timeout or check what the authentication waits on"
+                ),
+            )),
+        }
+    }
+
     async fn fetch(&self, request: TokenRequest<'_>) -> Result<AccessToken, TokenError> {
         // Nothing is sent for a tenant the allow-list does not hold.
         let client = self.client.for_request(&request)?;
@@ -97,7 +128,7 @@ impl<A: ClientAuthentication> Credential for ConfidentialClientCredential<A> {
         &'a self,
         request: TokenRequest<'a>,
     ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
-        Box::pin(self.fetch(request))
+        Box::pin(self.bounded_fetch(request))
     }
 
     fn identity(&self) -> Option<(&str, &str)> {
@@ -105,7 +136,7 @@ impl<A: ClientAuthentication> Credential for ConfidentialClientCredential<A> {
     }
 
     fn timeout(&self) -> Option<Duration> {
-        Some(self.client.timeout())
+        Some(self.time_bound())
     }
 
     fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {

@@ -226,12 +226,20 @@ impl Credential for DefaultCredential {
         self.fetch(request).boxed()
     }
 
-    /// The chosen credential's bound on one call, for the provider's fetch deadline (the Azure
-    /// CLI's is not counted: it runs only when managed identity fails fast).
+    /// The chosen credential's bound on one call, for the provider's fetch deadline, with the
+    /// Azure CLI's after managed identity when the chain has it (it runs when managed identity
+    /// fails).
     fn timeout(&self) -> Option<std::time::Duration> {
         match &self.chosen {
             Chosen::Environment(env) => env.timeout(),
-            Chosen::ManagedIdentity { credential, .. } => credential.timeout(),
+            Chosen::ManagedIdentity { credential, .. } => {
+                let cli = self.azure_cli.as_ref().and_then(|cli| cli.timeout());
+                Some(
+                    credential
+                        .timeout()?
+                        .saturating_add(cli.unwrap_or_default()),
+                )
+            }
         }
     }
 

@@ -91,6 +91,24 @@ impl Authenticate for FromEnvironment {
         }
     }
 
+    fn time_bound(&self, request_timeout: std::time::Duration) -> std::time::Duration {
+        match self {
+            FromEnvironment::Secret(s) => s.time_bound(request_timeout),
+            #[cfg(feature = "certificate")]
+            FromEnvironment::Certificate(c) => c.time_bound(request_timeout),
+            FromEnvironment::TokenFile(f) => f.time_bound(request_timeout),
+        }
+    }
+
+    fn may_reload(&self) -> bool {
+        match self {
+            FromEnvironment::Secret(s) => s.may_reload(),
+            #[cfg(feature = "certificate")]
+            FromEnvironment::Certificate(c) => c.may_reload(),
+            FromEnvironment::TokenFile(f) => f.may_reload(),
+        }
+    }
+
     fn reload_after_refusal(&self) -> BoxFuture<'_, bool> {
         match self {
             FromEnvironment::Secret(s) => s.reload_after_refusal(),

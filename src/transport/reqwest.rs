@@ -13,7 +13,7 @@ use tower_service::Service;
 use url::Url;
 
 use super::service::ServiceTransport;
-use super::{TransportRequest, TransportService};
+use super::{Route, TransportRequest, TransportService};
 use crate::error::TokenError;
 use crate::host::is_loopback;
 
@@ -23,14 +23,20 @@ pub(super) fn transport(
     builder: Option<reqwest::ClientBuilder>,
     timeout: Duration,
     destination: &Url,
-) -> Result<Arc<dyn TransportService>, TokenError> {
+) -> Result<(Arc<dyn TransportService>, Route), TokenError> {
+    let direct = destination.scheme() == "http" && is_loopback(destination);
+    let route = match &builder {
+        _ if direct => Route::Direct,
+        Some(_) => Route::CallerClient,
+        None => Route::environment(destination),
+    };
     let mut builder = builder
         .unwrap_or_default()
         // A token endpoint never redirects; following a 307/308 would re-POST the form (the
         // client secret or assertion) to wherever the redirect points.
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(timeout.min(Duration::from_secs(10)));
-    if destination.scheme() == "http" && is_loopback(destination) {
+    if direct {
         // A plain-http request through a proxy is sent to the proxy in clear, form and all (only
         // https is tunnelled with CONNECT). A loopback endpoint (an emulator, a local identity
         // endpoint) is on this machine, so no proxy is needed to reach it.
@@ -42,7 +48,7 @@ pub(super) fn transport(
         )
         .with_source(e)
     })?;
-    Ok(from_client(client))
+    Ok((from_client(client), route))
 }
 
 /// A reqwest client the caller built as a transport (the managed identity credential's, with

@@ -116,3 +116,103 @@ fn a_refresh_ahead_parked_on_an_idle_runtime_is_started_again_past_its_deadline(
     assert_eq!(requests.load(Ordering::SeqCst), 2);
     drop(parked);
 }
+
+/// An app registration whose client assertion is a managed identity's token: the managed
+/// identity's first request never answers (its task parked with it), later ones answer at once.
+mod managed_identity_assertion {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use tokio::sync::Notify;
+    use tower_entra::{
+        AssertionCallback, ClientAssertionCredential, ManagedIdentityCredential, TokenProvider,
+        TransportRequest,
+    };
+
+    use super::HOUR;
+
+    const MI_TOKEN: &str =
+        r#"{"access_token":"mi-assertion","expires_in":"86400","token_type":"Bearer"}"#;
+    const APP_TOKEN: &str =
+        r#"{"token_type":"Bearer","expires_in":3599,"access_token":"app-token"}"#;
+
+    /// A transport answering `body`; when `park_first`, its first request signals `entered` and
+    /// then never answers.
+    fn answering(
+        body: &'static str,
+        calls: Arc<AtomicUsize>,
+        park_first: Option<Arc<Notify>>,
+    ) -> impl tower_entra::TokenTransport {
+        tower::service_fn(move |_: TransportRequest| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            let park = park_first.clone().filter(|_| n == 0);
+            async move {
+                if let Some(entered) = park {
+                    entered.notify_one();
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                    body.as_bytes(),
+                ))))
+            }
+        })
+    }
+
+    #[test]
+    fn a_fetch_parked_mid_managed_identity_request_does_not_wedge_its_replacement() {
+        let entered = Arc::new(Notify::new());
+        let mi_calls = Arc::new(AtomicUsize::new(0));
+        let entra_calls = Arc::new(AtomicUsize::new(0));
+        let managed_identity = ManagedIdentityCredential::builder()
+            .environment(|name| {
+                (name == "AZURE_POD_IDENTITY_AUTHORITY_HOST")
+                    .then(|| "http://127.0.0.1:9".to_owned())
+            })
+            .transport(answering(MI_TOKEN, mi_calls.clone(), Some(entered.clone())))
+            .build()
+            .unwrap();
+        let app = ClientAssertionCredential::builder(
+            "contoso.onmicrosoft.com",
+            "00000000-0000-0000-0000-000000000001",
+            AssertionCallback::from_managed_identity(managed_identity),
+        )
+        .authority_host("http://127.0.0.1:9")
+        .transport(answering(APP_TOKEN, entra_calls.clone(), None))
+        .build()
+        .unwrap();
+        let provider = TokenProvider::builder(app, "api://x/.default")
+            .max_attempts(1)
+            .refresh_jitter(Duration::ZERO)
+            .build()
+            .unwrap();
+
+        let parked = super::paused_runtime();
+        let other = super::paused_runtime();
+        // The fetch runs on `parked` until it waits on the managed identity's answer; then
+        // `parked` is never driven again.
+        parked.block_on(async {
+            tokio::select! {
+                _ = provider.token() => panic!("the parked request answered"),
+                _ = entered.notified() => {}
+            }
+        });
+        assert_eq!(mi_calls.load(Ordering::SeqCst), 1);
+
+        other.block_on(async {
+            let token = tokio::time::timeout(HOUR, provider.token())
+                .await
+                .expect(
+                    "the replacement fetch waited on the parked fetch's managed identity request",
+                )
+                .unwrap();
+            assert_eq!(token.secret(), "app-token");
+        });
+        assert_eq!(mi_calls.load(Ordering::SeqCst), 2);
+        assert_eq!(entra_calls.load(Ordering::SeqCst), 1);
+        drop(parked);
+    }
+}

@@ -3,8 +3,9 @@
 //! process: the allocator is process-wide). Install it in the binary with
 //! `#[global_allocator] static ALLOCATOR: ScanningAllocator = ScanningAllocator;`.
 //!
-//! The library's unit test of the token parser (src/endpoint.rs, `freed_memory`) has its own:
-//! it is compiled into the library crate, which does not reach into tests/.
+//! The library's unit tests (the token parsers, managed identity, Azure CLI, the Arc header) have
+//! their own, src/scanning_allocator.rs: it is compiled into the library crate, which does not
+//! reach into tests/.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::OnceLock;

@@ -19,6 +19,7 @@ pub(super) fn request(
     legacy: bool,
     resource: &str,
     id: Option<&ManagedIdentityId>,
+    extra: &[(&str, String)],
 ) -> Result<http::Request<Full<Bytes>>, TokenError> {
     let mut url = endpoint.clone();
     {
@@ -40,6 +41,9 @@ pub(super) fn request(
                 query.append_pair("client_id", v);
             }
             other => secret_get::append_object_or_resource_id(&mut query, other),
+        }
+        for (name, value) in extra {
+            query.append_pair(name, value);
         }
     }
     let header_name = if legacy {

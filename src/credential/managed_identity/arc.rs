@@ -10,13 +10,14 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use http::HeaderValue;
 use http_body_util::Full;
-use tokio::io::AsyncReadExt;
+use std::io::Read;
 use url::Url;
 use zeroize::Zeroizing;
 
 use super::imds::{invalid_url, query_url};
+use super::secret_get::sensitive_header;
+use crate::credential::rotation::on_blocking_pool;
 use crate::error::{MAX_SERVER_FIELD_BYTES, TokenError, TokenErrorKind, server_text};
 use crate::transport::BufferedResponse;
 
@@ -52,12 +53,11 @@ pub(super) fn request(
         .header("Metadata", "true")
         .header(http::header::ACCEPT, "application/json");
     if let Some(key) = key {
-        let mut value = HeaderValue::from_str(&format!("Basic {key}")).map_err(|_| {
+        let value = sensitive_header("Basic ", key).ok_or_else(|| {
             TokenError::invalid_response(
                 "the Azure Arc key file holds characters that cannot be sent in a header",
             )
         })?;
-        value.set_sensitive(true);
         request = request.header(http::header::AUTHORIZATION, value);
     }
     request.body(Full::new(Bytes::new())).map_err(invalid_url)
@@ -131,21 +131,19 @@ pub(super) async fn read_key(
     if file.parent() != Some(dir.as_path()) {
         return Err(refused("is not in the agent's key directory"));
     }
-    let mut opened = tokio::fs::File::open(&file).await.map_err(io("open"))?;
-    let size = opened.metadata().await.map_err(io("read"))?.len();
-    if size > MAX_KEY_BYTES {
-        return Err(refused(&format!("is larger than {MAX_KEY_BYTES} bytes")));
-    }
-    let mut key = Zeroizing::new(Vec::with_capacity(MAX_KEY_BYTES as usize + 1));
-    // Bounded again while reading: the file may grow after its size was read.
-    (&mut opened)
-        .take(MAX_KEY_BYTES + 1)
-        .read_to_end(&mut key)
+    // std's file, on the blocking pool: tokio's reads through a buffer of its own, which it
+    // would free with the key still in it.
+    let read = on_blocking_pool(move || read_small(&file))
         .await
-        .map_err(io("read"))?;
-    if key.len() as u64 > MAX_KEY_BYTES {
-        return Err(refused(&format!("is larger than {MAX_KEY_BYTES} bytes")));
-    }
+        .map_err(|e| {
+            TokenError::configuration("reading the Azure Arc key file did not finish")
+                .with_source(e)
+        })?;
+    let key = match read {
+        Ok(Some(key)) => key,
+        Ok(None) => return Err(refused(&format!("is larger than {MAX_KEY_BYTES} bytes"))),
+        Err((what, e)) => return Err(io(what)(e)),
+    };
     let text = std::str::from_utf8(&key)
         .map_err(|_| refused("is not text"))?
         .trim();
@@ -153,4 +151,21 @@ pub(super) async fn read_key(
         return Err(refused("is empty"));
     }
     Ok(Zeroizing::new(text.to_owned()))
+}
+
+/// The file at `path` if it is at most [`MAX_KEY_BYTES`] long (`None` if longer), in memory
+/// sized once and zeroed when dropped; on failure, what could not be done. Blocking.
+fn read_small(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, (&'static str, std::io::Error)> {
+    let mut opened = std::fs::File::open(path).map_err(|e| ("open", e))?;
+    let size = opened.metadata().map_err(|e| ("read", e))?.len();
+    if size > MAX_KEY_BYTES {
+        return Ok(None);
+    }
+    let mut key = Zeroizing::new(Vec::with_capacity(MAX_KEY_BYTES as usize + 1));
+    // Bounded again while reading: the file may grow after its size was read.
+    (&mut opened)
+        .take(MAX_KEY_BYTES + 1)
+        .read_to_end(&mut key)
+        .map_err(|e| ("read", e))?;
+    Ok((key.len() as u64 <= MAX_KEY_BYTES).then_some(key))
 }

@@ -3,6 +3,7 @@
 
 mod app_service;
 mod arc;
+mod claims;
 mod cloud_shell;
 mod default_transport;
 mod imds;
@@ -24,6 +25,7 @@ use ::http::StatusCode;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
+use self::claims::{Asked, IssuedTokens};
 use self::default_transport::{IMDS_CONNECT_TIMEOUT, default_transport};
 use self::response::{ErrorBody, parse_token};
 use self::retry::RetryPolicy;
@@ -84,7 +86,10 @@ impl fmt::Debug for ManagedIdentityId {
 /// | none of these | IMDS (VMs, scale sets, AKS) | `http://169.254.169.254` (or `AZURE_POD_IDENTITY_AUTHORITY_HOST`), api-version 2018-02-01, `Metadata: true` |
 ///
 /// A half-set environment (say `IDENTITY_HEADER` without `IDENTITY_ENDPOINT`) is a
-/// [`Configuration`](TokenErrorKind::Configuration) error when the credential is built.
+/// [`Configuration`](TokenErrorKind::Configuration) error when the credential is built, and so
+/// is an endpoint a secret should not travel to: Service Fabric's over plain http, or an App
+/// Service, Azure Arc or `MSI_SECRET` endpoint over plain http on a host that is neither this
+/// machine nor a link-local or private address.
 ///
 /// The scope's `/.default` is dropped to make the `resource` these endpoints take. Following
 /// Microsoft's guidance for IMDS, answers 404, 410 (IMDS upgrading: retried for about 70 s),
@@ -95,6 +100,14 @@ impl fmt::Debug for ManagedIdentityId {
 /// would select another source. The endpoints are reached directly (the default transport
 /// ignores `HTTP_PROXY`), never following a redirect; requests go through the crate's transport
 /// (see [`transport`](ManagedIdentityCredentialBuilder::transport)).
+///
+/// Claims (a Continuous Access Evaluation challenge) are handled as MSAL handles them: App
+/// Service and Service Fabric are asked for a token in place of the refused one (the client
+/// capabilities as `xms_cc`, the refused token's SHA-256 as `token_sha256_to_refresh`); an
+/// answer with the refused token again, or a challenge to IMDS, Azure Arc, Cloud Shell or App
+/// Service's 2017 API (whose endpoints take no such request), is an
+/// [`Authentication`](TokenErrorKind::Authentication) error, never a token passed off as
+/// carrying the claims. Client capabilities alone are no challenge.
 ///
 /// ```no_run
 /// use tower_entra::{ManagedIdentityCredential, ManagedIdentityId, TokenProvider};
@@ -124,6 +137,8 @@ struct Inner {
     /// Whether the endpoint has answered once: until then, nothing listening at IMDS's address
     /// means this is not an Azure host, not a passing failure.
     answered: AtomicBool,
+    /// The hash of the last token per resource, for a claims challenge's refresh.
+    issued: IssuedTokens,
 }
 
 impl ManagedIdentityCredential {
@@ -159,12 +174,50 @@ impl ManagedIdentityCredential {
     async fn fetch(&self, request: TokenRequest<'_>) -> Result<AccessToken, TokenError> {
         let resource = resource(request.scope)?;
         let inner = &*self.inner;
+        let asked = Asked::read(request.claims);
+        if asked.challenge && !claims::can_refresh(&inner.source) {
+            return Err(claims::cannot_honour(&inner.source));
+        }
+        // What App Service and Service Fabric take instead of claims (MSAL's query): the
+        // capabilities, and on a challenge the hash of the token to replace.
+        let mut query: Vec<(&str, String)> = Vec::new();
+        let refused = asked
+            .challenge
+            .then(|| inner.issued.last(resource))
+            .flatten();
+        if claims::can_refresh(&inner.source) {
+            query.extend(asked.capabilities.map(|c| ("xms_cc", c)));
+            query.extend(refused.clone().map(|h| ("token_sha256_to_refresh", h)));
+        }
+        let token = self.fetch_with(resource, &query).await?;
+        let hash = claims::sha256_hex(token.secret());
+        if refused.as_ref() == Some(&hash) {
+            return Err(TokenError::new(
+                TokenErrorKind::Authentication,
+                format!(
+                    "the API asked for a token with claims (a Continuous Access Evaluation challenge), and {} answered the refused token again; it is not stored as if it carried them",
+                    inner.source.name()
+                ),
+            ));
+        }
+        inner.issued.record(resource, hash);
+        Ok(token)
+    }
+
+    /// Asks the source for a token for `resource`, with `query` added, retrying as the policy
+    /// says.
+    async fn fetch_with(
+        &self,
+        resource: &str,
+        query: &[(&str, String)],
+    ) -> Result<AccessToken, TokenError> {
+        let inner = &*self.inner;
         let started = Instant::now();
         let mut retries = 0;
         loop {
             let sent = Instant::now();
             let wall = SystemTime::now();
-            let (status, retry_after, error) = match self.exchange(resource).await {
+            let (status, retry_after, error) = match self.exchange(resource, query).await {
                 Ok(answer) if answer.status.is_success() => {
                     return parse_token(&answer.body, sent, wall);
                 }
@@ -202,7 +255,11 @@ impl ManagedIdentityCredential {
     }
 
     /// One request to the source (two for Azure Arc's challenge).
-    async fn exchange(&self, resource: &str) -> Result<BufferedResponse, TokenError> {
+    async fn exchange(
+        &self,
+        resource: &str,
+        query: &[(&str, String)],
+    ) -> Result<BufferedResponse, TokenError> {
         let inner = &*self.inner;
         let id = inner.id.as_ref();
         let request = match &inner.source {
@@ -211,10 +268,10 @@ impl ManagedIdentityCredential {
                 url,
                 header,
                 legacy,
-            } => app_service::request(url, header, *legacy, resource, id)?,
+            } => app_service::request(url, header, *legacy, resource, id, query)?,
             Source::Arc { url } => arc::request(url, resource, None)?,
             Source::ServiceFabric { url, header, .. } => {
-                service_fabric::request(url, header, resource, id)?
+                service_fabric::request(url, header, resource, id, query)?
             }
             Source::CloudShell { url } => cloud_shell::request(url, resource)?,
         };
@@ -541,6 +598,7 @@ impl ManagedIdentityCredentialBuilder {
                 retry: self.retry,
                 arc_key_directory: self.arc_key_directory,
                 answered: AtomicBool::new(false),
+                issued: IssuedTokens::default(),
             }),
         })
     }

@@ -7,15 +7,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::time::Instant;
-use zeroize::Zeroizing;
 
-use crate::endpoint::from_json;
+use crate::endpoint::{TokenText, from_json};
 use crate::error::{MAX_SERVER_FIELD_BYTES, TokenError, server_text};
 use crate::token::AccessToken;
 
 #[derive(Deserialize)]
 struct RawToken {
-    access_token: Option<String>,
+    /// Read into zeroed-on-drop memory of its own size: an answer refused after it (malformed
+    /// JSON further on, a wrong `token_type`) leaves no copy behind.
+    access_token: Option<TokenText>,
     token_type: Option<String>,
     expires_in: Option<Value>,
     expires_on: Option<Value>,
@@ -29,12 +30,11 @@ pub(super) fn parse_token(
     wall_now: SystemTime,
 ) -> Result<AccessToken, TokenError> {
     let raw: RawToken = from_json(body, "the managed identity token response is not JSON")?;
-    let mut secret = Zeroizing::new(raw.access_token.unwrap_or_default());
-    if secret.is_empty() {
+    let Some(TokenText(mut secret)) = raw.access_token.filter(|t| !t.0.is_empty()) else {
         return Err(TokenError::invalid_response(
             "the managed identity token response has no access_token",
         ));
-    }
+    };
     match raw.token_type.as_deref() {
         // Service Fabric and older endpoints may leave it out; a bearer token is all they issue.
         None => {}

@@ -7,6 +7,7 @@ use http::HeaderValue;
 use http_body_util::Full;
 use url::Url;
 use url::form_urlencoded::Serializer;
+use zeroize::Zeroizing;
 
 use super::ManagedIdentityId;
 use super::imds::invalid_url;
@@ -37,15 +38,27 @@ pub(super) fn request(
     secret: &str,
     platform: &str,
 ) -> Result<http::Request<Full<Bytes>>, TokenError> {
-    let mut secret = HeaderValue::from_str(secret).map_err(|_| {
+    let secret = sensitive_header("", secret).ok_or_else(|| {
         TokenError::configuration(format!(
             "IDENTITY_HEADER has characters that cannot be sent in an HTTP header; {platform} sets it, so check what overrides it"
         ))
     })?;
-    secret.set_sensitive(true);
     http::Request::get(url.as_str())
         .header(header_name, secret)
         .header(http::header::ACCEPT, "application/json")
         .body(Full::new(Bytes::new()))
         .map_err(invalid_url)
+}
+
+/// `prefix` and `secret` as a header value marked sensitive, in memory of its exact size that is
+/// zeroed when the request drops it (`HeaderValue::from_str` would leave a copy of the secret
+/// in freed memory after every request, and a `format!` another); `None` when it cannot be a
+/// header value.
+pub(super) fn sensitive_header(prefix: &str, secret: &str) -> Option<HeaderValue> {
+    let mut bytes = Zeroizing::new(Vec::with_capacity(prefix.len() + secret.len()));
+    bytes.extend_from_slice(prefix.as_bytes());
+    bytes.extend_from_slice(secret.as_bytes());
+    let mut value = HeaderValue::from_maybe_shared(Bytes::from_owner(bytes)).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }

@@ -17,6 +17,7 @@ pub(super) fn request(
     header: &str,
     resource: &str,
     id: Option<&ManagedIdentityId>,
+    extra: &[(&str, String)],
 ) -> Result<http::Request<Full<Bytes>>, TokenError> {
     let mut url = endpoint.clone();
     {
@@ -24,6 +25,9 @@ pub(super) fn request(
         query.append_pair("api-version", API_VERSION);
         query.append_pair("resource", resource);
         secret_get::append_object_or_resource_id(&mut query, id);
+        for (name, value) in extra {
+            query.append_pair(name, value);
+        }
     }
     secret_get::request(&url, "secret", header, "Service Fabric")
 }

@@ -75,21 +75,28 @@ impl Source {
         if let Some(endpoint) = identity_endpoint {
             let url = parse(IDENTITY_ENDPOINT, &endpoint)?;
             return match (identity_header, thumbprint, imds_endpoint) {
-                (Some(header), Some(thumbprint), _) => Ok(Source::ServiceFabric {
-                    url,
-                    header,
-                    thumbprint: normalize_thumbprint(&thumbprint)?,
-                }),
-                (Some(header), None, _) => Ok(Source::AppService {
-                    url,
-                    header,
-                    legacy: false,
-                }),
+                (Some(header), Some(thumbprint), _) => {
+                    require_https_for_service_fabric(&url)?;
+                    Ok(Source::ServiceFabric {
+                        url,
+                        header,
+                        thumbprint: normalize_thumbprint(&thumbprint)?,
+                    })
+                }
+                (Some(header), None, _) => {
+                    check_secret_destination(IDENTITY_ENDPOINT, &url, "IDENTITY_HEADER")?;
+                    Ok(Source::AppService {
+                        url,
+                        header,
+                        legacy: false,
+                    })
+                }
                 (None, Some(_), _) => Err(TokenError::configuration(format!(
                     "{IDENTITY_ENDPOINT} and {IDENTITY_SERVER_THUMBPRINT} are set but {IDENTITY_HEADER} is not; Service Fabric sets all three for an application with a managed identity, so check the application manifest's ManagedIdentity settings"
                 ))),
                 (None, None, Some(imds)) => {
                     parse(IMDS_ENDPOINT, &imds)?;
+                    check_secret_destination(IDENTITY_ENDPOINT, &url, "the Azure Arc agent's key")?;
                     Ok(Source::Arc { url })
                 }
                 (None, None, None) => Err(TokenError::configuration(format!(
@@ -110,11 +117,14 @@ impl Source {
         if let Some(endpoint) = msi_endpoint {
             let url = parse(MSI_ENDPOINT, &endpoint)?;
             return Ok(match msi_secret {
-                Some(header) => Source::AppService {
-                    url,
-                    header,
-                    legacy: true,
-                },
+                Some(header) => {
+                    check_secret_destination(MSI_ENDPOINT, &url, "MSI_SECRET")?;
+                    Source::AppService {
+                        url,
+                        header,
+                        legacy: true,
+                    }
+                }
                 None => Source::CloudShell { url },
             });
         }
@@ -150,6 +160,47 @@ fn parse(name: &str, value: &str) -> Result<Url, TokenError> {
         )));
     }
     Ok(url)
+}
+
+/// Service Fabric's endpoint is https: the server certificate pinned by
+/// `IDENTITY_SERVER_THUMBPRINT` is what keeps the `secret` header from anyone else, and plain
+/// http would send it in clear with nothing pinned.
+fn require_https_for_service_fabric(url: &Url) -> Result<(), TokenError> {
+    if url.scheme() == "https" {
+        return Ok(());
+    }
+    Err(TokenError::configuration(format!(
+        "{IDENTITY_ENDPOINT} is {}, but Service Fabric's identity endpoint is https (its certificate is pinned by {IDENTITY_SERVER_THUMBPRINT}, and the secret header must not travel in clear); Service Fabric sets it to https://<node>:2377/metadata/identity/oauth2/token, so check what overrides it",
+        url.origin().ascii_serialization()
+    )))
+}
+
+/// A secret (the identity header, the Arc agent's key) goes over plain http only to where the
+/// platforms put their endpoints: this host (App Service on Windows `127.0.0.1`, Container Apps
+/// and Functions `localhost`, the Arc agent `localhost:40342`), a link-local address
+/// (`169.254.0.0/16`, `fe80::/10`: App Service on Linux, IMDS-style agents) or a private network
+/// (`10/8`, `172.16/12`, `192.168/16`, `fc00::/7`: Azure ML compute, pod identity). Anywhere
+/// else, a name or a public address, it would cross networks in clear; https goes anywhere.
+fn check_secret_destination(name: &str, url: &Url, secret: &str) -> Result<(), TokenError> {
+    use std::net::IpAddr;
+    if url.scheme() == "https" {
+        return Ok(());
+    }
+    let local = match url.host() {
+        Some(url::Host::Domain(d)) => d.trim_end_matches('.').eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_link_local() || ip.is_private(),
+        Some(url::Host::Ipv6(ip)) => {
+            IpAddr::V6(ip).is_loopback() || ip.is_unicast_link_local() || ip.is_unique_local()
+        }
+        None => false,
+    };
+    if local {
+        return Ok(());
+    }
+    Err(TokenError::configuration(format!(
+        "{name} is {}: plain http to a host that is neither this machine, a link-local nor a private address, so {secret} would cross networks in clear; the platform's endpoint is local (e.g. http://127.0.0.1:41566/MSI/token/, http://localhost:42356/msi/token): check what overrides {name}, or use https",
+        url.origin().ascii_serialization()
+    )))
 }
 
 /// The thumbprint as uppercase hex without separators (it is compared with the SHA-1 of the
@@ -283,6 +334,80 @@ mod tests {
                 assert!(e.message().contains(name), "{vars:?}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn service_fabric_must_be_https() {
+        let e = detect(&[
+            (
+                IDENTITY_ENDPOINT,
+                "http://10.0.0.4:2377/metadata/identity/oauth2/token",
+            ),
+            (IDENTITY_HEADER, "h"),
+            (IDENTITY_SERVER_THUMBPRINT, THUMB),
+        ])
+        .unwrap_err();
+        assert_eq!(e.kind(), crate::TokenErrorKind::Configuration, "{e}");
+        assert!(e.message().contains("https"), "{e}");
+        assert!(e.message().contains("http://10.0.0.4:2377"), "{e}");
+    }
+
+    /// Plain http carries a secret only to the addresses the platforms use; https anywhere.
+    #[test]
+    fn a_secret_over_plain_http_goes_only_to_local_link_local_or_private_hosts() {
+        let app_service =
+            |endpoint: &str| detect(&[(IDENTITY_ENDPOINT, endpoint), (IDENTITY_HEADER, "h")]);
+        let legacy = |endpoint: &str| detect(&[(MSI_ENDPOINT, endpoint), (MSI_SECRET, "s")]);
+        let arc = |endpoint: &str| {
+            detect(&[
+                (IDENTITY_ENDPOINT, endpoint),
+                (IMDS_ENDPOINT, "http://localhost:40342"),
+            ])
+        };
+        for endpoint in [
+            "http://127.0.0.1:41566/MSI/token/",
+            "http://localhost:42356/msi/token",
+            "http://LOCALHOST.:42356/msi/token",
+            "http://169.254.129.5:8081/msi/token",
+            "http://10.0.0.4:46808/MSI/auth",
+            "http://172.16.0.9:8081/msi/token",
+            "http://192.168.1.2:8081/msi/token",
+            "http://[::1]:8081/msi/token",
+            "http://[fe80::1]:8081/msi/token",
+            "http://[fd00::7]:8081/msi/token",
+            "https://identity.example.com/msi/token",
+            "https://203.0.113.9/msi/token",
+        ] {
+            app_service(endpoint).unwrap();
+            legacy(endpoint).unwrap();
+        }
+        arc("http://localhost:40342/metadata/identity/oauth2/token").unwrap();
+        for endpoint in [
+            "http://203.0.113.9:8081/msi/token",
+            "http://8.8.8.8/msi/token",
+            "http://identity.example.com/msi/token",
+            "http://172.32.0.1/msi/token",
+            "http://[2001:db8::1]/msi/token",
+        ] {
+            for (e, name, secret) in [
+                (app_service(endpoint), IDENTITY_ENDPOINT, "IDENTITY_HEADER"),
+                (legacy(endpoint), MSI_ENDPOINT, "MSI_SECRET"),
+                (arc(endpoint), IDENTITY_ENDPOINT, "Azure Arc"),
+            ] {
+                let e = e.unwrap_err();
+                assert_eq!(e.kind(), crate::TokenErrorKind::Configuration, "{e}");
+                assert!(e.message().contains(name), "{endpoint}: {e}");
+                assert!(e.message().contains(secret), "{endpoint}: {e}");
+                assert!(e.message().contains("in clear"), "{endpoint}: {e}");
+            }
+        }
+        // No secret, no limit: IMDS through pod identity and Cloud Shell.
+        detect(&[(
+            AZURE_POD_IDENTITY_AUTHORITY_HOST,
+            "http://identity.example.com",
+        )])
+        .unwrap();
+        detect(&[(MSI_ENDPOINT, "http://identity.example.com/msi")]).unwrap();
     }
 
     #[test]

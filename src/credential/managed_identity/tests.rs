@@ -175,3 +175,240 @@ async fn arc_refuses_user_assigned_identities_when_built() {
     assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
     assert!(e.message().contains("Azure Arc"), "{e}");
 }
+
+/// No copy of a token or of the Arc key is freed unzeroed on the credential's paths (the lib's
+/// tests run on the scanning allocator): the answer read and parsed, accepted or refused, and
+/// the `Authorization: Basic` header built from the key. The test transport answers from memory
+/// that it zeroes too, so every copy left is the credential's.
+mod freed_memory {
+    use std::convert::Infallible;
+    use std::future::ready;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use zeroize::Zeroizing;
+
+    use super::*;
+    use crate::scanning_allocator::scan;
+    use crate::transport::TransportRequest;
+
+    const TOKEN: &[u8] = b"eyJ0eXAi.Mi7-needle_token-that-must-be-zeroed.before-free";
+    const KEY: &[u8] = b"Arc4-needle_key-that-must-be-zeroed-before-free";
+
+    /// An answer whose body lives in memory zeroed when dropped.
+    fn answer(status: u16, body: &[u8]) -> http::Response<Full<Bytes>> {
+        let body = Bytes::from_owner(Zeroizing::new(body.to_vec()));
+        let mut response = http::Response::new(Full::new(body));
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn managed_identity_answers_leave_no_copy_of_the_token() {
+        let token = std::str::from_utf8(TOKEN).unwrap();
+        let bodies = [
+            // Accepted, then dropped.
+            format!(r#"{{"access_token":"{token}","expires_in":"3600","token_type":"Bearer"}}"#),
+            // Read, then refused.
+            format!(r#"{{"access_token":"{token}","expires_in":"3600","token_type":"pop"}}"#),
+            format!(r#"{{"access_token":"{token}","token_type":"Bearer"}}"#),
+            format!(r#"{{"access_token":"{token}","expires_on":"soon"}}"#),
+            // Read, then the JSON breaks.
+            format!(r#"{{"access_token":"{token}","expires_in": }}"#),
+            format!(r#"{{"access_token":"{token}","expires_in":"3600""#),
+        ];
+        for body in &bodies {
+            let body = Zeroizing::new(body.as_bytes().to_vec());
+            let transport = tower::service_fn(move |_: TransportRequest| {
+                ready(Ok::<_, Infallible>(answer(200, &body)))
+            });
+            let credential = ManagedIdentityCredential::builder()
+                .environment(|_| None)
+                .transport(transport)
+                .build()
+                .unwrap();
+            let scan = scan(TOKEN.split_at(24).0);
+            let outcome = credential.request_token(TokenRequest::new(ARM)).await;
+            let ok = outcome.is_ok();
+            drop(outcome);
+            drop(credential);
+            assert_eq!(
+                scan.unzeroed_frees(),
+                0,
+                "a freed copy of the token (accepted: {ok}) after {}",
+                String::from_utf8_lossy(TOKEN)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_arc_key_and_its_basic_header_leave_no_copy() {
+        let dir = TempDir::new();
+        let key_file = dir.0.join("agent.key");
+        std::fs::write(&key_file, KEY).unwrap();
+        let challenge = format!("Basic realm={}", key_file.display());
+        let transport = tower::service_fn(move |request: TransportRequest| {
+            let answer = match request.headers().get(http::header::AUTHORIZATION) {
+                None => {
+                    let mut challenged = answer(401, b"");
+                    challenged
+                        .headers_mut()
+                        .insert(http::header::WWW_AUTHENTICATE, challenge.parse().unwrap());
+                    challenged
+                }
+                Some(value) => {
+                    let sent = value.as_bytes().strip_prefix(b"Basic ") == Some(KEY);
+                    let body: &[u8] = if sent {
+                        br#"{"access_token":"arc-token","expires_in":"3600","token_type":"Bearer"}"#
+                    } else {
+                        br#"{"error":"wrong key"}"#
+                    };
+                    answer(if sent { 200 } else { 400 }, body)
+                }
+            };
+            drop(request);
+            ready(Ok::<_, Infallible>(answer))
+        });
+        let credential = ManagedIdentityCredential::builder()
+            .environment(|name| match name {
+                "IDENTITY_ENDPOINT" => {
+                    Some("http://localhost:40342/metadata/identity/oauth2/token".to_owned())
+                }
+                "IMDS_ENDPOINT" => Some("http://localhost:40342".to_owned()),
+                _ => None,
+            })
+            .transport(transport)
+            .arc_key_directory(&dir.0)
+            .build()
+            .unwrap();
+        let scan = scan(KEY);
+        let token = credential.request_token(TokenRequest::new(ARM)).await;
+        assert_eq!(token.unwrap().secret(), "arc-token");
+        drop(credential);
+        assert_eq!(
+            scan.unzeroed_frees(),
+            0,
+            "memory holding the Arc key was freed without being zeroed"
+        );
+    }
+}
+
+/// Claims challenges: App Service is asked, as MSAL asks it, for a token in place of the refused
+/// one; a platform that serves the refused token again, or a source that takes no such request,
+/// is an error, never a token passed off as carrying the claims.
+mod claims_challenge {
+    use std::convert::Infallible;
+    use std::future::ready;
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    use super::*;
+    use crate::transport::TransportRequest;
+
+    const CHALLENGE: &str = r#"{"access_token":{"nbf":{"essential":true,"value":"1726077595"},"xms_cc":{"values":["cp1"]}}}"#;
+    const CP1: &str = r#"{"access_token":{"xms_cc":{"values":["cp1"]}}}"#;
+
+    fn token_body(token: &str) -> http::Response<Full<Bytes>> {
+        http::Response::new(Full::new(Bytes::from(format!(
+            r#"{{"access_token":"{token}","expires_in":"86400","token_type":"Bearer"}}"#
+        ))))
+    }
+
+    /// A platform whose cache serves `cached` until asked to refresh exactly it (when
+    /// `honours`); the queries it was sent.
+    fn platform(
+        vars: &'static [(&'static str, &'static str)],
+        honours: bool,
+    ) -> (ManagedIdentityCredential, Arc<Mutex<Vec<String>>>) {
+        let queries = Arc::new(Mutex::new(Vec::new()));
+        let seen = queries.clone();
+        let transport = tower::service_fn(move |request: TransportRequest| {
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            let refresh = format!("token_sha256_to_refresh={}", claims::sha256_hex("cached"));
+            let token = if honours && query.contains(&refresh) {
+                "renewed"
+            } else {
+                "cached"
+            };
+            seen.lock().unwrap().push(query);
+            ready(Ok::<_, Infallible>(token_body(token)))
+        });
+        let credential = ManagedIdentityCredential::builder()
+            .environment(move |name| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+            .transport(transport)
+            .build()
+            .unwrap();
+        (credential, queries)
+    }
+
+    const APP_SERVICE: &[(&str, &str)] = &[
+        ("IDENTITY_ENDPOINT", "http://127.0.0.1:41566/MSI/token/"),
+        ("IDENTITY_HEADER", "h"),
+    ];
+
+    #[tokio::test]
+    async fn app_service_replaces_the_refused_token() {
+        let (credential, queries) = platform(APP_SERVICE, true);
+        let first = credential
+            .request_token(TokenRequest::new(ARM))
+            .await
+            .unwrap();
+        assert_eq!(first.secret(), "cached");
+        let renewed = credential
+            .request_token(TokenRequest::new(ARM).with_claims(CHALLENGE))
+            .await
+            .unwrap();
+        assert_eq!(renewed.secret(), "renewed");
+        let queries = queries.lock().unwrap();
+        assert!(
+            !queries[0].contains("token_sha256_to_refresh"),
+            "{queries:?}"
+        );
+        assert!(queries[1].contains("xms_cc=cp1"), "{queries:?}");
+        assert!(
+            queries[1].contains(&claims::sha256_hex("cached")),
+            "{queries:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_platform_serving_the_refused_token_again_is_an_error() {
+        let (credential, _) = platform(APP_SERVICE, false);
+        credential
+            .request_token(TokenRequest::new(ARM))
+            .await
+            .unwrap();
+        let e = credential
+            .request_token(TokenRequest::new(ARM).with_claims(CHALLENGE))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
+        assert!(e.message().contains("refused token again"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn imds_cannot_honour_a_challenge_and_sends_nothing_for_it() {
+        let (credential, queries) = platform(&[], true);
+        let e = credential
+            .request_token(TokenRequest::new(ARM).with_claims(CHALLENGE))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
+        assert!(e.message().contains("IMDS cannot honour"), "{e}");
+        assert!(queries.lock().unwrap().is_empty());
+        // Capabilities alone (what a provider with `client_capabilities` sends on every fetch)
+        // are no challenge: IMDS is asked as always.
+        let token = credential
+            .request_token(TokenRequest::new(ARM).with_claims(CP1))
+            .await
+            .unwrap();
+        assert_eq!(token.secret(), "cached");
+        assert!(!queries.lock().unwrap()[0].contains("xms_cc"));
+    }
+}
