@@ -52,7 +52,7 @@ pub struct DefaultCredential {
 }
 
 enum Chosen {
-    Environment(EnvironmentCredential),
+    Environment(Box<EnvironmentCredential>),
     ManagedIdentity {
         credential: ManagedIdentityCredential,
         /// Why the environment was passed over, for the error when nothing works.
@@ -121,7 +121,7 @@ impl DefaultCredential {
                 credential = "EnvironmentCredential",
                 "DefaultCredential chose EnvironmentCredential"
             );
-            Chosen::Environment(credential)
+            Chosen::Environment(Box::new(credential))
         } else {
             let mut builder = ManagedIdentityCredential::builder().lookup(lookup.clone());
             if let Some(client_id) = lookup.var(AZURE_CLIENT_ID) {

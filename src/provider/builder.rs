@@ -234,6 +234,8 @@ impl Settings {
             inner: Arc::new_cyclic(|provider| Inner {
                 telemetry: Telemetry::new(
                     &self.scope,
+                    // Without the `opentelemetry` feature the meter is a `Copy` placeholder.
+                    #[allow(clippy::clone_on_copy)]
                     Metrics::new(self.meter.clone(), &self.scope, provider.clone()),
                 ),
                 credential: self.credential.clone(),
