@@ -99,6 +99,17 @@ pub enum TokenErrorKind {
     /// permission was not granted to the app, or not with admin consent. The message names the
     /// missing roles and the fix. Permanent until an admin consents.
     MissingPermission,
+    /// A token was asked for another tenant than the credential's own, and nothing was sent:
+    /// the credential cannot serve other tenants (managed identity, a custom credential), the
+    /// tenant is not in its allow-list (`additionally_allowed_tenants` on the credential's
+    /// builder, or `AZURE_ADDITIONALLY_ALLOWED_TENANTS`), or it is not shaped like a tenant id
+    /// or domain. The message names which, and the setting. Permanent.
+    TenantNotAllowed,
+    /// A tenant named by the request has not admitted the app: no admin consent there
+    /// (AADSTS65001), the app is not in its directory (AADSTS700016) or its service principal
+    /// is missing (AADSTS7000229). [`TokenError::admin_consent_url`] is where that tenant's
+    /// administrator grants consent. Permanent until they do.
+    ConsentRequired,
 }
 
 impl TokenErrorKind {
@@ -259,6 +270,7 @@ struct Inner {
     /// provider does not retry it on top (one retry policy per request path).
     retries_spent: bool,
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    admin_consent_url: Option<Arc<str>>,
 }
 
 impl TokenError {
@@ -307,6 +319,7 @@ impl TokenError {
                 retry_after: None,
                 retries_spent: false,
                 source: None,
+                admin_consent_url: None,
             }),
         }
     }
@@ -418,6 +431,28 @@ impl TokenError {
         self.inner.hint
     }
 
+    /// Where the administrator of the tenant a request named grants this app admin consent
+    /// (`{authority host}/{tenant}/adminconsent?client_id=...`), for a
+    /// [`ConsentRequired`](TokenErrorKind::ConsentRequired) error.
+    pub fn admin_consent_url(&self) -> Option<&str> {
+        self.inner.admin_consent_url.as_deref()
+    }
+
+    /// This error, retold for the tenant a request named: of `kind`, with `message` before
+    /// Entra's own, and the admin-consent link when there is one.
+    pub(crate) fn for_tenant(
+        self,
+        kind: TokenErrorKind,
+        message: String,
+        admin_consent_url: Option<String>,
+    ) -> Self {
+        self.with(|i| {
+            i.kind = kind;
+            i.message = message;
+            i.admin_consent_url = admin_consent_url.map(Arc::from);
+        })
+    }
+
     /// A short description of what went wrong, without hint or ids.
     pub fn message(&self) -> &str {
         &self.inner.message
@@ -434,6 +469,9 @@ impl fmt::Debug for TokenError {
         }
         if let Some(r) = self.inner.retry_after {
             d.field("retry_after", &r);
+        }
+        if let Some(url) = &self.inner.admin_consent_url {
+            d.field("admin_consent_url", url);
         }
         if let Some(s) = &self.inner.source {
             d.field("source", &format_args!("{s}"));

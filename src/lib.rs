@@ -46,6 +46,7 @@ mod endpoint;
 mod error;
 mod future;
 mod host;
+mod jwt;
 mod layer;
 mod provider;
 mod refusal;
@@ -54,6 +55,7 @@ mod reqwest_middleware;
 #[cfg(feature = "retry")]
 pub mod retry;
 mod service;
+mod tenant;
 mod token;
 #[cfg(feature = "tonic")]
 pub mod tonic;
@@ -102,6 +104,7 @@ pub use reqwest_middleware::EntraAuthMiddleware;
 #[cfg(feature = "retry")]
 pub use retry::RetryOnChallenge;
 pub use service::EntraAuth;
+pub use tenant::Tenant;
 pub use token::AccessToken;
 pub use transport::{TokenTransport, TransportRequest};
 

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use crate::authority::check_tenant_id;
 use crate::credential::developer_tool::{Run, Tool, checked_scope};
+use crate::credential::tenants::AllowedTenants;
 use crate::credential::{Credential, TokenRequest};
 use crate::endpoint::{TokenText, from_json};
 use crate::error::{TokenError, TokenErrorKind};
@@ -48,6 +49,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct AzureCliCredential {
     tenant_id: Option<String>,
+    allowed_tenants: AllowedTenants,
     timeout: Duration,
     /// The child's `PATH` instead of this process's (tests: a fake `az`).
     search_path: Option<OsString>,
@@ -63,6 +65,7 @@ impl Default for AzureCliCredential {
 #[derive(Debug, Clone)]
 pub struct AzureCliCredentialBuilder {
     tenant_id: Option<String>,
+    allowed_tenants: AllowedTenants,
     timeout: Duration,
     search_path: Option<OsString>,
 }
@@ -72,6 +75,20 @@ impl AzureCliCredentialBuilder {
     /// instead of the CLI's current tenant.
     pub fn tenant_id(mut self, tenant_id: impl Into<String>) -> Self {
         self.tenant_id = Some(tenant_id.into());
+        self
+    }
+
+    /// The tenants besides [`tenant_id`](Self::tenant_id) (or the CLI's current tenant) that a
+    /// request may name ([`Tenant`](crate::Tenant), [`TokenRequest::tenant`]), passed to `az`
+    /// as `--tenant`: each a GUID or a domain, or `"*"` for any. A request for a tenant not
+    /// listed is a [`TenantNotAllowed`](TokenErrorKind::TenantNotAllowed) error and `az` is not
+    /// run. Default: none. The signed-in user must belong to the tenant.
+    pub fn additionally_allowed_tenants<I>(mut self, tenants: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.allowed_tenants = AllowedTenants::new(tenants);
         self
     }
 
@@ -94,8 +111,10 @@ impl AzureCliCredentialBuilder {
         if let Some(tenant_id) = &self.tenant_id {
             check_tenant_id(tenant_id)?;
         }
+        self.allowed_tenants.check()?;
         Ok(AzureCliCredential {
             tenant_id: self.tenant_id,
+            allowed_tenants: self.allowed_tenants,
             timeout: self.timeout,
             search_path: self.search_path,
         })
@@ -107,6 +126,7 @@ impl AzureCliCredential {
     pub fn new() -> Self {
         AzureCliCredential {
             tenant_id: None,
+            allowed_tenants: AllowedTenants::default(),
             timeout: DEFAULT_TIMEOUT,
             search_path: None,
         }
@@ -116,6 +136,7 @@ impl AzureCliCredential {
     pub fn builder() -> AzureCliCredentialBuilder {
         AzureCliCredentialBuilder {
             tenant_id: None,
+            allowed_tenants: AllowedTenants::default(),
             timeout: DEFAULT_TIMEOUT,
             search_path: None,
         }
@@ -128,7 +149,19 @@ impl AzureCliCredential {
         self
     }
 
+    /// The tenant `--tenant` names for `request`: the one it asks for when allowed, else the
+    /// configured one (none: the CLI's current tenant).
+    fn tenant_for<'a>(&'a self, request: &TokenRequest<'a>) -> Result<Option<&'a str>, TokenError> {
+        // With no tenant configured the CLI's current one is unknown: only listed tenants pass.
+        let home = self.tenant_id.as_deref().unwrap_or_default();
+        Ok(self
+            .allowed_tenants
+            .resolve(home, request.tenant)?
+            .or(self.tenant_id.as_deref()))
+    }
+
     async fn fetch(&self, request: TokenRequest<'_>) -> Result<AccessToken, TokenError> {
+        let tenant = self.tenant_for(&request)?;
         let scope = checked_scope(request.scope)?;
         if request.claims.is_some() {
             return Err(TokenError::new(
@@ -144,7 +177,7 @@ impl AzureCliCredential {
             "--scope",
             scope,
         ];
-        if let Some(tenant) = &self.tenant_id {
+        if let Some(tenant) = tenant {
             args.extend(["--tenant", tenant]);
         }
         let started = Instant::now();
@@ -226,6 +259,12 @@ impl Credential for AzureCliCredential {
         Box::pin(self.fetch(request))
     }
 
+    fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {
+        self.tenant_for(&TokenRequest::new("").for_tenant(tenant))
+            .map(drop)
+    }
+
+    /// The bound on one `az` run ([`AzureCliCredentialBuilder::timeout`]): a longer run is killed.
     fn timeout(&self) -> Option<Duration> {
         Some(self.timeout)
     }
@@ -303,6 +342,36 @@ pub(crate) mod tests {
             ]
         );
         assert!(!format!("{c:?}").contains("cli-token"));
+    }
+
+    #[tokio::test]
+    async fn another_tenant_only_when_allowed_and_then_as_its_tenant_argument() {
+        let az = FakeAz::new(&format!(
+            r#"echo '{{"accessToken":"cli-token","expires_on":{},"tokenType":"Bearer"}}'"#,
+            in_an_hour()
+        ));
+        let c = az
+            .builder()
+            .tenant_id("contoso.onmicrosoft.com")
+            .additionally_allowed_tenants(["fabrikam.onmicrosoft.com"])
+            .build()
+            .unwrap();
+        let refused = c
+            .request_token(TokenRequest::new(ARM).for_tenant("northwind.onmicrosoft.com"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.kind(),
+            TokenErrorKind::TenantNotAllowed,
+            "{refused}"
+        );
+        assert!(refused.message().contains("additionally_allowed_tenants"));
+        assert!(c.check_tenant("northwind.onmicrosoft.com").is_err());
+        assert!(!az.0.ran(), "az ran for a tenant not allowed");
+        c.request_token(TokenRequest::new(ARM).for_tenant("fabrikam.onmicrosoft.com"))
+            .await
+            .unwrap();
+        assert_eq!(az.0.args()[6..], ["--tenant", "fabrikam.onmicrosoft.com"]);
     }
 
     #[tokio::test]

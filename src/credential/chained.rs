@@ -194,6 +194,22 @@ impl Credential for ChainedCredential {
         link.credential.identity()
     }
 
+    /// The remembered credential's answer, else the first credential's: the one that will be
+    /// asked first serves the tenant or the request is refused before anything is sent.
+    fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {
+        let link = self
+            .links
+            .get(self.answered.load(Ordering::Relaxed))
+            .or(self.links.first());
+        match link {
+            Some(link) => link.credential.check_tenant(tenant),
+            None => Err(super::tenants::only_own_tenant(
+                "an empty ChainedCredential",
+                tenant,
+            )),
+        }
+    }
+
     /// Every credential's bound added up: a walk may ask each of them. `None` when one of them
     /// gives none.
     fn timeout(&self) -> Option<Duration> {

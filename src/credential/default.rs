@@ -460,6 +460,12 @@ impl Credential for DefaultCredential {
     fn identity(&self) -> Option<(&str, &str)> {
         self.chain.identity()
     }
+
+    /// The chosen credential's: the environment's and workload identity's serve the tenants of
+    /// `AZURE_ADDITIONALLY_ALLOWED_TENANTS`; managed identity only its own.
+    fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {
+        self.chain.check_tenant(tenant)
+    }
 }
 
 impl fmt::Debug for DefaultCredential {

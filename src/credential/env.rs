@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::credential::ConfidentialClientCredentialBuilder;
 use crate::credential::authentication::ClientAuthentication;
+use crate::credential::tenants::AllowedTenants;
 use crate::error::TokenError;
 
 // An app registration, as `EnvironmentCredential` and workload identity read it.
@@ -29,6 +30,9 @@ pub(crate) const AZURE_CLIENT_CERTIFICATE_PATH: &str = "AZURE_CLIENT_CERTIFICATE
 pub(crate) const AZURE_CLIENT_CERTIFICATE_PASSWORD: &str = "AZURE_CLIENT_CERTIFICATE_PASSWORD";
 /// Whether to send the certificate chain (`x5c`), for subject name + issuer authentication.
 pub(crate) const AZURE_CLIENT_SEND_CERTIFICATE_CHAIN: &str = "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN";
+/// The tenants besides `AZURE_TENANT_ID` a credential may get tokens in (`;`-separated, `*`
+/// for any).
+pub(crate) const AZURE_ADDITIONALLY_ALLOWED_TENANTS: &str = "AZURE_ADDITIONALLY_ALLOWED_TENANTS";
 /// A federated token file, as the AKS workload identity webhook sets it.
 pub(crate) const AZURE_FEDERATED_TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
 
@@ -141,15 +145,23 @@ impl Lookup {
         ))
     }
 
-    /// `builder` with `AZURE_AUTHORITY_HOST` when it is set.
-    pub(crate) fn with_authority_host<A: ClientAuthentication>(
+    /// `builder` with `AZURE_AUTHORITY_HOST` and `AZURE_ADDITIONALLY_ALLOWED_TENANTS` when set.
+    pub(crate) fn with_client_settings<A: ClientAuthentication>(
         &self,
         builder: ConfidentialClientCredentialBuilder<A>,
     ) -> ConfidentialClientCredentialBuilder<A> {
+        let builder = builder.allowed_tenants(self.allowed_tenants());
         match self.var(AZURE_AUTHORITY_HOST) {
             Some(host) => builder.authority_host(host),
             None => builder,
         }
+    }
+
+    /// `AZURE_ADDITIONALLY_ALLOWED_TENANTS`, none when unset.
+    pub(crate) fn allowed_tenants(&self) -> AllowedTenants {
+        self.var(AZURE_ADDITIONALLY_ALLOWED_TENANTS)
+            .map(|v| AllowedTenants::from_variable(&v))
+            .unwrap_or_default()
     }
 }
 

@@ -169,7 +169,7 @@ impl EnvironmentCredential {
         let builder = ConfidentialClientCredential::builder(tenant_id, client_id, authentication)
             .transport_choice(transport);
         Ok(EnvironmentCredential {
-            inner: env.with_authority_host(builder).build()?,
+            inner: env.with_client_settings(builder).build()?,
         })
     }
 }
@@ -231,6 +231,10 @@ impl Credential for EnvironmentCredential {
     fn timeout(&self) -> Option<std::time::Duration> {
         self.inner.timeout()
     }
+
+    fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {
+        self.inner.check_tenant(tenant)
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +247,34 @@ mod tests {
             &Lookup::of(vars),
             TransportChoice::service(crate::transport::tests::Offline),
         )
+    }
+
+    #[test]
+    fn additionally_allowed_tenants_come_from_the_environment() {
+        let ids = [
+            ("AZURE_TENANT_ID", "home.onmicrosoft.com"),
+            ("AZURE_CLIENT_ID", "c"),
+            ("AZURE_CLIENT_SECRET", "s"),
+        ];
+        let none = from(&ids).unwrap();
+        let e = none.check_tenant("contoso.onmicrosoft.com").unwrap_err();
+        assert_eq!(e.kind(), crate::TokenErrorKind::TenantNotAllowed);
+        assert!(none.check_tenant("HOME.onmicrosoft.com").is_ok());
+        let mut listed = ids.to_vec();
+        listed.push((
+            "AZURE_ADDITIONALLY_ALLOWED_TENANTS",
+            "contoso.onmicrosoft.com;fabrikam.onmicrosoft.com",
+        ));
+        let listed = from(&listed).unwrap();
+        assert!(listed.check_tenant("fabrikam.onmicrosoft.com").is_ok());
+        assert!(listed.check_tenant("northwind.onmicrosoft.com").is_err());
+        let mut bad = ids.to_vec();
+        bad.push(("AZURE_ADDITIONALLY_ALLOWED_TENANTS", "a/b"));
+        let e = from(&bad).unwrap_err();
+        assert!(
+            e.message().contains("AZURE_ADDITIONALLY_ALLOWED_TENANTS"),
+            "{e}"
+        );
     }
 
     #[test]

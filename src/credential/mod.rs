@@ -23,6 +23,7 @@ mod env;
 mod environment;
 mod managed_identity;
 mod rotation;
+pub(crate) mod tenants;
 mod token_proxy;
 mod workload_identity;
 
@@ -69,6 +70,11 @@ pub struct TokenRequest<'a> {
     pub scope: &'a str,
     /// Extra claims to request (a JSON object; e.g. a Continuous Access Evaluation challenge).
     pub claims: Option<&'a str>,
+    /// The tenant to get the token in (a GUID or a domain), when not the credential's own. A
+    /// credential that cannot serve it must refuse with a
+    /// [`TenantNotAllowed`](crate::TokenErrorKind::TenantNotAllowed) error, never answer with a
+    /// token of its own tenant; see [`Credential::check_tenant`].
+    pub tenant: Option<&'a str>,
 }
 
 impl<'a> TokenRequest<'a> {
@@ -77,7 +83,14 @@ impl<'a> TokenRequest<'a> {
         TokenRequest {
             scope,
             claims: None,
+            tenant: None,
         }
+    }
+
+    /// The same request for the tenant `tenant` (a GUID or a domain).
+    pub fn for_tenant(mut self, tenant: &'a str) -> Self {
+        self.tenant = Some(tenant);
+        self
     }
 
     /// The same request with `claims` (a JSON object) added.
@@ -130,6 +143,23 @@ pub trait Credential: fmt::Debug + Send + Sync + 'static {
     fn timeout(&self) -> Option<Duration> {
         None
     }
+
+    /// Whether this credential gets tokens in `tenant` (a GUID or a domain) when a
+    /// [`TokenRequest`] names it, checked before anything is sent; a
+    /// [`TenantNotAllowed`](crate::TokenErrorKind::TenantNotAllowed) error says why not.
+    ///
+    /// The default serves only the tenant [`identity`](Self::identity) names: a custom
+    /// credential that can serve others overrides this, and must then honour
+    /// [`TokenRequest::tenant`]. The credentials of this crate with a client secret,
+    /// certificate, assertion or federated token (and the Azure CLI) serve the tenants of their
+    /// `additionally_allowed_tenants` and `AZURE_ADDITIONALLY_ALLOWED_TENANTS`; managed
+    /// identity serves only its own.
+    fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {
+        match self.identity() {
+            Some((home, _)) if home.eq_ignore_ascii_case(tenant) => Ok(()),
+            _ => Err(tenants::only_own_tenant("this credential", tenant)),
+        }
+    }
 }
 
 /// A shared credential is a credential: one app's credential behind several providers, or a
@@ -148,6 +178,10 @@ impl<C: Credential + ?Sized> Credential for Arc<C> {
 
     fn timeout(&self) -> Option<Duration> {
         (**self).timeout()
+    }
+
+    fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {
+        (**self).check_tenant(tenant)
     }
 }
 

@@ -96,7 +96,7 @@ impl WorkloadIdentityCredential {
         if token_proxy {
             authentication.1 = TokenProxySetting::Read(TokenProxy::from_env(env)?.map(Arc::new));
         }
-        env.with_authority_host(Self::builder(tenant_id, client_id, authentication))
+        env.with_client_settings(Self::builder(tenant_id, client_id, authentication))
             .build()
     }
 

@@ -11,7 +11,8 @@ use super::engine::Engine;
 use super::metrics::{MeterChoice, Metrics};
 use super::state::{ProviderOptions, State, fetch_budget};
 use super::telemetry::Telemetry;
-use super::{Inner, TokenProvider};
+use super::tenants::{TenantLimits, TenantProviders};
+use super::{Inner, TenantsLink, TokenProvider};
 use crate::credential::Credential;
 use crate::error::{TokenError, TokenErrorKind};
 
@@ -25,6 +26,7 @@ pub struct TokenProviderBuilder {
     options: ProviderOptions,
     client_capabilities: Vec<String>,
     meter: MeterChoice,
+    tenant_limits: TenantLimits,
 }
 
 impl TokenProviderBuilder {
@@ -35,6 +37,7 @@ impl TokenProviderBuilder {
             options: ProviderOptions::default(),
             client_capabilities: Vec::new(),
             meter: MeterChoice::default(),
+            tenant_limits: TenantLimits::default(),
         }
     }
 
@@ -176,28 +179,80 @@ impl TokenProviderBuilder {
         self
     }
 
+    /// The most tenants [`TokenProvider::for_tenant`] keeps a provider for (default 10,000;
+    /// `0` keeps none, so each use makes one). Beyond it, adding a tenant drops the least
+    /// recently used (approximately: use is marked to the second).
+    pub fn max_tenants(mut self, max: usize) -> Self {
+        self.tenant_limits.max_tenants = max;
+        self
+    }
+
+    /// How long a tenant's provider is kept unused before it is dropped, when another tenant is
+    /// added (default 1 h). A dropped tenant's next request fetches again, unless its last fetch
+    /// failed within [`max_backoff`](Self::max_backoff): then it gets that error at once.
+    pub fn max_tenant_idle(mut self, idle: Duration) -> Self {
+        self.tenant_limits.max_idle = idle;
+        self
+    }
+
     /// Checks the scope and the required roles, and builds the provider.
     pub fn build(self) -> Result<TokenProvider, TokenError> {
         check_scope(&self.scope)?;
         check_roles(&self.options.required_roles)?;
-        let fetch_budget = fetch_budget(&self.options, self.credential.timeout());
-        let scope = self.scope;
-        let meter = self.meter;
-        Ok(TokenProvider {
+        let settings = Arc::new(Settings {
+            fetch_budget: fetch_budget(&self.options, self.credential.timeout()),
+            credential: self.credential,
+            scope: self.scope,
+            capabilities: capabilities_claims(&self.client_capabilities),
+            options: self.options,
+            meter: self.meter,
+        });
+        let for_tenant = settings.clone();
+        let tenants = Arc::new(TenantProviders::new(
+            self.tenant_limits,
+            settings.options.max_backoff,
+            Box::new(move |tenant, registry| {
+                for_tenant.provider(Some(tenant.to_owned()), TenantsLink::Member(registry))
+            }),
+        ));
+        Ok(settings.provider(None, TenantsLink::Home(tenants)))
+    }
+}
+
+/// What the providers of one builder share: the home tenant's and those of its other tenants.
+struct Settings {
+    credential: Arc<dyn Credential>,
+    scope: String,
+    capabilities: Option<String>,
+    options: ProviderOptions,
+    meter: MeterChoice,
+    fetch_budget: Duration,
+}
+
+impl Settings {
+    fn provider(&self, tenant: Option<String>, tenants: TenantsLink) -> TokenProvider {
+        TokenProvider {
             // Cyclic: the expiry gauge's callback reads the provider through a weak reference.
             inner: Arc::new_cyclic(|provider| Inner {
-                telemetry: Telemetry::new(&scope, Metrics::new(meter, &scope, provider.clone())),
-                credential: self.credential,
-                scope,
-                capabilities: capabilities_claims(&self.client_capabilities),
+                telemetry: Telemetry::new(
+                    &self.scope,
+                    // Without the `opentelemetry` feature the meter is a `Copy` placeholder.
+                    #[allow(clippy::clone_on_copy)]
+                    Metrics::new(self.meter.clone(), &self.scope, provider.clone()),
+                ),
+                credential: self.credential.clone(),
+                scope: self.scope.clone(),
+                tenant,
+                tenants,
+                capabilities: self.capabilities.clone(),
                 current: ArcSwapOption::empty(),
                 generation: Default::default(),
                 refresh_timer: Default::default(),
                 slot: super::local::Slot::new(),
-                engine: Engine::new(State::new(fetch_budget)),
-                options: self.options,
+                engine: Engine::new(State::new(self.fetch_budget)),
+                options: self.options.clone(),
             }),
-        })
+        }
     }
 }
 

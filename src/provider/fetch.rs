@@ -17,7 +17,6 @@ use tracing::Instrument;
 use super::roles;
 use super::state::{Input, Mode, Note, Start, longest_retry_delay, retry_delay};
 use super::{Inner, SharedFetch};
-use crate::credential::TokenRequest;
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 
@@ -151,7 +150,7 @@ async fn run_fetch(inner: &Inner, mode: &Mode) -> (Result<AccessToken, TokenErro
 /// One attempt: the credential's answer for `mode`, checked for the required roles.
 async fn answer(inner: &Inner, mode: &Mode) -> Result<AccessToken, TokenError> {
     let request = match mode {
-        Mode::Claims(claims) => TokenRequest::new(&inner.scope).with_claims(claims),
+        Mode::Claims(claims) => inner.claims_request(claims),
         Mode::Cold | Mode::Ahead => inner.token_request(),
     };
     let answered = inner

@@ -176,6 +176,8 @@ mod imp {
                 K::InvalidResponse => "invalid_response",
                 K::UnsafeDestination => "unsafe_destination",
                 K::MissingPermission => "missing_permission",
+                K::TenantNotAllowed => "tenant_not_allowed",
+                K::ConsentRequired => "consent_required",
             },
         }
     }

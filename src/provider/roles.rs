@@ -2,10 +2,7 @@
 //! token, so no signature check) and a missing role is a `MissingPermission` error with the
 //! admin-consent fix, at start-up rather than as a 403 from the API later.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
-use zeroize::Zeroizing;
 
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
@@ -20,24 +17,7 @@ struct Claims {
 /// The app roles in `jwt`'s payload (none when it has no `roles` claim), or `None` when it is
 /// not a JWT with a JSON payload whose `roles` is a list of strings.
 fn roles(jwt: &str) -> Option<Vec<String>> {
-    let mut parts = jwt.split('.');
-    let (Some(_header), Some(payload), Some(_signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    let payload = payload.trim_end_matches('=');
-    // The payload is a copy of part of the token: sized once, so that no reallocation leaves an
-    // unzeroed copy behind, and zeroed when dropped.
-    let mut decoded = Zeroizing::new(Vec::with_capacity(payload.len() * 3 / 4 + 3));
-    URL_SAFE_NO_PAD.decode_vec(payload, &mut decoded).ok()?;
-    // serde reads a struct from a JSON array too; claims are an object.
-    if decoded.trim_ascii_start().first() != Some(&b'{') {
-        return None;
-    }
-    serde_json::from_slice::<Claims>(&decoded)
-        .ok()
-        .map(|c| c.roles)
+    crate::jwt::claims::<Claims>(jwt).map(|c| c.roles)
 }
 
 /// Checks that `token` carries every role in `required`. A token that cannot be read (not a
@@ -100,6 +80,9 @@ fn missing_permission(
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     use super::*;
 

@@ -36,6 +36,7 @@ mod rotation;
 #[cfg(feature = "retry")]
 mod stack;
 mod telemetry;
+mod tenants;
 mod tonic_health;
 mod tower_contract;
 mod warm_up;

@@ -449,7 +449,20 @@ impl Credential for ManagedIdentityCredential {
         &'a self,
         request: TokenRequest<'a>,
     ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
+        // A managed identity lives in one tenant: asked for another, it refuses rather than
+        // answer with a token of its own.
+        if let Some(tenant) = request.tenant {
+            let refusal = crate::credential::tenants::only_own_tenant("a managed identity", tenant);
+            return Box::pin(async move { Err(refusal) });
+        }
         Box::pin(self.fetch(request))
+    }
+
+    fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {
+        Err(crate::credential::tenants::only_own_tenant(
+            "a managed identity",
+            tenant,
+        ))
     }
 
     /// The longest one call takes: every attempt its retry policy allows, each bounded by the
