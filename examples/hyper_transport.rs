@@ -8,7 +8,7 @@
 //!
 //! With no `AZURE_*` variables it gets a token from the bundled Entra emulator and calls its demo
 //! API with it. With `AZURE_TENANT_ID`, `AZURE_CLIENT_ID` and `AZURE_CLIENT_SECRET` (or a
-//! certificate / federated token file, see `EnvironmentCredential`) it gets a Microsoft Graph
+//! certificate, see `EnvironmentCredential`) it gets a Microsoft Graph
 //! token from Entra.
 
 use std::process::ExitCode;

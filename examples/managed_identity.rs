@@ -12,6 +12,7 @@
 //! ```
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use entra_emulator::{App, Emulator, Fault, ManagedIdentity};
@@ -46,9 +47,18 @@ async fn main() -> ExitCode {
 
 async fn on_azure(scope: &str) -> Result<(), BoxError> {
     tracing_subscriber::fmt().with_target(false).init();
-    let credential = DefaultCredential::new()?;
-    println!("DefaultCredential chose {}", credential.chosen());
-    let token = TokenProvider::new(credential, scope)?.token().await?;
+    let credential = Arc::new(DefaultCredential::new()?);
+    println!(
+        "DefaultCredential tries {}",
+        credential.credentials().join(", ")
+    );
+    let token = TokenProvider::new(credential.clone(), scope)?
+        .token()
+        .await?;
+    println!(
+        "DefaultCredential chose {}",
+        credential.chosen().unwrap_or("none")
+    );
     let left = token
         .expires_on()
         .duration_since(SystemTime::now())

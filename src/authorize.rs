@@ -4,6 +4,8 @@
 use http::HeaderValue;
 use http::header::AUTHORIZATION;
 
+use crate::tenant::Tenant;
+
 mod sealed {
     /// Sealed so that [`AuthorizeRequest`](super::AuthorizeRequest) has implementations in this
     /// crate only: its answers decide where tokens are sent.
@@ -26,6 +28,8 @@ pub trait AuthorizeRequest: sealed::Sealed {
     /// The URI's authority as written (host, and port or userinfo if any), without parsing it:
     /// a service remembers the last destination it judged by scheme and authority.
     fn authority(&self) -> Option<&str>;
+    /// The [`Tenant`] the request's token is for, if its extensions name one.
+    fn tenant(&self) -> Option<&Tenant>;
 }
 
 impl<B> sealed::Sealed for http::Request<B> {}
@@ -45,6 +49,9 @@ impl<B> AuthorizeRequest for http::Request<B> {
     }
     fn authority(&self) -> Option<&str> {
         self.uri().authority().map(http::uri::Authority::as_str)
+    }
+    fn tenant(&self) -> Option<&Tenant> {
+        self.extensions().get()
     }
 }
 
@@ -67,5 +74,10 @@ impl AuthorizeRequest for reqwest::Request {
     }
     fn host(&self) -> Option<&str> {
         self.url().host_str()
+    }
+    /// reqwest keeps a request's extensions to itself: the tenant comes through the
+    /// middleware's extensions instead.
+    fn tenant(&self) -> Option<&Tenant> {
+        None
     }
 }

@@ -66,6 +66,14 @@ pub enum TokenErrorKind {
     /// The configuration is wrong before anything was sent: a missing variable, a malformed
     /// tenant id, an insecure authority host, an unreadable certificate. Permanent.
     Configuration,
+    /// This credential cannot work on this host: it has no endpoint (no managed identity
+    /// answers), no variables (no secret, no federated token file), no identity assigned, or the
+    /// tool is not installed or not signed in. A
+    /// [`ChainedCredential`](crate::ChainedCredential) moves on to its next credential only on
+    /// this kind; anything else (a refusal, a misconfiguration, several identities and none
+    /// chosen) is its answer. Return it from a custom [`Credential`](crate::Credential) that
+    /// finds nothing to work with. Permanent on this host.
+    Unavailable,
     /// The scope breaks the client-credentials rule (`<app ID URI>/.default`, one resource). Permanent.
     InvalidScope,
     /// Entra refused the client: unknown app or tenant, wrong or expired secret, bad assertion,
@@ -91,6 +99,17 @@ pub enum TokenErrorKind {
     /// permission was not granted to the app, or not with admin consent. The message names the
     /// missing roles and the fix. Permanent until an admin consents.
     MissingPermission,
+    /// A token was asked for another tenant than the credential's own, and nothing was sent:
+    /// the credential cannot serve other tenants (managed identity, a custom credential), the
+    /// tenant is not in its allow-list (`additionally_allowed_tenants` on the credential's
+    /// builder, or `AZURE_ADDITIONALLY_ALLOWED_TENANTS`), or it is not shaped like a tenant id
+    /// or domain. The message names which, and the setting. Permanent.
+    TenantNotAllowed,
+    /// A tenant named by the request has not admitted the app: no admin consent there
+    /// (AADSTS65001), the app is not in its directory (AADSTS700016) or its service principal
+    /// is missing (AADSTS7000229). [`TokenError::admin_consent_url`] is where that tenant's
+    /// administrator grants consent. Permanent until they do.
+    ConsentRequired,
 }
 
 impl TokenErrorKind {
@@ -247,7 +266,11 @@ struct Inner {
     entra: Option<EntraError>,
     hint: Option<&'static str>,
     retry_after: Option<Duration>,
+    /// The credential already retried this request as its endpoint's guidance asks: the
+    /// provider does not retry it on top (one retry policy per request path).
+    retries_spent: bool,
     source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    admin_consent_url: Option<Arc<str>>,
 }
 
 impl TokenError {
@@ -294,13 +317,19 @@ impl TokenError {
                 entra: None,
                 hint: None,
                 retry_after: None,
+                retries_spent: false,
                 source: None,
+                admin_consent_url: None,
             }),
         }
     }
 
     pub(crate) fn configuration(message: impl Into<String>) -> Self {
         Self::new(TokenErrorKind::Configuration, message)
+    }
+
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(TokenErrorKind::Unavailable, message)
     }
 
     pub(crate) fn invalid_response(message: impl Into<String>) -> Self {
@@ -319,6 +348,12 @@ impl TokenError {
         self.with(|i| i.source = Some(source))
     }
 
+    /// This error with its message prefixed by `context` (which credential said it), its kind,
+    /// Entra details, retry hint and source kept.
+    pub(crate) fn in_context(self, context: &str) -> Self {
+        self.with(|i| i.message = format!("{context}: {}", i.message))
+    }
+
     /// The same error (kind, source, Entra's answer) saying `message` instead: for a layer
     /// that knows more of the context than the one that made it.
     pub(crate) fn reworded(self, message: impl Into<String>) -> Self {
@@ -328,6 +363,17 @@ impl TokenError {
 
     pub(crate) fn with_retry_after(self, retry_after: Option<Duration>) -> Self {
         self.with(|i| i.retry_after = retry_after)
+    }
+
+    /// Marks an error after which the credential's own retry policy gave up (or never
+    /// retries): the provider's fetch then makes no further attempt of its own.
+    pub(crate) fn with_retries_spent(self) -> Self {
+        self.with(|i| i.retries_spent = true)
+    }
+
+    /// Whether the credential already retried as its endpoint's guidance asks.
+    pub(crate) fn retries_spent(&self) -> bool {
+        self.inner.retries_spent
     }
 
     /// Entra's refusal, of the `kind` and with the `hint` its codes say
@@ -385,6 +431,28 @@ impl TokenError {
         self.inner.hint
     }
 
+    /// Where the administrator of the tenant a request named grants this app admin consent
+    /// (`{authority host}/{tenant}/adminconsent?client_id=...`), for a
+    /// [`ConsentRequired`](TokenErrorKind::ConsentRequired) error.
+    pub fn admin_consent_url(&self) -> Option<&str> {
+        self.inner.admin_consent_url.as_deref()
+    }
+
+    /// This error, retold for the tenant a request named: of `kind`, with `message` before
+    /// Entra's own, and the admin-consent link when there is one.
+    pub(crate) fn for_tenant(
+        self,
+        kind: TokenErrorKind,
+        message: String,
+        admin_consent_url: Option<String>,
+    ) -> Self {
+        self.with(|i| {
+            i.kind = kind;
+            i.message = message;
+            i.admin_consent_url = admin_consent_url.map(Arc::from);
+        })
+    }
+
     /// A short description of what went wrong, without hint or ids.
     pub fn message(&self) -> &str {
         &self.inner.message
@@ -401,6 +469,9 @@ impl fmt::Debug for TokenError {
         }
         if let Some(r) = self.inner.retry_after {
             d.field("retry_after", &r);
+        }
+        if let Some(url) = &self.inner.admin_consent_url {
+            d.field("admin_consent_url", url);
         }
         if let Some(s) = &self.inner.source {
             d.field("source", &format_args!("{s}"));

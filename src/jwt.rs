@@ -1,6 +1,5 @@
-//! Reading the claims of our own tokens: the payload of a JWT, decoded without checking its
-//! signature (the token came from Entra over TLS, or sealed from a replica holding the same
-//! credential; its issuer signs it for the API, not for us).
+//! Reading claims from the payload of our own access tokens, fresh from Entra: no signature
+//! check (the token is not input from a caller), and a token that is not a JWT reads as `None`.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -8,7 +7,7 @@ use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 /// The claims `T` read from `jwt`'s payload, or `None` when it is not a JWT with a JSON object
-/// payload that `T` reads.
+/// payload that deserializes as `T`.
 pub(crate) fn claims<T: DeserializeOwned>(jwt: &str) -> Option<T> {
     let mut parts = jwt.split('.');
     let (Some(_header), Some(payload), Some(_signature), None) =
@@ -25,5 +24,5 @@ pub(crate) fn claims<T: DeserializeOwned>(jwt: &str) -> Option<T> {
     if decoded.trim_ascii_start().first() != Some(&b'{') {
         return None;
     }
-    serde_json::from_slice(&decoded).ok()
+    serde_json::from_slice::<T>(&decoded).ok()
 }

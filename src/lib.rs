@@ -57,6 +57,7 @@ pub mod retry;
 mod service;
 #[cfg(feature = "shared-cache")]
 mod shared_cache;
+mod tenant;
 mod token;
 #[cfg(feature = "tonic")]
 pub mod tonic;
@@ -85,7 +86,8 @@ pub use credential::{
     ClientCertificateCredentialBuilder,
 };
 pub use credential::{
-    AssertionCallback, AzureCliCredential, AzureCliCredentialBuilder, ClientAssertionCredential,
+    AssertionCallback, AzureCliCredential, AzureCliCredentialBuilder, AzureDeveloperCliCredential,
+    AzureDeveloperCliCredentialBuilder, ChainedCredential, ClientAssertionCredential,
     ClientAssertionCredentialBuilder, ClientAuthentication, ClientSecret, ClientSecretCredential,
     ClientSecretCredentialBuilder, ConfidentialClientCredential,
     ConfidentialClientCredentialBuilder, Credential, DefaultCredential, DefaultCredentialBuilder,
@@ -108,6 +110,7 @@ pub use service::EntraAuth;
 pub use shared_cache::{CacheBinding, EncryptionKey, SharedCacheError, SharedTokenCache};
 #[cfg(feature = "redis")]
 pub use shared_cache::{RedisTokenCache, RedisTokenCacheBuilder};
+pub use tenant::Tenant;
 pub use token::AccessToken;
 pub use transport::{TokenTransport, TransportRequest};
 

@@ -18,7 +18,7 @@
 //! Each mechanism says in its module what it buys, measured, and why it is sound: each thread's
 //! own copy of the token and the slot table that finds it ([`local`]; the free slots are kept
 //! lowest first, which buys short tables, not speed); the fresh bit and its timer, and the
-//! coarse wall clock, with the three freshness checks and the clock each reads ([`watch`]).
+//! coarse wall and monotonic clocks, with the four freshness checks and the clock each reads ([`watch`]).
 //!
 //! # One `perform`, and why a changed token is always published
 //!
@@ -62,6 +62,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use tokio::time::Instant;
 
+use crate::credential::tenants::check_requested;
 use crate::credential::{Credential, TokenRequest};
 use crate::error::TokenError;
 use crate::token::AccessToken;
@@ -74,6 +75,7 @@ mod metrics;
 mod roles;
 mod state;
 mod telemetry;
+mod tenants;
 #[cfg(test)]
 mod tests;
 mod throttle;
@@ -115,6 +117,10 @@ pub struct TokenProvider {
 struct Inner {
     credential: Arc<dyn Credential>,
     scope: String,
+    /// The tenant tokens are asked in, when not the credential's own (see [`tenants`]).
+    tenant: Option<String>,
+    /// The providers of the other tenants.
+    tenants: TenantsLink,
     /// The `claims` JSON of the client capabilities (`cp1`), sent with every ordinary fetch.
     capabilities: Option<String>,
     /// The state's cached token, published for lock-free reads; stored only by `perform`.
@@ -140,6 +146,13 @@ struct Inner {
     /// The token an API refused last: a value read from the shared cache must be newer.
     #[cfg(feature = "shared-cache")]
     refused: ArcSwapOption<AccessToken>,
+}
+
+/// Where a provider finds the providers of other tenants: a home provider holds them, the
+/// provider of one of them points back weakly (no cycle).
+enum TenantsLink {
+    Home(Arc<tenants::TenantProviders>),
+    Member(std::sync::Weak<tenants::TenantProviders>),
 }
 
 type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, TokenError>>>;
@@ -175,6 +188,80 @@ impl TokenProvider {
     /// The scope tokens are for.
     pub fn scope(&self) -> &str {
         &self.inner.scope
+    }
+
+    /// The tenant this provider asks tokens in, when not its credential's own (a provider from
+    /// [`for_tenant`](Self::for_tenant)), in ASCII lower case.
+    pub fn tenant(&self) -> Option<&str> {
+        self.inner.tenant.as_deref()
+    }
+
+    /// The provider of the same scope and settings for the tenant `tenant` (a GUID or a domain,
+    /// compared without regard to ASCII case): its own single flight, cache, backoff and stats,
+    /// made on first use and kept while used (see
+    /// [`max_tenants`](TokenProviderBuilder::max_tenants) and
+    /// [`max_tenant_idle`](TokenProviderBuilder::max_tenant_idle)); the handle returned keeps it
+    /// alive. The credential's own tenant gives this provider.
+    ///
+    /// Fails with a [`TenantNotAllowed`](crate::TokenErrorKind::TenantNotAllowed) error, before
+    /// anything is sent, when `tenant` is malformed or the credential does not serve it
+    /// ([`Credential::check_tenant`]: a confidential client's `additionally_allowed_tenants`,
+    /// managed identity and custom credentials by default only their own). A tenant dropped
+    /// while its fetches failed gives that error until its backoff is over.
+    ///
+    /// A domain and its GUID are two tenants here; when asked by GUID, the token's `tid` must
+    /// name it.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), tower_entra::TokenError> {
+    /// use tower_entra::{ClientSecretCredential, TokenProvider};
+    ///
+    /// let credential = ClientSecretCredential::builder("11111111-1111-1111-1111-111111111111", "client-id", "secret")
+    ///     .additionally_allowed_tenants(["*"])
+    ///     .build()?;
+    /// let graph = TokenProvider::new(credential, "https://graph.microsoft.com/.default")?;
+    /// let contoso = graph.for_tenant("contoso.onmicrosoft.com")?;
+    /// let token = contoso.token().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn for_tenant(&self, tenant: &str) -> Result<TokenProvider, TokenError> {
+        self.in_tenant(&crate::Tenant::new(tenant))
+    }
+
+    /// How many other tenants' providers this provider keeps now (see
+    /// [`for_tenant`](Self::for_tenant)); for a tenant's provider, those of its home provider.
+    pub fn tenants_held(&self) -> usize {
+        match &self.inner.tenants {
+            TenantsLink::Home(registry) => registry.len(),
+            TenantsLink::Member(registry) => registry.upgrade().map_or(0, |r| r.len()),
+        }
+    }
+
+    /// [`for_tenant`](Self::for_tenant) for a tenant already in lower case: no allocation when
+    /// the tenant has its provider.
+    pub(crate) fn in_tenant(&self, tenant: &crate::Tenant) -> Result<TokenProvider, TokenError> {
+        let tenant = tenant.as_str();
+        if self.inner.tenant.as_deref() == Some(tenant) {
+            return Ok(self.clone());
+        }
+        let registry = match &self.inner.tenants {
+            TenantsLink::Home(registry) => registry.clone(),
+            TenantsLink::Member(registry) => registry.upgrade().ok_or_else(|| {
+                TokenError::configuration(
+                    "this tenant's provider outlived the provider it came from; call for_tenant on that provider",
+                )
+            })?,
+        };
+        if let Some(entry) = registry.get_cached(tenant) {
+            return Ok(entry);
+        }
+        check_requested(tenant)?;
+        let home = self.inner.credential.identity().map(|(home, _)| home);
+        if self.inner.tenant.is_none() && home.is_some_and(|h| h.eq_ignore_ascii_case(tenant)) {
+            return Ok(self.clone());
+        }
+        self.inner.credential.check_tenant(tenant)?;
+        registry.add(tenant)
     }
 
     /// A token that is valid now: the cached one, or a fresh one from the single fetch in flight.
@@ -226,8 +313,12 @@ impl TokenProvider {
                 self.expired_in_suspend(&lease);
                 return None;
             }
-            // Known fresh, with a timer to say otherwise: no precise clock needed.
-            Freshness::Fresh if published.fresh => return Some(lease),
+            // Known fresh, with a timer to say otherwise, and not past the refresh point by the
+            // monotonic clock (the timer's runtime may no longer be driven, and the wall clock
+            // may have been stepped back): no precise clock needed.
+            Freshness::Fresh if published.fresh && lease.fresh_by_monotonic_clock() => {
+                return Some(lease);
+            }
             Freshness::Fresh | Freshness::RefreshDue => {}
         }
         match lease.freshness(Instant::now()) {
@@ -522,9 +613,23 @@ impl Inner {
     /// The token request every ordinary fetch sends: the scope, and the client capabilities
     /// when configured.
     fn token_request(&self) -> TokenRequest<'_> {
-        let request = TokenRequest::new(&self.scope);
+        let request = self.request();
         match &self.capabilities {
             Some(claims) => request.with_claims(claims),
+            None => request,
+        }
+    }
+
+    /// The token request of a claims challenge: the scope and `claims` (merged).
+    fn claims_request<'a>(&'a self, claims: &'a str) -> TokenRequest<'a> {
+        self.request().with_claims(claims)
+    }
+
+    /// A request for the scope, in this provider's tenant.
+    fn request(&self) -> TokenRequest<'_> {
+        let request = TokenRequest::new(&self.scope);
+        match &self.tenant {
+            Some(tenant) => request.for_tenant(tenant),
             None => request,
         }
     }

@@ -30,6 +30,7 @@ use crate::destination::{Decision, Targets};
 use crate::layer::EntraAuthLayer;
 use crate::provider::TokenProvider;
 use crate::refusal::{self, Answer, Replays};
+use crate::tenant::Tenant;
 
 /// A `reqwest_middleware` middleware that sets `Authorization: Bearer <token>`.
 #[derive(Debug, Clone)]
@@ -79,6 +80,13 @@ impl Middleware for EntraAuthMiddleware {
             Decision::Attach(p) => p.clone(),
             Decision::SendWithoutToken => return next.run(req, extensions).await,
             Decision::Refuse(e) => return Err(reqwest_middleware::Error::middleware(e)),
+        };
+        // The tenant, from the middleware's extensions (`RequestBuilder::with_extension`).
+        let provider = match extensions.get::<Tenant>() {
+            None => provider,
+            Some(tenant) => provider
+                .in_tenant(tenant)
+                .map_err(reqwest_middleware::Error::middleware)?,
         };
         // The same decision as `RetryOnChallenge`: one replay, when the refused token was renewed.
         let mut replays = Replays::up_to(u8::from(self.replay));

@@ -111,6 +111,17 @@ where
             }
             Decision::Refuse(e) => return ResponseFuture::failed(e),
         };
+        let in_tenant;
+        let provider = match request.tenant() {
+            None => provider,
+            Some(tenant) => match provider.in_tenant(tenant) {
+                Ok(found) => {
+                    in_tenant = found;
+                    &in_tenant
+                }
+                Err(e) => return ResponseFuture::failed(e),
+            },
+        };
         match provider.lease() {
             Some(lease) => {
                 request.set_authorization(lease.token().header_value().clone());

@@ -37,6 +37,8 @@ use crate::endpoint::{parse_error_response, parse_token_response};
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 
+#[cfg(feature = "reqwest")]
+pub(crate) use self::reqwest::from_client as reqwest_transport;
 pub(crate) use in_transit::is_not_connected;
 pub(crate) use retry_after::retry_after;
 pub(crate) use route::Route;

@@ -185,6 +185,25 @@ fn run_ok(name: &str) -> String {
 
 #[cfg(feature = "reqwest")]
 #[test]
+fn multi_tenant_example_serves_two_customers_and_links_the_third_to_consent() {
+    let stdout = run_ok("multi_tenant");
+    for consented in ["contoso", "fabrikam"] {
+        let line = format!("{consented}.onmicrosoft.com: 50/50 requests ok, 1 token request\n");
+        assert!(stdout.contains(&line), "{stdout}");
+    }
+    let northwind = stdout
+        .lines()
+        .find(|l| l.starts_with("northwind.onmicrosoft.com: 0/50 requests ok, 1 token request: no consent; its administrator consents at http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        northwind.contains("/northwind.onmicrosoft.com/adminconsent?client_id="),
+        "{northwind}"
+    );
+    assert!(stdout.contains("home tenant token requests: 0"), "{stdout}");
+}
+
+#[cfg(feature = "reqwest")]
+#[test]
 fn managed_identity_example_retries_imds_and_federates_an_app() {
     let stdout = run_ok("managed_identity");
     assert!(

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::Emulator;
 use crate::fault::Fault;
@@ -392,6 +393,39 @@ impl Emulator {
     /// Service Fabric's shapes otherwise.
     pub fn push_managed_identity_fault(&self, fault: Fault) {
         self.inner.shared.lock().mi_faults.push_back(fault);
+    }
+
+    /// Takes the managed identity endpoints down (`Some`): every request to
+    /// any of them is answered with `fault` (after the queued faults of
+    /// [`Emulator::push_managed_identity_fault`]) until this is called with
+    /// `None`.
+    ///
+    /// ```no_run
+    /// # async fn demo() {
+    /// use entra_emulator::{Emulator, Fault};
+    ///
+    /// let emulator = Emulator::start().await;
+    /// emulator.set_managed_identity_outage(Some(Fault::status(503)));
+    /// // ...every managed identity request now fails with 503...
+    /// emulator.set_managed_identity_outage(None);
+    /// # }
+    /// ```
+    pub fn set_managed_identity_outage(&self, fault: Option<Fault>) {
+        self.inner.shared.lock().mi_outage = fault;
+    }
+
+    /// Caches managed identity tokens as the platforms do (`Some`): the
+    /// last token for an identity and resource is answered again, with the
+    /// same expiry and `expires_in` counting down, while more than
+    /// `renew_before` remains of its life; then a new one is signed. `None`
+    /// (the default) signs a new token for every request.
+    ///
+    /// The cache ages on tokio's clock, so a test on a paused clock ages it
+    /// by advancing that clock.
+    pub fn set_managed_identity_token_cache(&self, renew_before: Option<Duration>) {
+        let mut st = self.inner.shared.lock();
+        st.mi_cache_renew_before = renew_before;
+        st.mi_cache.clear();
     }
 
     /// Number of requests received by the managed identity endpoints

@@ -18,7 +18,7 @@ use crate::form::parse_form;
 use crate::managed_identity::{IdentityRecord, NotSelected, Selector, select};
 use crate::net::Conn;
 use crate::record::{Endpoint, RecordedRequest};
-use crate::state::Shared;
+use crate::state::{CachedMiToken, Shared};
 use crate::token_signer::Principal;
 use crate::util::{civil, guid};
 
@@ -54,7 +54,10 @@ async fn serve(endpoint: Endpoint, parts: Parts) -> Response {
     let mut record = RecordedRequest::new(endpoint, &method, &uri, &headers, form);
     let (fault, latency) = {
         let mut st = shared.lock();
-        (st.mi_faults.pop_front(), st.latency)
+        (
+            st.mi_faults.pop_front().or_else(|| st.mi_outage.clone()),
+            st.latency,
+        )
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -260,9 +263,34 @@ fn sign_for(
         appidacr: "2",
         mirid: Some(&a.resource_id),
     };
+    let key = (a.client_id.clone(), resource.to_owned());
+    let now = tokio::time::Instant::now();
+    if let (Some(renew_before), Some(c)) = (st.mi_cache_renew_before, st.mi_cache.get(&key)) {
+        let age = now.saturating_duration_since(c.signed).as_secs();
+        let remaining = c.lifetime.saturating_sub(age);
+        if remaining > renew_before.as_secs() {
+            // The same token and expiry, with what remains of its life.
+            return Ok(MiToken {
+                token: c.token.clone(),
+                client_id: a.client_id.clone(),
+                issued_at: c.issued_at + age,
+                lifetime: remaining,
+                refresh_in: st.refresh_in.map(|r| r.as_secs()),
+            });
+        }
+    }
     let issued = st
         .issuance
         .sign(&shared.authority, &principal, canonical, false);
+    if st.mi_cache_renew_before.is_some() {
+        let cached = CachedMiToken {
+            token: issued.token.clone(),
+            issued_at: issued.issued_at,
+            lifetime: issued.lifetime,
+            signed: now,
+        };
+        st.mi_cache.insert(key, cached);
+    }
     Ok(MiToken {
         token: issued.token,
         client_id: a.client_id.clone(),

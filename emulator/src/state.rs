@@ -64,10 +64,27 @@ pub(crate) struct State {
     pub(crate) identities: Vec<IdentityRecord>,
     /// Faults for the managed identity endpoints.
     pub(crate) mi_faults: VecDeque<Fault>,
+    /// Every managed identity request is answered with this while it is set (an outage).
+    pub(crate) mi_outage: Option<Fault>,
+    /// The platform's token cache: the last token for an identity and resource is answered
+    /// again while more than this remains of its life.
+    pub(crate) mi_cache_renew_before: Option<Duration>,
+    /// The tokens in that cache, by (client id, resource), with when each was signed.
+    pub(crate) mi_cache: HashMap<(String, String), CachedMiToken>,
     /// Every request to a managed identity endpoint, in order.
     pub(crate) mi_requests: Vec<RecordedRequest>,
     /// Secrets and Arc challenge keys of the managed identity endpoints.
     pub(crate) mi_secrets: MiSecrets,
+}
+
+/// A managed identity token in the platform's cache: its text and Unix issue time, its lifetime
+/// in seconds, and when it was signed on tokio's clock (which a test may pause and advance).
+#[derive(Clone, Debug)]
+pub(crate) struct CachedMiToken {
+    pub(crate) token: String,
+    pub(crate) issued_at: u64,
+    pub(crate) lifetime: u64,
+    pub(crate) signed: tokio::time::Instant,
 }
 
 impl State {
@@ -92,6 +109,9 @@ impl State {
             admission: Admission::new(),
             identities: Vec::new(),
             mi_faults: VecDeque::new(),
+            mi_outage: None,
+            mi_cache_renew_before: None,
+            mi_cache: HashMap::new(),
             mi_requests: Vec::new(),
             mi_secrets: MiSecrets::new(),
         }

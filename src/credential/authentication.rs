@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::credential::client::{ClientProof, ConfidentialClient};
 use crate::error::TokenError;
+use crate::transport::TransportChoice;
 
 /// A source of client authentication for a
 /// [`ConfidentialClientCredential`](crate::ConfidentialClientCredential): a client secret
@@ -73,6 +74,14 @@ pub(crate) mod private {
         #[cfg(feature = "shared-cache")]
         fn cache_secret(&self) -> Option<Zeroizing<Vec<u8>>> {
             None
+        }
+
+        /// The transport token requests go through, given the builder's: the builder's, unless
+        /// the source sends its requests elsewhere (AKS identity bindings' token proxy).
+        // Sealed: nothing outside the crate names or implements it.
+        #[allow(private_interfaces)]
+        fn transport(&self, given: TransportChoice) -> Result<TransportChoice, TokenError> {
+            Ok(given)
         }
     }
 }

@@ -1,17 +1,16 @@
 //! [`AzureCliCredential`]: the token of the developer signed in to the Azure CLI.
 
 use std::ffi::OsString;
-use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
-use zeroize::Zeroizing;
 
 use crate::authority::check_tenant_id;
+use crate::credential::developer_tool::{Run, Tool, checked_scope};
+use crate::credential::tenants::AllowedTenants;
 use crate::credential::{Credential, TokenRequest};
 use crate::endpoint::{TokenText, from_json};
 use crate::error::{TokenError, TokenErrorKind};
@@ -28,9 +27,12 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// installed and signed in. It is never part of [`DefaultCredential`](crate::DefaultCredential)
 /// unless asked for ([`azure_cli`](crate::DefaultCredentialBuilder::azure_cli)).
 ///
-/// A missing `az` or a signed-out user is a [`Configuration`](TokenErrorKind::Configuration)
-/// error that says what to run; a run longer than the timeout (10 s by default) is killed.
-/// Nothing `az` prints reaches logs or errors (an AADSTS code excepted).
+/// A missing `az` or a signed-out user is an [`Unavailable`](TokenErrorKind::Unavailable)
+/// error that says what to run. `az` runs in its own process group from a directory that holds
+/// no program; a run longer than the timeout (10 s by default) is killed with every process it
+/// started. Nothing `az` prints reaches logs or errors (an AADSTS code excepted). A scope with
+/// characters a resource URI does not have (`%`, spaces, a leading `-`) is refused before `az`
+/// runs.
 ///
 /// ```no_run
 /// use tower_entra::{AzureCliCredential, TokenProvider};
@@ -47,6 +49,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct AzureCliCredential {
     tenant_id: Option<String>,
+    allowed_tenants: AllowedTenants,
     timeout: Duration,
     /// The child's `PATH` instead of this process's (tests: a fake `az`).
     search_path: Option<OsString>,
@@ -62,6 +65,7 @@ impl Default for AzureCliCredential {
 #[derive(Debug, Clone)]
 pub struct AzureCliCredentialBuilder {
     tenant_id: Option<String>,
+    allowed_tenants: AllowedTenants,
     timeout: Duration,
     search_path: Option<OsString>,
 }
@@ -71,6 +75,20 @@ impl AzureCliCredentialBuilder {
     /// instead of the CLI's current tenant.
     pub fn tenant_id(mut self, tenant_id: impl Into<String>) -> Self {
         self.tenant_id = Some(tenant_id.into());
+        self
+    }
+
+    /// The tenants besides [`tenant_id`](Self::tenant_id) (or the CLI's current tenant) that a
+    /// request may name ([`Tenant`](crate::Tenant), [`TokenRequest::tenant`]), passed to `az`
+    /// as `--tenant`: each a GUID or a domain, or `"*"` for any. A request for a tenant not
+    /// listed is a [`TenantNotAllowed`](TokenErrorKind::TenantNotAllowed) error and `az` is not
+    /// run. Default: none. The signed-in user must belong to the tenant.
+    pub fn additionally_allowed_tenants<I>(mut self, tenants: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.allowed_tenants = AllowedTenants::new(tenants);
         self
     }
 
@@ -93,8 +111,10 @@ impl AzureCliCredentialBuilder {
         if let Some(tenant_id) = &self.tenant_id {
             check_tenant_id(tenant_id)?;
         }
+        self.allowed_tenants.check()?;
         Ok(AzureCliCredential {
             tenant_id: self.tenant_id,
+            allowed_tenants: self.allowed_tenants,
             timeout: self.timeout,
             search_path: self.search_path,
         })
@@ -106,6 +126,7 @@ impl AzureCliCredential {
     pub fn new() -> Self {
         AzureCliCredential {
             tenant_id: None,
+            allowed_tenants: AllowedTenants::default(),
             timeout: DEFAULT_TIMEOUT,
             search_path: None,
         }
@@ -115,191 +136,73 @@ impl AzureCliCredential {
     pub fn builder() -> AzureCliCredentialBuilder {
         AzureCliCredentialBuilder {
             tenant_id: None,
+            allowed_tenants: AllowedTenants::default(),
             timeout: DEFAULT_TIMEOUT,
             search_path: None,
         }
     }
 
+    /// Looks `az` up in `path` instead of this process's `PATH` (tests of the chains that
+    /// build their own).
+    pub(crate) fn with_search_path(mut self, path: OsString) -> Self {
+        self.search_path = Some(path);
+        self
+    }
+
+    /// The tenant `--tenant` names for `request`: the one it asks for when allowed, else the
+    /// configured one (none: the CLI's current tenant).
+    fn tenant_for<'a>(&'a self, request: &TokenRequest<'a>) -> Result<Option<&'a str>, TokenError> {
+        // With no tenant configured the CLI's current one is unknown: only listed tenants pass.
+        let home = self.tenant_id.as_deref().unwrap_or_default();
+        Ok(self
+            .allowed_tenants
+            .resolve(home, request.tenant)?
+            .or(self.tenant_id.as_deref()))
+    }
+
     async fn fetch(&self, request: TokenRequest<'_>) -> Result<AccessToken, TokenError> {
-        let scope = request.scope.trim();
-        // Passed as one argument, never through a shell; refusing a leading '-' keeps it from
-        // being read as an option.
-        let safe = !scope.is_empty()
-            && !scope.starts_with('-')
-            && scope
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._~:/%".contains(&b));
-        if !safe {
-            return Err(TokenError::new(
-                TokenErrorKind::InvalidScope,
-                format!(
-                    "the scope {scope:?} has characters a resource's scope does not; use e.g. https://management.azure.com/.default"
-                ),
-            ));
-        }
+        let tenant = self.tenant_for(&request)?;
+        let scope = checked_scope(request.scope)?;
         if request.claims.is_some() {
             return Err(TokenError::new(
                 TokenErrorKind::Authentication,
                 "the API asked for a token with claims (Continuous Access Evaluation), which the Azure CLI cannot request; sign in again with `az logout` then `az login`",
             ));
         }
-        let mut command = az_command();
-        command
-            .args([
-                "account",
-                "get-access-token",
-                "--output",
-                "json",
-                "--scope",
-                scope,
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(tenant) = &self.tenant_id {
-            command.args(["--tenant", tenant]);
+        let mut args = vec![
+            "account",
+            "get-access-token",
+            "--output",
+            "json",
+            "--scope",
+            scope,
+        ];
+        if let Some(tenant) = tenant {
+            args.extend(["--tenant", tenant]);
         }
-        if let Some(path) = &self.search_path {
-            command.env("PATH", path);
-        }
-        let mut child = command.spawn().map_err(|e| {
-            let kind = if e.kind() == std::io::ErrorKind::NotFound {
-                "is not installed or not on PATH"
-            } else {
-                "could not be started"
-            };
-            TokenError::configuration(format!(
-                "the Azure CLI (`az`) {kind}; install it (https://aka.ms/installazurecli) and sign in with `az login`"
-            ))
-            .with_source(e)
-        })?;
         let started = Instant::now();
         let wall = SystemTime::now();
-        let output = match tokio::time::timeout(self.timeout, run(&mut child)).await {
-            Ok(output) => output.map_err(|e| {
-                TokenError::new(
-                    TokenErrorKind::Connection,
-                    "could not read the Azure CLI's output",
-                )
-                .with_source(e)
-            })?,
-            // Dropping the child kills it (`kill_on_drop`).
-            Err(_) => {
-                return Err(TokenError::new(
-                    TokenErrorKind::Timeout,
-                    format!(
-                        "`az account get-access-token` did not finish within {:?}; run it yourself to see why",
-                        self.timeout
-                    ),
-                ));
-            }
-        };
-        let CliOutput {
-            status,
-            stdout,
-            stderr,
-        } = output;
-        if !status.success() {
-            return Err(failure(&stderr, status.code()));
+        let stdout = Run {
+            tool: &AZ,
+            args,
+            command: "`az account get-access-token`",
+            timeout: self.timeout,
+            search_path: self.search_path.as_ref(),
         }
-        if stdout.len() > MAX_OUTPUT {
-            return Err(TokenError::invalid_response(format!(
-                "`az account get-access-token` printed more than {MAX_OUTPUT} bytes; its answer is a few KiB, so this is not the Azure CLI's"
-            )));
-        }
+        .output()
+        .await?;
         parse(&stdout, started, wall)
     }
 }
 
-/// The most of `az`'s output read; its token answer is a few KiB.
-const MAX_OUTPUT: usize = 64 * 1024;
-
-/// What a finished `az` run printed.
-struct CliOutput {
-    status: std::process::ExitStatus,
-    /// The token's JSON, in memory sized once (a buffer that grew would free copies of the
-    /// token unzeroed) and zeroed when dropped.
-    stdout: Zeroizing<Vec<u8>>,
-    stderr: Vec<u8>,
-}
-
-/// Waits for `child` while reading what it prints, each stream at most [`MAX_OUTPUT`] bytes
-/// (and one more, to tell a longer output).
-async fn run(child: &mut tokio::process::Child) -> std::io::Result<CliOutput> {
-    let limit = MAX_OUTPUT as u64 + 1;
-    // Room for the limit and tokio's minimum spare capacity: `read_to_end` never reallocates.
-    let mut stdout = Zeroizing::new(Vec::with_capacity(MAX_OUTPUT + 64));
-    let mut stderr = Vec::new();
-    let out = child.stdout.take();
-    let err = child.stderr.take();
-    let read_out = async {
-        match out {
-            Some(out) => out.take(limit).read_to_end(&mut stdout).await.map(drop),
-            None => Ok(()),
-        }
-    };
-    let read_err = async {
-        match err {
-            Some(err) => err.take(limit).read_to_end(&mut stderr).await.map(drop),
-            None => Ok(()),
-        }
-    };
-    let (read_out, read_err, status) = tokio::join!(read_out, read_err, child.wait());
-    read_out?;
-    read_err?;
-    Ok(CliOutput {
-        status: status?,
-        stdout,
-        stderr,
-    })
-}
-
-#[cfg(windows)]
-fn az_command() -> tokio::process::Command {
-    // `az` is a batch file on Windows, which only cmd runs.
-    let mut command = tokio::process::Command::new("cmd");
-    command.args(["/d", "/c", "az"]);
-    command
-}
-
-#[cfg(not(windows))]
-fn az_command() -> tokio::process::Command {
-    tokio::process::Command::new("az")
-}
-
-/// The error of a failed run, from what `az` wrote to stderr: only the cause is kept, never the
-/// text (it may echo account details).
-fn failure(stderr: &[u8], code: Option<i32>) -> TokenError {
-    let text = String::from_utf8_lossy(stderr);
-    let lower = text.to_ascii_lowercase();
-    if lower.contains("az login") || lower.contains("not logged in") {
-        return TokenError::configuration(
-            "the Azure CLI is not signed in, or its sign-in expired: run `az login` (`az login --tenant <tenant>` for another tenant)",
-        );
-    }
-    if lower.contains("is not recognized as an internal or external command") || code == Some(127) {
-        return TokenError::configuration(
-            "the Azure CLI (`az`) is not installed or not on PATH; install it (https://aka.ms/installazurecli) and sign in with `az login`",
-        );
-    }
-    let aadsts = text.find("AADSTS").map(|at| {
-        let digits: String = text[at + 6..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        format!(" (AADSTS{digits})")
-    });
-    TokenError::new(
-        TokenErrorKind::Authentication,
-        format!(
-            "`az account get-access-token` failed{}{}; run it yourself to see why",
-            code.map(|c| format!(" with exit code {c}"))
-                .unwrap_or_default(),
-            aadsts.unwrap_or_default()
-        ),
-    )
-}
+/// The Azure CLI, as [`Run`] starts it.
+const AZ: Tool = Tool {
+    program: "az",
+    display: "the Azure CLI (`az`)",
+    install: "install it (https://aka.ms/installazurecli) and sign in with `az login`",
+    signed_out: "the Azure CLI is not signed in, or its sign-in expired: run `az login` (`az login --tenant <tenant>` for another tenant)",
+    signed_out_markers: &["az login", "not logged in"],
+};
 
 #[derive(Deserialize)]
 struct CliToken {
@@ -356,6 +259,11 @@ impl Credential for AzureCliCredential {
         Box::pin(self.fetch(request))
     }
 
+    fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {
+        self.tenant_for(&TokenRequest::new("").for_tenant(tenant))
+            .map(drop)
+    }
+
     /// The bound on one `az` run ([`AzureCliCredentialBuilder::timeout`]): a longer run is killed.
     fn timeout(&self) -> Option<Duration> {
         Some(self.timeout)
@@ -371,29 +279,18 @@ impl Credential for AzureCliCredential {
 #[cfg(all(test, unix))]
 pub(crate) mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
-    use std::path::PathBuf;
+    use crate::credential::developer_tool::tests::FakeTool;
 
-    /// A directory holding a fake `az` that runs `body` (after recording its arguments in
-    /// `args`), removed on drop.
-    pub(crate) struct FakeAz(PathBuf);
+    /// A fake `az` that runs `body`.
+    pub(super) struct FakeAz(pub(super) FakeTool);
 
     impl FakeAz {
-        pub(crate) fn new(body: &str) -> FakeAz {
-            let dir = std::env::temp_dir().join(format!("tower-entra-az-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let script = dir.join("az");
-            std::fs::write(
-                &script,
-                format!("#!/bin/sh\nPATH=/usr/bin:/bin\nprintf '%s\\n' \"$@\" > \"$(dirname \"$0\")/args\"\n{body}\n"),
-            )
-            .unwrap();
-            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-            FakeAz(dir)
+        pub(super) fn new(body: &str) -> FakeAz {
+            FakeAz(FakeTool::new("az", body))
         }
 
-        fn builder(&self) -> AzureCliCredentialBuilder {
-            AzureCliCredential::builder().search_path(self.0.as_os_str())
+        pub(super) fn builder(&self) -> AzureCliCredentialBuilder {
+            AzureCliCredential::builder().search_path(self.0.search_path())
         }
 
         pub(crate) fn credential(&self) -> AzureCliCredential {
@@ -401,17 +298,7 @@ pub(crate) mod tests {
         }
 
         fn args(&self) -> Vec<String> {
-            std::fs::read_to_string(self.0.join("args"))
-                .unwrap()
-                .lines()
-                .map(str::to_owned)
-                .collect()
-        }
-    }
-
-    impl Drop for FakeAz {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            self.0.args()
         }
     }
 
@@ -464,12 +351,42 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn another_tenant_only_when_allowed_and_then_as_its_tenant_argument() {
+        let az = FakeAz::new(&format!(
+            r#"echo '{{"accessToken":"cli-token","expires_on":{},"tokenType":"Bearer"}}'"#,
+            in_an_hour()
+        ));
+        let c = az
+            .builder()
+            .tenant_id("contoso.onmicrosoft.com")
+            .additionally_allowed_tenants(["fabrikam.onmicrosoft.com"])
+            .build()
+            .unwrap();
+        let refused = c
+            .request_token(TokenRequest::new(ARM).for_tenant("northwind.onmicrosoft.com"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.kind(),
+            TokenErrorKind::TenantNotAllowed,
+            "{refused}"
+        );
+        assert!(refused.message().contains("additionally_allowed_tenants"));
+        assert!(c.check_tenant("northwind.onmicrosoft.com").is_err());
+        assert!(!az.0.ran(), "az ran for a tenant not allowed");
+        c.request_token(TokenRequest::new(ARM).for_tenant("fabrikam.onmicrosoft.com"))
+            .await
+            .unwrap();
+        assert_eq!(az.0.args()[6..], ["--tenant", "fabrikam.onmicrosoft.com"]);
+    }
+
+    #[tokio::test]
     async fn a_signed_out_user_gets_the_fix_and_none_of_azs_output() {
         let az = FakeAz::new(
             "echo \"ERROR: Please run 'az login' to setup account. user=someone@contoso.com\" >&2; exit 1",
         );
         let e = token(&az.credential()).await.unwrap_err();
-        assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
+        assert_eq!(e.kind(), TokenErrorKind::Unavailable, "{e}");
         assert!(e.to_string().contains("run `az login`"), "{e}");
         assert!(
             !format!("{e} {e:?}").contains("someone@contoso.com"),
@@ -478,35 +395,12 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn other_failures_keep_only_the_aadsts_code() {
-        let az = FakeAz::new(
-            "echo 'ERROR: AADSTS70043: The refresh token has expired. secret-detail' >&2; exit 2",
-        );
-        let e = token(&az.credential()).await.unwrap_err();
-        assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
-        assert!(e.to_string().contains("exit code 2 (AADSTS70043)"), "{e}");
-        assert!(!format!("{e} {e:?}").contains("secret-detail"), "{e:?}");
-    }
-
-    #[tokio::test]
     async fn a_missing_az_says_how_to_install_it() {
         let empty = FakeAz::new("");
-        std::fs::remove_file(empty.0.join("az")).unwrap();
+        std::fs::remove_file(empty.0.0.join("az")).unwrap();
         let e = token(&empty.credential()).await.unwrap_err();
-        assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
+        assert_eq!(e.kind(), TokenErrorKind::Unavailable, "{e}");
         assert!(e.to_string().contains("aka.ms/installazurecli"), "{e}");
-    }
-
-    #[tokio::test]
-    async fn a_hung_az_is_killed_at_the_timeout() {
-        let az = FakeAz::new("exec sleep 30");
-        let c = az
-            .builder()
-            .timeout(Duration::from_millis(200))
-            .build()
-            .unwrap();
-        let e = token(&c).await.unwrap_err();
-        assert_eq!(e.kind(), TokenErrorKind::Timeout, "{e}");
     }
 
     #[tokio::test]
@@ -527,7 +421,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn option_like_scopes_and_claims_are_refused_before_running_az() {
         let az = FakeAz::new("exit 0");
-        for scope in ["--help", "a b", "x;rm -rf /"] {
+        for scope in ["--help", "a b", "api://%APPDATA%/.default"] {
             let e = az
                 .credential()
                 .request_token(TokenRequest::new(scope))
@@ -541,7 +435,7 @@ pub(crate) mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.kind(), TokenErrorKind::Authentication, "{e}");
-        assert!(!az.0.join("args").exists(), "az ran");
+        assert!(!az.0.ran(), "az ran");
     }
 }
 

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 use crate::authority::{check_client_id, parse_authority_host, token_url};
 use crate::cloud::Cloud;
 use crate::credential::TokenRequest;
+use crate::credential::tenants::{AllowedTenants, check_issued_in, explain_refusal};
 use crate::endpoint::{GRANT_TYPE, JWT_BEARER};
 use crate::error::TokenError;
 use crate::token::AccessToken;
@@ -20,6 +21,7 @@ pub(crate) struct ConfidentialClientOptions {
     pub(crate) authority_host: String,
     pub(crate) timeout: Duration,
     pub(crate) transport: TransportChoice,
+    pub(crate) allowed_tenants: AllowedTenants,
 }
 
 impl Default for ConfidentialClientOptions {
@@ -28,6 +30,7 @@ impl Default for ConfidentialClientOptions {
             authority_host: Cloud::AZURE_PUBLIC.authority_host().to_owned(),
             timeout: DEFAULT_TIMEOUT,
             transport: TransportChoice::Default,
+            allowed_tenants: AllowedTenants::default(),
         }
     }
 }
@@ -53,6 +56,9 @@ pub struct ConfidentialClient {
     tenant_id: String,
     client_id: String,
     token_url: Url,
+    /// The authority host, for the token endpoints of other tenants.
+    host: Url,
+    allowed_tenants: AllowedTenants,
     transport: Transport,
 }
 
@@ -63,11 +69,14 @@ impl ConfidentialClient {
         options: ConfidentialClientOptions,
     ) -> Result<Self, TokenError> {
         check_client_id(client_id)?;
+        options.allowed_tenants.check()?;
         let host = parse_authority_host(&options.authority_host)?;
         let token_url = token_url(&host, tenant_id)?;
         Ok(ConfidentialClient {
             transport: Transport::new(options.transport, options.timeout, &token_url)?,
             token_url,
+            host,
+            allowed_tenants: options.allowed_tenants,
             tenant_id: tenant_id.to_owned(),
             client_id: client_id.to_owned(),
         })
@@ -97,6 +106,35 @@ impl ConfidentialClient {
         &self.token_url
     }
 
+    /// Whether a request may name `tenant`: its own, or one its allow-list holds.
+    pub(crate) fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {
+        self.allowed_tenants
+            .resolve(&self.tenant_id, Some(tenant))
+            .map(drop)
+    }
+
+    /// The client that serves `request`: this one for its own tenant, else a copy bound to the
+    /// other tenant's token endpoint (which is also the `aud` of the assertions made for it),
+    /// when the allow-list holds that tenant.
+    pub(crate) fn for_request(
+        &self,
+        request: &TokenRequest<'_>,
+    ) -> Result<Cow<'_, ConfidentialClient>, TokenError> {
+        Ok(
+            match self
+                .allowed_tenants
+                .resolve(&self.tenant_id, request.tenant)?
+            {
+                None => Cow::Borrowed(self),
+                Some(tenant) => Cow::Owned(ConfidentialClient {
+                    token_url: token_url(&self.host, tenant)?,
+                    tenant_id: tenant.to_owned(),
+                    ..self.clone()
+                }),
+            },
+        )
+    }
+
     pub(crate) async fn request_token(
         &self,
         request: TokenRequest<'_>,
@@ -117,6 +155,13 @@ impl ConfidentialClient {
         if let Some(claims) = request.claims {
             form.push(("claims", claims));
         }
-        self.transport.request_token(&self.token_url, &form).await
+        let answer = self.transport.request_token(&self.token_url, &form).await;
+        if request.tenant.is_none() {
+            return answer;
+        }
+        let token =
+            answer.map_err(|e| explain_refusal(e, &self.tenant_id, &self.host, &self.client_id))?;
+        check_issued_in(&self.tenant_id, &token)?;
+        Ok(token)
     }
 }

@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use crate::aadsts::is_credential_rotation_answer;
 use crate::credential::authentication::ClientAuthentication;
 use crate::credential::client::{ConfidentialClient, ConfidentialClientOptions};
+use crate::credential::tenants::AllowedTenants;
 use crate::credential::{Credential, TokenRequest};
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
@@ -99,8 +100,10 @@ impl<A: ClientAuthentication> ConfidentialClientCredential<A> {
     }
 
     async fn fetch(&self, request: TokenRequest<'_>) -> Result<AccessToken, TokenError> {
-        let proof = self.authentication.authenticate(&self.client).await?;
-        match self.client.request_token(request, proof).await {
+        // Nothing is sent for a tenant the allow-list does not hold.
+        let client = self.client.for_request(&request)?;
+        let proof = self.authentication.authenticate(&client).await?;
+        match client.request_token(request, proof).await {
             // The secret or certificate may have been rotated, its file updated and the old
             // one removed before the file's next check: read it now and, if it changed, ask
             // once more, so that callers see no error for a rotation.
@@ -112,8 +115,8 @@ impl<A: ClientAuthentication> ConfidentialClientCredential<A> {
                     code = ?e.entra().map(|entra| entra.codes()),
                     "Entra refused the credential, and its file holds a new one: asking again with it"
                 );
-                let proof = self.authentication.authenticate(&self.client).await?;
-                self.client.request_token(request, proof).await
+                let proof = self.authentication.authenticate(&client).await?;
+                client.request_token(request, proof).await
             }
             answer => answer,
         }
@@ -144,6 +147,10 @@ impl<A: ClientAuthentication> Credential for ConfidentialClientCredential<A> {
             self.client.client_id(),
             self.authentication.cache_secret(),
         )
+    }
+
+    fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {
+        self.client.check_tenant(tenant)
     }
 }
 
@@ -249,6 +256,46 @@ impl<A: ClientAuthentication> ConfidentialClientCredentialBuilder<A> {
         self
     }
 
+    /// The tenants besides its own that this credential may get tokens in, when a request names
+    /// one ([`Tenant`](crate::Tenant), [`TokenProvider::for_tenant`](crate::TokenProvider::for_tenant),
+    /// [`TokenRequest::tenant`]): each a GUID or a domain, or `"*"` for any tenant. A request
+    /// for a tenant not listed is a [`TenantNotAllowed`](crate::TokenErrorKind::TenantNotAllowed)
+    /// error, and nothing is sent. Default: none. The environment's credentials read
+    /// `AZURE_ADDITIONALLY_ALLOWED_TENANTS` (names separated by `;`) into it.
+    ///
+    /// A request for another tenant goes to that tenant's token endpoint on the same authority
+    /// host, with the same client id and credentials: the app must be multi-tenant and an
+    /// administrator of that tenant must have consented to it. When the tenant is named by its
+    /// GUID, the token's `tid` must name it too. A domain and its GUID are two names here:
+    /// list the name your requests use.
+    ///
+    /// ```
+    /// use tower_entra::ClientSecretCredential;
+    ///
+    /// let credential = ClientSecretCredential::builder(
+    ///     "11111111-1111-1111-1111-111111111111",
+    ///     "00000000-0000-0000-0000-000000000001",
+    ///     "the secret's Value",
+    /// )
+    /// .additionally_allowed_tenants(["contoso.onmicrosoft.com", "fabrikam.onmicrosoft.com"])
+    /// .build()?;
+    /// # Ok::<(), tower_entra::TokenError>(())
+    /// ```
+    pub fn additionally_allowed_tenants<I>(mut self, tenants: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.options.allowed_tenants = AllowedTenants::new(tenants);
+        self
+    }
+
+    /// The allow-list as read from the environment.
+    pub(crate) fn allowed_tenants(mut self, allowed: AllowedTenants) -> Self {
+        self.options.allowed_tenants = allowed;
+        self
+    }
+
     /// The transport as a configuration (for `EnvironmentCredential`).
     pub(crate) fn transport_choice(mut self, choice: TransportChoice) -> Self {
         self.options.transport = choice;
@@ -281,8 +328,11 @@ impl<A: ClientAuthentication> ConfidentialClientCredentialBuilder<A> {
     /// empty secret or token file path, a malformed tenant or client id, an authority host that
     /// is not https, a zero timeout, an HTTP client that cannot be built, no transport (a build
     /// without the `reqwest` feature needs [`transport`](Self::transport)).
-    pub fn build(self) -> Result<ConfidentialClientCredential<A>, TokenError> {
+    pub fn build(mut self) -> Result<ConfidentialClientCredential<A>, TokenError> {
         self.authentication.check()?;
+        self.options.transport = self
+            .authentication
+            .transport(std::mem::take(&mut self.options.transport))?;
         Ok(ConfidentialClientCredential {
             client: ConfidentialClient::new(&self.tenant_id, &self.client_id, self.options)?,
             authentication: self.authentication,

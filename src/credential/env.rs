@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use crate::credential::ConfidentialClientCredentialBuilder;
 use crate::credential::authentication::ClientAuthentication;
+use crate::credential::tenants::AllowedTenants;
 use crate::error::TokenError;
 
 // An app registration, as `EnvironmentCredential` and workload identity read it.
@@ -29,6 +30,9 @@ pub(crate) const AZURE_CLIENT_CERTIFICATE_PATH: &str = "AZURE_CLIENT_CERTIFICATE
 pub(crate) const AZURE_CLIENT_CERTIFICATE_PASSWORD: &str = "AZURE_CLIENT_CERTIFICATE_PASSWORD";
 /// Whether to send the certificate chain (`x5c`), for subject name + issuer authentication.
 pub(crate) const AZURE_CLIENT_SEND_CERTIFICATE_CHAIN: &str = "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN";
+/// The tenants besides `AZURE_TENANT_ID` a credential may get tokens in (`;`-separated, `*`
+/// for any).
+pub(crate) const AZURE_ADDITIONALLY_ALLOWED_TENANTS: &str = "AZURE_ADDITIONALLY_ALLOWED_TENANTS";
 /// A federated token file, as the AKS workload identity webhook sets it.
 pub(crate) const AZURE_FEDERATED_TOKEN_FILE: &str = "AZURE_FEDERATED_TOKEN_FILE";
 
@@ -42,12 +46,30 @@ pub(crate) const IDENTITY_HEADER: &str = "IDENTITY_HEADER";
 pub(crate) const IDENTITY_SERVER_THUMBPRINT: &str = "IDENTITY_SERVER_THUMBPRINT";
 /// Azure Arc's local IMDS endpoint.
 pub(crate) const IMDS_ENDPOINT: &str = "IMDS_ENDPOINT";
-/// Cloud Shell's endpoint, or App Service's 2017 one (with `MSI_SECRET`).
+/// Cloud Shell's endpoint, or Azure Machine Learning's (with `MSI_SECRET`).
 pub(crate) const MSI_ENDPOINT: &str = "MSI_ENDPOINT";
-/// App Service's 2017 secret header.
+/// Azure Machine Learning's secret header (App Service's 2017 API).
 pub(crate) const MSI_SECRET: &str = "MSI_SECRET";
 /// Another address for IMDS (AAD Pod Identity).
 pub(crate) const AZURE_POD_IDENTITY_AUTHORITY_HOST: &str = "AZURE_POD_IDENTITY_AUTHORITY_HOST";
+/// Azure Machine Learning's compute: its default identity's client id.
+pub(crate) const DEFAULT_IDENTITY_CLIENT_ID: &str = "DEFAULT_IDENTITY_CLIENT_ID";
+// AKS identity bindings' token proxy, as the platform sets it.
+
+/// The token proxy's https URL.
+pub(crate) const AZURE_KUBERNETES_TOKEN_PROXY: &str = "AZURE_KUBERNETES_TOKEN_PROXY";
+/// The name presented in TLS to the proxy, which its certificate is issued for.
+pub(crate) const AZURE_KUBERNETES_SNI_NAME: &str = "AZURE_KUBERNETES_SNI_NAME";
+/// A file holding the CA of the proxy's certificate (rotated by the platform).
+pub(crate) const AZURE_KUBERNETES_CA_FILE: &str = "AZURE_KUBERNETES_CA_FILE";
+/// The CA of the proxy's certificate, as PEM text.
+pub(crate) const AZURE_KUBERNETES_CA_DATA: &str = "AZURE_KUBERNETES_CA_DATA";
+
+// Which credentials `DefaultCredential` may use, as the Azure SDKs read it.
+
+/// `prod`, `dev`, or one credential's name.
+pub(crate) const AZURE_TOKEN_CREDENTIALS: &str = "AZURE_TOKEN_CREDENTIALS";
+
 /// Windows' data directory, under which the Azure Arc agent keeps its key files (read as a
 /// path, not through [`Lookup`]).
 pub(crate) const PROGRAM_DATA: &str = "ProgramData";
@@ -123,15 +145,23 @@ impl Lookup {
         ))
     }
 
-    /// `builder` with `AZURE_AUTHORITY_HOST` when it is set.
-    pub(crate) fn with_authority_host<A: ClientAuthentication>(
+    /// `builder` with `AZURE_AUTHORITY_HOST` and `AZURE_ADDITIONALLY_ALLOWED_TENANTS` when set.
+    pub(crate) fn with_client_settings<A: ClientAuthentication>(
         &self,
         builder: ConfidentialClientCredentialBuilder<A>,
     ) -> ConfidentialClientCredentialBuilder<A> {
+        let builder = builder.allowed_tenants(self.allowed_tenants());
         match self.var(AZURE_AUTHORITY_HOST) {
             Some(host) => builder.authority_host(host),
             None => builder,
         }
+    }
+
+    /// `AZURE_ADDITIONALLY_ALLOWED_TENANTS`, none when unset.
+    pub(crate) fn allowed_tenants(&self) -> AllowedTenants {
+        self.var(AZURE_ADDITIONALLY_ALLOWED_TENANTS)
+            .map(|v| AllowedTenants::from_variable(&v))
+            .unwrap_or_default()
     }
 }
 

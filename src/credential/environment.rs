@@ -11,11 +11,9 @@ use crate::credential::client::ClientProof;
 use crate::credential::client::ConfidentialClient;
 use crate::credential::env::{
     AZURE_CLIENT_CERTIFICATE_PASSWORD, AZURE_CLIENT_CERTIFICATE_PATH, AZURE_CLIENT_SECRET,
-    AZURE_CLIENT_SEND_CERTIFICATE_CHAIN, AZURE_FEDERATED_TOKEN_FILE, Lookup,
+    AZURE_CLIENT_SEND_CERTIFICATE_CHAIN, Lookup,
 };
-use crate::credential::{
-    ClientSecret, ConfidentialClientCredential, Credential, FederatedTokenFile, TokenRequest,
-};
+use crate::credential::{ClientSecret, ConfidentialClientCredential, Credential, TokenRequest};
 use crate::error::TokenError;
 use crate::token::AccessToken;
 use crate::transport::{TokenTransport, TransportChoice};
@@ -30,19 +28,17 @@ use crate::transport::{TokenTransport, TransportChoice};
 /// | `AZURE_CLIENT_CERTIFICATE_PATH` | a PEM (certificate + RSA key) or PKCS#12 / PFX file, told apart by content |
 /// | `AZURE_CLIENT_CERTIFICATE_PASSWORD` | the PFX's password, or the encrypted PKCS#8 key's (optional) |
 /// | `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN` | `true` / `1` to send the `x5c` chain, for subject name + issuer authentication (optional) |
-/// | `AZURE_FEDERATED_TOKEN_FILE` | a federated token file, as the AKS workload identity webhook sets it |
 /// | `AZURE_AUTHORITY_HOST` | optional; default `https://login.microsoftonline.com` |
 ///
-/// Which credential is used, in order of precedence:
+/// `AZURE_CLIENT_SECRET` chooses [`ClientSecretCredential`](crate::ClientSecretCredential),
+/// `AZURE_CLIENT_CERTIFICATE_PATH` [`ClientCertificateCredential`](crate::ClientCertificateCredential).
+/// `AZURE_FEDERATED_TOKEN_FILE` is not read here (as in the Azure SDKs): it is
+/// [`WorkloadIdentityCredential`](crate::WorkloadIdentityCredential)'s.
 ///
-/// 1. `AZURE_CLIENT_SECRET` → [`ClientSecretCredential`](crate::ClientSecretCredential);
-/// 2. `AZURE_CLIENT_CERTIFICATE_PATH` → [`ClientCertificateCredential`](crate::ClientCertificateCredential);
-/// 3. `AZURE_FEDERATED_TOKEN_FILE` → [`WorkloadIdentityCredential`](crate::WorkloadIdentityCredential), only when neither of the
-///    above is set (the AKS webhook injects it into every pod of an annotated service account, so
-///    a credential set explicitly wins).
-///
-/// Setting both `AZURE_CLIENT_SECRET` and `AZURE_CLIENT_CERTIFICATE_PATH` is ambiguous and an
-/// error, as is a half-set configuration (`AZURE_CLIENT_CERTIFICATE_PASSWORD` or
+/// With neither variable set, the credential is
+/// [`Unavailable`](crate::TokenErrorKind::Unavailable): nothing here says to use it. Setting both
+/// is ambiguous and a [`Configuration`](crate::TokenErrorKind::Configuration) error, as is a
+/// half-set configuration (`AZURE_CLIENT_CERTIFICATE_PASSWORD` or
 /// `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN` without `AZURE_CLIENT_CERTIFICATE_PATH`, a chain flag
 /// that is not a boolean). A missing or empty required variable is an error that names it. The
 /// certificate file is read here, and again when it changes (as
@@ -64,7 +60,6 @@ enum FromEnvironment {
     Secret(ClientSecret),
     #[cfg(feature = "certificate")]
     Certificate(CertificateAssertion),
-    TokenFile(FederatedTokenFile),
 }
 
 impl ClientAuthentication for FromEnvironment {}
@@ -75,7 +70,6 @@ impl Authenticate for FromEnvironment {
             FromEnvironment::Secret(s) => s.check(),
             #[cfg(feature = "certificate")]
             FromEnvironment::Certificate(c) => c.check(),
-            FromEnvironment::TokenFile(f) => f.check(),
         }
     }
 
@@ -87,7 +81,6 @@ impl Authenticate for FromEnvironment {
             FromEnvironment::Secret(s) => s.authenticate(client),
             #[cfg(feature = "certificate")]
             FromEnvironment::Certificate(c) => c.authenticate(client),
-            FromEnvironment::TokenFile(f) => f.authenticate(client),
         }
     }
 
@@ -96,7 +89,6 @@ impl Authenticate for FromEnvironment {
             FromEnvironment::Secret(s) => s.time_bound(request_timeout),
             #[cfg(feature = "certificate")]
             FromEnvironment::Certificate(c) => c.time_bound(request_timeout),
-            FromEnvironment::TokenFile(f) => f.time_bound(request_timeout),
         }
     }
 
@@ -105,7 +97,6 @@ impl Authenticate for FromEnvironment {
             FromEnvironment::Secret(s) => s.may_reload(),
             #[cfg(feature = "certificate")]
             FromEnvironment::Certificate(c) => c.may_reload(),
-            FromEnvironment::TokenFile(f) => f.may_reload(),
         }
     }
 
@@ -114,7 +105,6 @@ impl Authenticate for FromEnvironment {
             FromEnvironment::Secret(s) => s.reload_after_refusal(),
             #[cfg(feature = "certificate")]
             FromEnvironment::Certificate(c) => c.reload_after_refusal(),
-            FromEnvironment::TokenFile(f) => f.reload_after_refusal(),
         }
     }
 
@@ -124,10 +114,12 @@ impl Authenticate for FromEnvironment {
             FromEnvironment::Secret(s) => s.cache_secret(),
             #[cfg(feature = "certificate")]
             FromEnvironment::Certificate(c) => c.cache_secret(),
-            FromEnvironment::TokenFile(f) => f.cache_secret(),
         }
     }
 }
+
+/// Why the credential is unavailable when neither of its variables is set.
+const NOT_CONFIGURED: &str = "not configured: neither AZURE_CLIENT_SECRET (a client secret's Value) nor AZURE_CLIENT_CERTIFICATE_PATH (a PEM or PFX certificate file) is set; set one of them with AZURE_TENANT_ID and AZURE_CLIENT_ID (the app registration's Directory and Application IDs)";
 
 impl EnvironmentCredential {
     /// Reads the process environment. Token requests go through the default transport (reqwest,
@@ -147,10 +139,6 @@ impl EnvironmentCredential {
         env: &Lookup,
         transport: TransportChoice,
     ) -> Result<Self, TokenError> {
-        let (tenant_id, client_id) = env.ids(
-            "set it to the Directory (tenant) ID from the app registration's Overview page",
-            "set it to the Application (client) ID from the app registration's Overview page",
-        )?;
         let secret = env.var(AZURE_CLIENT_SECRET);
         let cert_path = env.var(AZURE_CLIENT_CERTIFICATE_PATH);
         // A password may legitimately be blank; its presence is what matters.
@@ -175,21 +163,22 @@ impl EnvironmentCredential {
             }
         }
 
-        let authentication = if let Some(secret) = secret {
-            FromEnvironment::Secret(ClientSecret::from(secret))
-        } else if let Some(path) = cert_path {
-            certificate(&path, cert_password, send_chain)?
-        } else if let Some(file) = env.var(AZURE_FEDERATED_TOKEN_FILE) {
-            FromEnvironment::TokenFile(FederatedTokenFile::from(file))
-        } else {
-            return Err(TokenError::configuration(format!(
-                "no credential is configured: set {AZURE_CLIENT_SECRET} (a client secret's Value), {AZURE_CLIENT_CERTIFICATE_PATH} (a PEM or PFX certificate file) or {AZURE_FEDERATED_TOKEN_FILE} (a federated token file)"
-            )));
+        if secret.is_none() && cert_path.is_none() {
+            return Err(TokenError::unavailable(NOT_CONFIGURED));
+        }
+        let (tenant_id, client_id) = env.ids(
+            "set it to the Directory (tenant) ID from the app registration's Overview page",
+            "set it to the Application (client) ID from the app registration's Overview page",
+        )?;
+        let authentication = match (secret, cert_path) {
+            (Some(secret), _) => FromEnvironment::Secret(ClientSecret::from(secret)),
+            (None, Some(path)) => certificate(&path, cert_password, send_chain)?,
+            (None, None) => return Err(TokenError::unavailable(NOT_CONFIGURED)),
         };
         let builder = ConfidentialClientCredential::builder(tenant_id, client_id, authentication)
             .transport_choice(transport);
         Ok(EnvironmentCredential {
-            inner: env.with_authority_host(builder).build()?,
+            inner: env.with_client_settings(builder).build()?,
         })
     }
 }
@@ -232,7 +221,7 @@ fn certificate(
     _send_chain: Option<String>,
 ) -> Result<FromEnvironment, TokenError> {
     Err(TokenError::configuration(format!(
-        "{AZURE_CLIENT_CERTIFICATE_PATH} is set, but tower-entra was built without its `certificate` feature; enable the feature, or configure {AZURE_CLIENT_SECRET} or {AZURE_FEDERATED_TOKEN_FILE} instead"
+        "{AZURE_CLIENT_CERTIFICATE_PATH} is set, but tower-entra was built without its `certificate` feature; enable the feature, or configure {AZURE_CLIENT_SECRET} instead"
     )))
 }
 
@@ -256,6 +245,10 @@ impl Credential for EnvironmentCredential {
     fn cache_binding(&self) -> crate::CacheBinding {
         self.inner.cache_binding()
     }
+
+    fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {
+        self.inner.check_tenant(tenant)
+    }
 }
 
 #[cfg(test)]
@@ -271,10 +264,39 @@ mod tests {
     }
 
     #[test]
+    fn additionally_allowed_tenants_come_from_the_environment() {
+        let ids = [
+            ("AZURE_TENANT_ID", "home.onmicrosoft.com"),
+            ("AZURE_CLIENT_ID", "c"),
+            ("AZURE_CLIENT_SECRET", "s"),
+        ];
+        let none = from(&ids).unwrap();
+        let e = none.check_tenant("contoso.onmicrosoft.com").unwrap_err();
+        assert_eq!(e.kind(), crate::TokenErrorKind::TenantNotAllowed);
+        assert!(none.check_tenant("HOME.onmicrosoft.com").is_ok());
+        let mut listed = ids.to_vec();
+        listed.push((
+            "AZURE_ADDITIONALLY_ALLOWED_TENANTS",
+            "contoso.onmicrosoft.com;fabrikam.onmicrosoft.com",
+        ));
+        let listed = from(&listed).unwrap();
+        assert!(listed.check_tenant("fabrikam.onmicrosoft.com").is_ok());
+        assert!(listed.check_tenant("northwind.onmicrosoft.com").is_err());
+        let mut bad = ids.to_vec();
+        bad.push(("AZURE_ADDITIONALLY_ALLOWED_TENANTS", "a/b"));
+        let e = from(&bad).unwrap_err();
+        assert!(
+            e.message().contains("AZURE_ADDITIONALLY_ALLOWED_TENANTS"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn names_the_missing_variable() {
-        let e = from(&[]).unwrap_err();
+        let e = from(&[("AZURE_CLIENT_SECRET", "s")]).unwrap_err();
+        assert_eq!(e.kind(), crate::TokenErrorKind::Configuration, "{e}");
         assert!(e.to_string().contains("AZURE_TENANT_ID"), "{e}");
-        let e = from(&[("AZURE_TENANT_ID", "t")]).unwrap_err();
+        let e = from(&[("AZURE_TENANT_ID", "t"), ("AZURE_CLIENT_SECRET", "s")]).unwrap_err();
         assert!(e.to_string().contains("AZURE_CLIENT_ID"), "{e}");
         let e = from(&[
             ("AZURE_TENANT_ID", "t"),
@@ -349,11 +371,8 @@ mod tests {
     #[cfg(not(feature = "certificate"))]
     #[test]
     fn without_the_certificate_feature_a_certificate_path_is_an_error_that_says_so() {
-        let e = with_ids(&[
-            (AZURE_CLIENT_CERTIFICATE_PATH, &fixture("client-pkcs8.pem")),
-            (AZURE_FEDERATED_TOKEN_FILE, "/var/run/token"),
-        ])
-        .unwrap_err();
+        let e =
+            with_ids(&[(AZURE_CLIENT_CERTIFICATE_PATH, &fixture("client-pkcs8.pem"))]).unwrap_err();
         assert!(
             e.to_string().contains(AZURE_CLIENT_CERTIFICATE_PATH)
                 && e.to_string().contains("`certificate` feature"),
@@ -408,53 +427,31 @@ mod tests {
                 "{e}"
             );
         }
-        let e = with_ids(&[]).unwrap_err();
-        for name in [
-            AZURE_CLIENT_SECRET,
-            AZURE_CLIENT_CERTIFICATE_PATH,
-            AZURE_FEDERATED_TOKEN_FILE,
-        ] {
-            assert!(e.to_string().contains(name), "{e}");
-        }
     }
 
     #[test]
-    fn precedence_secret_then_certificate_then_federated_token_file() {
-        let c = with_ids(&[
-            (AZURE_CLIENT_SECRET, "s"),
-            (AZURE_FEDERATED_TOKEN_FILE, "/var/run/token"),
-        ])
-        .unwrap();
-        assert!(
-            matches!(c.inner.authentication(), FromEnvironment::Secret(_)),
-            "{c:?}"
-        );
-        #[cfg(feature = "certificate")]
-        {
-            let pem = fixture("client-pkcs8.pem");
-            let c = with_ids(&[
-                (AZURE_CLIENT_CERTIFICATE_PATH, &pem),
-                (AZURE_FEDERATED_TOKEN_FILE, "/var/run/token"),
-            ])
-            .unwrap();
+    fn without_a_secret_or_certificate_it_is_unavailable_and_ignores_the_token_file() {
+        // The workload identity webhook sets the ids and the token file: not this credential's.
+        for vars in [
+            vec![],
+            IDS.to_vec(),
+            vec![
+                IDS[0],
+                IDS[1],
+                ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"),
+            ],
+        ] {
+            let e = from(&vars).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                crate::TokenErrorKind::Unavailable,
+                "{vars:?}: {e}"
+            );
             assert!(
-                matches!(c.inner.authentication(), FromEnvironment::Certificate(_)),
-                "{c:?}"
+                e.message().contains(AZURE_CLIENT_SECRET)
+                    && e.message().contains(AZURE_CLIENT_CERTIFICATE_PATH),
+                "{e}"
             );
         }
-        let c = with_ids(&[
-            (AZURE_FEDERATED_TOKEN_FILE, "/var/run/token"),
-            ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us"),
-        ])
-        .unwrap();
-        assert!(
-            matches!(c.inner.authentication(), FromEnvironment::TokenFile(_)),
-            "{c:?}"
-        );
-        let debug = format!("{c:?}");
-        assert!(
-            debug.contains("/var/run/token") && debug.contains("login.microsoftonline.us"),
-            "{debug}"
-        );
     }
 }

@@ -7,19 +7,24 @@
 mod assertion;
 mod authentication;
 mod azure_cli;
+mod azure_developer_cli;
 #[cfg(feature = "certificate")]
 mod certificate;
 #[cfg(feature = "certificate")]
 mod certificate_key;
+mod chained;
 mod client;
 mod client_assertion;
 mod client_secret;
 mod confidential;
 mod default;
+mod developer_tool;
 mod env;
 mod environment;
 mod managed_identity;
 mod rotation;
+pub(crate) mod tenants;
+mod token_proxy;
 mod workload_identity;
 
 use std::fmt;
@@ -32,12 +37,14 @@ use futures::future::BoxFuture;
 pub use assertion::AssertionAlgorithm;
 pub use authentication::ClientAuthentication;
 pub use azure_cli::{AzureCliCredential, AzureCliCredentialBuilder};
+pub use azure_developer_cli::{AzureDeveloperCliCredential, AzureDeveloperCliCredentialBuilder};
 #[cfg(feature = "certificate")]
 pub use certificate::{
     CertificateAssertion, ClientCertificateCredential, ClientCertificateCredentialBuilder,
 };
 #[cfg(feature = "certificate")]
 pub use certificate_key::ClientCertificate;
+pub use chained::ChainedCredential;
 pub use client_assertion::{
     AssertionCallback, ClientAssertionCredential, ClientAssertionCredentialBuilder,
 };
@@ -63,6 +70,11 @@ pub struct TokenRequest<'a> {
     pub scope: &'a str,
     /// Extra claims to request (a JSON object; e.g. a Continuous Access Evaluation challenge).
     pub claims: Option<&'a str>,
+    /// The tenant to get the token in (a GUID or a domain), when not the credential's own. A
+    /// credential that cannot serve it must refuse with a
+    /// [`TenantNotAllowed`](crate::TokenErrorKind::TenantNotAllowed) error, never answer with a
+    /// token of its own tenant; see [`Credential::check_tenant`].
+    pub tenant: Option<&'a str>,
 }
 
 impl<'a> TokenRequest<'a> {
@@ -71,7 +83,14 @@ impl<'a> TokenRequest<'a> {
         TokenRequest {
             scope,
             claims: None,
+            tenant: None,
         }
+    }
+
+    /// The same request for the tenant `tenant` (a GUID or a domain).
+    pub fn for_tenant(mut self, tenant: &'a str) -> Self {
+        self.tenant = Some(tenant);
+        self
     }
 
     /// The same request with `claims` (a JSON object) added.
@@ -136,6 +155,23 @@ pub trait Credential: fmt::Debug + Send + Sync + 'static {
     fn cache_binding(&self) -> crate::CacheBinding {
         crate::CacheBinding::unknown()
     }
+
+    /// Whether this credential gets tokens in `tenant` (a GUID or a domain) when a
+    /// [`TokenRequest`] names it, checked before anything is sent; a
+    /// [`TenantNotAllowed`](crate::TokenErrorKind::TenantNotAllowed) error says why not.
+    ///
+    /// The default serves only the tenant [`identity`](Self::identity) names: a custom
+    /// credential that can serve others overrides this, and must then honour
+    /// [`TokenRequest::tenant`]. The credentials of this crate with a client secret,
+    /// certificate, assertion or federated token (and the Azure CLI) serve the tenants of their
+    /// `additionally_allowed_tenants` and `AZURE_ADDITIONALLY_ALLOWED_TENANTS`; managed
+    /// identity serves only its own.
+    fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {
+        match self.identity() {
+            Some((home, _)) if home.eq_ignore_ascii_case(tenant) => Ok(()),
+            _ => Err(tenants::only_own_tenant("this credential", tenant)),
+        }
+    }
 }
 
 /// A shared credential is a credential: one app's credential behind several providers, or a
@@ -159,6 +195,10 @@ impl<C: Credential + ?Sized> Credential for Arc<C> {
     #[cfg(feature = "shared-cache")]
     fn cache_binding(&self) -> crate::CacheBinding {
         (**self).cache_binding()
+    }
+
+    fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {
+        (**self).check_tenant(tenant)
     }
 }
 

@@ -15,8 +15,10 @@ use crate::credential::client::ClientProof;
 use crate::credential::client::ConfidentialClient;
 use crate::credential::env::{AZURE_FEDERATED_TOKEN_FILE, Lookup};
 use crate::credential::rotation::{on_blocking_pool, read_bounded};
+use crate::credential::token_proxy::TokenProxy;
 use crate::credential::{ConfidentialClientCredential, ConfidentialClientCredentialBuilder};
 use crate::error::TokenError;
+use crate::transport::TransportChoice;
 
 /// How long a token read from the file is used before the file is read again, even if it looks
 /// unchanged. Kubernetes rotates projected service account tokens at 80 % of their lifetime
@@ -64,16 +66,37 @@ pub type WorkloadIdentityCredentialBuilder =
 impl WorkloadIdentityCredential {
     /// A credential configured as the AKS workload identity webhook does it:
     /// `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_FEDERATED_TOKEN_FILE` and, optionally,
-    /// `AZURE_AUTHORITY_HOST`. A missing or empty variable is an error that names it.
+    /// `AZURE_AUTHORITY_HOST`. Without `AZURE_FEDERATED_TOKEN_FILE` the error is
+    /// [`Unavailable`](crate::TokenErrorKind::Unavailable) (this is not such a pod); with it, a
+    /// missing or empty id is a [`Configuration`](crate::TokenErrorKind::Configuration) error that
+    /// names the variable.
     pub fn from_env() -> Result<Self, TokenError> {
-        Self::from_lookup(&Lookup::process())
+        Self::from_lookup(&Lookup::process(), false)
     }
 
-    pub(crate) fn from_lookup(env: &Lookup) -> Result<Self, TokenError> {
+    /// [`from_env`](Self::from_env), with token requests sent to AKS identity bindings' token
+    /// proxy when `AZURE_KUBERNETES_TOKEN_PROXY` names one (see
+    /// [`kubernetes_token_proxy`](WorkloadIdentityCredentialBuilder::kubernetes_token_proxy)).
+    pub fn from_env_with_token_proxy() -> Result<Self, TokenError> {
+        Self::from_lookup(&Lookup::process(), true)
+    }
+
+    /// Reads the variables through `env`; with `token_proxy`, the `AZURE_KUBERNETES_*` ones too.
+    pub(crate) fn from_lookup(env: &Lookup, token_proxy: bool) -> Result<Self, TokenError> {
         const ADVICE: &str = "workload identity needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_FEDERATED_TOKEN_FILE (the AKS webhook sets them when the pod's service account is annotated with azure.workload.identity/client-id and the pod is labelled azure.workload.identity/use: \"true\")";
+        // No token file: this is not a pod with workload identity. A token file without the
+        // ids is a webhook set-up gone wrong.
+        let Some(file) = env.var(AZURE_FEDERATED_TOKEN_FILE) else {
+            return Err(TokenError::unavailable(format!(
+                "not configured: {AZURE_FEDERATED_TOKEN_FILE} is not set; {ADVICE}"
+            )));
+        };
         let (tenant_id, client_id) = env.ids(ADVICE, ADVICE)?;
-        let file = env.required(AZURE_FEDERATED_TOKEN_FILE, ADVICE)?;
-        env.with_authority_host(Self::builder(tenant_id, client_id, file))
+        let mut authentication = FederatedTokenFile::from(file);
+        if token_proxy {
+            authentication.1 = TokenProxySetting::Read(TokenProxy::from_env(env)?.map(Arc::new));
+        }
+        env.with_client_settings(Self::builder(tenant_id, client_id, authentication))
             .build()
     }
 
@@ -86,15 +109,46 @@ impl WorkloadIdentityCredential {
 /// A file the platform keeps a federated token in: the [`ClientAuthentication`] of a
 /// [`WorkloadIdentityCredential`]. Clones share the copy in memory.
 #[derive(Clone)]
-pub struct FederatedTokenFile(Arc<TokenFile>);
+pub struct FederatedTokenFile(Arc<TokenFile>, pub(crate) TokenProxySetting);
+
+/// Whether token requests go to AKS identity bindings' token proxy.
+#[derive(Clone)]
+pub(crate) enum TokenProxySetting {
+    Off,
+    /// As the process environment says when the credential is built.
+    FromProcessEnvironment,
+    /// As variables read earlier said: `None` when they name no proxy.
+    Read(Option<Arc<TokenProxy>>),
+}
 
 /// The file at a path; it is read on the first token request.
 impl<P: Into<PathBuf>> From<P> for FederatedTokenFile {
     fn from(path: P) -> Self {
-        FederatedTokenFile(Arc::new(TokenFile {
-            path: path.into(),
-            cached: Mutex::new(None),
-        }))
+        FederatedTokenFile(
+            Arc::new(TokenFile {
+                path: path.into(),
+                cached: Mutex::new(None),
+            }),
+            TokenProxySetting::Off,
+        )
+    }
+}
+
+impl WorkloadIdentityCredentialBuilder {
+    /// Send token requests to AKS identity bindings' token proxy when the platform names one:
+    /// `AZURE_KUBERNETES_TOKEN_PROXY` (https only), `AZURE_KUBERNETES_SNI_NAME` (the name presented
+    /// in TLS and checked in the proxy's certificate), and `AZURE_KUBERNETES_CA_FILE` or
+    /// `AZURE_KUBERNETES_CA_DATA` (the only CA trusted for the proxy; the file is read for each
+    /// token request, and a changed CA is used at once). Identity bindings lift Entra's limit of
+    /// 20 federated credentials per identity for large AKS estates. Read when the credential is
+    /// built; without `AZURE_KUBERNETES_TOKEN_PROXY` requests go to Entra as usual.
+    ///
+    /// `build()` fails with a [`Configuration`](crate::TokenErrorKind::Configuration) error on a
+    /// half-set or non-https configuration, and when a [`transport`](Self::transport) or
+    /// [`http_client`](Self::http_client) was given too (the proxy needs its own TLS set-up).
+    pub fn kubernetes_token_proxy(mut self) -> Self {
+        self.authentication_mut().1 = TokenProxySetting::FromProcessEnvironment;
+        self
     }
 }
 
@@ -103,9 +157,12 @@ impl ClientAuthentication for FederatedTokenFile {}
 impl fmt::Debug for FederatedTokenFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The path only: the copy in memory is a bearer credential.
-        f.debug_tuple("FederatedTokenFile")
-            .field(&self.0.path)
-            .finish()
+        let mut d = f.debug_tuple("FederatedTokenFile");
+        d.field(&self.0.path);
+        if let TokenProxySetting::Read(Some(proxy)) = &self.1 {
+            d.field(proxy);
+        }
+        d.finish()
     }
 }
 
@@ -119,6 +176,27 @@ impl Authenticate for FederatedTokenFile {
             ));
         }
         Ok(())
+    }
+
+    #[allow(private_interfaces)]
+    fn transport(&self, given: TransportChoice) -> Result<TransportChoice, TokenError> {
+        let proxy = match &self.1 {
+            TokenProxySetting::Off => return Ok(given),
+            TokenProxySetting::FromProcessEnvironment => {
+                TokenProxy::from_env(&Lookup::process())?.map(Arc::new)
+            }
+            TokenProxySetting::Read(proxy) => proxy.clone(),
+        };
+        let Some(proxy) = proxy else {
+            return Ok(given);
+        };
+        if !matches!(given, TransportChoice::Default) {
+            return Err(TokenError::configuration(
+                "the AKS token proxy (AZURE_KUBERNETES_TOKEN_PROXY) and a transport of your own are both set; the proxy needs its own TLS set-up (its SNI name and CA), so drop `.transport(..)` / `.http_client(..)` or the proxy",
+            ));
+        }
+        tracing::debug!(proxy = ?proxy, "workload identity token requests go to the AKS token proxy");
+        proxy.transport()
     }
 
     fn authenticate<'a>(

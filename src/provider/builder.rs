@@ -11,7 +11,8 @@ use super::engine::Engine;
 use super::metrics::{MeterChoice, Metrics};
 use super::state::{ProviderOptions, State, fetch_budget};
 use super::telemetry::Telemetry;
-use super::{Inner, TokenProvider};
+use super::tenants::{TenantLimits, TenantProviders};
+use super::{Inner, TenantsLink, TokenProvider};
 use crate::credential::Credential;
 use crate::error::{TokenError, TokenErrorKind};
 
@@ -34,6 +35,7 @@ pub struct TokenProviderBuilder {
     shared_cache: Option<Arc<dyn crate::SharedTokenCache>>,
     #[cfg(feature = "shared-cache")]
     encryption_key: Option<crate::EncryptionKey>,
+    tenant_limits: TenantLimits,
 }
 
 impl TokenProviderBuilder {
@@ -48,6 +50,7 @@ impl TokenProviderBuilder {
             shared_cache: None,
             #[cfg(feature = "shared-cache")]
             encryption_key: None,
+            tenant_limits: TenantLimits::default(),
         }
     }
 
@@ -59,7 +62,9 @@ impl TokenProviderBuilder {
     }
 
     /// How many times a token request is tried when no usable token is held and it fails
-    /// transiently (5xx, 429, timeouts, connection errors). Default 4; at least 1.
+    /// transiently (5xx, 429, timeouts, connection errors). Default 4; at least 1. A managed
+    /// identity request is retried by the credential alone, as Microsoft's IMDS guidance asks
+    /// (at most 4 requests), never again by the provider on top.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.options.max_attempts = attempts.max(1);
         self
@@ -232,11 +237,26 @@ impl TokenProviderBuilder {
         self
     }
 
+    /// The most tenants [`TokenProvider::for_tenant`] keeps a provider for (default 10,000;
+    /// `0` keeps none, so each use makes one). Beyond it, adding a tenant drops the least
+    /// recently used (approximately: use is marked to the second).
+    pub fn max_tenants(mut self, max: usize) -> Self {
+        self.tenant_limits.max_tenants = max;
+        self
+    }
+
+    /// How long a tenant's provider is kept unused before it is dropped, when another tenant is
+    /// added (default 1 h). A dropped tenant's next request fetches again, unless its last fetch
+    /// failed within [`max_backoff`](Self::max_backoff): then it gets that error at once.
+    pub fn max_tenant_idle(mut self, idle: Duration) -> Self {
+        self.tenant_limits.max_idle = idle;
+        self
+    }
+
     /// Checks the scope and the required roles, and builds the provider.
     pub fn build(self) -> Result<TokenProvider, TokenError> {
         check_scope(&self.scope)?;
         check_roles(&self.options.required_roles)?;
-        let fetch_budget = fetch_budget(&self.options, self.credential.timeout());
         #[cfg(feature = "shared-cache")]
         let shared = match self.shared_cache {
             Some(store) => Some(crate::shared_cache::SharedEntry::new(
@@ -250,28 +270,81 @@ impl TokenProviderBuilder {
             )?),
             None => None,
         };
-        let scope = self.scope;
-        let meter = self.meter;
-        Ok(TokenProvider {
+        let settings = Arc::new(Settings {
+            fetch_budget: fetch_budget(&self.options, self.credential.timeout()),
+            credential: self.credential,
+            scope: self.scope,
+            capabilities: capabilities_claims(&self.client_capabilities),
+            options: self.options,
+            meter: self.meter,
+        });
+        let for_tenant = settings.clone();
+        let tenants = Arc::new(TenantProviders::new(
+            self.tenant_limits,
+            settings.options.max_backoff,
+            Box::new(move |tenant, registry| {
+                // A tenant's provider asks Entra itself: the shared entry is bound to the home tenant.
+                for_tenant.provider(
+                    Some(tenant.to_owned()),
+                    TenantsLink::Member(registry),
+                    #[cfg(feature = "shared-cache")]
+                    None,
+                )
+            }),
+        ));
+        Ok(settings.provider(
+            None,
+            TenantsLink::Home(tenants),
+            #[cfg(feature = "shared-cache")]
+            shared,
+        ))
+    }
+}
+
+/// What the providers of one builder share: the home tenant's and those of its other tenants.
+struct Settings {
+    credential: Arc<dyn Credential>,
+    scope: String,
+    capabilities: Option<String>,
+    options: ProviderOptions,
+    meter: MeterChoice,
+    fetch_budget: Duration,
+}
+
+impl Settings {
+    fn provider(
+        &self,
+        tenant: Option<String>,
+        tenants: TenantsLink,
+        #[cfg(feature = "shared-cache")] shared: Option<crate::shared_cache::SharedEntry>,
+    ) -> TokenProvider {
+        TokenProvider {
             // Cyclic: the expiry gauge's callback reads the provider through a weak reference.
             inner: Arc::new_cyclic(|provider| Inner {
-                telemetry: Telemetry::new(&scope, Metrics::new(meter, &scope, provider.clone())),
-                credential: self.credential,
-                scope,
-                capabilities: capabilities_claims(&self.client_capabilities),
+                telemetry: Telemetry::new(
+                    &self.scope,
+                    // Without the `opentelemetry` feature the meter is a `Copy` placeholder.
+                    #[allow(clippy::clone_on_copy)]
+                    Metrics::new(self.meter.clone(), &self.scope, provider.clone()),
+                ),
+                credential: self.credential.clone(),
+                scope: self.scope.clone(),
+                tenant,
+                tenants,
+                capabilities: self.capabilities.clone(),
                 current: ArcSwapOption::empty(),
                 generation: Default::default(),
                 refresh_timer: Default::default(),
                 slot: super::local::Slot::new(),
-                engine: Engine::new(State::new(fetch_budget)),
-                options: self.options,
+                engine: Engine::new(State::new(self.fetch_budget)),
+                options: self.options.clone(),
                 throttle: Default::default(),
                 #[cfg(feature = "shared-cache")]
                 shared,
                 #[cfg(feature = "shared-cache")]
                 refused: ArcSwapOption::empty(),
             }),
-        })
+        }
     }
 }
 

@@ -17,7 +17,6 @@ use tracing::Instrument;
 use super::state::{Input, Mode, Note, Start, longest_retry_delay, retry_delay};
 use super::{Inner, SharedFetch};
 use super::{roles, throttle};
-use crate::credential::TokenRequest;
 use crate::error::{TokenError, TokenErrorKind};
 use crate::token::AccessToken;
 
@@ -150,8 +149,11 @@ async fn run_fetch(inner: &Inner, mode: &Mode) -> (Result<AccessToken, TokenErro
         // Ahead of expiry nobody waits: one attempt. Once the held token is unusable, callers
         // wait on this fetch, so it retries like a cold one.
         let waited_on = *mode != Mode::Ahead || !inner.usable(Instant::now());
+        // A credential that retried as its endpoint's guidance asks (managed identity) is not
+        // retried again here: retries would multiply (4 provider attempts of 4 requests each).
         let retry = waited_on
             && error.is_transient()
+            && !error.retries_spent()
             && attempt < inner.options.max_attempts
             && delay <= longest_retry_delay(&inner.options);
         if !retry {
@@ -199,7 +201,7 @@ async fn through_shared_cache(
 /// One attempt: the credential's answer for `mode`, checked for the required roles.
 async fn answer(inner: &Inner, mode: &Mode) -> Result<AccessToken, TokenError> {
     let request = match mode {
-        Mode::Claims(claims) => TokenRequest::new(&inner.scope).with_claims(claims),
+        Mode::Claims(claims) => inner.claims_request(claims),
         Mode::Cold | Mode::Ahead => inner.token_request(),
     };
     let answered = inner

@@ -112,6 +112,9 @@ struct Held {
     /// stops while the machine is suspended, the wall clock does not.
     wall_usable_until: Duration,
     wall_refresh_at: Duration,
+    /// `refresh_at` on the coarse monotonic clock, converted when the copy was made: the bound
+    /// on the fresh bit (see [`Lease::fresh_by_monotonic_clock`]).
+    monotonic_refresh_at: Duration,
     provider: Weak<Inner>,
     /// The provider's generation this copy was made under; `None` for a lease made on the cold
     /// path, which no thread serves from.
@@ -129,6 +132,7 @@ impl Lease {
             cached_id: 0,
             wall_usable_until: since_epoch(token.expires_on()),
             wall_refresh_at: since_epoch(token.expires_on()),
+            monotonic_refresh_at: Duration::ZERO,
             token,
             provider: Arc::downgrade(&provider.inner),
             generation: None,
@@ -161,6 +165,16 @@ impl Lease {
             self.0.wall_refresh_at,
             self.0.wall_usable_until,
         )
+    }
+
+    /// Whether the coarse monotonic clock says the copy is still before its refresh point: what
+    /// bounds the fresh bit. The bit is cleared by a timer on the runtime that published the
+    /// token; should that runtime no longer be driven, the bit stays set, and the wall clock,
+    /// which may be stepped backwards, is no bound. The monotonic clock is never stepped, so
+    /// a copy past its refresh point on it goes to tokio's clock, which decides. It stops while
+    /// the machine is suspended; the wall clock covers that.
+    pub(super) fn fresh_by_monotonic_clock(&self) -> bool {
+        monotonic_clock() < self.0.monotonic_refresh_at
     }
 
     /// The id of the cache entry this lease copies.
@@ -199,10 +213,15 @@ pub(super) fn hold(inner: &Arc<Inner>, generation: u64, cached: &Cached) -> Leas
     );
     let before_expiry =
         |at: Instant| wall_expires.saturating_sub(expires_at.saturating_duration_since(at));
+    // Off the cached path (once per thread per token): a precise read of tokio's clock, so that
+    // a copy made past its refresh point is never fresh by the monotonic clock.
+    let monotonic_refresh_at = monotonic_clock()
+        .saturating_add(cached.refresh_at.saturating_duration_since(Instant::now()));
     let lease = Lease(Arc::new(Held {
         cached_id: cached.id,
         wall_usable_until: before_expiry(cached.usable_until),
         wall_refresh_at: before_expiry(cached.refresh_at),
+        monotonic_refresh_at,
         token: cached.token.thread_copy(),
         provider: Arc::downgrade(inner),
         generation: Some(generation),
@@ -257,6 +276,26 @@ fn wall_clock() -> Duration {
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn wall_clock() -> Duration {
     since_epoch(SystemTime::now())
+}
+
+/// The monotonic clock, which is never stepped: the kernel's coarse one where there is one
+/// (read without a system call, at tick resolution, a few milliseconds against margins of
+/// seconds).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn monotonic_clock() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or_default(),
+        u32::try_from(t.tv_nsec).unwrap_or_default(),
+    )
+}
+
+/// Elsewhere, the standard monotonic clock, since the first read (a precise read: correctness
+/// before the saving).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn monotonic_clock() -> Duration {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    BASE.get_or_init(std::time::Instant::now).elapsed()
 }
 
 #[cfg(test)]

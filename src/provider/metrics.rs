@@ -230,6 +230,7 @@ mod imp {
             Ok(_) => "ok",
             Err(e) => match e.kind() {
                 K::Configuration => "configuration",
+                K::Unavailable => "unavailable",
                 K::InvalidScope => "invalid_scope",
                 K::Authentication => "authentication",
                 K::Rejected => "rejected",
@@ -239,6 +240,8 @@ mod imp {
                 K::InvalidResponse => "invalid_response",
                 K::UnsafeDestination => "unsafe_destination",
                 K::MissingPermission => "missing_permission",
+                K::TenantNotAllowed => "tenant_not_allowed",
+                K::ConsentRequired => "consent_required",
             },
         }
     }

@@ -34,6 +34,11 @@ pub(crate) const FORCED_RENEWAL_INTERVAL: Duration = Duration::from_secs(30);
 /// half its lifetime, when that is shorter).
 const DEFAULT_REFRESH_WINDOW: Duration = Duration::from_secs(300);
 
+/// Without a usable `refresh_in` hint, a token that lives longer than this is refreshed from
+/// half of what remains of its life (MSAL's rule): a managed identity token lives about 24 h,
+/// and 5 minutes before expiry would leave an identity endpoint's outage no room.
+const LONG_LIVED: Duration = Duration::from_secs(2 * 3600);
+
 /// A `refresh_in` hint is trusted when it leaves the token in use for at least this share of its
 /// lifetime (1/10); 0 or a few seconds would refresh on nearly every request.
 const MIN_REFRESH_IN_DIVISOR: u32 = 10;
@@ -160,7 +165,8 @@ impl Cached {
     /// The cache entry for `token`, stored at `now`: the refresh policy, whole.
     ///
     /// - The refresh point is Entra's `refresh_in` when it leaves the token in use for at least a
-    ///   tenth of its life, else 5 minutes (at most half the lifetime) before expiry.
+    ///   tenth of its life; else, for a token living more than 2 hours, half of what remains of
+    ///   its life at `now`; else 5 minutes (at most half the lifetime) before expiry.
     /// - It is moved earlier at random (`draw` in `[0, 1)`) by up to `refresh_jitter`, so that a
     ///   fleet started together spreads out; by no more than a fifth of the time from the
     ///   refresh point to expiry, and no more than half the time from `now` to the refresh
@@ -181,7 +187,7 @@ impl Cached {
             .expiry_margin
             .min(lifetime / MARGIN_LIFETIME_DIVISOR);
         let usable_until = expires_at.checked_sub(margin).unwrap_or(now);
-        let point = refresh_point(&token);
+        let point = refresh_point(&token, now);
         let jitter = options
             .refresh_jitter
             .min(expires_at.saturating_duration_since(point) / JITTER_WINDOW_DIVISOR)
@@ -210,14 +216,25 @@ impl Cached {
     }
 }
 
-/// When `token` should be refreshed, before jitter: its `refresh_in` when sensible, else the
-/// default window before expiry.
-fn refresh_point(token: &AccessToken) -> Instant {
+/// When `token`, stored at `now`, should be refreshed, before jitter: its `refresh_in` when
+/// sensible; else, when it lives more than [`LONG_LIVED`], halfway through what remains of its
+/// life at `now`; else the default window before expiry.
+///
+/// Halving what remains, not the lifetime, is what keeps a platform's token cache sane: an
+/// identity endpoint that answers the same token again (same expiry) gets asked again halfway
+/// through the rest, so a day-long token costs a handful of requests over its life, never a
+/// loop, and the last hours before expiry fall to the default window.
+pub(super) fn refresh_point(token: &AccessToken, now: Instant) -> Instant {
     let expires_in = token
         .expires_at()
         .saturating_duration_since(token.issued_at());
     let after = match token.refresh_in() {
         Some(r) if r < expires_in && r >= expires_in / MIN_REFRESH_IN_DIVISOR => r,
+        _ if expires_in > LONG_LIVED => {
+            let from = now.clamp(token.issued_at(), token.expires_at());
+            let remaining = token.expires_at().saturating_duration_since(from);
+            return from + remaining / 2;
+        }
         _ => expires_in - expires_in.min(DEFAULT_REFRESH_WINDOW).min(expires_in / 2),
     };
     // `after` is below `expires_in`, so this lands before the token's own (valid) expiry.
@@ -229,7 +246,7 @@ fn refresh_point(token: &AccessToken) -> Instant {
 #[cfg(feature = "shared-cache")]
 pub(super) fn refresh_on(token: &AccessToken) -> std::time::SystemTime {
     let now = Instant::now();
-    std::time::SystemTime::now() + refresh_point(token).saturating_duration_since(now)
+    std::time::SystemTime::now() + refresh_point(token, now).saturating_duration_since(now)
 }
 
 /// `draw` if it is in `[0, 1)`, else 0: a bad draw must not panic in `mul_f64`.
@@ -903,6 +920,67 @@ mod tests {
         assert_eq!(at(HOUR, Some(secs(359))), secs(3300));
         assert_eq!(at(HOUR, Some(secs(360))), secs(360));
         assert_eq!(at(HOUR, Some(secs(7200))), secs(3300));
+    }
+
+    /// Issue 17: without `refresh_in`, a token living over 2 h is refreshed from half of what
+    /// remains (MSAL's rule), shorter ones keep the 5-minute window. Seen failing with the
+    /// long-lived arm of `refresh_point` removed (24 h refreshed at 23 h 55).
+    #[test]
+    fn a_long_lived_token_is_refreshed_from_half_of_what_remains() {
+        let now = Instant::now();
+        let at = |expires_in| refresh_point(&token("t", now, expires_in, None), now) - now;
+        assert_eq!(at(secs(86_400)), secs(43_200));
+        assert_eq!(at(secs(3 * 3600)), secs(5400));
+        // Exactly 2 h is not "more than 2 h": the window.
+        assert_eq!(at(secs(7200)), secs(6900));
+        // Stored later than issued (a slow answer): half of what remains at storing.
+        let t = token("t", now, secs(86_400), None);
+        assert_eq!(refresh_point(&t, now + HOUR) - now, HOUR + secs(41_400));
+    }
+
+    /// Issue 17: a platform that keeps answering its cached token (same expiry) until an hour
+    /// before it expires costs a handful of requests over the token's day, never a loop, and a
+    /// token is held all day. Seen failing (15,902 requests over the two days: one per request)
+    /// with the long-lived refresh point of a re-stored token set at its storing instead of
+    /// halfway through what remains.
+    #[test]
+    fn a_platform_cached_token_costs_a_handful_of_refreshes_over_its_day() {
+        let o = ProviderOptions {
+            refresh_jitter: Duration::ZERO,
+            ..options()
+        };
+        let start = Instant::now();
+        let day = secs(86_400);
+        let mut expiry = start + day;
+        let mut s = State::<u32>::default();
+        let mut requests = 0;
+        let mut now = start;
+        while now < start + 2 * day {
+            match s.apply(&o, now, Input::Request).command {
+                Command::Start(start) | Command::ServeAndStart(_, start) => {
+                    requests += 1;
+                    // The platform's cache: the same token until an hour before it expires.
+                    if expiry - now <= HOUR {
+                        expiry = now + day;
+                    }
+                    let t = token("cached", now, expiry - now, None);
+                    let _ = s.apply(&o, now, Input::Started(&start, 0));
+                    let end = Input::Finished {
+                        id: start.id,
+                        mode: &start.mode,
+                        outcome: Ok(&t),
+                        draw: 0.0,
+                    };
+                    let _ = s.apply(&o, now, end);
+                    let _ = s.apply(&o, now, Input::Freed(start.id));
+                }
+                Command::Serve(_) => {}
+                other => panic!("at {:?}: {other:?}", now - start),
+            }
+            now += secs(10);
+        }
+        // Two days: about six requests per token.
+        assert!(requests <= 2 * 12, "{requests} requests over two days");
     }
 
     #[test]

@@ -15,8 +15,12 @@
 //! with a clock read. The waker clears the bit only while the word is still the one it was made
 //! for, so a late timer never marks a newer token. A runtime that shuts down fires its timers,
 //! so a bit is never left set by a runtime that is gone; one that is no longer driven leaves
-//! it set, and requests then still see the refresh point on the coarse wall clock (see
-//! [`local`](super::local)). A timer is dropped when the next token is published, or with the
+//! it set. So the bit is trusted only while the coarse *monotonic* clock, too, says the copy is
+//! before its refresh point (converted with tokio's clock when the copy was made): the wall
+//! clock alone was no bound, for it may be stepped backwards, and a token then went on being
+//! served past its expiry from a bit nobody would clear (issue 17; the test
+//! `a_fresh_bit_whose_timer_is_not_driven_never_serves_a_token_past_its_expiry` in
+//! `tests/it/liveness.rs`). A timer is dropped when the next token is published, or with the
 //! provider.
 //!
 //! # What it buys
@@ -25,7 +29,7 @@
 //! have; `benches/hot_path` prints that cost ("one `Instant::now()`") beside a whole cached
 //! `EntraAuth` request, and the coarse wall clock read beside `SystemTime::now()`.
 //!
-//! # The three freshness checks, and the clock each reads
+//! # The four freshness checks, and the clock each reads
 //!
 //! A cached request (`TokenProvider::lease`) serves its thread's copy after:
 //!
@@ -38,7 +42,11 @@
 //!    during a suspend is dropped, not served; and it sees the refresh point when the timer's
 //!    runtime is no longer driven and the bit stays set. Coarse is enough: it is a few
 //!    milliseconds behind, against margins of seconds.
-//! 3. **tokio's `Instant::now()`**, read only when the bit is clear or the wall clock says a
+//! 3. **The monotonic clock**, the kernel's coarse one, against the copy's refresh point
+//!    converted when the copy was made, read only while the bit is set: it is never stepped, so
+//!    it bounds a bit whose timer's runtime is no longer driven when the wall clock was stepped
+//!    backwards.
+//! 4. **tokio's `Instant::now()`**, read only when the bit is clear or a coarse clock says a
 //!    refresh is due: the same decision as the state's (fresh, refresh due, unusable), on the
 //!    clock the state decides on.
 

@@ -117,6 +117,34 @@ fn a_refresh_ahead_parked_on_an_idle_runtime_is_started_again_past_its_deadline(
     drop(parked);
 }
 
+/// Issue 17: the fresh bit is cleared by a timer on the runtime that published the token. With
+/// that runtime no longer driven and the wall clock stepped backwards (here: a paused test, where
+/// the wall clock stays put while tokio's clock goes on 2 h), neither the timer nor the wall
+/// clock says the token expired; the monotonic clock bounds the bit, so a request past expiry
+/// gets a new token, not the expired one. Seen failing (the expired `token-0` served) with the
+/// fast path trusting the bit without `fresh_by_monotonic_clock`.
+#[test]
+fn a_fresh_bit_whose_timer_is_not_driven_never_serves_a_token_past_its_expiry() {
+    let (provider, requests) = provider();
+    let parked = paused_runtime();
+    let other = paused_runtime();
+    // Published on `parked`, whose timer would clear the bit at the refresh point: it is never
+    // driven again.
+    let first = parked.block_on(provider.token()).unwrap();
+    other.block_on(async {
+        tokio::time::advance(2 * HOUR).await;
+        let served = provider.token().await.unwrap();
+        assert!(
+            !served.same_token(&first),
+            "{} served an hour past its expiry",
+            first.secret()
+        );
+        assert!(served.expires_at() > Instant::now());
+    });
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+    drop(parked);
+}
+
 /// An app registration whose client assertion is a managed identity's token: the managed
 /// identity's first request never answers (its task parked with it), later ones answer at once.
 mod managed_identity_assertion {

@@ -22,6 +22,7 @@ mod destination;
 mod hyper_client;
 mod liveness;
 mod managed_identity;
+mod managed_identity_day;
 mod managed_identity_transport;
 #[cfg(feature = "opentelemetry")]
 mod metrics;
@@ -39,6 +40,7 @@ mod shared_cache_store;
 #[cfg(feature = "retry")]
 mod stack;
 mod telemetry;
+mod tenants;
 mod tonic_health;
 mod tower_contract;
 mod warm_up;

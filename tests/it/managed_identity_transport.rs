@@ -81,7 +81,7 @@ async fn the_imds_request_goes_through_the_given_transport() {
 async fn a_refused_connection_before_any_answer_means_no_managed_identity_here() {
     let (e, calls) =
         imds_over_a_transport_failing_with(std::io::ErrorKind::ConnectionRefused).await;
-    assert_eq!(e.kind(), TokenErrorKind::Configuration, "{e}");
+    assert_eq!(e.kind(), TokenErrorKind::Unavailable, "{e}");
     for named in [
         "no managed identity endpoint answered",
         "IDENTITY_ENDPOINT",

@@ -1,7 +1,8 @@
 //! App Service's, Functions' and Container Apps' request: `GET {IDENTITY_ENDPOINT}
 //! ?api-version=2019-08-01&resource=…` with `X-IDENTITY-HEADER: {IDENTITY_HEADER}`; a
-//! user-assigned identity as `client_id`, `principal_id` or `mi_res_id`. The 2017 API
-//! (`MSI_ENDPOINT` + `MSI_SECRET`) takes the header `secret` and only `clientid`.
+//! user-assigned identity as `client_id`, `principal_id` or `mi_res_id`. The 2017 API, which
+//! Azure Machine Learning serves (`MSI_ENDPOINT` + `MSI_SECRET`), takes the header `secret` and
+//! only `clientid`.
 
 use bytes::Bytes;
 use http_body_util::Full;

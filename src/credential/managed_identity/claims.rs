@@ -60,7 +60,7 @@ impl Asked {
 pub(super) fn can_refresh(source: &Source) -> bool {
     matches!(
         source,
-        Source::AppService { legacy: false, .. } | Source::ServiceFabric { .. }
+        Source::AppService { .. } | Source::ServiceFabric { .. }
     )
 }
 

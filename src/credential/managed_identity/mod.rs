@@ -9,6 +9,7 @@ mod default_transport;
 mod imds;
 #[cfg(feature = "reqwest")]
 mod pinned_tls;
+mod probe;
 mod response;
 mod retry;
 mod secret_get;
@@ -137,6 +138,8 @@ struct Inner {
     /// Whether the endpoint has answered once: until then, nothing listening at IMDS's address
     /// means this is not an Azure host, not a passing failure.
     answered: AtomicBool,
+    /// Inside a chain: IMDS is probed before the first request (see `probe`).
+    probe: bool,
     /// The hash of the last token per resource, for a claims challenge's refresh.
     issued: IssuedTokens,
 }
@@ -162,6 +165,7 @@ impl ManagedIdentityCredential {
             transport: TransportChoice::Default,
             retry: RetryPolicy::default(),
             arc_key_directory: arc::default_key_directory(),
+            probe: false,
         }
     }
 
@@ -174,6 +178,13 @@ impl ManagedIdentityCredential {
     async fn fetch(&self, request: TokenRequest<'_>) -> Result<AccessToken, TokenError> {
         let resource = resource(request.scope)?;
         let inner = &*self.inner;
+        if let Source::Imds { url } = &inner.source
+            && inner.probe
+            && !inner.answered.load(Ordering::Relaxed)
+        {
+            probe::probe(&inner.transport, url).await?;
+            inner.answered.store(true, Ordering::Relaxed);
+        }
         let asked = Asked::read(request.claims);
         if asked.challenge && !claims::can_refresh(&inner.source) {
             return Err(claims::cannot_honour(&inner.source));
@@ -240,7 +251,9 @@ impl ManagedIdentityCredential {
                 fastrand::f64(),
             );
             let Some(delay) = delay else {
-                return Err(error);
+                // This policy is the one for managed identity requests: the provider's fetch
+                // does not retry on top of it (see `retry`).
+                return Err(error.with_retries_spent());
             };
             retries += 1;
             tracing::debug!(
@@ -264,11 +277,18 @@ impl ManagedIdentityCredential {
         let id = inner.id.as_ref();
         let request = match &inner.source {
             Source::Imds { url } => imds::request(url, resource, id)?,
-            Source::AppService {
+            Source::AppService { url, header } => {
+                app_service::request(url, header, false, resource, id, query)?
+            }
+            Source::MachineLearning {
                 url,
-                header,
-                legacy,
-            } => app_service::request(url, header, *legacy, resource, id, query)?,
+                secret,
+                default_client_id,
+            } => {
+                // The system-assigned identity is asked for by the compute's default client id.
+                let default = default_client_id.clone().map(ManagedIdentityId::ClientId);
+                app_service::request(url, secret, true, resource, id.or(default.as_ref()), query)?
+            }
             Source::Arc { url } => arc::request(url, resource, None)?,
             Source::ServiceFabric { url, header, .. } => {
                 service_fabric::request(url, header, resource, id, query)?
@@ -297,8 +317,8 @@ impl ManagedIdentityCredential {
         let body = ErrorBody::parse(&answer.body);
         let said = body.summary();
         let which = match &self.inner.id {
-            Some(id) => format!("the user-assigned managed identity {}", id.describe()),
-            None => "a system-assigned managed identity".to_owned(),
+            Some(id) => format!("user-assigned managed identity {}", id.describe()),
+            None => "system-assigned managed identity".to_owned(),
         };
         let configuration = |fix: String| {
             TokenError::configuration(format!("{name} answered HTTP {status} ({said}): {fix}"))
@@ -312,10 +332,16 @@ impl ManagedIdentityCredential {
             || body.says("unable to load the proper managed identity")
             || body.says("managedidentitynotfound")
         {
-            return configuration(format!(
-                "this host has no {which}; {}",
+            let message = format!(
+                "{name} answered HTTP {status} ({said}): this host has no {which}; {}",
                 assign_hint(source, self.inner.id.is_some())
-            ));
+            );
+            // No identity at all is a host this credential cannot work on; a user-assigned
+            // identity that was named but is not there is a misconfiguration.
+            return match self.inner.id {
+                None => TokenError::unavailable(message),
+                Some(_) => TokenError::configuration(message),
+            };
         }
         if body.says("invalid_resource") || body.says("AADSTS500011") {
             return TokenError::new(
@@ -331,6 +357,11 @@ impl ManagedIdentityCredential {
             {
                 return configuration(
                     "the endpoint refused IDENTITY_HEADER; it is set by the platform for this process, so make sure nothing overrides it, and restart the app if the identity was just enabled".to_owned(),
+                );
+            }
+            Source::MachineLearning { .. } if matches!(status, 401 | 403) => {
+                return configuration(
+                    "the endpoint refused MSI_SECRET; it is set by Azure Machine Learning for this job, so make sure nothing overrides it".to_owned(),
                 );
             }
             _ => {}
@@ -360,7 +391,12 @@ impl ManagedIdentityCredential {
                 other.url().origin().ascii_serialization()
             ),
         };
-        TokenError::configuration(message).with_source(e)
+        let error = match source {
+            Source::Imds { .. } => TokenError::unavailable(message),
+            // The platform's variables name an endpoint that is not there: broken, not absent.
+            _ => TokenError::configuration(message),
+        };
+        error.with_source(e)
     }
 }
 
@@ -386,6 +422,9 @@ fn assign_hint(source: &Source, user_assigned: bool) -> String {
         Source::Arc { .. } => "enable the server's identity by connecting it with `azcmagent connect`".to_owned(),
         Source::ServiceFabric { .. } => "assign it in the application manifest's ManagedIdentity settings and the cluster's ARM template".to_owned(),
         Source::CloudShell { .. } => "Cloud Shell serves the signed-in user's identity only".to_owned(),
+        Source::MachineLearning { .. } => format!(
+            "assign it to the compute with `az ml compute update -n <compute> --identity-type SystemAssigned` (or UserAssigned with --user-assigned-identities); DEFAULT_IDENTITY_CLIENT_ID names the compute's default identity{pass}"
+        ),
     }
 }
 
@@ -410,7 +449,20 @@ impl Credential for ManagedIdentityCredential {
         &'a self,
         request: TokenRequest<'a>,
     ) -> BoxFuture<'a, Result<AccessToken, TokenError>> {
+        // A managed identity lives in one tenant: asked for another, it refuses rather than
+        // answer with a token of its own.
+        if let Some(tenant) = request.tenant {
+            let refusal = crate::credential::tenants::only_own_tenant("a managed identity", tenant);
+            return Box::pin(async move { Err(refusal) });
+        }
         Box::pin(self.fetch(request))
+    }
+
+    fn check_tenant(&self, tenant: &str) -> Result<(), TokenError> {
+        Err(crate::credential::tenants::only_own_tenant(
+            "a managed identity",
+            tenant,
+        ))
     }
 
     /// The longest one call takes: every attempt its retry policy allows, each bounded by the
@@ -470,6 +522,7 @@ pub struct ManagedIdentityCredentialBuilder {
     transport: TransportChoice,
     retry: RetryPolicy,
     arc_key_directory: Option<PathBuf>,
+    probe: bool,
 }
 
 impl ManagedIdentityCredentialBuilder {
@@ -569,6 +622,14 @@ impl ManagedIdentityCredentialBuilder {
         self
     }
 
+    /// Probe IMDS before the first request, as a member of a chain: a host without IMDS is
+    /// [`Unavailable`](TokenErrorKind::Unavailable) within a second instead of holding the chain
+    /// for the retry schedule. Once IMDS answered, requests are retried in full.
+    pub(crate) fn probe_imds(mut self) -> Self {
+        self.probe = true;
+        self
+    }
+
     /// Detects the source and builds the credential. A
     /// [`Configuration`](TokenErrorKind::Configuration) error names a half-set environment, a
     /// malformed endpoint, or an identity id the source cannot select by.
@@ -594,6 +655,7 @@ impl ManagedIdentityCredentialBuilder {
                 retry: self.retry,
                 arc_key_directory: self.arc_key_directory,
                 answered: AtomicBool::new(false),
+                probe: self.probe,
                 issued: IssuedTokens::default(),
             }),
         })
@@ -625,10 +687,10 @@ fn check_id(source: &Source, id: Option<&ManagedIdentityId>) -> Result<(), Token
             "Service Fabric selects a user-assigned identity by object id or resource id, not client id",
         ),
         (
-            Source::AppService { legacy: true, .. },
+            Source::MachineLearning { .. },
             ManagedIdentityId::ObjectId(_) | ManagedIdentityId::ResourceId(_),
         ) => Some(
-            "App Service's 2017 API (MSI_ENDPOINT, MSI_SECRET) selects a user-assigned identity by client id only",
+            "Azure Machine Learning (MSI_ENDPOINT, MSI_SECRET) selects a user-assigned identity by client id only",
         ),
         _ => None,
     };

@@ -1,6 +1,19 @@
 //! Microsoft's retry guidance for IMDS, applied to every managed identity source: retry 404
 //! (the identity is being set up), 410 (IMDS is upgrading: it answers again within about
 //! 70 s), 429 and 5xx with exponential backoff; fail at once on anything else.
+//!
+//! # One retry policy per request path
+//!
+//! This policy is the only one that retries a managed identity request. Microsoft's guidance
+//! (learn.microsoft.com, "How to use managed identities for Azure resources on an Azure VM to
+//! acquire an access token", *Retry guidance*) asks for exponential backoff on 404, 429 and 5xx
+//! and for 410 to be waited out for up to 70 s; MSAL's IMDS retry specification
+//! (`imds_retry_based_on_errors.md` in microsoft-authentication-library-for-dotnet) bounds a 404,
+//! 408, 429 or 5xx at 3 retries (1 s, 2 s, 4 s). So a request that keeps failing with 500 is
+//! sent at most 4 times, and the error it ends with is marked as having spent its retries: the
+//! provider's fetch, which retries other credentials' transient errors up to `max_attempts`,
+//! makes no attempt of its own on top (which used to multiply to 16 requests per cold fetch,
+//! under two jitter formulas). The provider's backoff between fetches still applies.
 
 use std::time::Duration;
 

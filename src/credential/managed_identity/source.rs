@@ -7,8 +7,8 @@ use url::Url;
 use zeroize::Zeroizing;
 
 use crate::credential::env::{
-    AZURE_POD_IDENTITY_AUTHORITY_HOST, IDENTITY_ENDPOINT, IDENTITY_HEADER,
-    IDENTITY_SERVER_THUMBPRINT, IMDS_ENDPOINT, Lookup, MSI_ENDPOINT, MSI_SECRET,
+    AZURE_POD_IDENTITY_AUTHORITY_HOST, DEFAULT_IDENTITY_CLIENT_ID, IDENTITY_ENDPOINT,
+    IDENTITY_HEADER, IDENTITY_SERVER_THUMBPRINT, IMDS_ENDPOINT, Lookup, MSI_ENDPOINT, MSI_SECRET,
 };
 use crate::error::TokenError;
 
@@ -21,12 +21,15 @@ const IMDS_PATH: &str = "/metadata/identity/oauth2/token";
 pub(super) enum Source {
     /// Azure Instance Metadata Service: VMs, scale sets, AKS nodes.
     Imds { url: Url },
-    /// App Service, Azure Functions, Container Apps (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`),
-    /// or their 2017 API (`MSI_ENDPOINT` + `MSI_SECRET`) when `legacy`.
-    AppService {
+    /// App Service, Azure Functions, Container Apps (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`).
+    AppService { url: Url, header: Zeroizing<String> },
+    /// Azure Machine Learning compute (`MSI_ENDPOINT` + `MSI_SECRET`): App Service's 2017 API,
+    /// with its default identity's client id (`DEFAULT_IDENTITY_CLIENT_ID`) sent for the
+    /// system-assigned one, as MSAL does.
+    MachineLearning {
         url: Url,
-        header: Zeroizing<String>,
-        legacy: bool,
+        secret: Zeroizing<String>,
+        default_client_id: Option<String>,
     },
     /// An Azure Arc-enabled server's local agent (`IDENTITY_ENDPOINT` + `IMDS_ENDPOINT`).
     Arc { url: Url },
@@ -46,6 +49,7 @@ impl Source {
         match self {
             Source::Imds { .. } => "IMDS",
             Source::AppService { .. } => "App Service",
+            Source::MachineLearning { .. } => "Azure Machine Learning",
             Source::Arc { .. } => "Azure Arc",
             Source::ServiceFabric { .. } => "Service Fabric",
             Source::CloudShell { .. } => "Cloud Shell",
@@ -57,6 +61,7 @@ impl Source {
         match self {
             Source::Imds { url }
             | Source::AppService { url, .. }
+            | Source::MachineLearning { url, .. }
             | Source::Arc { url }
             | Source::ServiceFabric { url, .. }
             | Source::CloudShell { url } => url,
@@ -85,11 +90,7 @@ impl Source {
                 }
                 (Some(header), None, _) => {
                     check_secret_destination(IDENTITY_ENDPOINT, &url, "IDENTITY_HEADER")?;
-                    Ok(Source::AppService {
-                        url,
-                        header,
-                        legacy: false,
-                    })
+                    Ok(Source::AppService { url, header })
                 }
                 (None, Some(_), _) => Err(TokenError::configuration(format!(
                     "{IDENTITY_ENDPOINT} and {IDENTITY_SERVER_THUMBPRINT} are set but {IDENTITY_HEADER} is not; Service Fabric sets all three for an application with a managed identity, so check the application manifest's ManagedIdentity settings"
@@ -117,12 +118,12 @@ impl Source {
         if let Some(endpoint) = msi_endpoint {
             let url = parse(MSI_ENDPOINT, &endpoint)?;
             return Ok(match msi_secret {
-                Some(header) => {
+                Some(secret) => {
                     check_secret_destination(MSI_ENDPOINT, &url, "MSI_SECRET")?;
-                    Source::AppService {
+                    Source::MachineLearning {
                         url,
-                        header,
-                        legacy: true,
+                        secret,
+                        default_client_id: env.var(DEFAULT_IDENTITY_CLIENT_ID),
                     }
                 }
                 None => Source::CloudShell { url },
@@ -146,7 +147,7 @@ impl Source {
 
 /// The variables that would select a source other than IMDS, for the error of a host where
 /// IMDS does not answer.
-pub(super) const OTHER_SOURCES: &str = "IDENTITY_ENDPOINT + IDENTITY_HEADER select App Service, Functions and Container Apps, IDENTITY_ENDPOINT + IMDS_ENDPOINT Azure Arc, IDENTITY_ENDPOINT + IDENTITY_HEADER + IDENTITY_SERVER_THUMBPRINT Service Fabric, MSI_ENDPOINT Cloud Shell, AZURE_POD_IDENTITY_AUTHORITY_HOST another IMDS address";
+pub(super) const OTHER_SOURCES: &str = "IDENTITY_ENDPOINT + IDENTITY_HEADER select App Service, Functions and Container Apps, IDENTITY_ENDPOINT + IMDS_ENDPOINT Azure Arc, IDENTITY_ENDPOINT + IDENTITY_HEADER + IDENTITY_SERVER_THUMBPRINT Service Fabric, MSI_ENDPOINT + MSI_SECRET Azure Machine Learning, MSI_ENDPOINT alone Cloud Shell, AZURE_POD_IDENTITY_AUTHORITY_HOST another IMDS address";
 
 fn parse(name: &str, value: &str) -> Result<Url, TokenError> {
     let url = Url::parse(value.trim()).map_err(|e| {
@@ -227,8 +228,11 @@ impl fmt::Debug for Source {
         if let Source::ServiceFabric { thumbprint, .. } = self {
             d.field("thumbprint", thumbprint);
         }
-        if let Source::AppService { legacy: true, .. } = self {
-            d.field("api_version", &"2017-09-01");
+        if let Source::MachineLearning {
+            default_client_id, ..
+        } = self
+        {
+            d.field("default_client_id", default_client_id);
         }
         d.finish()
     }
@@ -284,8 +288,14 @@ mod tests {
             "{sf:?}"
         );
         assert_eq!(name(&[(MSI_ENDPOINT, EP)]), "Cloud Shell");
-        let legacy = detect(&[(MSI_ENDPOINT, EP), (MSI_SECRET, "s")]).unwrap();
-        assert!(matches!(legacy, Source::AppService { legacy: true, .. }));
+        let ml = detect(&[
+            (MSI_ENDPOINT, EP),
+            (MSI_SECRET, "s"),
+            (DEFAULT_IDENTITY_CLIENT_ID, "ml-default"),
+        ])
+        .unwrap();
+        assert_eq!(ml.name(), "Azure Machine Learning");
+        assert!(format!("{ml:?}").contains("ml-default"), "{ml:?}");
         // IDENTITY_* wins over MSI_* (App Service sets both on older stacks).
         assert_eq!(
             name(&[
