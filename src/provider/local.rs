@@ -29,6 +29,13 @@
 //! nearly every request, and did not scale). The copies are what lets two callers do about
 //! twice the work of one; neither mechanism allocates on the cached path.
 //!
+//! Measured on a shared 2-core VM (`cargo bench --bench hot_path -- --quick`, medians of 5
+//! interleaved batches, ns per request, one caller / one per core): the shared `HeaderValue`
+//! 364.8 / 247.5 (1.47x with two callers), `TokenProvider::token()` serving this thread's copy
+//! 155.8 / 81.9 (1.90x), over 16 providers in turn 172.5 / 86.5 (2.00x); 0 allocations per
+//! request beyond the request's own in every arm. This box is slow and noisy (a static header
+//! costs 335 ns here): read the ratios, not the nanoseconds.
+//!
 //! # Why serving a copy is sound
 //!
 //! A copy is served only when it sits at its provider's slot, carries the generation the
