@@ -585,11 +585,11 @@ mod engine {
 
 impl Inner {
     /// The shared cache's counts; `None` without one.
-    fn shared_cache_counts(&self) -> Option<telemetry::SharedCounts> {
+    fn shared_cache_counts(&self) -> Option<metrics::SharedCounts> {
         #[cfg(feature = "shared-cache")]
         if let Some(shared) = &self.shared {
             let counts = shared.counts();
-            return Some(telemetry::SharedCounts {
+            return Some(metrics::SharedCounts {
                 hits: counts.hits.load(std::sync::atomic::Ordering::Relaxed),
                 misses: counts.misses.load(std::sync::atomic::Ordering::Relaxed),
                 lease_waits: counts

@@ -179,7 +179,6 @@ mod imp {
         }
     }
 
-    /// The `outcome` attribute of a token request or fetch.
     /// The shared cache's hits, misses, lease waits and errors, as observable counters (nothing
     /// is observed for a provider without a shared cache).
     fn shared_cache_counters(
@@ -187,7 +186,7 @@ mod imp {
         scope: &KeyValue,
         inner: &Weak<Inner>,
     ) -> [opentelemetry::metrics::ObservableCounter<u64>; 4] {
-        type Read = fn(&crate::provider::telemetry::SharedCounts) -> u64;
+        type Read = fn(&super::SharedCounts) -> u64;
         let instruments: [(&'static str, &'static str, Read); 4] = [
             (
                 "tower_entra.shared_cache.hits",
@@ -288,4 +287,14 @@ mod imp {
         pub(in crate::provider) fn invalidated(&self) {}
         pub(in crate::provider) fn claims_challenge(&self) {}
     }
+}
+
+/// What [`ProviderStats`](crate::ProviderStats) and the meters report of the shared cache (zero without one).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct SharedCounts {
+    pub(crate) hits: u64,
+    pub(crate) misses: u64,
+    pub(crate) lease_waits: u64,
+    pub(crate) errors: u64,
+    pub(crate) skipping: bool,
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 
-use super::metrics::Metrics;
+use super::metrics::{Metrics, SharedCounts};
 use super::state::{FORCED_RENEWAL_INTERVAL, Finished, Mode, Refused, Start};
 use crate::error::TokenError;
 use crate::token::AccessToken;
@@ -54,16 +54,6 @@ pub struct ProviderStats {
     pub shared_cache_errors: u64,
     /// Whether the shared cache's breaker is open now (its store is skipped after failures).
     pub shared_cache_skipping: bool,
-}
-
-/// What [`ProviderStats`] and the meters report of the shared cache (zero without one).
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct SharedCounts {
-    pub(crate) hits: u64,
-    pub(crate) misses: u64,
-    pub(crate) lease_waits: u64,
-    pub(crate) errors: u64,
-    pub(crate) skipping: bool,
 }
 
 /// One provider's counters, instruments and log fields.
