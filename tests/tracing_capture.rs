@@ -43,7 +43,11 @@ async fn the_fetch_span_is_seen_and_no_token_or_secret_anywhere() {
 
     // Another tenant's provider: its fetch span names the tenant it asked for, and so do its
     // logs (the tenant is not secret; spans and logs are per event, not a metric series).
-    let any = TokenProvider::new(AnyTenant, entra_emulator::Emulator::DEMO_API_SCOPE).unwrap();
+    let any = TokenProvider::new(
+        support::any_tenant::AnyTenant,
+        entra_emulator::Emulator::DEMO_API_SCOPE,
+    )
+    .unwrap();
     any.for_tenant("fabrikam.onmicrosoft.com")
         .unwrap()
         .token()
@@ -93,24 +97,4 @@ async fn the_fetch_span_is_seen_and_no_token_or_secret_anywhere() {
         !out.contains("wrong-Secret-9"),
         "a client secret reached the log"
     );
-}
-
-/// Serves any tenant at once, with no network.
-#[derive(Debug)]
-struct AnyTenant;
-
-impl tower_entra::Credential for AnyTenant {
-    fn request_token<'a>(
-        &'a self,
-        _: tower_entra::TokenRequest<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<tower_entra::AccessToken, tower_entra::TokenError>>
-    {
-        Box::pin(async {
-            tower_entra::AccessToken::new("x.y.z", std::time::Duration::from_secs(3600))
-        })
-    }
-
-    fn check_tenant(&self, _: &str) -> Result<(), tower_entra::TokenError> {
-        Ok(())
-    }
 }

@@ -215,38 +215,19 @@ async fn the_expiry_gauge_counts_down_and_stops_with_the_provider() {
     assert_eq!(recorder.value(EXPIRES_IN, &[]), None);
 }
 
-/// Serves any tenant at once: an hour's token for its home tenant, ten minutes' for another.
-#[derive(Debug)]
-struct AnyTenant;
-
-impl tower_entra::Credential for AnyTenant {
-    fn request_token<'a>(
-        &'a self,
-        request: tower_entra::TokenRequest<'a>,
-    ) -> futures::future::BoxFuture<'a, Result<tower_entra::AccessToken, tower_entra::TokenError>>
-    {
-        let life = match request.tenant {
-            None => Duration::from_secs(3600),
-            Some(_) => Duration::from_secs(600),
-        };
-        Box::pin(async move { tower_entra::AccessToken::new("a.b.c", life) })
-    }
-
-    fn check_tenant(&self, _: &str) -> Result<(), tower_entra::TokenError> {
-        Ok(())
-    }
-}
-
 /// Another tenant's provider counts into its scope's series and leaves the gauge to the home
 /// provider: no series per tenant, and one gauge value per scope, the home token's. Seen
 /// failing with tenant providers registering their own gauge (it reported their 600 s).
 #[tokio::test(start_paused = true)]
 async fn another_tenants_provider_counts_into_its_scope_and_leaves_the_gauge_to_home() {
     let recorder = Recorder::new();
-    let home = TokenProvider::builder(AnyTenant, Emulator::DEMO_API_SCOPE)
-        .meter(recorder.meters.meter("tower-entra"))
-        .build()
-        .unwrap();
+    let home = TokenProvider::builder(
+        crate::support::any_tenant::AnyTenant,
+        Emulator::DEMO_API_SCOPE,
+    )
+    .meter(recorder.meters.meter("tower-entra"))
+    .build()
+    .unwrap();
     home.token().await.unwrap();
     let contoso = home.for_tenant("contoso.onmicrosoft.com").unwrap();
     contoso.token().await.unwrap();

@@ -3,6 +3,7 @@
 //! they receive.
 #![allow(dead_code)]
 
+pub mod any_tenant;
 pub mod fixtures;
 pub mod recording_transport;
 pub mod redis_server;
