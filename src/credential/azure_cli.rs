@@ -180,18 +180,15 @@ impl AzureCliCredential {
         if let Some(tenant) = tenant {
             args.extend(["--tenant", tenant]);
         }
-        let started = Instant::now();
-        let wall = SystemTime::now();
-        let stdout = Run {
+        Run {
             tool: &AZ,
             args,
             command: "`az account get-access-token`",
             timeout: self.timeout,
             search_path: self.search_path.as_ref(),
         }
-        .output()
-        .await?;
-        parse(&stdout, started, wall)
+        .token(parse)
+        .await
     }
 }
 

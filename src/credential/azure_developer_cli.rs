@@ -137,18 +137,15 @@ impl AzureDeveloperCliCredential {
         if let Some(tenant) = &self.tenant_id {
             args.extend(["--tenant-id", tenant]);
         }
-        let started = Instant::now();
-        let wall = SystemTime::now();
-        let stdout = Run {
+        Run {
             tool: &AZD,
             args,
             command: "`azd auth token`",
             timeout: self.timeout,
             search_path: self.search_path.as_ref(),
         }
-        .output()
-        .await?;
-        parse(&stdout, started, wall)
+        .token(parse)
+        .await
     }
 }
 

@@ -8,11 +8,13 @@
 
 use std::ffi::OsString;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::error::{TokenError, TokenErrorKind};
+use crate::token::AccessToken;
 
 /// A developer tool that prints a token.
 pub(crate) struct Tool {
@@ -62,6 +64,18 @@ pub(crate) fn checked_scope(scope: &str) -> Result<&str, TokenError> {
 }
 
 impl Run<'_> {
+    /// Runs the tool and reads the token it printed with `parse`, given when the run started (on
+    /// tokio's clock and the wall clock), so that an expiry the tool states as a date is read
+    /// against the moment it was asked.
+    pub(crate) async fn token(
+        self,
+        parse: fn(&[u8], Instant, SystemTime) -> Result<AccessToken, TokenError>,
+    ) -> Result<AccessToken, TokenError> {
+        let (started, wall) = (Instant::now(), SystemTime::now());
+        let stdout = self.output().await?;
+        parse(&stdout, started, wall)
+    }
+
     /// Runs the tool to the end and returns its stdout (zeroed when dropped), or the error that
     /// says why it could not give one.
     pub(crate) async fn output(self) -> Result<Zeroizing<Vec<u8>>, TokenError> {
