@@ -362,6 +362,7 @@ async fn the_reqwest_middleware_takes_the_tenant_from_its_extensions() {
 
 /// A tonic request names its tenant in its own extensions, which reach the layer as the HTTP
 /// request's. Seen failing with the layer ignoring the extension.
+#[cfg(feature = "tonic")]
 #[tokio::test]
 async fn a_tonic_request_names_its_tenant_in_its_extensions() {
     use tonic_health::pb::HealthCheckRequest;
