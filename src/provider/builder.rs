@@ -279,16 +279,21 @@ impl TokenProviderBuilder {
             meter: self.meter,
         });
         let for_tenant = settings.clone();
+        // Each tenant's provider shares its tokens through the same store, in an entry bound to
+        // its tenant.
+        #[cfg(feature = "shared-cache")]
+        let tenant_entries = shared.as_ref().map(|home| home.for_tenant(""));
         let tenants = Arc::new(TenantProviders::new(
             self.tenant_limits,
             settings.options.max_backoff,
             Box::new(move |tenant, registry| {
-                // A tenant's provider asks Entra itself: the shared entry is bound to the home tenant.
                 for_tenant.provider(
                     Some(tenant.to_owned()),
                     TenantsLink::Member(registry),
                     #[cfg(feature = "shared-cache")]
-                    None,
+                    tenant_entries
+                        .as_ref()
+                        .map(|entry| entry.for_tenant(tenant)),
                 )
             }),
         ));

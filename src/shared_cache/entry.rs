@@ -86,6 +86,26 @@ impl SharedEntry {
         })
     }
 
+    /// The entry of the same credential and scope in `tenant` (a tenant provider's, see
+    /// [`TokenProvider::for_tenant`](crate::TokenProvider::for_tenant)): bound to that tenant, so
+    /// that each tenant's token is shared fleet-wide and never served for another tenant. Its
+    /// keys are derived at its first fetch; its counts are its own.
+    pub(crate) fn for_tenant(&self, tenant: &str) -> SharedEntry {
+        SharedEntry {
+            store: self.store.clone(),
+            owner: Owner {
+                tenant: tenant.to_owned(),
+                ..self.owner.clone()
+            },
+            scope: self.scope.clone(),
+            capabilities: self.capabilities.clone(),
+            key: self.key.clone(),
+            keyring: Mutex::new(None),
+            wait_for: self.wait_for,
+            counts: Arc::default(),
+        }
+    }
+
     pub(crate) fn counts(&self) -> &Arc<SharedCacheCounts> {
         &self.counts
     }
@@ -97,6 +117,7 @@ impl SharedEntry {
 
     fn binding(&self) -> EntryBinding<'_> {
         EntryBinding {
+            prefix: self.store.key_prefix(),
             authority: &self.owner.authority,
             tenant: &self.owner.tenant,
             client: &self.owner.client,
@@ -124,12 +145,12 @@ impl SharedEntry {
         }
         let keys = keyring.as_ref()?;
         let binding = self.binding();
-        Some((keys.names("", &binding), keys.name("", &binding)))
+        Some((keys.names(&binding), keys.name(&binding)))
     }
 
     fn open(&self, name: &str, value: &[u8]) -> Option<SealedToken> {
         let keyring = self.keyring.lock().unwrap_or_else(|e| e.into_inner());
-        match keyring.as_ref()?.open(name, value) {
+        match keyring.as_ref()?.open(self.store.key_prefix(), name, value) {
             Ok(entry) => Some(entry),
             Err(why) => {
                 tracing::debug!(%why, "shared token cache: ignoring a value that does not open");
@@ -197,9 +218,13 @@ impl SharedEntry {
         };
         let sealed = {
             let keyring = self.keyring.lock().unwrap_or_else(|e| e.into_inner());
-            keyring
-                .as_ref()
-                .and_then(|keys| keys.seal(name, &SealedToken::new(token, refresh_on)))
+            keyring.as_ref().and_then(|keys| {
+                keys.seal(
+                    self.store.key_prefix(),
+                    name,
+                    &SealedToken::new(token, refresh_on),
+                )
+            })
         };
         let Some(sealed) = sealed else { return };
         if let Err(e) = lease::bounded(

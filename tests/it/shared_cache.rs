@@ -333,3 +333,104 @@ async fn credentials_that_cannot_share_say_so_when_built() {
         .build()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_value_copied_from_one_key_prefix_to_another_does_not_open() {
+    let fleet = Fleet::start().await;
+    let in_env = |prefix: &str| {
+        TokenProvider::builder(fleet.credential(SECRET), SCOPE)
+            .shared_cache(
+                RedisTokenCache::builder(fleet.redis.url())
+                    .key_prefix(prefix)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let staging_token = in_env("staging:").token().await.unwrap();
+    in_env("prod:").token().await.unwrap();
+    let key = |prefix: &str| {
+        fleet
+            .entry_keys()
+            .into_iter()
+            .find(|k| k.starts_with(prefix))
+            .unwrap()
+    };
+    let (staging, prod) = (key("staging:"), key("prod:"));
+    // The prefix is part of the name's HMAC: the two environments' names differ past it.
+    assert_ne!(staging["staging:".len()..], prod["prod:".len()..]);
+
+    // Staging's value copied over prod's entry: it does not open there (the prefix is in the
+    // seal's associated data), so prod asks Entra and overwrites it.
+    fleet.redis.cli(&["COPY", &staging, &prod, "REPLACE"]);
+    let requests = fleet.emulator.token_requests();
+    let replica = in_env("prod:");
+    let token = replica.token().await.unwrap();
+    assert!(
+        !token.same_token(&staging_token),
+        "staging's token served in prod"
+    );
+    assert_eq!(replica.stats().shared_cache_hits, 0);
+    assert_eq!(fleet.emulator.token_requests(), requests + 1);
+}
+
+#[tokio::test]
+async fn a_tenants_token_is_shared_fleet_wide_in_its_own_entry() {
+    let fleet = Fleet::start().await;
+    let saas = fleet.emulator.register_app(
+        &fleet.emulator.tenant_id(),
+        App::new("saas").multi_tenant().with_secret(SECRET),
+    );
+    let contoso = fleet.emulator.add_tenant();
+    // A domain name: the token's `tid` (a GUID) cannot be compared with it, so only the entry's
+    // binding keeps the home tenant's token from being served for contoso.
+    fleet
+        .emulator
+        .add_domain(&contoso, "contoso.onmicrosoft.com");
+    fleet.emulator.grant_admin_consent(&saas, &contoso);
+    let replica = || {
+        let credential = ClientSecretCredential::builder(&saas.tenant_id, &saas.client_id, SECRET)
+            .authority_host(fleet.emulator.authority_host())
+            .additionally_allowed_tenants(["contoso.onmicrosoft.com"])
+            .build()
+            .unwrap();
+        TokenProvider::builder(credential, SCOPE)
+            .shared_cache(fleet.cache())
+            .build()
+            .unwrap()
+    };
+    let (first, second) = (replica(), replica());
+
+    // The home tenant's entry first: it must not be served for contoso.
+    let home = first.token().await.unwrap();
+    let in_contoso = first
+        .for_tenant("contoso.onmicrosoft.com")
+        .unwrap()
+        .token()
+        .await
+        .unwrap();
+    assert!(
+        !in_contoso.same_token(&home),
+        "the home token served for contoso"
+    );
+    assert_eq!(fleet.emulator.token_requests_to(&contoso), 1);
+
+    // The other replica's contoso provider reads contoso's entry: one request in all.
+    let theirs = second.for_tenant("contoso.onmicrosoft.com").unwrap();
+    assert!(theirs.token().await.unwrap().same_token(&in_contoso));
+    assert_eq!(theirs.stats().shared_cache_hits, 1);
+    assert_eq!(fleet.emulator.token_requests_to(&contoso), 1);
+
+    // And contoso's entry is not served for the home tenant.
+    let home_requests = fleet.emulator.token_requests_to(&saas.tenant_id);
+    let fresh = replica();
+    let fresh_home = fresh.token().await.unwrap();
+    assert!(fresh_home.same_token(&home), "{:?}", fresh.stats());
+    assert!(!fresh_home.same_token(&in_contoso));
+    assert_eq!(
+        fleet.emulator.token_requests_to(&saas.tenant_id),
+        home_requests
+    );
+    assert_eq!(fleet.entry_keys().len(), 2, "one entry per tenant");
+}
