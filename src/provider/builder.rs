@@ -99,7 +99,9 @@ impl TokenProviderBuilder {
 
     /// The most a refresh ahead is moved earlier at random (capped at a fifth of the refresh
     /// window), so that a fleet started together does not refresh together. Default 60 s; at
-    /// most 1 h.
+    /// most 1 h. With a [shared cache](Self::shared_cache) it is moved later instead (the first
+    /// replica to reach its refresh point refreshes for the fleet: jitter before the point would
+    /// have the fleet refresh early every time).
     pub fn refresh_jitter(mut self, jitter: Duration) -> Self {
         self.options.refresh_jitter = jitter.min(MAX_SETTING);
         self
@@ -258,6 +260,12 @@ impl TokenProviderBuilder {
         check_scope(&self.scope)?;
         check_roles(&self.options.required_roles)?;
         #[cfg(feature = "shared-cache")]
+        let shared_cache = self.shared_cache.is_some();
+        #[cfg(not(feature = "shared-cache"))]
+        let shared_cache = false;
+        let mut options = self.options;
+        options.jitter_after_point = shared_cache;
+        #[cfg(feature = "shared-cache")]
         let shared = match self.shared_cache {
             Some(store) => Some(crate::shared_cache::SharedEntry::new(
                 store,
@@ -271,11 +279,11 @@ impl TokenProviderBuilder {
             None => None,
         };
         let settings = Arc::new(Settings {
-            fetch_budget: fetch_budget(&self.options, self.credential.timeout()),
+            fetch_budget: fetch_budget(&options, self.credential.timeout()),
             credential: self.credential,
             scope: self.scope,
             capabilities: capabilities_claims(&self.client_capabilities),
-            options: self.options,
+            options,
             meter: self.meter,
         });
         let for_tenant = settings.clone();
