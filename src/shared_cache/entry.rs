@@ -159,6 +159,17 @@ impl SharedEntry {
         }
     }
 
+    /// The current key generation served a token (read or written): the one before is no
+    /// longer read.
+    fn current_generation_served(&self) {
+        let mut keyring = self.keyring.lock().unwrap_or_else(|e| e.into_inner());
+        if keyring.as_mut().is_some_and(Keyring::retire_previous) {
+            tracing::info!(
+                "shared token cache: the credential's new key serves the fleet; no longer reading entries of the old one"
+            );
+        }
+    }
+
     fn error(&self, e: &SharedCacheError) {
         self.counts.errors.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(error = %e, "shared token cache: going on without it");
@@ -171,7 +182,7 @@ impl SharedEntry {
         names: &[String],
         floor: &Floor,
     ) -> Result<Option<AccessToken>, SharedCacheError> {
-        for name in names {
+        for (generation, name) in names.iter().enumerate() {
             let value =
                 lease::bounded(CALL_BOUND, "reading the shared cache", self.store.get(name))
                     .await?;
@@ -180,6 +191,9 @@ impl SharedEntry {
                 continue;
             };
             if let Some(token) = self.accept(entry, floor) {
+                if generation == 0 {
+                    self.current_generation_served();
+                }
                 return Ok(Some(token));
             }
         }
@@ -227,14 +241,15 @@ impl SharedEntry {
             })
         };
         let Some(sealed) = sealed else { return };
-        if let Err(e) = lease::bounded(
+        match lease::bounded(
             CALL_BOUND,
             "writing the shared cache",
             self.store.put(name, &sealed, ttl),
         )
         .await
         {
-            self.error(&e);
+            Ok(()) => self.current_generation_served(),
+            Err(e) => self.error(&e),
         }
     }
 

@@ -4,8 +4,11 @@
 //! can name or open its entries. An entry's name is an HMAC of everything the token is for, so a
 //! name gives nothing away and cannot be guessed from public ids; its value is sealed with
 //! AES-256-GCM whose associated data is that name under its store's key prefix, so a value copied
-//! under another name, or from one prefix (environment) to another, does not open. A rotated secret derives other keys (another key id): its entries are new ones, and the
-//! generation before stays readable while both are in use.
+//! under another name, or from one prefix (environment) to another, does not open.
+//!
+//! A rotated secret derives other keys (another key id): its entries are new ones, and the
+//! generation before stays readable until the new one serves the provider (see
+//! [`Keyring::retire_previous`]).
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -206,6 +209,14 @@ impl Keyring {
         }
         self.previous = Some(std::mem::replace(&mut self.current, keys));
         true
+    }
+
+    /// Stops reading the generation before: the current one has served this provider (it read
+    /// or wrote a token under it), so the rotation is complete here. The old secret may be why it
+    /// was rotated: whoever holds it could seal entries of that generation. Says whether there
+    /// was one.
+    pub(crate) fn retire_previous(&mut self) -> bool {
+        self.previous.take().is_some()
     }
 
     /// The current generation's key id, in hex (public: for logs).
@@ -490,6 +501,15 @@ mod tests {
         );
         // A replica still on the old secret cannot read the new generation.
         assert!(old.open("p:", &names[0], &new_value).is_err());
+
+        // Once retired, the old generation is neither named nor opened.
+        assert!(rotated.retire_previous());
+        assert_eq!(rotated.names(&b), [names[0].clone()]);
+        assert_eq!(
+            rotated.open("p:", &old_name, &old_value).unwrap_err(),
+            Unopened::OtherKey
+        );
+        assert!(!rotated.retire_previous());
     }
 
     #[test]
