@@ -300,17 +300,73 @@ async fn a_holder_that_died_holding_the_lease_holds_the_fleet_up_one_lease_at_mo
     );
 }
 
+/// A credential of the user's: `identity` says whose tokens it gets, when it knows.
+#[derive(Debug)]
+struct Custom {
+    identity: Option<(String, String)>,
+}
+
+impl tower_entra::Credential for Custom {
+    fn request_token<'a>(
+        &'a self,
+        _request: tower_entra::TokenRequest<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<tower_entra::AccessToken, tower_entra::TokenError>>
+    {
+        Box::pin(async { tower_entra::AccessToken::new("a.b.c", Duration::from_secs(3600)) })
+    }
+
+    fn identity(&self) -> Option<(&str, &str)> {
+        self.identity
+            .as_ref()
+            .map(|(tenant, client)| (tenant.as_str(), client.as_str()))
+    }
+}
+
 #[tokio::test]
 async fn credentials_that_cannot_share_say_so_when_built() {
     let fleet = Fleet::start().await;
     let cache = fleet.cache();
-    let managed = tower_entra::ManagedIdentityCredential::new().unwrap();
-    let e = TokenProvider::builder(managed, SCOPE)
+    let key = || EncryptionKey::from_bytes([7u8; 32].to_vec()).unwrap();
+    // Refused whatever the key: the platform's and the developer's own tokens.
+    let refused = |credential: Box<dyn tower_entra::Credential>, named: &str| {
+        let e = TokenProvider::builder(
+            std::sync::Arc::<dyn tower_entra::Credential>::from(credential),
+            SCOPE,
+        )
+        .shared_cache(cache.clone())
+        .encryption_key(key())
+        .build()
+        .unwrap_err();
+        assert_eq!(e.kind(), TokenErrorKind::Configuration);
+        assert!(e.to_string().contains(named), "{e}");
+    };
+    refused(
+        Box::new(tower_entra::ManagedIdentityCredential::new().unwrap()),
+        "managed identity",
+    );
+    refused(
+        Box::new(tower_entra::AzureCliCredential::new()),
+        "Azure CLI",
+    );
+    refused(
+        Box::new(tower_entra::AzureDeveloperCliCredential::new()),
+        "Azure Developer CLI",
+    );
+    // A credential of yours: only with an identity (whose tokens) and a key.
+    refused(Box::new(Custom { identity: None }), "no identity");
+    let custom = || Custom {
+        identity: Some((fleet.app.tenant_id.clone(), fleet.app.client_id.clone())),
+    };
+    let e = TokenProvider::builder(custom(), SCOPE)
         .shared_cache(cache.clone())
         .build()
         .unwrap_err();
-    assert_eq!(e.kind(), TokenErrorKind::Configuration);
-    assert!(e.to_string().contains("managed identity"), "{e}");
+    assert!(e.to_string().contains("encryption_key"), "{e}");
+    TokenProvider::builder(custom(), SCOPE)
+        .shared_cache(cache.clone())
+        .encryption_key(key())
+        .build()
+        .unwrap();
 
     // No secret of its own: needs an encryption key.
     let assertion = || {
@@ -329,7 +385,7 @@ async fn credentials_that_cannot_share_say_so_when_built() {
     assert!(e.to_string().contains("encryption_key"), "{e}");
     TokenProvider::builder(assertion(), SCOPE)
         .shared_cache(cache)
-        .encryption_key(EncryptionKey::from_bytes([7u8; 32].to_vec()).unwrap())
+        .encryption_key(key())
         .build()
         .unwrap();
 }
