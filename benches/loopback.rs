@@ -86,8 +86,9 @@ fn main() {
             token.header_value().clone(),
         )
         .layer(client.clone());
-        let entra = EntraAuthLayer::new(provider)
+        let entra = EntraAuthLayer::builder(provider)
             .allow_hosts(["127.0.0.1"])
+            .build()
             .unwrap()
             .layer(client);
 

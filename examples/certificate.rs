@@ -103,8 +103,9 @@ async fn run() -> Result<(), BoxError> {
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     // The demo API's scope is api://..., which names no host: name the emulator's.
-    let response = EntraAuthLayer::new(provider)
-        .allow_hosts(["127.0.0.1"])?
+    let response = EntraAuthLayer::builder(provider)
+        .allow_hosts(["127.0.0.1"])
+        .build()?
         .layer(client)
         .oneshot(http::Request::get(emulator.demo_api_url()).body(Empty::new())?)
         .await?;

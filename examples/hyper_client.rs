@@ -31,7 +31,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     // The demo API's scope is api://..., which names no host: name the emulator's.
     let service = ServiceBuilder::new()
-        .layer(EntraAuthLayer::new(provider.clone()).allow_hosts(["127.0.0.1"])?)
+        .layer(
+            EntraAuthLayer::builder(provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .build()?,
+        )
         .service(client);
 
     let mut calls = Vec::new();

@@ -101,8 +101,9 @@ async fn emulator() -> Result<(), BoxError> {
 
     // The same kind of client, wrapped in EntraAuthLayer, calls the API with the cached token.
     // The demo API's scope is api://..., which names no host: name the emulator's.
-    let api = EntraAuthLayer::new(provider)
-        .allow_hosts(["127.0.0.1"])?
+    let api = EntraAuthLayer::builder(provider)
+        .allow_hosts(["127.0.0.1"])
+        .build()?
         .layer(hyper_client(false)?);
     let response = api
         .oneshot(http::Request::get(emulator.demo_api_url()).body(Full::default())?)

@@ -68,8 +68,9 @@ async fn run() -> Result<(), BoxError> {
         .build()?;
     let provider = TokenProvider::new(credential, Emulator::DEMO_API_SCOPE)?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let service = EntraAuthLayer::new(provider.clone())
-        .allow_hosts(["127.0.0.1"])?
+    let service = EntraAuthLayer::builder(provider.clone())
+        .allow_hosts(["127.0.0.1"])
+        .build()?
         .layer(client);
 
     let url = emulator.demo_api_url();

@@ -61,8 +61,9 @@ async fn emulator() -> Result<(), BoxError> {
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     // The demo API's scope is api://..., which names no host: name the emulator's.
-    let service = EntraAuthLayer::new(provider)
-        .allow_hosts(["127.0.0.1"])?
+    let service = EntraAuthLayer::builder(provider)
+        .allow_hosts(["127.0.0.1"])
+        .build()?
         .layer(client);
 
     let url = emulator.demo_api_url();
@@ -96,8 +97,9 @@ async fn emulator() -> Result<(), BoxError> {
             .build()?;
     let provider = TokenProvider::new(credential, Emulator::DEMO_API_SCOPE)?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let response = EntraAuthLayer::new(provider)
-        .allow_hosts(["127.0.0.1"])?
+    let response = EntraAuthLayer::builder(provider)
+        .allow_hosts(["127.0.0.1"])
+        .build()?
         .layer(client)
         .oneshot(http::Request::get(&url).body(Empty::new())?)
         .await?;

@@ -28,7 +28,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     // reqwest::Client is Clone and always ready, so it is a tower Service as it is.
     // The demo API's scope is api://..., which names no host: name the emulator's.
-    let layer = EntraAuthLayer::new(provider.clone()).allow_hosts(["127.0.0.1"])?;
+    let layer = EntraAuthLayer::builder(provider.clone())
+        .allow_hosts(["127.0.0.1"])
+        .build()?;
     let service = ServiceBuilder::new()
         .layer(layer.clone())
         .service(reqwest::Client::new());

@@ -42,7 +42,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .buffer(32)
         .concurrency_limit(4)
         // The demo API's scope is api://..., which names no host: name the emulator's.
-        .layer(EntraAuthLayer::new(provider.clone()).allow_hosts(["127.0.0.1"])?)
+        .layer(
+            EntraAuthLayer::builder(provider.clone())
+                .allow_hosts(["127.0.0.1"])
+                .build()?,
+        )
         .service(client);
     let get = || http::Request::get(emulator.demo_api_url()).body(Full::new(Bytes::new()));
 

@@ -121,7 +121,8 @@ fn grpc_layer(provider: TokenProvider, origin: &http::Uri) -> Result<EntraAuthLa
 
 /// The demo API's scope is api://..., which names no host: the origin's host is named.
 fn auth_layer(provider: TokenProvider, origin: &http::Uri) -> Result<EntraAuthLayer, TokenError> {
-    EntraAuthLayer::new(provider)
+    EntraAuthLayer::builder(provider)
         .origin(origin.clone())
         .allow_hosts(origin.host())
+        .build()
 }

@@ -39,15 +39,18 @@ pub enum UnlistedHost {
 ///
 /// let layer = EntraAuthLayer::routed(
 ///     ProviderRoutes::new()
-///         .route("graph.microsoft.com", graph)?
-///         .route("management.azure.com", arm)?,
-/// );
+///         .route("graph.microsoft.com", graph)
+///         .route("management.azure.com", arm),
+/// )
+/// .build()?;
 /// # let _ = layer;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Default)]
 pub struct ProviderRoutes {
     routes: Vec<(HostPattern, TokenProvider)>,
+    /// The first host that was not a host pattern, said by the layer's `build`.
+    invalid: Option<TokenError>,
 }
 
 impl ProviderRoutes {
@@ -59,17 +62,24 @@ impl ProviderRoutes {
     /// Sends requests for `host` (`graph.microsoft.com`, or `*.vault.azure.net` for every
     /// subdomain; a URL's host is taken) tokens from `provider`.
     ///
-    /// # Errors
-    ///
-    /// [`TokenErrorKind::Configuration`] naming `host` when it is not a host pattern (a port, a
-    /// path without a scheme, a wildcard other than a leading `*.`, or one over a top-level
-    /// domain such as `*.com`). This is an error rather than a panic because route tables are
-    /// often read from configuration, where a typo should fail start-up with a message, not
-    /// abort the process; and rather than a refusal at the first request because a mistake
-    /// should show where it is made.
-    pub fn route(mut self, host: &str, provider: TokenProvider) -> Result<Self, TokenError> {
-        self.routes.push((HostPattern::parse(host)?, provider));
-        Ok(self)
+    /// A `host` that is not a host pattern (a port, a path without a scheme, a wildcard other
+    /// than a leading `*.`, or one over a top-level domain such as `*.com`) makes the layer's
+    /// [`build`](crate::EntraAuthLayerBuilder::build) fail with
+    /// [`TokenErrorKind::Configuration`] naming it: at start-up, with a message, rather than a
+    /// panic or a refusal at the first request.
+    pub fn route(mut self, host: &str, provider: TokenProvider) -> Self {
+        match HostPattern::parse(host) {
+            Ok(pattern) => self.routes.push((pattern, provider)),
+            Err(e) => {
+                self.invalid.get_or_insert(e);
+            }
+        }
+        self
+    }
+
+    /// The first route whose host was not a host pattern.
+    pub(crate) fn invalid(&self) -> Option<&TokenError> {
+        self.invalid.as_ref()
     }
 
     /// The provider for `host`, if a route matches it.
@@ -349,7 +359,7 @@ impl Targets {
             (None, None, Some(origin)) => self.judge(origin.scheme_str(), origin.host()),
             (None, None, None) => Decision::Refuse(TokenError::new(
                 TokenErrorKind::UnsafeDestination,
-                "the request has a relative URI, so where it goes (and whether over https) is unknown here; tell the layer the origin its inner service sends to, e.g. `EntraAuthLayer::new(provider).origin(endpoint.uri().clone())` for a tonic Channel",
+                "the request has a relative URI, so where it goes (and whether over https) is unknown here; tell the layer the origin its inner service sends to, e.g. `EntraAuthLayer::builder(provider).origin(endpoint.uri().clone()).build()?` for a tonic Channel",
             )),
         }
     }

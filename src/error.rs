@@ -9,8 +9,8 @@ use std::time::Duration;
 ///
 /// Each message of its [`source`](std::error::Error::source) chain is printed once:
 /// [`Inner`](Self::Inner) is transparent (the inner error's `Display`, then the inner error's
-/// own source), and [`Token`](Self::Token) shows the token error, its direct cause included,
-/// then the causes below that.
+/// own source), and [`Token`](Self::Token) shows the token error, then the causes its
+/// `Display` does not show (see [`TokenError`]'s `source`).
 ///
 /// It implements [`std::error::Error`] + `Send` + `Sync` whenever the inner error does, so tonic,
 /// tower's `Buffer` and anything that boxes errors accept it.
@@ -53,7 +53,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
 impl<E: std::error::Error + 'static> std::error::Error for Error<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Token(e) => e.source_not_shown(),
+            Error::Token(e) => std::error::Error::source(e),
             Error::Inner(e) => e.source(),
         }
     }
@@ -306,7 +306,13 @@ impl TokenError {
     /// let e = provider.token().await.unwrap_err();
     /// assert_eq!(e.kind(), TokenErrorKind::Authentication);
     /// assert_eq!(e.message(), "the sidecar wrote no token");
-    /// assert_eq!(e.source().unwrap().to_string(), "no such file");
+    /// // The cause is part of the message, and kept whole for a downcast.
+    /// assert!(e.to_string().ends_with("the sidecar wrote no token: no such file"), "{e}");
+    /// let io = e.cause().and_then(|c| c.downcast_ref::<std::io::Error>());
+    /// assert_eq!(io.map(std::io::Error::kind), Some(std::io::ErrorKind::NotFound));
+    /// // An error reporter walking `source()` prints each message once: the cause is shown
+    /// // already, and an `io::Error` made from a string has no cause of its own.
+    /// assert!(e.source().is_none());
     /// # Ok(()) }
     /// ```
     pub fn new(kind: TokenErrorKind, message: impl Into<String>) -> Self {
@@ -341,8 +347,8 @@ impl TokenError {
         self
     }
 
-    /// The error that caused this one, returned by [`std::error::Error::source`] and shown
-    /// after the message in `Display` (a `&str` or `String` works too). See [`new`](Self::new).
+    /// The error that caused this one (a `&str` or `String` works too): shown after the
+    /// message in `Display`, and kept whole for [`cause`](Self::cause). See [`new`](Self::new).
     pub fn with_source(self, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         let source: Arc<dyn std::error::Error + Send + Sync> = Arc::from(source.into());
         self.with(|i| i.source = Some(source))
@@ -394,15 +400,15 @@ impl TokenError {
         })
     }
 
-    /// The first cause that this error's `Display` does not show: its source's own source when
-    /// `Display` names the source, else the source.
-    fn source_not_shown(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        let source = std::error::Error::source(self)?;
-        if self.inner.entra.is_none() {
-            source.source()
-        } else {
-            Some(source)
-        }
+    /// The error this one was made from ([`with_source`](Self::with_source)), whole, for a
+    /// downcast to a credential's own error type.
+    ///
+    /// `std::error::Error::source` is not always it: where `Display` already shows this cause
+    /// (every error without Entra's answer), `source()` returns the cause's own source instead,
+    /// as `std::io::Error` does for the error it wraps, so that an error reporter walking the
+    /// chain prints each message once.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.inner.source.as_deref()
     }
 
     /// The kind of failure.
@@ -512,11 +518,15 @@ impl fmt::Display for TokenError {
 }
 
 impl std::error::Error for TokenError {
+    /// The first cause that `Display` does not show: the cause's own source where `Display`
+    /// shows the cause (no Entra answer), else the cause. [`TokenError::cause`] is the cause.
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.inner
-            .source
-            .as_ref()
-            .map(|s| &**s as &(dyn std::error::Error + 'static))
+        let cause: &(dyn std::error::Error + 'static) = self.inner.source.as_deref()?;
+        if self.inner.entra.is_none() {
+            cause.source()
+        } else {
+            Some(cause)
+        }
     }
 }
 
@@ -584,6 +594,19 @@ mod tests {
     fn a_token_error_shows_itself_and_its_cause_once() {
         let token = TokenError::new(TokenErrorKind::Connection, "could not connect")
             .with_source(chain("error sending request", "connection refused"));
+        // Alone too: the direct cause is in the token error's line, and kept for a downcast.
+        assert_each_message_once(
+            &token,
+            &[
+                "could not connect",
+                "error sending request",
+                "connection refused",
+            ],
+        );
+        assert_eq!(
+            token.cause().map(ToString::to_string).as_deref(),
+            Some("error sending request")
+        );
         let e: Error<Caused> = Error::Token(token.clone());
         assert_eq!(
             e.to_string(),
@@ -607,6 +630,7 @@ mod tests {
         };
         let refused = TokenError::from_entra(entra, TokenErrorKind::Rejected, None, None)
             .with_source(Caused("the body", None));
+        assert_each_message_once(&refused, &["invalid_request", "the body"]);
         let e: Error<Caused> = Error::Token(refused);
         assert_each_message_once(&e, &["invalid_request", "the body"]);
         // Without a source: the token error alone.

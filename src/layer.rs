@@ -36,11 +36,13 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use crate::destination::{ProviderRoutes, Targets, UnlistedHost};
-use crate::error::TokenError;
-use crate::host::HostPattern;
+use crate::destination::{ProviderRoutes, Targets};
 use crate::provider::TokenProvider;
 use crate::service::EntraAuth;
+
+mod builder;
+
+pub use builder::EntraAuthLayerBuilder;
 
 /// Wraps a service in [`EntraAuth`], which sets `Authorization: Bearer <token>` on each request.
 ///
@@ -49,7 +51,7 @@ use crate::service::EntraAuth;
 /// retry carries a current token and a timeout bounds the token fetch too.
 ///
 /// Where tokens go is described [below](#where-tokens-go): https or loopback only, to the
-/// hosts the token's audience serves or the [allowed hosts](Self::allow_hosts), or
+/// hosts the token's audience serves or the [allowed hosts](EntraAuthLayerBuilder::allow_hosts), or
 /// [routed by host](Self::routed) to one of several providers.
 ///
 /// # Where tokens go
@@ -69,8 +71,8 @@ use crate::service::EntraAuth;
 ///      and Event Hubs; Cosmos DB; Cognitive Services and Azure OpenAI; PostgreSQL and MySQL
 ///      flexible servers). An `api://...` or application-id scope names no host, so its tokens go
 ///      nowhere until hosts are named;
-///    - the [allow-list](crate::EntraAuthLayer::allow_hosts), when one is given, instead;
-///    - any host, after [`allow_any_https_host`](crate::EntraAuthLayer::allow_any_https_host).
+///    - the [allow-list](crate::EntraAuthLayerBuilder::allow_hosts), when one is given, instead;
+///    - any host, after [`allow_any_https_host`](crate::EntraAuthLayerBuilder::allow_any_https_host).
 ///
 ///    A host that nothing matches is refused with
 ///    [`TokenErrorKind::UnsafeDestination`](crate::TokenErrorKind::UnsafeDestination) naming the
@@ -86,16 +88,16 @@ use crate::service::EntraAuth;
 ///
 /// A request with a relative URI (as tonic's generated clients send into a `Channel`, which adds
 /// the origin itself) names neither scheme nor host: it is judged by the layer's
-/// [origin](crate::EntraAuthLayer::origin), and refused when none is set. With an origin set, a
+/// [origin](crate::EntraAuthLayerBuilder::origin), and refused when none is set. With an origin set, a
 /// request with an absolute URI is judged by both (the inner service sends it to the origin
 /// whatever its URI says). A request that names a host without a scheme (`evil.example:443`, as for
 /// CONNECT) is refused.
 ///
-/// Host patterns are checked when they are given
-/// ([`ProviderRoutes::route`](crate::ProviderRoutes::route),
-/// [`EntraAuthLayer::allow_hosts`](crate::EntraAuthLayer::allow_hosts)): a pattern that is not a
-/// host fails there with [`TokenErrorKind::Configuration`](crate::TokenErrorKind::Configuration),
-/// not at the first request.
+/// Host patterns ([`ProviderRoutes::route`](crate::ProviderRoutes::route),
+/// [`EntraAuthLayerBuilder::allow_hosts`]) are checked by
+/// [`EntraAuthLayerBuilder::build`]: a pattern that is not a host fails there with
+/// [`TokenErrorKind::Configuration`](crate::TokenErrorKind::Configuration), at start-up, not at
+/// the first request.
 #[derive(Debug, Clone)]
 pub struct EntraAuthLayer {
     targets: Arc<Targets>,
@@ -107,100 +109,40 @@ impl EntraAuthLayer {
     /// well-known Microsoft resources (`https://storage.azure.com` for
     /// `*.blob.core.windows.net`, `https://vault.azure.net` for `*.vault.azure.net`, ...). An
     /// `api://` or application-id scope names no host, so its tokens go nowhere until
-    /// [`allow_hosts`](Self::allow_hosts) names them. See [where tokens go](Self#where-tokens-go).
+    /// [`allow_hosts`](EntraAuthLayerBuilder::allow_hosts) names them. See [where tokens go](Self#where-tokens-go).
+    ///
+    /// To name the hosts, set an origin or send unlisted hosts without a token, start from
+    /// [`builder`](Self::builder) instead.
     pub fn new(provider: TokenProvider) -> Self {
         EntraAuthLayer {
             targets: Arc::new(Targets::one(provider)),
         }
     }
 
-    /// A layer that picks the provider by the request's host; hosts without a route get no
-    /// token (see [`unlisted_hosts`](Self::unlisted_hosts)).
-    pub fn routed(routes: ProviderRoutes) -> Self {
-        EntraAuthLayer {
-            targets: Arc::new(Targets::routed(routes)),
-        }
-    }
-
-    /// Attaches tokens only to these hosts (`graph.microsoft.com`, `*.vault.azure.net` for
-    /// every subdomain, `127.0.0.1`; compared without port), instead of the hosts the
-    /// provider's audience serves. Requests to other hosts are refused, or sent without a
-    /// token, as [`unlisted_hosts`](Self::unlisted_hosts) says. Requests are also judged by the
-    /// [`origin`](Self::origin) when one is set. Calls add up.
+    /// A layer taking tokens from `provider`, configured by the builder's setters (which cannot
+    /// fail) and checked once by [`build`](EntraAuthLayerBuilder::build), as the credentials'
+    /// and the provider's builders are.
     ///
     /// ```
     /// # fn demo(provider: tower_entra::TokenProvider) -> Result<(), tower_entra::TokenError> {
     /// use tower_entra::{EntraAuthLayer, UnlistedHost};
     ///
-    /// let layer = EntraAuthLayer::new(provider)
-    ///     .allow_hosts(["graph.microsoft.com"])?
-    ///     .unlisted_hosts(UnlistedHost::SendWithoutToken);
+    /// let layer = EntraAuthLayer::builder(provider)
+    ///     .allow_hosts(["graph.microsoft.com"])
+    ///     .unlisted_hosts(UnlistedHost::SendWithoutToken)
+    ///     .build()?;
     /// # Ok(()) }
     /// ```
-    ///
-    /// # Errors
-    ///
-    /// [`TokenErrorKind::Configuration`](crate::TokenErrorKind::Configuration), naming the
-    /// pattern, when one is not a host (a port, a path without a scheme, a wildcard other than
-    /// a leading `*.` or one over a top-level domain such as `*.com`); and on a
-    /// [routed](Self::routed) layer, whose routes are its allow-list. An error rather than a
-    /// panic because allow-lists are often read from configuration, where a typo should fail
-    /// start-up with a message rather than abort the process; and at once rather than at the
-    /// first request, so that the mistake shows where it is made.
-    pub fn allow_hosts<I>(mut self, hosts: I) -> Result<Self, TokenError>
-    where
-        I: IntoIterator,
-        I::Item: AsRef<str>,
-    {
-        let hosts = hosts
-            .into_iter()
-            .map(|h| HostPattern::parse(h.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Arc::make_mut(&mut self.targets).allow(hosts)?;
-        Ok(self)
+    pub fn builder(provider: TokenProvider) -> EntraAuthLayerBuilder {
+        EntraAuthLayerBuilder::new(Targets::one(provider), None)
     }
 
-    /// Attaches tokens to any host the request names (still only over https, or plain http to
-    /// a loopback address), whatever the provider's audience: the explicit opt-out of
-    /// audience-bound tokens. Only for a client whose every request is meant for the API (no
-    /// followed links, no user-supplied URLs): any host it is sent to receives the token.
-    ///
-    /// # Errors
-    ///
-    /// [`TokenErrorKind::Configuration`](crate::TokenErrorKind::Configuration) on a
-    /// [routed](Self::routed) layer, whose routes are its allow-list.
-    pub fn allow_any_https_host(mut self) -> Result<Self, TokenError> {
-        Arc::make_mut(&mut self.targets).allow_any_host()?;
-        Ok(self)
-    }
-
-    /// Where the inner service sends requests: a tonic `Channel` sends every request to its
-    /// endpoint, adding it to the path-only URIs generated clients send and rewriting absolute
-    /// ones. The origin's scheme and host are checked as an absolute URI's would be (https or
-    /// loopback, audience, allow-list, routes); a request with an absolute URI must pass too, and
-    /// both must take tokens from the same provider. Without an origin, a request with a
-    /// relative URI is refused with
-    /// [`TokenErrorKind::UnsafeDestination`](crate::TokenErrorKind::UnsafeDestination): the
-    /// layer cannot tell whether the token would travel over https.
-    ///
-    /// ```
-    /// # fn demo(provider: tower_entra::TokenProvider) -> Result<(), tower_entra::TokenError> {
-    /// // The API's app ID URI is api://..., which names no host: name it.
-    /// let layer = tower_entra::EntraAuthLayer::new(provider)
-    ///     .origin(http::Uri::from_static("https://grpc.contoso.com:443"))
-    ///     .allow_hosts(["grpc.contoso.com"])?;
-    /// # Ok(()) }
-    /// ```
-    pub fn origin(mut self, origin: http::Uri) -> Self {
-        Arc::make_mut(&mut self.targets).set_origin(origin);
-        self
-    }
-
-    /// What happens to requests for hosts outside the allow-list or routes. Default:
-    /// [`UnlistedHost::Refuse`].
-    pub fn unlisted_hosts(mut self, unlisted: UnlistedHost) -> Self {
-        Arc::make_mut(&mut self.targets).set_unlisted(unlisted);
-        self
+    /// A layer that picks the provider by the request's host; hosts without a route get no
+    /// token (see [`unlisted_hosts`](EntraAuthLayerBuilder::unlisted_hosts)). Its routes are
+    /// checked by [`build`](EntraAuthLayerBuilder::build).
+    pub fn routed(routes: ProviderRoutes) -> EntraAuthLayerBuilder {
+        let invalid = routes.invalid().cloned();
+        EntraAuthLayerBuilder::new(Targets::routed(routes), invalid)
     }
 
     /// The provider tokens come from; `None` for a [routed](Self::routed) layer.

@@ -98,7 +98,7 @@ pub use credential::{
 pub use destination::{ProviderRoutes, UnlistedHost};
 pub use error::{EntraError, Error, TokenError, TokenErrorKind};
 pub use future::ResponseFuture;
-pub use layer::EntraAuthLayer;
+pub use layer::{EntraAuthLayer, EntraAuthLayerBuilder};
 pub use provider::{ProviderStats, TokenProvider, TokenProviderBuilder};
 pub use refusal::InspectResponse;
 #[cfg(feature = "reqwest-middleware")]

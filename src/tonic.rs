@@ -18,7 +18,7 @@
 //! let channel = endpoint.connect().await?;
 //! let channel = ServiceBuilder::new()
 //!     // Generated clients send relative URIs; the origin is where the channel sends them.
-//!     .layer(EntraAuthLayer::new(provider).origin(endpoint.uri().clone()).grpc())
+//!     .layer(EntraAuthLayer::builder(provider).origin(endpoint.uri().clone()).build()?.grpc())
 //!     .service(channel);
 //! // let mut client = MyServiceClient::new(channel);
 //! # let _ = channel;

@@ -41,7 +41,31 @@ async fn the_fetch_span_is_seen_and_no_token_or_secret_anywhere() {
     // Debug output of everything a user might log.
     tracing::info!(?err, provider = ?s.provider, token = ?third, stats = ?s.provider.stats(), "user logs");
 
+    // Another tenant's provider: its fetch span names the tenant it asked for, and so do its
+    // logs (the tenant is not secret; spans and logs are per event, not a metric series).
+    let any = TokenProvider::new(
+        support::any_tenant::AnyTenant,
+        entra_emulator::Emulator::DEMO_API_SCOPE,
+    )
+    .unwrap();
+    any.for_tenant("fabrikam.onmicrosoft.com")
+        .unwrap()
+        .token()
+        .await
+        .unwrap();
+
     let out = capture.text();
+    assert!(
+        out.lines()
+            .any(|l| l.contains("entra_token_fetch")
+                && l.contains("tenant_id=fabrikam.onmicrosoft.com")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("no usable token") && l.contains("fabrikam.onmicrosoft.com")),
+        "{out}"
+    );
     assert!(out.contains("entra_token_fetch"), "{out}");
     assert!(out.contains(&s.app.client_id), "client id recorded");
     assert!(out.contains(&s.app.tenant_id), "tenant id recorded");

@@ -91,6 +91,7 @@ pub(crate) async fn hello(State(shared): State<Arc<Shared>>, headers: HeaderMap)
         Ok(claims) => Json(json!({
             "message": "hello from the demo API",
             "appid": claims.get("appid").cloned().unwrap_or(Value::Null),
+            "tid": claims.get("tid").cloned().unwrap_or(Value::Null),
             "roles": claims.get("roles").cloned().unwrap_or_else(|| json!([])),
         }))
         .into_response(),

@@ -339,7 +339,8 @@ impl Emulator {
     /// [`Emulator::DEMO_API_ROLE`] role: `401` with a `WWW-Authenticate: Bearer …`
     /// challenge when the token is missing, invalid, expired or revoked; `403`
     /// with a Graph-shaped error body when the role is missing; else `200`
-    /// `{"message":"hello from the demo API","appid":"…","roles":[…]}`.
+    /// `{"message":"hello from the demo API","appid":"…","tid":"…","roles":[…]}`
+    /// (`tid`: the tenant the token was issued in).
     pub fn demo_api_url(&self) -> String {
         format!("{}/api/hello", self.authority_host())
     }

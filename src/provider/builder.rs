@@ -336,9 +336,15 @@ impl Settings {
             inner: Arc::new_cyclic(|provider| Inner {
                 telemetry: Telemetry::new(
                     &self.scope,
+                    tenant.as_deref(),
                     // Without the `opentelemetry` feature the meter is a `Copy` placeholder.
+                    // Only the home provider registers the gauges (metrics.rs says why).
                     #[allow(clippy::clone_on_copy)]
-                    Metrics::new(self.meter.clone(), &self.scope, provider.clone()),
+                    Metrics::new(
+                        self.meter.clone(),
+                        &self.scope,
+                        tenant.is_none().then(|| provider.clone()),
+                    ),
                 ),
                 credential: self.credential.clone(),
                 scope: self.scope.clone(),

@@ -7,6 +7,14 @@
 //! provider publishes; the callback holds the provider weakly, so that a meter provider that
 //! outlives a token provider keeps neither alive nor reports for it.
 //!
+//! No instrument carries the tenant: a tenant per request would make a series per customer, up
+//! to [`max_tenants`](crate::TokenProviderBuilder::max_tenants). The providers of a provider's
+//! other tenants ([`TokenProvider::for_tenant`](crate::TokenProvider::for_tenant)) count into
+//! the same `scope` series as their home provider, and register no gauges: one gauge per scope,
+//! the home tenant's token (many providers observing one attribute set would report whichever
+//! ran last). Their own figures are in each one's [`stats`](crate::TokenProvider::stats), and
+//! the fetch logs name the tenant (logs are per event, not per series).
+//!
 //! | instrument | kind | attributes |
 //! |---|---|---|
 //! | `tower_entra.token.requests` | counter | `scope`, `outcome` (`ok` or the error kind, e.g. `authentication`), `aadsts` (the AADSTS code, when Entra gave one) |
@@ -50,40 +58,33 @@ mod imp {
         fetch_duration: Histogram<f64>,
         invalidations: Counter<u64>,
         claims_challenges: Counter<u64>,
-        /// Kept so that the gauge lives as long as the provider (its callback holds the
-        /// provider weakly, and reports nothing once it is gone).
+        /// The instruments read from the provider when exported; none for another tenant's
+        /// provider (see the module docs).
+        _observed: Option<Observed>,
+    }
+
+    /// The instruments the exporter reads from the provider. Kept so that they live as long as
+    /// the provider (their callbacks hold it weakly, and report nothing once it is gone).
+    struct Observed {
         _expires_in: ObservableGauge<f64>,
-        /// The shared cache's counts and breaker, read from the provider when exported.
+        /// The shared cache's counts and breaker.
         _shared_cache: [opentelemetry::metrics::ObservableCounter<u64>; 4],
         _shared_cache_skipping: ObservableGauge<u64>,
     }
 
     impl Metrics {
+        /// The instruments of a provider of `scope`; those read from the provider (`observed`)
+        /// only for a home provider.
         pub(in crate::provider) fn new(
             meter: MeterChoice,
             scope: &str,
-            inner: Weak<Inner>,
+            observed: Option<Weak<Inner>>,
         ) -> Self {
             let meter = meter.unwrap_or_else(|| opentelemetry::global::meter(METER_NAME));
             // An `Arc<str>` value: attributes are cloned cheaply at each recording.
             let scope = KeyValue::new("scope", Arc::<str>::from(scope));
-            let gauge_scope = [scope.clone()];
-            let shared_cache = shared_cache_counters(&meter, &scope, &inner);
-            let shared_cache_skipping = meter
-                .u64_observable_gauge("tower_entra.shared_cache.skipping")
-                .with_description(
-                    "1 while the shared cache's breaker is open (its store skipped after failures), else 0",
-                )
-                .with_callback({
-                    let (inner, attributes) = (inner.clone(), [scope.clone()]);
-                    move |observer| {
-                        if let Some(counts) = inner.upgrade().and_then(|i| i.shared_cache_counts()) {
-                            observer.observe(u64::from(counts.skipping), &attributes);
-                        }
-                    }
-                })
-                .build();
             Metrics {
+                _observed: observed.map(|inner| Observed::new(&meter, &scope, inner)),
                 requests: meter
                     .u64_counter("tower_entra.token.requests")
                     .with_description(
@@ -113,18 +114,6 @@ mod imp {
                     )
                     .with_unit("{fetch}")
                     .build(),
-                _expires_in: meter
-                    .f64_observable_gauge("tower_entra.token.expires_in")
-                    .with_description("Seconds until the cached token expires")
-                    .with_unit("s")
-                    .with_callback(move |observer| {
-                        if let Some(left) = inner.upgrade().and_then(|i| expires_in(&i)) {
-                            observer.observe(left.as_secs_f64(), &gauge_scope);
-                        }
-                    })
-                    .build(),
-                _shared_cache: shared_cache,
-                _shared_cache_skipping: shared_cache_skipping,
                 scope,
             }
         }
@@ -176,6 +165,41 @@ mod imp {
         pub(in crate::provider) fn claims_challenge(&self) {
             self.claims_challenges
                 .add(1, std::slice::from_ref(&self.scope));
+        }
+    }
+
+    impl Observed {
+        fn new(meter: &Meter, scope: &KeyValue, inner: Weak<Inner>) -> Self {
+            let gauge_scope = [scope.clone()];
+            let shared_cache = shared_cache_counters(meter, scope, &inner);
+            let shared_cache_skipping = meter
+                .u64_observable_gauge("tower_entra.shared_cache.skipping")
+                .with_description(
+                    "1 while the shared cache's breaker is open (its store skipped after failures), else 0",
+                )
+                .with_callback({
+                    let (inner, attributes) = (inner.clone(), [scope.clone()]);
+                    move |observer| {
+                        if let Some(counts) = inner.upgrade().and_then(|i| i.shared_cache_counts()) {
+                            observer.observe(u64::from(counts.skipping), &attributes);
+                        }
+                    }
+                })
+                .build();
+            Observed {
+                _expires_in: meter
+                    .f64_observable_gauge("tower_entra.token.expires_in")
+                    .with_description("Seconds until the cached token expires")
+                    .with_unit("s")
+                    .with_callback(move |observer| {
+                        if let Some(left) = inner.upgrade().and_then(|i| expires_in(&i)) {
+                            observer.observe(left.as_secs_f64(), &gauge_scope);
+                        }
+                    })
+                    .build(),
+                _shared_cache: shared_cache,
+                _shared_cache_skipping: shared_cache_skipping,
+            }
         }
     }
 
@@ -273,7 +297,7 @@ mod imp {
     pub(in crate::provider) struct Metrics;
 
     impl Metrics {
-        pub(in crate::provider) fn new(_: MeterChoice, _: &str, _: Weak<Inner>) -> Self {
+        pub(in crate::provider) fn new(_: MeterChoice, _: &str, _: Option<Weak<Inner>>) -> Self {
             Metrics
         }
         pub(in crate::provider) fn request_ended(&self, _: &Result<AccessToken, TokenError>) {}

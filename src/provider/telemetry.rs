@@ -59,6 +59,11 @@ pub struct ProviderStats {
 /// One provider's counters, instruments and log fields.
 pub(super) struct Telemetry {
     scope: Arc<str>,
+    /// The tenant a provider of another tenant serves ([`TokenProvider::for_tenant`]), named in
+    /// its logs; `None` for the home tenant's provider.
+    ///
+    /// [`TokenProvider::for_tenant`]: crate::TokenProvider::for_tenant
+    tenant: Option<Arc<str>>,
     counters: Counters,
     metrics: Metrics,
     /// Outside the state lock, so that `stats()` never waits on it.
@@ -83,9 +88,10 @@ fn bump(counter: &AtomicU64) {
 }
 
 impl Telemetry {
-    pub(super) fn new(scope: &str, metrics: Metrics) -> Self {
+    pub(super) fn new(scope: &str, tenant: Option<&str>, metrics: Metrics) -> Self {
         Telemetry {
             scope: scope.into(),
+            tenant: tenant.map(Arc::from),
             counters: Counters::default(),
             metrics,
             last_error: ArcSwapOption::empty(),
@@ -125,28 +131,32 @@ impl Telemetry {
     pub(super) fn started(&self, start: &Start) {
         if start.replaces_dead {
             tracing::warn!(
-                scope = %self.scope,
+                scope = %self.scope, tenant = self.tenant.as_deref(),
                 "a token fetch ran past its deadline (its task may sit on a runtime that is no longer driven); starting another on this runtime"
             );
         }
         match start.mode {
-            Mode::Cold => tracing::debug!(scope = %self.scope, "no usable token; fetching"),
+            Mode::Cold => {
+                tracing::debug!(scope = %self.scope, tenant = self.tenant.as_deref(), "no usable token; fetching")
+            }
             Mode::Ahead => {
                 bump(&self.counters.refreshes_ahead);
-                tracing::debug!(scope = %self.scope, "token in its refresh window; refreshing in the background");
+                tracing::debug!(scope = %self.scope, tenant = self.tenant.as_deref(), "token in its refresh window; refreshing in the background");
             }
             Mode::Claims(_) => {
                 bump(&self.counters.claims_challenges);
                 self.metrics.claims_challenge();
-                tracing::debug!(scope = %self.scope, "claims challenge; fetching a token with the claims, bypassing the cache");
+                tracing::debug!(scope = %self.scope, tenant = self.tenant.as_deref(), "claims challenge; fetching a token with the claims, bypassing the cache");
             }
         }
     }
 
     /// The span a fetch runs in; its outcome is recorded by [`fetch_ended`](Self::fetch_ended).
-    /// Made in the fetch's task: the credential's `identity` is user code.
+    /// Made in the fetch's task: the credential's `identity` is user code. `tenant_id` is the
+    /// tenant asked for: this provider's other tenant, else the credential's own.
     pub(super) fn fetch_span(&self, identity: Option<(&str, &str)>, mode: &Mode) -> tracing::Span {
-        let (tenant, client) = identity.unwrap_or(("", ""));
+        let (home, client) = identity.unwrap_or(("", ""));
+        let tenant = self.tenant.as_deref().unwrap_or(home);
         tracing::info_span!(
             "entra_token_fetch",
             tenant_id = %tenant,
@@ -237,10 +247,10 @@ impl Telemetry {
             Refused::Dropped => {
                 bump(&self.counters.invalidations);
                 self.metrics.invalidated();
-                tracing::debug!(scope = %self.scope, "token invalidated; the next request fetches a new one");
+                tracing::debug!(scope = %self.scope, tenant = self.tenant.as_deref(), "token invalidated; the next request fetches a new one");
             }
             Refused::RateLimited => tracing::debug!(
-                scope = %self.scope,
+                scope = %self.scope, tenant = self.tenant.as_deref(),
                 interval_s = FORCED_RENEWAL_INTERVAL.as_secs(),
                 "token refused again within the interval of the last drop; keeping it"
             ),
@@ -251,7 +261,7 @@ impl Telemetry {
     /// A claims challenge came within the interval of the last claims fetch: no fetch.
     pub(super) fn claims_challenge_rate_limited(&self) {
         tracing::debug!(
-            scope = %self.scope,
+            scope = %self.scope, tenant = self.tenant.as_deref(),
             interval_s = FORCED_RENEWAL_INTERVAL.as_secs(),
             "another claims challenge within the interval of the last claims fetch; not fetching again"
         );
@@ -259,12 +269,12 @@ impl Telemetry {
 
     /// A claims challenge whose claims cannot be merged is let be.
     pub(super) fn claims_challenge_ignored(&self, error: &TokenError) {
-        tracing::warn!(scope = %self.scope, error = %error, "ignoring a claims challenge");
+        tracing::warn!(scope = %self.scope, tenant = self.tenant.as_deref(), error = %error, "ignoring a claims challenge");
     }
 
     /// The cached token was dropped: the wall clock says it expired during a suspend.
     pub(super) fn expired_in_suspend(&self) {
-        tracing::info!(scope = %self.scope, "the cached token expired while the machine was suspended; fetching a new one");
+        tracing::info!(scope = %self.scope, tenant = self.tenant.as_deref(), "the cached token expired while the machine was suspended; fetching a new one");
     }
 }
 

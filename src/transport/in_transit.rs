@@ -33,7 +33,9 @@ pub(crate) fn in_transit(error: impl Into<BoxError>) -> TokenError {
 /// (refused, unreachable, or the connect timeout passed), so no byte of the request was sent.
 pub(crate) fn is_not_connected(error: &TokenError) -> bool {
     error.kind() == TokenErrorKind::Connection
-        && std::error::Error::source(error).is_some_and(|source| source.is::<NotConnected>())
+        && error
+            .cause()
+            .is_some_and(|cause| cause.is::<NotConnected>())
 }
 
 /// The marker of a failure to connect: the transport's error as it is (same `Display`, same
@@ -97,11 +99,18 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
     })
 }
 
-/// The error and its causes, outermost first.
+/// The error and its causes, outermost first. A [`TokenError`]'s `source()` skips the cause its
+/// `Display` shows; its [`cause`](TokenError::cause) is the next link here (a custom transport
+/// may fail with a `TokenError` around the socket's error).
 fn chain<'a>(
     error: &'a (dyn std::error::Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
-    std::iter::successors(Some(error), |e| e.source())
+    std::iter::successors(Some(error), |e| match e.downcast_ref::<TokenError>() {
+        Some(token) => token
+            .cause()
+            .map(|cause| cause as &(dyn std::error::Error + 'static)),
+        None => e.source(),
+    })
 }
 
 #[cfg(test)]
@@ -147,8 +156,11 @@ mod tests {
             .with_source(io::Error::from(io::ErrorKind::ConnectionRefused));
         let error = in_transit(inner);
         assert!(error.to_string().contains("tcp connect error"), "{error}");
-        let tagged = std::error::Error::source(&error).unwrap();
-        let below = tagged.source().unwrap();
-        assert!(below.is::<io::Error>(), "{below:?}");
+        let tagged = error.cause().unwrap();
+        let NotConnected(transports) = tagged.downcast_ref::<NotConnected>().unwrap();
+        assert!(
+            chain(&**transports).any(|e| e.is::<io::Error>()),
+            "{error:?}"
+        );
     }
 }

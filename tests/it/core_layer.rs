@@ -14,8 +14,9 @@ use tower_entra::{EntraAuthLayer, Error, TokenErrorKind};
 async fn a_thousand_concurrent_requests_share_one_token_request() {
     let s = setup().await;
     s.emulator.set_latency(Duration::from_millis(100));
-    let service = EntraAuthLayer::new(s.provider.clone())
+    let service = EntraAuthLayer::builder(s.provider.clone())
         .allow_hosts(["127.0.0.1"])
+        .build()
         .unwrap()
         .layer(http_client());
     let url = s.emulator.demo_api_url();
@@ -37,8 +38,9 @@ async fn a_thousand_concurrent_requests_share_one_token_request() {
 #[tokio::test]
 async fn a_401_invalid_token_invalidates_and_the_next_request_fetches_anew() {
     let s = setup().await;
-    let mut service = EntraAuthLayer::new(s.provider.clone())
+    let mut service = EntraAuthLayer::builder(s.provider.clone())
         .allow_hosts(["127.0.0.1"])
+        .build()
         .unwrap()
         .layer(http_client());
     let url = s.emulator.demo_api_url();
@@ -58,8 +60,9 @@ async fn a_401_invalid_token_invalidates_and_the_next_request_fetches_anew() {
 #[tokio::test]
 async fn an_existing_authorization_header_is_kept() {
     let s = setup().await;
-    let mut service = EntraAuthLayer::new(s.provider.clone())
+    let mut service = EntraAuthLayer::builder(s.provider.clone())
         .allow_hosts(["127.0.0.1"])
+        .build()
         .unwrap()
         .layer(http_client());
     let mut req = get(&s.emulator.demo_api_url());
@@ -74,8 +77,9 @@ async fn an_existing_authorization_header_is_kept() {
 async fn plain_http_to_a_remote_host_gets_no_token() {
     let s = setup().await;
     // Whatever hosts the layer allows, plain http to a remote host is refused.
-    let mut service = EntraAuthLayer::new(s.provider.clone())
+    let mut service = EntraAuthLayer::builder(s.provider.clone())
         .allow_any_https_host()
+        .build()
         .unwrap()
         .layer(tower::service_fn(
             |_req: http::Request<http_body_util::Full<bytes::Bytes>>| async {
@@ -104,8 +108,9 @@ async fn over_a_buffer_cold_requests_never_call_an_unreadied_clone() {
     s.emulator.set_latency(Duration::from_millis(50));
     let service = ServiceBuilder::new()
         .layer(
-            EntraAuthLayer::new(s.provider.clone())
+            EntraAuthLayer::builder(s.provider.clone())
                 .allow_hosts(["127.0.0.1"])
+                .build()
                 .unwrap(),
         )
         .buffer(4)
@@ -141,8 +146,9 @@ async fn an_outer_timeout_bounds_a_slow_token_fetch() {
     let mut service = ServiceBuilder::new()
         .timeout(Duration::from_secs(2))
         .layer(
-            EntraAuthLayer::new(s.provider.clone())
+            EntraAuthLayer::builder(s.provider.clone())
                 .allow_hosts(["127.0.0.1"])
+                .build()
                 .unwrap(),
         )
         .service(http_client());
@@ -198,8 +204,9 @@ async fn an_outer_retry_attaches_the_current_token_on_each_attempt() {
     let mut service = ServiceBuilder::new()
         .retry(RetryOn401(false))
         .layer(
-            EntraAuthLayer::new(s.provider.clone())
+            EntraAuthLayer::builder(s.provider.clone())
                 .allow_hosts(["127.0.0.1"])
+                .build()
                 .unwrap(),
         )
         .service(http_client());
@@ -231,8 +238,9 @@ async fn a_missing_role_is_a_403_from_the_api_not_a_token_error() {
         Emulator::DEMO_API_SCOPE,
     )
     .unwrap();
-    let mut service = EntraAuthLayer::new(provider)
+    let mut service = EntraAuthLayer::builder(provider)
         .allow_hosts(["127.0.0.1"])
+        .build()
         .unwrap()
         .layer(http_client());
     let response = service

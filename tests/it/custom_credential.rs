@@ -1,7 +1,6 @@
 //! A credential defined outside the crate fails with its own kind, message and source, and
 //! callers of the provider and of the layer see all three.
 
-use std::error::Error as _;
 use std::fmt;
 
 use futures::future::BoxFuture;
@@ -51,12 +50,20 @@ fn assert_is_the_credentials_error(e: &TokenError) {
         e.message(),
         "the vault refused to hand out the client's token"
     );
-    let source = e.source().expect("the credential's source is kept");
+    let source = e.cause().expect("the credential's source is kept");
     let sealed = source
         .downcast_ref::<VaultSealed>()
         .expect("the source is the credential's own error type");
     assert_eq!(sealed.vault, "kv-prod");
     assert!(e.to_string().contains("vault kv-prod is sealed"), "{e}");
+    // An error reporter walking `source()` prints the vault's message once: it is in the
+    // token error's line already.
+    let top: &(dyn std::error::Error + 'static) = e;
+    let printed: Vec<String> = std::iter::successors(Some(top), |e| (*e).source())
+        .map(ToString::to_string)
+        .collect();
+    let times = printed.iter().filter(|l| l.contains("is sealed")).count();
+    assert_eq!(times, 1, "{printed:#?}");
     assert!(e.entra().is_none());
 }
 

@@ -117,8 +117,9 @@ async fn token_refused_for_a_plain_http_remote_host() {
     let seen = Seen::default();
     // Whatever hosts the layer allows, the scheme is checked.
     let svc = behind(
-        EntraAuthLayer::new(provider)
+        EntraAuthLayer::builder(provider)
             .allow_any_https_host()
+            .build()
             .unwrap(),
         &seen,
     );
@@ -159,8 +160,9 @@ async fn token_not_attached_to_a_host_outside_the_allow_list() {
     let provider = TokenProvider::new(ScopeEcho::default(), GRAPH).unwrap();
     let seen = Seen::default();
     let refuse = behind(
-        EntraAuthLayer::new(provider.clone())
+        EntraAuthLayer::builder(provider.clone())
             .allow_hosts(["graph.microsoft.com", "*.graph.microsoft.us"])
+            .build()
             .unwrap(),
         &seen,
     );
@@ -196,10 +198,11 @@ async fn token_not_attached_to_a_host_outside_the_allow_list() {
     // Or sent without a token.
     let seen = Seen::default();
     let pass = behind(
-        EntraAuthLayer::new(provider)
+        EntraAuthLayer::builder(provider)
             .allow_hosts(["graph.microsoft.com"])
-            .unwrap()
-            .unlisted_hosts(UnlistedHost::SendWithoutToken),
+            .unlisted_hosts(UnlistedHost::SendWithoutToken)
+            .build()
+            .unwrap(),
         &seen,
     );
     pass.clone()
@@ -219,8 +222,9 @@ async fn an_existing_authorization_header_is_kept() {
     let (credential, provider) = counted_provider(GRAPH);
     let seen = Seen::default();
     let svc = behind(
-        EntraAuthLayer::new(provider)
+        EntraAuthLayer::builder(provider)
             .allow_hosts(["graph.microsoft.com"])
+            .build()
             .unwrap(),
         &seen,
     );
@@ -245,10 +249,10 @@ async fn one_client_routes_each_host_to_its_provider() {
         EntraAuthLayer::routed(
             ProviderRoutes::new()
                 .route("graph.microsoft.com", graph)
-                .unwrap()
-                .route("https://management.azure.com/", arm)
-                .unwrap(),
-        ),
+                .route("https://management.azure.com/", arm),
+        )
+        .build()
+        .unwrap(),
         &seen,
     );
 
@@ -287,24 +291,24 @@ fn a_mistyped_host_pattern_is_refused_where_it_is_given() {
         "graph.microsoft.com/v1.0",
         "*.com",
     ] {
-        let e = EntraAuthLayer::new(provider.clone())
+        let e = EntraAuthLayer::builder(provider.clone())
             .allow_hosts(["graph.microsoft.com", bad])
+            .build()
             .expect_err(bad);
         assert_eq!(e.kind(), TokenErrorKind::Configuration);
         assert!(e.to_string().contains(bad), "{e}");
-        let e = ProviderRoutes::new()
-            .route(bad, provider.clone())
+        let e = EntraAuthLayer::routed(ProviderRoutes::new().route(bad, provider.clone()))
+            .build()
             .expect_err(bad);
         assert_eq!(e.kind(), TokenErrorKind::Configuration);
         assert!(e.to_string().contains(bad), "{e}");
     }
 
     // An allow-list on a routed layer would be silently ignored; it is an error instead.
-    let routes = ProviderRoutes::new()
-        .route("graph.microsoft.com", provider)
-        .unwrap();
+    let routes = ProviderRoutes::new().route("graph.microsoft.com", provider);
     let e = EntraAuthLayer::routed(routes)
         .allow_hosts(["graph.microsoft.com"])
+        .build()
         .unwrap_err();
     assert_eq!(e.kind(), TokenErrorKind::Configuration);
     assert!(e.to_string().contains("routed"), "{e}");
@@ -322,10 +326,11 @@ async fn only_https_or_loopback_http_is_trusted_whatever_the_scheme_source() {
             "ws://graph.microsoft.com/socket",
         ),
         (
-            EntraAuthLayer::new(provider.clone())
+            EntraAuthLayer::builder(provider.clone())
                 .allow_any_https_host()
-                .unwrap()
-                .origin(http::Uri::from_static("grpc.contoso.com:50051")),
+                .origin(http::Uri::from_static("grpc.contoso.com:50051"))
+                .build()
+                .unwrap(),
             "/grpc.health.v1.Health/Check",
         ),
     ] {
@@ -335,10 +340,11 @@ async fn only_https_or_loopback_http_is_trusted_whatever_the_scheme_source() {
     }
     // An https origin is trusted for relative URIs.
     let svc = behind(
-        EntraAuthLayer::new(provider)
+        EntraAuthLayer::builder(provider)
             .allow_hosts(["grpc.contoso.com"])
-            .unwrap()
-            .origin(http::Uri::from_static("https://grpc.contoso.com")),
+            .origin(http::Uri::from_static("https://grpc.contoso.com"))
+            .build()
+            .unwrap(),
         &seen,
     );
     svc.oneshot(get("/grpc.health.v1.Health/Check"))
@@ -430,7 +436,10 @@ async fn a_token_goes_only_to_the_hosts_its_audience_serves() {
 
     // The explicit opt-out sends it anywhere (over https).
     let (seen, refused) = send_all(
-        EntraAuthLayer::new(graph).allow_any_https_host().unwrap(),
+        EntraAuthLayer::builder(graph)
+            .allow_any_https_host()
+            .build()
+            .unwrap(),
         &["https://hooks.attacker.example/incoming"],
     )
     .await;
@@ -457,8 +466,9 @@ async fn a_custom_api_scope_sends_nothing_until_its_hosts_are_named() {
 
     // Named, they get it; others still do not.
     let (seen, refused) = send_all(
-        EntraAuthLayer::new(api.clone())
+        EntraAuthLayer::builder(api.clone())
             .allow_hosts(["orders.contoso.com", "127.0.0.1"])
+            .build()
             .unwrap(),
         &[
             "https://orders.contoso.com/v1/orders",
@@ -473,17 +483,16 @@ async fn a_custom_api_scope_sends_nothing_until_its_hosts_are_named() {
 
     // A routed layer keeps its routes: they name the hosts.
     let (seen, refused) = send_all(
-        EntraAuthLayer::routed(
-            ProviderRoutes::new()
-                .route("orders.contoso.com", api.clone())
-                .unwrap(),
-        ),
+        EntraAuthLayer::routed(ProviderRoutes::new().route("orders.contoso.com", api.clone()))
+            .build()
+            .unwrap(),
         &["https://orders.contoso.com/v1/orders"],
     )
     .await;
     assert!(refused.is_empty() && seen[0].1.is_some());
     let e = EntraAuthLayer::routed(ProviderRoutes::new())
         .allow_any_https_host()
+        .build()
         .unwrap_err();
     assert_eq!(e.kind(), TokenErrorKind::Configuration);
 }
@@ -503,10 +512,11 @@ async fn with_an_origin_both_the_uri_and_the_origin_are_judged() {
     // A channel to `origin`, behind a layer told that origin: what it sends, and where.
     let channel = |origin: &'static str| {
         let seen = Seen::default();
-        let layer = EntraAuthLayer::new(api.clone())
+        let layer = EntraAuthLayer::builder(api.clone())
             .allow_hosts(["grpc.contoso.com"])
-            .unwrap()
-            .origin(http::Uri::from_static(origin));
+            .origin(http::Uri::from_static(origin))
+            .build()
+            .unwrap();
         let svc = ServiceBuilder::new()
             .layer(layer)
             .service(recorder(seen.clone(), rewritten_to(origin)));
@@ -549,12 +559,15 @@ async fn with_an_origin_both_the_uri_and_the_origin_are_judged() {
 async fn a_host_without_a_scheme_is_refused() {
     let (credential, graph) = counted_provider(GRAPH);
     for layer in [
-        EntraAuthLayer::new(graph.clone())
+        EntraAuthLayer::builder(graph.clone())
             .allow_any_https_host()
+            .build()
             .unwrap(),
         // An origin the token may go to does not vouch for a request that names another host.
-        EntraAuthLayer::new(graph.clone())
-            .origin(http::Uri::from_static("https://graph.microsoft.com")),
+        EntraAuthLayer::builder(graph.clone())
+            .origin(http::Uri::from_static("https://graph.microsoft.com"))
+            .build()
+            .unwrap(),
     ] {
         let (seen, refused) =
             send_all(layer, &["evil.example:443", "graph.microsoft.com:443"]).await;

@@ -215,6 +215,44 @@ async fn the_expiry_gauge_counts_down_and_stops_with_the_provider() {
     assert_eq!(recorder.value(EXPIRES_IN, &[]), None);
 }
 
+/// Another tenant's provider counts into its scope's series and leaves the gauge to the home
+/// provider: no series per tenant, and one gauge value per scope, the home token's. Seen
+/// failing with tenant providers registering their own gauge (it reported their 600 s).
+#[tokio::test(start_paused = true)]
+async fn another_tenants_provider_counts_into_its_scope_and_leaves_the_gauge_to_home() {
+    let recorder = Recorder::new();
+    let home = TokenProvider::builder(
+        crate::support::any_tenant::AnyTenant,
+        Emulator::DEMO_API_SCOPE,
+    )
+    .meter(recorder.meters.meter("tower-entra"))
+    .build()
+    .unwrap();
+    home.token().await.unwrap();
+    let contoso = home.for_tenant("contoso.onmicrosoft.com").unwrap();
+    contoso.token().await.unwrap();
+
+    assert_eq!(recorder.value(REQUESTS, &[("outcome", "ok")]), Some(2.0));
+    let points = recorder.points();
+    assert!(
+        points
+            .iter()
+            .all(|(_, attrs, _)| attrs.iter().all(|(k, _)| k != "tenant")),
+        "{points:?}"
+    );
+    let gauges: Vec<f64> = points
+        .iter()
+        .filter(|(name, _, _)| name == EXPIRES_IN)
+        .map(|(_, _, v)| *v)
+        .collect();
+    assert_eq!(gauges.len(), 1, "{points:?}");
+    assert!(
+        gauges[0] > 3000.0,
+        "the home token's expiry, got {}",
+        gauges[0]
+    );
+}
+
 /// The shared cache's instruments, against a real redis-server (real time): a hit, then Redis
 /// stopped (an error, and the breaker open).
 #[cfg(feature = "redis")]

@@ -87,8 +87,9 @@ fn send(allowed: &str, uri: &str) -> Result<Option<String>, TokenErrorKind> {
             async { Ok::<_, Infallible>(Response::new(String::new())) }
         })
     };
-    let layer = EntraAuthLayer::new(provider())
+    let layer = EntraAuthLayer::builder(provider())
         .allow_hosts([allowed])
+        .build()
         .unwrap_or_else(|e| panic!("{allowed:?}: {e}"));
     let svc = ServiceBuilder::new().layer(layer).service(inner);
     let request = Request::get(uri).body(String::new()).expect("a valid URI");
@@ -118,7 +119,7 @@ proptest! {
     fn any_allow_list_entry_is_a_host_pattern_or_a_configuration_error(
         entry in prop_oneof!["(?s).{0,48}", entry_like()],
     ) {
-        if let Err(e) = EntraAuthLayer::new(provider()).allow_hosts([&entry]) {
+        if let Err(e) = EntraAuthLayer::builder(provider()).allow_hosts([&entry]).build() {
             prop_assert_eq!(e.kind(), TokenErrorKind::Configuration);
             let shown = e.to_string();
             prop_assert!(shown.contains(&format!("{:?}", entry.trim())), "{}", shown);

@@ -118,8 +118,9 @@ async fn a_resource_that_refuses_every_token_costs_one_renewal_per_interval() {
     let mut service = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryOnChallenge::new()))
         .layer(
-            EntraAuthLayer::new(graph.clone())
+            EntraAuthLayer::builder(graph.clone())
                 .allow_hosts(["127.0.0.1"])
+                .build()
                 .unwrap(),
         )
         .service(http_client());
@@ -143,10 +144,11 @@ async fn no_replay_for_a_request_sent_without_a_token() {
     let mut service = ServiceBuilder::new()
         .layer(RetryLayer::new(RetryOnChallenge::new()))
         .layer(
-            EntraAuthLayer::new(s.provider.clone())
+            EntraAuthLayer::builder(s.provider.clone())
                 .allow_hosts(["graph.microsoft.com"])
-                .unwrap()
-                .unlisted_hosts(tower_entra::UnlistedHost::SendWithoutToken),
+                .unlisted_hosts(tower_entra::UnlistedHost::SendWithoutToken)
+                .build()
+                .unwrap(),
         )
         .service(http_client());
     let url = s.emulator.demo_api_url();
@@ -165,8 +167,9 @@ async fn no_replay_for_a_request_sent_without_a_token() {
 #[tokio::test]
 async fn a_failed_claims_fetch_still_returns_the_apis_answer() {
     let s = support::setup_with(true).await;
-    let mut service = EntraAuthLayer::new(s.provider.clone())
+    let mut service = EntraAuthLayer::builder(s.provider.clone())
         .allow_hosts(["127.0.0.1"])
+        .build()
         .unwrap()
         .layer(http_client());
     let url = s.emulator.demo_api_url();
@@ -291,8 +294,9 @@ async fn claims_challenges_with_changing_claims_cost_one_fetch_per_interval() {
             }
         }
     });
-    let mut service = EntraAuthLayer::new(provider.clone())
+    let mut service = EntraAuthLayer::builder(provider.clone())
         .allow_hosts(["api.contoso.com"])
+        .build()
         .unwrap()
         .layer(api);
     for _ in 0..5 {

@@ -13,8 +13,9 @@ use tower_entra::EntraAuthLayer;
 /// The set-up's provider, allowed to send its token to the servers on 127.0.0.1 (the emulator's
 /// demo API, the checking server).
 fn loopback_layer(s: &Setup) -> EntraAuthLayer {
-    EntraAuthLayer::new(s.provider.clone())
+    EntraAuthLayer::builder(s.provider.clone())
         .allow_hosts(["127.0.0.1"])
+        .build()
         .unwrap()
 }
 

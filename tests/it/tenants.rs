@@ -296,3 +296,123 @@ async fn idle_tenants_are_dropped_at_the_limit_and_a_failing_one_keeps_its_error
     assert_eq!(provider.tenants_held(), 1);
     assert_eq!(s.emulator.token_requests_to(&unconsented), 2);
 }
+
+/// A 429 for one tenant holds back that tenant alone: while contoso waits out its
+/// `Retry-After`, fabrikam's first request goes out and is served. Seen failing (fabrikam timed
+/// out behind contoso's wait) with the tenant lookup answering another tenant's provider.
+#[tokio::test]
+async fn a_429_for_one_tenant_does_not_hold_back_another() {
+    let s = saas().await;
+    let [contoso, fabrikam] = s.consented.clone();
+    let provider = s.provider(&[&contoso, &fabrikam]).build().unwrap();
+    // The next token request, contoso's, is throttled: a wait the provider takes (under 60 s).
+    s.emulator
+        .push_fault(entra_emulator::Fault::status(429).retry_after(50));
+    let throttled = provider.for_tenant(&contoso).unwrap();
+    let waiting = tokio::spawn({
+        let throttled = throttled.clone();
+        async move { throttled.token().await }
+    });
+    let mut ticks = tokio::time::interval(Duration::from_millis(5));
+    while throttled.stats().failures == 0 {
+        ticks.tick().await;
+    }
+
+    let fabrikam_provider = provider.for_tenant(&fabrikam).unwrap();
+    let served = tokio::time::timeout(Duration::from_secs(30), fabrikam_provider.token())
+        .await
+        .expect("fabrikam was held back behind contoso's Retry-After")
+        .unwrap();
+    assert_eq!(tid(&format!("Bearer {}", served.secret())), fabrikam);
+    assert!(!waiting.is_finished(), "contoso waits out its Retry-After");
+    assert_eq!(s.emulator.token_requests_to(&contoso), 1);
+    assert_eq!(s.emulator.token_requests_to(&fabrikam), 1);
+    assert_eq!(fabrikam_provider.stats().failures, 0);
+    waiting.abort();
+}
+
+/// The reqwest middleware reads the tenant from the middleware's extensions
+/// (`RequestBuilder::with_extension`); without one, the home tenant. Seen failing with the
+/// middleware ignoring the extension (the demo API saw the home tenant's `tid`).
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test]
+async fn the_reqwest_middleware_takes_the_tenant_from_its_extensions() {
+    let s = saas().await;
+    let [contoso, _] = s.consented.clone();
+    let provider = s.provider(&[&contoso]).build().unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(tower_entra::EntraAuthMiddleware::from_layer(
+            &loopback_auth(&provider),
+        ))
+        .build();
+    let hello = |request: reqwest_middleware::RequestBuilder| async move {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value =
+            serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        body["tid"].as_str().unwrap().to_owned()
+    };
+    let url = s.emulator.demo_api_url();
+    let in_contoso = hello(client.get(&url).with_extension(Tenant::new(&contoso))).await;
+    let at_home = hello(client.get(&url)).await;
+    assert_eq!(in_contoso, contoso);
+    assert_eq!(at_home, s.app.tenant_id);
+    assert_eq!(s.emulator.token_requests_to(&contoso), 1);
+}
+
+/// A tonic request names its tenant in its own extensions, which reach the layer as the HTTP
+/// request's. Seen failing with the layer ignoring the extension.
+#[tokio::test]
+async fn a_tonic_request_names_its_tenant_in_its_extensions() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let s = saas().await;
+    let [contoso, _] = s.consented.clone();
+    let provider = s.provider(&[&contoso]).build().unwrap();
+    // A health server recording the `tid` of each bearer token it is sent.
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = seen.clone();
+    let interceptor = move |req: tonic::Request<()>| {
+        let auth = req.metadata().get("authorization").unwrap();
+        record.lock().unwrap().push(tid(auth.to_str().unwrap()));
+        Ok(req)
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        listener.local_addr().unwrap()
+    ))
+    .unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                health,
+                interceptor,
+            ))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let channel = ServiceBuilder::new()
+        .layer(
+            tower_entra::EntraAuthLayer::builder(provider)
+                .allow_hosts(["127.0.0.1"])
+                .origin(endpoint.uri().clone())
+                .build()
+                .unwrap()
+                .grpc(),
+        )
+        .service(endpoint.connect().await.unwrap());
+    let mut client = HealthClient::new(channel);
+    let mut in_contoso = tonic::Request::new(HealthCheckRequest::default());
+    in_contoso.extensions_mut().insert(Tenant::new(&contoso));
+    client.check(in_contoso).await.unwrap();
+    client
+        .check(tonic::Request::new(HealthCheckRequest::default()))
+        .await
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), [contoso, s.app.tenant_id.clone()]);
+}

@@ -65,10 +65,11 @@ async fn tonic_health_check_100_concurrent_calls_one_token_fetch() {
         health_server(TokenChecker::new(&s.emulator, DEMO_AUDIENCE)).await;
     let channel = ServiceBuilder::new()
         .layer(
-            EntraAuthLayer::new(s.provider.clone())
+            EntraAuthLayer::builder(s.provider.clone())
                 .allow_hosts(["127.0.0.1"])
-                .unwrap()
-                .origin(origin.clone()),
+                .origin(origin.clone())
+                .build()
+                .unwrap(),
         )
         .service(channel);
     let client = HealthClient::new(channel);
@@ -130,10 +131,11 @@ async fn token_failures_reach_the_caller_as_unauthenticated_or_unavailable() {
     let mut client = HealthClient::new(
         ServiceBuilder::new()
             .layer(
-                EntraAuthLayer::new(wrong)
+                EntraAuthLayer::builder(wrong)
                     .allow_hosts(["127.0.0.1"])
-                    .unwrap()
                     .origin(origin.clone())
+                    .build()
+                    .unwrap()
                     .grpc(),
             )
             .service(channel.clone()),
@@ -166,10 +168,11 @@ async fn token_failures_reach_the_caller_as_unauthenticated_or_unavailable() {
     let mut client = HealthClient::new(
         ServiceBuilder::new()
             .layer(
-                EntraAuthLayer::new(flaky)
+                EntraAuthLayer::builder(flaky)
                     .allow_hosts(["127.0.0.1"])
-                    .unwrap()
                     .origin(origin.clone())
+                    .build()
+                    .unwrap()
                     .grpc(),
             )
             .service(channel),

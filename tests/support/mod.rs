@@ -3,6 +3,7 @@
 //! they receive.
 #![allow(dead_code)]
 
+pub mod any_tenant;
 pub mod fixtures;
 pub mod recording_transport;
 pub mod redis_server;
@@ -237,8 +238,9 @@ pub fn http_client() -> HttpClient {
 /// `EntraAuthLayer` for `provider` with 127.0.0.1 allowed: the emulator's demo API and
 /// [`CheckingServer`] listen there, outside the audience's own hosts.
 pub fn loopback_auth(provider: &TokenProvider) -> EntraAuthLayer {
-    EntraAuthLayer::new(provider.clone())
+    EntraAuthLayer::builder(provider.clone())
         .allow_hosts(["127.0.0.1"])
+        .build()
         .unwrap()
 }
 
