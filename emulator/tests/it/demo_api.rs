@@ -33,7 +33,7 @@ async fn accepts_a_valid_token() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(
         body,
-        json!({"message": "hello from the demo API", "appid": app.client_id, "roles": ["Demo.Read"]})
+        json!({"message": "hello from the demo API", "appid": app.client_id, "tid": app.tenant_id, "roles": ["Demo.Read"]})
     );
     assert_eq!(em.api_requests(), 1);
 }
