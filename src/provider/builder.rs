@@ -415,6 +415,30 @@ fn check_roles(roles: &[String]) -> Result<(), TokenError> {
 mod tests {
     use super::*;
 
+    /// With a shared cache, jitter moves a refresh later: the flag the refresh policy reads is
+    /// set by `build()`, for the home provider and its tenants' (they share the options).
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_shared_cache_moves_jitter_after_the_refresh_point() {
+        let credential = || {
+            crate::ClientSecretCredential::new(
+                "contoso",
+                "00000000-0000-0000-0000-000000000001",
+                "s",
+            )
+            .unwrap()
+        };
+        let scope = "api://x/.default";
+        let plain = TokenProvider::builder(credential(), scope).build().unwrap();
+        assert!(!plain.inner.options.jitter_after_point);
+        let cache = crate::RedisTokenCache::new("redis://127.0.0.1:1").unwrap();
+        let shared = TokenProvider::builder(credential(), scope)
+            .shared_cache(cache)
+            .build()
+            .unwrap();
+        assert!(shared.inner.options.jitter_after_point);
+    }
+
     #[test]
     fn role_rules() {
         assert!(check_roles(&["Organization.Read.All".into(), "Demo.Read".into()]).is_ok());
