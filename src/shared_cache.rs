@@ -138,6 +138,14 @@ pub trait SharedTokenCache: fmt::Debug + Send + Sync + 'static {
         Box::pin(tokio::time::sleep(within))
     }
 
+    /// What the store puts before every name it is given (one prefix per environment sharing
+    /// a backend). A provider binds its entries to it, in their names (HMAC) and in their seals'
+    /// associated data, so that a value copied from one prefix to another does not open there.
+    /// The default: none (`""`).
+    fn key_prefix(&self) -> &str {
+        ""
+    }
+
     /// Whether the store skips its backend for now (a circuit breaker that opened after
     /// failures): a provider reports it in its stats. The default: `false`.
     fn is_skipping(&self) -> bool {
@@ -190,6 +198,10 @@ impl<S: SharedTokenCache + ?Sized> SharedTokenCache for std::sync::Arc<S> {
 
     fn changed<'a>(&'a self, name: &'a str, within: Duration) -> BoxFuture<'a, ()> {
         (**self).changed(name, within)
+    }
+
+    fn key_prefix(&self) -> &str {
+        (**self).key_prefix()
     }
 
     fn is_skipping(&self) -> bool {

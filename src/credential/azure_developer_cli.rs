@@ -278,6 +278,13 @@ impl Credential for AzureDeveloperCliCredential {
     fn timeout(&self) -> Option<Duration> {
         Some(self.timeout)
     }
+
+    #[cfg(feature = "shared-cache")]
+    fn cache_binding(&self) -> crate::CacheBinding {
+        crate::CacheBinding::refused(
+            "the Azure Developer CLI credential (a developer's own sign-in)",
+        )
+    }
 }
 
 #[cfg(test)]

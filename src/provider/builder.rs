@@ -99,7 +99,9 @@ impl TokenProviderBuilder {
 
     /// The most a refresh ahead is moved earlier at random (capped at a fifth of the refresh
     /// window), so that a fleet started together does not refresh together. Default 60 s; at
-    /// most 1 h.
+    /// most 1 h. With a [shared cache](Self::shared_cache) it is moved later instead (the first
+    /// replica to reach its refresh point refreshes for the fleet: jitter before the point would
+    /// have the fleet refresh early every time).
     pub fn refresh_jitter(mut self, jitter: Duration) -> Self {
         self.options.refresh_jitter = jitter.min(MAX_SETTING);
         self
@@ -258,6 +260,12 @@ impl TokenProviderBuilder {
         check_scope(&self.scope)?;
         check_roles(&self.options.required_roles)?;
         #[cfg(feature = "shared-cache")]
+        let shared_cache = self.shared_cache.is_some();
+        #[cfg(not(feature = "shared-cache"))]
+        let shared_cache = false;
+        let mut options = self.options;
+        options.jitter_after_point = shared_cache;
+        #[cfg(feature = "shared-cache")]
         let shared = match self.shared_cache {
             Some(store) => Some(crate::shared_cache::SharedEntry::new(
                 store,
@@ -271,24 +279,29 @@ impl TokenProviderBuilder {
             None => None,
         };
         let settings = Arc::new(Settings {
-            fetch_budget: fetch_budget(&self.options, self.credential.timeout()),
+            fetch_budget: fetch_budget(&options, self.credential.timeout()),
             credential: self.credential,
             scope: self.scope,
             capabilities: capabilities_claims(&self.client_capabilities),
-            options: self.options,
+            options,
             meter: self.meter,
         });
         let for_tenant = settings.clone();
+        // Each tenant's provider shares its tokens through the same store, in an entry bound to
+        // its tenant.
+        #[cfg(feature = "shared-cache")]
+        let tenant_entries = shared.as_ref().map(|home| home.for_tenant(""));
         let tenants = Arc::new(TenantProviders::new(
             self.tenant_limits,
             settings.options.max_backoff,
             Box::new(move |tenant, registry| {
-                // A tenant's provider asks Entra itself: the shared entry is bound to the home tenant.
                 for_tenant.provider(
                     Some(tenant.to_owned()),
                     TenantsLink::Member(registry),
                     #[cfg(feature = "shared-cache")]
-                    None,
+                    tenant_entries
+                        .as_ref()
+                        .map(|entry| entry.for_tenant(tenant)),
                 )
             }),
         ));
@@ -401,6 +414,30 @@ fn check_roles(roles: &[String]) -> Result<(), TokenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With a shared cache, jitter moves a refresh later: the flag the refresh policy reads is
+    /// set by `build()`, for the home provider and its tenants' (they share the options).
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_shared_cache_moves_jitter_after_the_refresh_point() {
+        let credential = || {
+            crate::ClientSecretCredential::new(
+                "contoso",
+                "00000000-0000-0000-0000-000000000001",
+                "s",
+            )
+            .unwrap()
+        };
+        let scope = "api://x/.default";
+        let plain = TokenProvider::builder(credential(), scope).build().unwrap();
+        assert!(!plain.inner.options.jitter_after_point);
+        let cache = crate::RedisTokenCache::new("redis://127.0.0.1:1").unwrap();
+        let shared = TokenProvider::builder(credential(), scope)
+            .shared_cache(cache)
+            .build()
+            .unwrap();
+        assert!(shared.inner.options.jitter_after_point);
+    }
 
     #[test]
     fn role_rules() {

@@ -86,6 +86,26 @@ impl SharedEntry {
         })
     }
 
+    /// The entry of the same credential and scope in `tenant` (a tenant provider's, see
+    /// [`TokenProvider::for_tenant`](crate::TokenProvider::for_tenant)): bound to that tenant, so
+    /// that each tenant's token is shared fleet-wide and never served for another tenant. Its
+    /// keys are derived at its first fetch; its counts are its own.
+    pub(crate) fn for_tenant(&self, tenant: &str) -> SharedEntry {
+        SharedEntry {
+            store: self.store.clone(),
+            owner: Owner {
+                tenant: tenant.to_owned(),
+                ..self.owner.clone()
+            },
+            scope: self.scope.clone(),
+            capabilities: self.capabilities.clone(),
+            key: self.key.clone(),
+            keyring: Mutex::new(None),
+            wait_for: self.wait_for,
+            counts: Arc::default(),
+        }
+    }
+
     pub(crate) fn counts(&self) -> &Arc<SharedCacheCounts> {
         &self.counts
     }
@@ -97,6 +117,7 @@ impl SharedEntry {
 
     fn binding(&self) -> EntryBinding<'_> {
         EntryBinding {
+            prefix: self.store.key_prefix(),
             authority: &self.owner.authority,
             tenant: &self.owner.tenant,
             client: &self.owner.client,
@@ -124,17 +145,28 @@ impl SharedEntry {
         }
         let keys = keyring.as_ref()?;
         let binding = self.binding();
-        Some((keys.names("", &binding), keys.name("", &binding)))
+        Some((keys.names(&binding), keys.name(&binding)))
     }
 
     fn open(&self, name: &str, value: &[u8]) -> Option<SealedToken> {
         let keyring = self.keyring.lock().unwrap_or_else(|e| e.into_inner());
-        match keyring.as_ref()?.open(name, value) {
+        match keyring.as_ref()?.open(self.store.key_prefix(), name, value) {
             Ok(entry) => Some(entry),
             Err(why) => {
                 tracing::debug!(%why, "shared token cache: ignoring a value that does not open");
                 None
             }
+        }
+    }
+
+    /// The current key generation served a token (read or written): the one before is no
+    /// longer read.
+    fn current_generation_served(&self) {
+        let mut keyring = self.keyring.lock().unwrap_or_else(|e| e.into_inner());
+        if keyring.as_mut().is_some_and(Keyring::retire_previous) {
+            tracing::info!(
+                "shared token cache: the credential's new key serves the fleet; no longer reading entries of the old one"
+            );
         }
     }
 
@@ -150,7 +182,7 @@ impl SharedEntry {
         names: &[String],
         floor: &Floor,
     ) -> Result<Option<AccessToken>, SharedCacheError> {
-        for name in names {
+        for (generation, name) in names.iter().enumerate() {
             let value =
                 lease::bounded(CALL_BOUND, "reading the shared cache", self.store.get(name))
                     .await?;
@@ -159,6 +191,9 @@ impl SharedEntry {
                 continue;
             };
             if let Some(token) = self.accept(entry, floor) {
+                if generation == 0 {
+                    self.current_generation_served();
+                }
                 return Ok(Some(token));
             }
         }
@@ -197,19 +232,24 @@ impl SharedEntry {
         };
         let sealed = {
             let keyring = self.keyring.lock().unwrap_or_else(|e| e.into_inner());
-            keyring
-                .as_ref()
-                .and_then(|keys| keys.seal(name, &SealedToken::new(token, refresh_on)))
+            keyring.as_ref().and_then(|keys| {
+                keys.seal(
+                    self.store.key_prefix(),
+                    name,
+                    &SealedToken::new(token, refresh_on),
+                )
+            })
         };
         let Some(sealed) = sealed else { return };
-        if let Err(e) = lease::bounded(
+        match lease::bounded(
             CALL_BOUND,
             "writing the shared cache",
             self.store.put(name, &sealed, ttl),
         )
         .await
         {
-            self.error(&e);
+            Ok(()) => self.current_generation_served(),
+            Err(e) => self.error(&e),
         }
     }
 

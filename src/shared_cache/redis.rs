@@ -227,6 +227,10 @@ impl SharedTokenCache for RedisTokenCache {
         })
     }
 
+    fn key_prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
     fn is_skipping(&self) -> bool {
         self.inner.breaker.is_open()
     }
@@ -255,7 +259,8 @@ pub struct RedisTokenCacheBuilder {
 
 impl RedisTokenCacheBuilder {
     /// What every name in Redis starts with: one per environment (or per service) sharing a
-    /// Redis. Default: `tower-entra:`.
+    /// Redis. Default: `tower-entra:`. Entries are bound to it (their names' HMAC and their
+    /// seals' associated data): a value copied from one prefix to another does not open.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self

@@ -3,9 +3,12 @@
 //! Keys come from the credential's own secret (HKDF-SHA256), so only holders of the credential
 //! can name or open its entries. An entry's name is an HMAC of everything the token is for, so a
 //! name gives nothing away and cannot be guessed from public ids; its value is sealed with
-//! AES-256-GCM whose associated data is that name, so a value copied under another name does not
-//! open. A rotated secret derives other keys (another key id): its entries are new ones, and the
-//! generation before stays readable while both are in use.
+//! AES-256-GCM whose associated data is that name under its store's key prefix, so a value copied
+//! under another name, or from one prefix (environment) to another, does not open.
+//!
+//! A rotated secret derives other keys (another key id): its entries are new ones, and the
+//! generation before stays readable until the new one serves the provider (see
+//! [`Keyring::retire_previous`]).
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,9 +30,12 @@ const FORMAT: &[u8; 2] = b"s1";
 const KEY_ID_LEN: usize = 8;
 const NONCE_LEN: usize = 12;
 
-/// What an entry holds a token for. Every field takes part in the entry's name.
+/// What an entry holds a token for, and where. Every field takes part in the entry's name.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct EntryBinding<'a> {
+    /// The store's key prefix (one per environment sharing a store): a value copied from one
+    /// environment to another must not open there.
+    pub(crate) prefix: &'a str,
     /// The authority the token comes from (its token endpoint).
     pub(crate) authority: &'a str,
     pub(crate) tenant: &'a str,
@@ -69,11 +75,14 @@ impl Keys {
         }
     }
 
-    fn name(&self, prefix: &str, binding: &EntryBinding<'_>) -> String {
+    /// The entry's name within its store (the store puts its prefix before it; the prefix is
+    /// part of the HMAC).
+    fn name(&self, binding: &EntryBinding<'_>) -> String {
         let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(self.naming.as_ref())
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
         let claims = binding.claims.unwrap_or("");
         for field in [
+            binding.prefix,
             binding.authority,
             binding.tenant,
             binding.client,
@@ -88,15 +97,14 @@ impl Keys {
         mac.update(&[u8::from(binding.claims.is_some())]);
         mac.update(&self.id);
         let digest = mac.finalize().into_bytes();
-        let mut name = String::with_capacity(prefix.len() + 64);
-        name.push_str(prefix);
+        let mut name = String::with_capacity(64);
         for byte in digest.iter() {
             name.push_str(&format!("{byte:02x}"));
         }
         name
     }
 
-    fn seal(&self, name: &str, entry: &SealedToken) -> Option<Vec<u8>> {
+    fn seal(&self, prefix: &str, name: &str, entry: &SealedToken) -> Option<Vec<u8>> {
         let plain = Zeroizing::new(serde_json::to_vec(&Plain::from(entry)).ok()?);
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).ok()?;
@@ -106,7 +114,7 @@ impl Keys {
                 &Nonce::from(nonce),
                 Payload {
                     msg: &plain,
-                    aad: name.as_bytes(),
+                    aad: &associated(prefix, name),
                 },
             )
             .ok()?;
@@ -118,7 +126,7 @@ impl Keys {
         Some(value)
     }
 
-    fn open(&self, name: &str, value: &[u8]) -> Result<SealedToken, Unopened> {
+    fn open(&self, prefix: &str, name: &str, value: &[u8]) -> Result<SealedToken, Unopened> {
         let rest = value.strip_prefix(FORMAT).ok_or(Unopened::Format)?;
         let (id, rest) = rest.split_at_checked(KEY_ID_LEN).ok_or(Unopened::Format)?;
         if id != self.id {
@@ -132,7 +140,7 @@ impl Keys {
                     &Nonce::from(nonce),
                     Payload {
                         msg: sealed,
-                        aad: name.as_bytes(),
+                        aad: &associated(prefix, name),
                     },
                 )
                 .map_err(|_| Unopened::Forged)?,
@@ -140,6 +148,16 @@ impl Keys {
         let plain: Plain = serde_json::from_slice(&plain).map_err(|_| Unopened::Format)?;
         plain.into_entry().ok_or(Unopened::Format)
     }
+}
+
+/// A sealed value's associated data: the key it is stored under, the store's prefix (length
+/// first, so that no prefix and name pair reads as another) and the name.
+fn associated(prefix: &str, name: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(8 + prefix.len() + name.len());
+    aad.extend_from_slice(&(prefix.len() as u64).to_be_bytes());
+    aad.extend_from_slice(prefix.as_bytes());
+    aad.extend_from_slice(name.as_bytes());
+    aad
 }
 
 /// Why a value did not open; the value is then ignored (and overwritten by the next write).
@@ -193,36 +211,50 @@ impl Keyring {
         true
     }
 
+    /// Stops reading the generation before: the current one has served this provider (it read
+    /// or wrote a token under it), so the rotation is complete here. The old secret may be why it
+    /// was rotated: whoever holds it could seal entries of that generation. Says whether there
+    /// was one.
+    pub(crate) fn retire_previous(&mut self) -> bool {
+        self.previous.take().is_some()
+    }
+
     /// The current generation's key id, in hex (public: for logs).
     pub(crate) fn key_id(&self) -> String {
         self.current.id.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The name of the current generation's entry for `binding`: what is written.
-    pub(crate) fn name(&self, prefix: &str, binding: &EntryBinding<'_>) -> String {
-        self.current.name(prefix, binding)
+    pub(crate) fn name(&self, binding: &EntryBinding<'_>) -> String {
+        self.current.name(binding)
     }
 
     /// The names to read, current generation first.
-    pub(crate) fn names(&self, prefix: &str, binding: &EntryBinding<'_>) -> Vec<String> {
-        let mut names = vec![self.current.name(prefix, binding)];
+    pub(crate) fn names(&self, binding: &EntryBinding<'_>) -> Vec<String> {
+        let mut names = vec![self.current.name(binding)];
         if let Some(previous) = &self.previous {
-            names.push(previous.name(prefix, binding));
+            names.push(previous.name(binding));
         }
         names
     }
 
-    /// `entry` sealed for the entry `name` (a current-generation name); `None` only if the
-    /// system's random source failed.
-    pub(crate) fn seal(&self, name: &str, entry: &SealedToken) -> Option<Vec<u8>> {
-        self.current.seal(name, entry)
+    /// `entry` sealed for the entry `name` (a current-generation name) in a store with key
+    /// `prefix`; `None` only if the system's random source failed.
+    pub(crate) fn seal(&self, prefix: &str, name: &str, entry: &SealedToken) -> Option<Vec<u8>> {
+        self.current.seal(prefix, name, entry)
     }
 
-    /// What `value`, read under `name`, holds, if it opens under either generation.
-    pub(crate) fn open(&self, name: &str, value: &[u8]) -> Result<SealedToken, Unopened> {
-        match self.current.open(name, value) {
+    /// What `value`, read under `name` in a store with key `prefix`, holds, if it opens under
+    /// either generation.
+    pub(crate) fn open(
+        &self,
+        prefix: &str,
+        name: &str,
+        value: &[u8],
+    ) -> Result<SealedToken, Unopened> {
+        match self.current.open(prefix, name, value) {
             Err(Unopened::OtherKey) => match &self.previous {
-                Some(previous) => previous.open(name, value),
+                Some(previous) => previous.open(prefix, name, value),
                 None => Err(Unopened::OtherKey),
             },
             opened => opened,
@@ -328,6 +360,7 @@ mod tests {
 
     fn binding(scope: &str) -> EntryBinding<'_> {
         EntryBinding {
+            prefix: "p:",
             authority: "https://login.microsoftonline.com/contoso/oauth2/v2.0/token",
             tenant: "contoso",
             client: "00000000-0000-0000-0000-000000000001",
@@ -349,8 +382,8 @@ mod tests {
     #[test]
     fn a_name_says_nothing_of_what_it_names_and_each_field_changes_it() {
         let keys = Keyring::derive(b"the client secret");
-        let name = keys.name("p:", &binding("api://x/.default"));
-        assert_eq!(name.len(), 2 + 64);
+        let name = keys.name(&binding("api://x/.default"));
+        assert_eq!(name.len(), 64);
         for clear in ["contoso", "00000000", "api://x", "login"] {
             assert!(!name.contains(clear), "{name} holds {clear}");
         }
@@ -377,66 +410,106 @@ mod tests {
                 capabilities: "cp1",
                 ..base
             },
+            EntryBinding {
+                prefix: "prod:",
+                ..base
+            },
         ];
         for other in others {
-            assert_ne!(keys.name("p:", &other), name, "{other:?}");
+            assert_ne!(keys.name(&other), name, "{other:?}");
         }
         // Another secret, another name for the same binding: not guessable from public ids.
-        assert_ne!(Keyring::derive(b"another secret").name("p:", &base), name);
+        assert_ne!(Keyring::derive(b"another secret").name(&base), name);
     }
 
     #[test]
     fn a_value_opens_only_under_its_own_name_and_key() {
         let keys = Keyring::derive(b"the client secret");
-        let name = keys.name("", &binding("api://x/.default"));
-        let value = keys.seal(&name, &entry("eyJ.token.sig")).unwrap();
+        let name = keys.name(&binding("api://x/.default"));
+        let value = keys.seal("p:", &name, &entry("eyJ.token.sig")).unwrap();
         assert!(!String::from_utf8_lossy(&value).contains("eyJ"));
-        let opened = keys.open(&name, &value).unwrap();
+        let opened = keys.open("p:", &name, &value).unwrap();
         assert_eq!(opened.token.as_str(), "eyJ.token.sig");
 
         // Moved under another entry's name: the associated data differs.
-        let other = keys.name("", &binding("api://y/.default"));
-        assert_eq!(keys.open(&other, &value).unwrap_err(), Unopened::Forged);
+        let other = keys.name(&binding("api://y/.default"));
+        assert_eq!(
+            keys.open("p:", &other, &value).unwrap_err(),
+            Unopened::Forged
+        );
+        // The same name under another store prefix (copied to another environment).
+        assert_eq!(
+            keys.open("q:", &name, &value).unwrap_err(),
+            Unopened::Forged
+        );
         // Sealed by another credential.
         let stranger = Keyring::derive(b"another secret");
         assert_eq!(
-            stranger.open(&name, &value).unwrap_err(),
+            stranger.open("p:", &name, &value).unwrap_err(),
             Unopened::OtherKey
         );
         // A flipped bit, a truncation, garbage.
         let mut flipped = value.clone();
         *flipped.last_mut().unwrap() ^= 1;
-        assert_eq!(keys.open(&name, &flipped).unwrap_err(), Unopened::Forged);
-        assert_eq!(keys.open(&name, &value[..5]).unwrap_err(), Unopened::Format);
-        assert_eq!(keys.open(&name, b"garbage").unwrap_err(), Unopened::Format);
+        assert_eq!(
+            keys.open("p:", &name, &flipped).unwrap_err(),
+            Unopened::Forged
+        );
+        assert_eq!(
+            keys.open("p:", &name, &value[..5]).unwrap_err(),
+            Unopened::Format
+        );
+        assert_eq!(
+            keys.open("p:", &name, b"garbage").unwrap_err(),
+            Unopened::Format
+        );
     }
 
     #[test]
     fn after_a_rotation_both_generations_open_and_writes_go_to_the_new_one() {
         let old = Keyring::derive(b"secret one");
         let b = binding("api://x/.default");
-        let old_name = old.name("", &b);
-        let old_value = old.seal(&old_name, &entry("old.token.x")).unwrap();
+        let old_name = old.name(&b);
+        let old_value = old.seal("p:", &old_name, &entry("old.token.x")).unwrap();
 
         let mut rotated = Keyring::derive(b"secret one");
         assert!(!rotated.rotate_to(b"secret one"));
         assert!(rotated.rotate_to(b"secret two"));
-        let names = rotated.names("", &b);
+        let names = rotated.names(&b);
         assert_eq!(names.len(), 2);
         assert_ne!(names[0], old_name);
         assert_eq!(names[1], old_name);
-        assert_eq!(rotated.name("", &b), names[0]);
+        assert_eq!(rotated.name(&b), names[0]);
         assert_eq!(
-            rotated.open(&old_name, &old_value).unwrap().token.as_str(),
+            rotated
+                .open("p:", &old_name, &old_value)
+                .unwrap()
+                .token
+                .as_str(),
             "old.token.x"
         );
-        let new_value = rotated.seal(&names[0], &entry("new.token.x")).unwrap();
+        let new_value = rotated
+            .seal("p:", &names[0], &entry("new.token.x"))
+            .unwrap();
         assert_eq!(
-            rotated.open(&names[0], &new_value).unwrap().token.as_str(),
+            rotated
+                .open("p:", &names[0], &new_value)
+                .unwrap()
+                .token
+                .as_str(),
             "new.token.x"
         );
         // A replica still on the old secret cannot read the new generation.
-        assert!(old.open(&names[0], &new_value).is_err());
+        assert!(old.open("p:", &names[0], &new_value).is_err());
+
+        // Once retired, the old generation is neither named nor opened.
+        assert!(rotated.retire_previous());
+        assert_eq!(rotated.names(&b), [names[0].clone()]);
+        assert_eq!(
+            rotated.open("p:", &old_name, &old_value).unwrap_err(),
+            Unopened::OtherKey
+        );
+        assert!(!rotated.retire_previous());
     }
 
     #[test]

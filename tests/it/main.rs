@@ -36,6 +36,8 @@ mod rotation;
 #[cfg(feature = "redis")]
 mod shared_cache;
 #[cfg(feature = "redis")]
+mod shared_cache_rotation;
+#[cfg(feature = "redis")]
 mod shared_cache_store;
 #[cfg(feature = "retry")]
 mod stack;

@@ -300,17 +300,73 @@ async fn a_holder_that_died_holding_the_lease_holds_the_fleet_up_one_lease_at_mo
     );
 }
 
+/// A credential of the user's: `identity` says whose tokens it gets, when it knows.
+#[derive(Debug)]
+struct Custom {
+    identity: Option<(String, String)>,
+}
+
+impl tower_entra::Credential for Custom {
+    fn request_token<'a>(
+        &'a self,
+        _request: tower_entra::TokenRequest<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<tower_entra::AccessToken, tower_entra::TokenError>>
+    {
+        Box::pin(async { tower_entra::AccessToken::new("a.b.c", Duration::from_secs(3600)) })
+    }
+
+    fn identity(&self) -> Option<(&str, &str)> {
+        self.identity
+            .as_ref()
+            .map(|(tenant, client)| (tenant.as_str(), client.as_str()))
+    }
+}
+
 #[tokio::test]
 async fn credentials_that_cannot_share_say_so_when_built() {
     let fleet = Fleet::start().await;
     let cache = fleet.cache();
-    let managed = tower_entra::ManagedIdentityCredential::new().unwrap();
-    let e = TokenProvider::builder(managed, SCOPE)
+    let key = || EncryptionKey::from_bytes([7u8; 32].to_vec()).unwrap();
+    // Refused whatever the key: the platform's and the developer's own tokens.
+    let refused = |credential: Box<dyn tower_entra::Credential>, named: &str| {
+        let e = TokenProvider::builder(
+            std::sync::Arc::<dyn tower_entra::Credential>::from(credential),
+            SCOPE,
+        )
+        .shared_cache(cache.clone())
+        .encryption_key(key())
+        .build()
+        .unwrap_err();
+        assert_eq!(e.kind(), TokenErrorKind::Configuration);
+        assert!(e.to_string().contains(named), "{e}");
+    };
+    refused(
+        Box::new(tower_entra::ManagedIdentityCredential::new().unwrap()),
+        "managed identity",
+    );
+    refused(
+        Box::new(tower_entra::AzureCliCredential::new()),
+        "Azure CLI",
+    );
+    refused(
+        Box::new(tower_entra::AzureDeveloperCliCredential::new()),
+        "Azure Developer CLI",
+    );
+    // A credential of yours: only with an identity (whose tokens) and a key.
+    refused(Box::new(Custom { identity: None }), "no identity");
+    let custom = || Custom {
+        identity: Some((fleet.app.tenant_id.clone(), fleet.app.client_id.clone())),
+    };
+    let e = TokenProvider::builder(custom(), SCOPE)
         .shared_cache(cache.clone())
         .build()
         .unwrap_err();
-    assert_eq!(e.kind(), TokenErrorKind::Configuration);
-    assert!(e.to_string().contains("managed identity"), "{e}");
+    assert!(e.to_string().contains("encryption_key"), "{e}");
+    TokenProvider::builder(custom(), SCOPE)
+        .shared_cache(cache.clone())
+        .encryption_key(key())
+        .build()
+        .unwrap();
 
     // No secret of its own: needs an encryption key.
     let assertion = || {
@@ -329,7 +385,108 @@ async fn credentials_that_cannot_share_say_so_when_built() {
     assert!(e.to_string().contains("encryption_key"), "{e}");
     TokenProvider::builder(assertion(), SCOPE)
         .shared_cache(cache)
-        .encryption_key(EncryptionKey::from_bytes([7u8; 32].to_vec()).unwrap())
+        .encryption_key(key())
         .build()
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_value_copied_from_one_key_prefix_to_another_does_not_open() {
+    let fleet = Fleet::start().await;
+    let in_env = |prefix: &str| {
+        TokenProvider::builder(fleet.credential(SECRET), SCOPE)
+            .shared_cache(
+                RedisTokenCache::builder(fleet.redis.url())
+                    .key_prefix(prefix)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let staging_token = in_env("staging:").token().await.unwrap();
+    in_env("prod:").token().await.unwrap();
+    let key = |prefix: &str| {
+        fleet
+            .entry_keys()
+            .into_iter()
+            .find(|k| k.starts_with(prefix))
+            .unwrap()
+    };
+    let (staging, prod) = (key("staging:"), key("prod:"));
+    // The prefix is part of the name's HMAC: the two environments' names differ past it.
+    assert_ne!(staging["staging:".len()..], prod["prod:".len()..]);
+
+    // Staging's value copied over prod's entry: it does not open there (the prefix is in the
+    // seal's associated data), so prod asks Entra and overwrites it.
+    fleet.redis.cli(&["COPY", &staging, &prod, "REPLACE"]);
+    let requests = fleet.emulator.token_requests();
+    let replica = in_env("prod:");
+    let token = replica.token().await.unwrap();
+    assert!(
+        !token.same_token(&staging_token),
+        "staging's token served in prod"
+    );
+    assert_eq!(replica.stats().shared_cache_hits, 0);
+    assert_eq!(fleet.emulator.token_requests(), requests + 1);
+}
+
+#[tokio::test]
+async fn a_tenants_token_is_shared_fleet_wide_in_its_own_entry() {
+    let fleet = Fleet::start().await;
+    let saas = fleet.emulator.register_app(
+        &fleet.emulator.tenant_id(),
+        App::new("saas").multi_tenant().with_secret(SECRET),
+    );
+    let contoso = fleet.emulator.add_tenant();
+    // A domain name: the token's `tid` (a GUID) cannot be compared with it, so only the entry's
+    // binding keeps the home tenant's token from being served for contoso.
+    fleet
+        .emulator
+        .add_domain(&contoso, "contoso.onmicrosoft.com");
+    fleet.emulator.grant_admin_consent(&saas, &contoso);
+    let replica = || {
+        let credential = ClientSecretCredential::builder(&saas.tenant_id, &saas.client_id, SECRET)
+            .authority_host(fleet.emulator.authority_host())
+            .additionally_allowed_tenants(["contoso.onmicrosoft.com"])
+            .build()
+            .unwrap();
+        TokenProvider::builder(credential, SCOPE)
+            .shared_cache(fleet.cache())
+            .build()
+            .unwrap()
+    };
+    let (first, second) = (replica(), replica());
+
+    // The home tenant's entry first: it must not be served for contoso.
+    let home = first.token().await.unwrap();
+    let in_contoso = first
+        .for_tenant("contoso.onmicrosoft.com")
+        .unwrap()
+        .token()
+        .await
+        .unwrap();
+    assert!(
+        !in_contoso.same_token(&home),
+        "the home token served for contoso"
+    );
+    assert_eq!(fleet.emulator.token_requests_to(&contoso), 1);
+
+    // The other replica's contoso provider reads contoso's entry: one request in all.
+    let theirs = second.for_tenant("contoso.onmicrosoft.com").unwrap();
+    assert!(theirs.token().await.unwrap().same_token(&in_contoso));
+    assert_eq!(theirs.stats().shared_cache_hits, 1);
+    assert_eq!(fleet.emulator.token_requests_to(&contoso), 1);
+
+    // And contoso's entry is not served for the home tenant.
+    let home_requests = fleet.emulator.token_requests_to(&saas.tenant_id);
+    let fresh = replica();
+    let fresh_home = fresh.token().await.unwrap();
+    assert!(fresh_home.same_token(&home), "{:?}", fresh.stats());
+    assert!(!fresh_home.same_token(&in_contoso));
+    assert_eq!(
+        fleet.emulator.token_requests_to(&saas.tenant_id),
+        home_requests
+    );
+    assert_eq!(fleet.entry_keys().len(), 2, "one entry per tenant");
 }

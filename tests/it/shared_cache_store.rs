@@ -23,7 +23,8 @@ async fn values_live_under_the_prefix_until_their_time_to_live() {
         Some(&b"sealed bytes"[..])
     );
     assert_eq!(server.keys(), ["staging:entry"]);
-    let pttl: u64 = server
+    // -1: no time to live (the value would outlive its token).
+    let pttl: i64 = server
         .cli(&["PTTL", "staging:entry"])
         .trim()
         .parse()
