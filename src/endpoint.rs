@@ -203,9 +203,9 @@ pub(crate) fn parse_error_response(
         );
     }
     let kind = if status >= 500 || status == 429 || status == 408 {
-        crate::TokenErrorKind::Transient
+        crate::error::TokenErrorKind::Transient
     } else {
-        crate::TokenErrorKind::InvalidResponse
+        crate::error::TokenErrorKind::InvalidResponse
     };
     TokenError::new(
         kind,
@@ -220,7 +220,7 @@ pub(crate) fn parse_error_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TokenErrorKind;
+    use crate::error::TokenErrorKind;
 
     fn parse(body: &str) -> Result<AccessToken, TokenError> {
         parse_token_response(body.as_bytes(), Instant::now(), SystemTime::now())
@@ -424,7 +424,7 @@ mod properties {
     use serde_json::Value;
 
     use super::*;
-    use crate::TokenErrorKind;
+    use crate::error::TokenErrorKind;
 
     /// A JSON value of any shape, a few levels deep (no floats: they need not print back
     /// exactly).

@@ -268,8 +268,10 @@ impl Credential for AzureCliCredential {
 
     /// A developer's own sign-in: never in a cache other processes share.
     #[cfg(feature = "shared-cache")]
-    fn cache_binding(&self) -> crate::CacheBinding {
-        crate::CacheBinding::refused("the Azure CLI credential (a developer's own sign-in)")
+    fn cache_binding(&self) -> crate::shared_cache::CacheBinding {
+        crate::shared_cache::CacheBinding::refused(
+            "the Azure CLI credential (a developer's own sign-in)",
+        )
     }
 }
 

@@ -280,8 +280,8 @@ impl Credential for AzureDeveloperCliCredential {
     }
 
     #[cfg(feature = "shared-cache")]
-    fn cache_binding(&self) -> crate::CacheBinding {
-        crate::CacheBinding::refused(
+    fn cache_binding(&self) -> crate::shared_cache::CacheBinding {
+        crate::shared_cache::CacheBinding::refused(
             "the Azure Developer CLI credential (a developer's own sign-in)",
         )
     }

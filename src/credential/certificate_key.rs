@@ -738,7 +738,7 @@ mod tests {
                 + &pem("ENCRYPTED PRIVATE KEY", &scrypt_key(n, r, p));
             let e =
                 ClientCertificate::from_pem_with_password(text, "fixture-password").unwrap_err();
-            assert_eq!(e.kind(), crate::TokenErrorKind::Configuration, "{e}");
+            assert_eq!(e.kind(), crate::error::TokenErrorKind::Configuration, "{e}");
             assert!(e.message().contains(said), "{said}: {e}");
             assert!(e.message().contains("ENCRYPTED PRIVATE KEY"), "{e}");
         }
@@ -791,7 +791,7 @@ mod tests {
             let authenticated_safe = sequence(&[&data(&safe_contents)]);
             let pfx = sequence(&[&[0x02, 0x01, 0x03], &data(&authenticated_safe)]);
             let e = ClientCertificate::from_pkcs12(&pfx, Some("fixture-password")).unwrap_err();
-            assert_eq!(e.kind(), crate::TokenErrorKind::Configuration, "{e}");
+            assert_eq!(e.kind(), crate::error::TokenErrorKind::Configuration, "{e}");
             assert!(e.message().contains(said), "{said}: {e}");
             assert!(e.message().contains("PKCS#12"), "{e}");
         }

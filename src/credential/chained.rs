@@ -213,11 +213,11 @@ impl Credential for ChainedCredential {
     /// The remembered credential's binding, else the first credential's: whose tokens a
     /// shared cache would hold.
     #[cfg(feature = "shared-cache")]
-    fn cache_binding(&self) -> crate::CacheBinding {
+    fn cache_binding(&self) -> crate::shared_cache::CacheBinding {
         self.links
             .get(self.answered.load(Ordering::Relaxed))
             .or(self.links.first())
-            .map_or_else(crate::CacheBinding::unknown, |link| {
+            .map_or_else(crate::shared_cache::CacheBinding::unknown, |link| {
                 link.credential.cache_binding()
             })
     }

@@ -347,7 +347,7 @@ pub(crate) mod tests {
     /// so that a provider's liveness deadline never cuts a healthy fetch short.
     #[test]
     fn the_timeout_covers_the_managed_identity_step() {
-        let mi = crate::ManagedIdentityCredential::builder()
+        let mi = crate::credential::ManagedIdentityCredential::builder()
             .environment(|_| None)
             .transport(Offline)
             .timeout(Duration::from_secs(3))

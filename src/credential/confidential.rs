@@ -140,8 +140,8 @@ impl<A: ClientAuthentication> Credential for ConfidentialClientCredential<A> {
     }
 
     #[cfg(feature = "shared-cache")]
-    fn cache_binding(&self) -> crate::CacheBinding {
-        crate::CacheBinding::confidential(
+    fn cache_binding(&self) -> crate::shared_cache::CacheBinding {
+        crate::shared_cache::CacheBinding::confidential(
             self.client.token_url().as_str(),
             self.client.tenant_id(),
             self.client.client_id(),

@@ -468,7 +468,7 @@ impl Credential for DefaultCredential {
     }
 
     #[cfg(feature = "shared-cache")]
-    fn cache_binding(&self) -> crate::CacheBinding {
+    fn cache_binding(&self) -> crate::shared_cache::CacheBinding {
         self.chain.cache_binding()
     }
 }

@@ -242,7 +242,7 @@ impl Credential for EnvironmentCredential {
     }
 
     #[cfg(feature = "shared-cache")]
-    fn cache_binding(&self) -> crate::CacheBinding {
+    fn cache_binding(&self) -> crate::shared_cache::CacheBinding {
         self.inner.cache_binding()
     }
 
@@ -272,7 +272,7 @@ mod tests {
         ];
         let none = from(&ids).unwrap();
         let e = none.check_tenant("contoso.onmicrosoft.com").unwrap_err();
-        assert_eq!(e.kind(), crate::TokenErrorKind::TenantNotAllowed);
+        assert_eq!(e.kind(), crate::error::TokenErrorKind::TenantNotAllowed);
         assert!(none.check_tenant("HOME.onmicrosoft.com").is_ok());
         let mut listed = ids.to_vec();
         listed.push((
@@ -294,7 +294,7 @@ mod tests {
     #[test]
     fn names_the_missing_variable() {
         let e = from(&[("AZURE_CLIENT_SECRET", "s")]).unwrap_err();
-        assert_eq!(e.kind(), crate::TokenErrorKind::Configuration, "{e}");
+        assert_eq!(e.kind(), crate::error::TokenErrorKind::Configuration, "{e}");
         assert!(e.to_string().contains("AZURE_TENANT_ID"), "{e}");
         let e = from(&[("AZURE_TENANT_ID", "t"), ("AZURE_CLIENT_SECRET", "s")]).unwrap_err();
         assert!(e.to_string().contains("AZURE_CLIENT_ID"), "{e}");
@@ -444,7 +444,7 @@ mod tests {
             let e = from(&vars).unwrap_err();
             assert_eq!(
                 e.kind(),
-                crate::TokenErrorKind::Unavailable,
+                crate::error::TokenErrorKind::Unavailable,
                 "{vars:?}: {e}"
             );
             assert!(

@@ -152,8 +152,8 @@ pub trait Credential: fmt::Debug + Send + Sync + 'static {
     /// [`EncryptionKey`](crate::EncryptionKey). A credential that wraps another returns the
     /// other's.
     #[cfg(feature = "shared-cache")]
-    fn cache_binding(&self) -> crate::CacheBinding {
-        crate::CacheBinding::unknown()
+    fn cache_binding(&self) -> crate::shared_cache::CacheBinding {
+        crate::shared_cache::CacheBinding::unknown()
     }
 
     /// Whether this credential gets tokens in `tenant` (a GUID or a domain) when a
@@ -193,7 +193,7 @@ impl<C: Credential + ?Sized> Credential for Arc<C> {
     }
 
     #[cfg(feature = "shared-cache")]
-    fn cache_binding(&self) -> crate::CacheBinding {
+    fn cache_binding(&self) -> crate::shared_cache::CacheBinding {
         (**self).cache_binding()
     }
 
@@ -218,7 +218,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.message(), "answered by the shared credential");
         // Where any credential goes, a shared one goes too.
-        crate::TokenProvider::new(shared.clone(), "api://x/.default").unwrap();
-        crate::TokenProvider::new(Arc::new(shared), "api://x/.default").unwrap();
+        crate::provider::TokenProvider::new(shared.clone(), "api://x/.default").unwrap();
+        crate::provider::TokenProvider::new(Arc::new(shared), "api://x/.default").unwrap();
     }
 }

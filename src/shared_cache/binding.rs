@@ -159,7 +159,7 @@ impl fmt::Debug for CacheBinding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TokenErrorKind;
+    use crate::error::TokenErrorKind;
 
     #[test]
     fn who_may_share_and_with_which_key() {

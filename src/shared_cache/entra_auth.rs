@@ -11,7 +11,7 @@ use redis::auth::{BasicAuth, StreamingCredentialsProvider};
 use redis::{ErrorKind, RedisError, RedisResult};
 use serde::Deserialize;
 
-use crate::TokenProvider;
+use crate::provider::TokenProvider;
 use crate::token::AccessToken;
 
 /// How often the provider is asked whether it holds a new token: a quarter of the time the token

@@ -9,8 +9,8 @@ use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::OnceCell;
 
-use crate::TokenProvider;
 use crate::error::TokenError;
+use crate::provider::TokenProvider;
 use crate::shared_cache::entra_auth::EntraRedisAuth;
 use crate::shared_cache::{Breaker, BreakerSettings, SharedCacheError, SharedTokenCache};
 
@@ -363,7 +363,11 @@ mod tests {
             "unix:///tmp/hunter2.sock",
         ] {
             let e = RedisTokenCache::new(url).unwrap_err();
-            assert_eq!(e.kind(), crate::TokenErrorKind::Configuration, "{url}");
+            assert_eq!(
+                e.kind(),
+                crate::error::TokenErrorKind::Configuration,
+                "{url}"
+            );
             assert!(!e.to_string().contains("hunter2"), "{e}");
         }
         let cache = RedisTokenCache::new("rediss://user:hunter2@cache.example.net:6380/0").unwrap();

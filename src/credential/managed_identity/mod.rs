@@ -486,8 +486,8 @@ impl Credential for ManagedIdentityCredential {
     /// The platform already caches managed identity tokens on each host, and anyone reaching
     /// the endpoint gets them: no shared cache.
     #[cfg(feature = "shared-cache")]
-    fn cache_binding(&self) -> crate::CacheBinding {
-        crate::CacheBinding::refused(
+    fn cache_binding(&self) -> crate::shared_cache::CacheBinding {
+        crate::shared_cache::CacheBinding::refused(
             "managed identity (its endpoint caches tokens on each host already)",
         )
     }

@@ -340,7 +340,11 @@ mod tests {
             "<html>",
         ] {
             let e = parse(body).unwrap_err();
-            assert_eq!(e.kind(), crate::TokenErrorKind::InvalidResponse, "{body}");
+            assert_eq!(
+                e.kind(),
+                crate::error::TokenErrorKind::InvalidResponse,
+                "{body}"
+            );
             assert!(!format!("{e} {e:?}").contains("secret-token-value"), "{e}");
         }
     }

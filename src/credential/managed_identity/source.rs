@@ -339,7 +339,7 @@ mod tests {
             ),
         ] {
             let e = detect(&vars).unwrap_err();
-            assert_eq!(e.kind(), crate::TokenErrorKind::Configuration, "{e}");
+            assert_eq!(e.kind(), crate::error::TokenErrorKind::Configuration, "{e}");
             for name in names {
                 assert!(e.message().contains(name), "{vars:?}: {e}");
             }
@@ -357,7 +357,7 @@ mod tests {
             (IDENTITY_SERVER_THUMBPRINT, THUMB),
         ])
         .unwrap_err();
-        assert_eq!(e.kind(), crate::TokenErrorKind::Configuration, "{e}");
+        assert_eq!(e.kind(), crate::error::TokenErrorKind::Configuration, "{e}");
         assert!(e.message().contains("https"), "{e}");
         assert!(e.message().contains("http://10.0.0.4:2377"), "{e}");
     }
@@ -405,7 +405,7 @@ mod tests {
                 (arc(endpoint), IDENTITY_ENDPOINT, "Azure Arc"),
             ] {
                 let e = e.unwrap_err();
-                assert_eq!(e.kind(), crate::TokenErrorKind::Configuration, "{e}");
+                assert_eq!(e.kind(), crate::error::TokenErrorKind::Configuration, "{e}");
                 assert!(e.message().contains(name), "{endpoint}: {e}");
                 assert!(e.message().contains(secret), "{endpoint}: {e}");
                 assert!(e.message().contains("in clear"), "{endpoint}: {e}");

@@ -224,7 +224,7 @@ mod tests {
             ),
         ] {
             let e = from(&vars).unwrap_err();
-            assert_eq!(e.kind(), crate::TokenErrorKind::Configuration, "{e}");
+            assert_eq!(e.kind(), crate::error::TokenErrorKind::Configuration, "{e}");
             assert!(e.message().contains(named), "{vars:?}: {e}");
         }
     }

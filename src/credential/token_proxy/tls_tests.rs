@@ -195,7 +195,7 @@ impl Setup {
     }
 }
 
-async fn token(c: &WorkloadIdentityCredential) -> Result<crate::AccessToken, TokenError> {
+async fn token(c: &WorkloadIdentityCredential) -> Result<crate::token::AccessToken, TokenError> {
     c.request_token(TokenRequest::new(Emulator::DEMO_API_SCOPE))
         .await
 }
