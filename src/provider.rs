@@ -16,9 +16,12 @@
 //! [`TokenProvider::lease`] serves a cached token with no lock, no shared write, no allocation
 //! and, while the token is known fresh, no precise clock read (`benches/hot_path` measures it).
 //! Each mechanism says in its module what it buys, measured, and why it is sound: each thread's
-//! own copy of the token and the slot table that finds it ([`local`]; the free slots are kept
-//! lowest first, which buys short tables, not speed); the fresh bit and its timer, and the
-//! coarse wall and monotonic clocks, with the four freshness checks and the clock each reads ([`watch`]).
+//! own copy of the tokens it serves repeatedly, in a bounded table found by the provider's slot,
+//! and the lease each provider publishes for the threads that keep no copy of it ([`local`];
+//! the free slots are kept lowest first, so that the providers alive spread over a table's
+//! entries); the fresh bit and its timer, and the coarse wall and monotonic clocks, with the
+//! four freshness checks and the clock each reads ([`watch`]). A request naming a tenant is
+//! served from the tenant's provider in place, without a count taken on it ([`tenants`]).
 //!
 //! # One `perform`, and why a changed token is always published
 //!
@@ -129,6 +132,8 @@ struct Inner {
     /// [`local`]) while this has not moved; also says whether the token is before its refresh
     /// point (see [`watch`]).
     generation: Generation,
+    /// `current` as a lease, for threads that keep no copy of it (see [`local`]).
+    published: local::Published,
     /// Clears the fresh bit of `generation` at the published token's refresh point.
     refresh_timer: RefreshTimer,
     /// Where each thread keeps its copy of the token (see [`local`]).
@@ -153,6 +158,14 @@ struct Inner {
 enum TenantsLink {
     Home(Arc<tenants::TenantProviders>),
     Member(std::sync::Weak<tenants::TenantProviders>),
+}
+
+/// What a request gets from a provider ([`TokenProvider::lease_in`]).
+pub(crate) enum Leased {
+    /// This thread's lease on the cached token.
+    Cached(Lease),
+    /// No usable token: the provider to wait on.
+    Cold(TokenProvider),
 }
 
 type SharedFetch = Shared<BoxFuture<'static, Result<AccessToken, TokenError>>>;
@@ -240,28 +253,60 @@ impl TokenProvider {
     /// [`for_tenant`](Self::for_tenant) for a tenant already in lower case: no allocation when
     /// the tenant has its provider.
     pub(crate) fn in_tenant(&self, tenant: &crate::Tenant) -> Result<TokenProvider, TokenError> {
+        self.serve_in(tenant, TokenProvider::clone)
+    }
+
+    /// What a request naming `tenant` (or none: this provider's own) gets: this thread's lease
+    /// on the cached token of the provider for that tenant, or that provider, to wait on. A
+    /// cached request takes no count on the provider (see [`tenants`]).
+    pub(crate) fn lease_in(&self, tenant: Option<&crate::Tenant>) -> Result<Leased, TokenError> {
+        match tenant {
+            None => Ok(self.leased()),
+            Some(tenant) => self.serve_in(tenant, TokenProvider::leased),
+        }
+    }
+
+    fn leased(&self) -> Leased {
+        match self.lease() {
+            Some(lease) => Leased::Cached(lease),
+            None => Leased::Cold(self.clone()),
+        }
+    }
+
+    /// `serve` run on the provider for `tenant`, borrowed where it is held; made (checked) on
+    /// first use. The provider of a tenant takes a count on its home provider's tenants, so
+    /// that the home provider can be dropped.
+    fn serve_in<T>(
+        &self,
+        tenant: &crate::Tenant,
+        serve: impl Fn(&TokenProvider) -> T,
+    ) -> Result<T, TokenError> {
         let tenant = tenant.as_str();
         if self.inner.tenant.as_deref() == Some(tenant) {
-            return Ok(self.clone());
+            return Ok(serve(self));
         }
+        let upgraded;
         let registry = match &self.inner.tenants {
-            TenantsLink::Home(registry) => registry.clone(),
-            TenantsLink::Member(registry) => registry.upgrade().ok_or_else(|| {
-                TokenError::configuration(
-                    "this tenant's provider outlived the provider it came from; call for_tenant on that provider",
-                )
-            })?,
+            TenantsLink::Home(registry) => registry,
+            TenantsLink::Member(registry) => {
+                upgraded = registry.upgrade().ok_or_else(|| {
+                    TokenError::configuration(
+                        "this tenant's provider outlived the provider it came from; call for_tenant on that provider",
+                    )
+                })?;
+                &upgraded
+            }
         };
-        if let Some(entry) = registry.get_cached(tenant) {
-            return Ok(entry);
+        if let Some(served) = registry.with_cached(tenant, &serve) {
+            return Ok(served);
         }
         check_requested(tenant)?;
         let home = self.inner.credential.identity().map(|(home, _)| home);
         if self.inner.tenant.is_none() && home.is_some_and(|h| h.eq_ignore_ascii_case(tenant)) {
-            return Ok(self.clone());
+            return Ok(serve(self));
         }
         self.inner.credential.check_tenant(tenant)?;
-        registry.add(tenant)
+        Ok(serve(&registry.add(tenant)?))
     }
 
     /// A token that is valid now: the cached one, or a fresh one from the single fetch in flight.
@@ -295,17 +340,7 @@ impl TokenProvider {
     /// core reads (see [`local`]).
     pub(crate) fn lease(&self) -> Option<Lease> {
         let published = self.inner.generation.read();
-        let lease = match local::find(&self.inner, published.generation) {
-            Some(lease) => lease,
-            None => {
-                let guard = self.inner.current.load();
-                let Some(cached) = guard.as_ref() else {
-                    local::forget(&self.inner);
-                    return None;
-                };
-                local::hold(&self.inner, published.generation, cached)
-            }
-        };
+        let lease = local::lease(&self.inner, published.generation)?;
         // The wall clock first, coarse and cheap: it goes on while the machine is suspended,
         // and it stands in for the refresh timer should that be stuck on an undriven runtime.
         match lease.by_wall_clock() {
@@ -316,7 +351,11 @@ impl TokenProvider {
             // Known fresh, with a timer to say otherwise, and not past the refresh point by the
             // monotonic clock (the timer's runtime may no longer be driven, and the wall clock
             // may have been stepped back): no precise clock needed.
-            Freshness::Fresh if published.fresh && lease.fresh_by_monotonic_clock() => {
+            Freshness::Fresh
+                if published.fresh
+                    && lease.generation() == Some(published.generation)
+                    && lease.fresh_by_monotonic_clock() =>
+            {
                 return Some(lease);
             }
             Freshness::Fresh | Freshness::RefreshDue => {}
@@ -576,10 +615,13 @@ mod engine {
 
     /// Publishes the state's token to the lock-free readers. Called under the state's lock.
     fn publish(inner: &Arc<Inner>, current: Option<&Arc<Cached>>) {
-        let current = current.cloned();
-        let refresh_at = current.as_ref().map(|c| c.refresh_at);
-        inner.current.store(current);
-        watch::publish(inner, refresh_at);
+        let generation = inner.generation.next();
+        let refresh_at = current.map(|c| c.refresh_at);
+        inner
+            .published
+            .store(inner, current.map(|c| &**c), generation);
+        inner.current.store(current.cloned());
+        watch::publish(inner, generation, refresh_at);
     }
 }
 

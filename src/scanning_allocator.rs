@@ -1,6 +1,6 @@
 //! The lib's unit tests run on an allocator that, while a test scans, counts freed blocks still
 //! holding that test's needle (a secret freed without being zeroed); when not scanning it is the
-//! system allocator. One scan at a time (tests run on several threads: a scan waits for the one
+//! system allocator; it also counts a thread's allocations for [`allocations_by`]. One scan at a time (tests run on several threads: a scan waits for the one
 //! before it to finish); blocks freed by other tests meanwhile are checked too, so needles are
 //! unique to their test. (The integration tests' twin is tests/support/scanning_allocator.rs.)
 
@@ -21,10 +21,12 @@ struct ScanningAllocator;
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for ScanningAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_allocation();
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_allocation();
         unsafe { System.alloc_zeroed(layout) }
     }
 
@@ -42,6 +44,23 @@ unsafe impl GlobalAlloc for ScanningAllocator {
         }
         unsafe { System.dealloc(ptr, layout) }
     }
+}
+
+thread_local! {
+    /// This thread's allocations while [`allocations_by`] counts them.
+    static ALLOCATIONS: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+fn count_allocation() {
+    // `try_with`: thread-local storage may be gone while a thread exits.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get().map(|n| n + 1)));
+}
+
+/// How many allocations `f` made on this thread.
+pub(crate) fn allocations_by(f: impl FnOnce()) -> u64 {
+    ALLOCATIONS.with(|n| n.set(Some(0)));
+    f();
+    ALLOCATIONS.with(|n| n.take()).unwrap_or_default()
 }
 
 #[global_allocator]

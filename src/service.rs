@@ -10,7 +10,7 @@ use crate::authorize::AuthorizeRequest;
 use crate::destination::{Decision, LastDestination, ProviderRoutes, Targets};
 use crate::error::Error;
 use crate::future::ResponseFuture;
-use crate::provider::TokenProvider;
+use crate::provider::{Leased, TokenProvider};
 use crate::refusal::InspectResponse;
 
 /// Sets `Authorization: Bearer <token>` on each request, then calls the inner service.
@@ -111,28 +111,18 @@ where
             }
             Decision::Refuse(e) => return ResponseFuture::failed(e),
         };
-        let in_tenant;
-        let provider = match request.tenant() {
-            None => provider,
-            Some(tenant) => match provider.in_tenant(tenant) {
-                Ok(found) => {
-                    in_tenant = found;
-                    &in_tenant
-                }
-                Err(e) => return ResponseFuture::failed(e),
-            },
-        };
-        match provider.lease() {
-            Some(lease) => {
+        match provider.lease_in(request.tenant()) {
+            Err(e) => ResponseFuture::failed(e),
+            Ok(Leased::Cached(lease)) => {
                 request.set_authorization(lease.token().header_value().clone());
                 let future = self.inner.call(request);
                 ResponseFuture::calling(future, lease)
             }
-            None => {
+            Ok(Leased::Cold(provider)) => {
                 // Take the service that poll_ready readied; leave a fresh clone for the next call.
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::acquiring(provider.acquire(), ready, request, provider.clone())
+                ResponseFuture::acquiring(provider.acquire(), ready, request, provider)
             }
         }
     }

@@ -353,6 +353,7 @@ impl Settings {
                 capabilities: self.capabilities.clone(),
                 current: ArcSwapOption::empty(),
                 generation: Default::default(),
+                published: Default::default(),
                 refresh_timer: Default::default(),
                 slot: super::local::Slot::new(),
                 engine: Engine::new(State::new(self.fetch_budget)),

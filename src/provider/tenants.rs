@@ -2,8 +2,9 @@
 //! use, each with its own state, single flight, cache, backoff and stats, and dropped when idle.
 //!
 //! A request naming a tenant finds its provider in a map read without a lock (an `ArcSwap` of
-//! the map: no shared write but the refcount of the provider handed out) and marks it used on a
-//! coarse clock (whole seconds, written only when the second changed). Adding a tenant copies
+//! the map), serves it in place (the provider is borrowed from the map, not cloned: no count
+//! taken on it) and marks it used on a coarse clock (whole seconds, written only when the second
+//! changed): a cached request makes no shared write here. Adding a tenant copies
 //! the map under a lock, off the cached path, and sweeps it then: tenants idle past
 //! [`max_tenant_idle`](crate::TokenProviderBuilder::max_tenant_idle) go, and beyond
 //! [`max_tenants`](crate::TokenProviderBuilder::max_tenants) the least recently used go
@@ -91,8 +92,13 @@ impl TenantProviders {
             .as_secs()
     }
 
-    /// The provider of `tenant` (ASCII lower case) if it has one, marked used.
-    pub(super) fn get_cached(&self, tenant: &str) -> Option<TokenProvider> {
+    /// `serve` run on the provider of `tenant` (ASCII lower case) if it has one, marked used:
+    /// borrowed from the map, so that a cached request takes no count on it.
+    pub(super) fn with_cached<T>(
+        &self,
+        tenant: &str,
+        serve: impl FnOnce(&TokenProvider) -> T,
+    ) -> Option<T> {
         let providers = self.providers.load();
         let entry = providers.get(tenant)?;
         let now = self.now_secs();
@@ -101,7 +107,7 @@ impl TenantProviders {
         if entry.last_used.load(Ordering::Relaxed) != now {
             entry.last_used.store(now, Ordering::Relaxed);
         }
-        Some(entry.provider.clone())
+        Some(serve(&entry.provider))
     }
 
     /// How many tenants have a provider now.

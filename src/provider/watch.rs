@@ -36,11 +36,13 @@
 //!
 //! # The four freshness checks, and the clock each reads
 //!
-//! A cached request (`TokenProvider::lease`) serves its thread's copy after:
+//! A cached request (`TokenProvider::lease`) serves its thread's copy (or the provider's
+//! published lease, see [`local`](super::local)) after:
 //!
 //! 1. **The fresh bit** of the generation word: no clock. Set when a token is published, cleared
 //!    by a tokio timer at the token's refresh point, so it follows tokio's clock (a paused one in
-//!    tests).
+//!    tests). Trusted only for a lease of the generation read with it (a newer one, published
+//!    meanwhile, goes on to the clocks).
 //! 2. **The wall clock**, the kernel's coarse realtime clock, against the copy's refresh point
 //!    and end of use converted to the wall clock when the copy was made. Always read: it goes on
 //!    while the machine is suspended, which tokio's clock does not, so a token that expired
@@ -88,6 +90,11 @@ pub(super) struct Published {
 }
 
 impl Generation {
+    /// The generation the next publish is of. Under the state lock, as publishes are.
+    pub(super) fn next(&self) -> u64 {
+        (self.0.load(Ordering::Relaxed) >> 1) + 1
+    }
+
     pub(super) fn read(&self) -> Published {
         // Acquire: pairs with `publish`, so that a token loaded after this is at least as new
         // as this generation's (a newer one is copied again at the next request).
@@ -105,11 +112,11 @@ impl Generation {
 #[derive(Default)]
 pub(super) struct RefreshTimer(Mutex<Option<Pin<Box<Unconstrained<Sleep>>>>>);
 
-/// Publishes a new generation of `inner.current`, which was just stored: fresh until
-/// `refresh_at` when a token was stored and a tokio runtime is here to time it. Called under
-/// the state lock, so publishes never race one another; only timers clear bits meanwhile.
-pub(super) fn publish(inner: &Arc<Inner>, refresh_at: Option<Instant>) {
-    let generation = (inner.generation.0.load(Ordering::Relaxed) >> 1) + 1;
+/// Publishes `generation` ([`Generation::next`]) of `inner.current`, which was just stored:
+/// fresh until `refresh_at` when a token was stored and a tokio runtime is here to time it.
+/// Called under the state lock, so publishes never race one another; only timers clear bits
+/// meanwhile.
+pub(super) fn publish(inner: &Arc<Inner>, generation: u64, refresh_at: Option<Instant>) {
     let mut timer = match refresh_at {
         Some(at) if at > Instant::now() && Handle::try_current().is_ok() => Some(Box::pin(
             tokio::task::coop::unconstrained(tokio::time::sleep_until(at)),
