@@ -238,7 +238,7 @@ impl TokenProvider {
     /// # Ok(()) }
     /// ```
     pub fn for_tenant(&self, tenant: &str) -> Result<TokenProvider, TokenError> {
-        self.in_tenant(&crate::Tenant::new(tenant))
+        self.in_tenant(&crate::tenant::Tenant::new(tenant))
     }
 
     /// How many other tenants' providers this provider keeps now (see
@@ -252,14 +252,20 @@ impl TokenProvider {
 
     /// [`for_tenant`](Self::for_tenant) for a tenant already in lower case: no allocation when
     /// the tenant has its provider.
-    pub(crate) fn in_tenant(&self, tenant: &crate::Tenant) -> Result<TokenProvider, TokenError> {
+    pub(crate) fn in_tenant(
+        &self,
+        tenant: &crate::tenant::Tenant,
+    ) -> Result<TokenProvider, TokenError> {
         self.serve_in(tenant, TokenProvider::clone)
     }
 
     /// What a request naming `tenant` (or none: this provider's own) gets: this thread's lease
     /// on the cached token of the provider for that tenant, or that provider, to wait on. A
     /// cached request takes no count on the provider (see [`tenants`]).
-    pub(crate) fn lease_in(&self, tenant: Option<&crate::Tenant>) -> Result<Leased, TokenError> {
+    pub(crate) fn lease_in(
+        &self,
+        tenant: Option<&crate::tenant::Tenant>,
+    ) -> Result<Leased, TokenError> {
         match tenant {
             None => Ok(self.leased()),
             Some(tenant) => self.serve_in(tenant, TokenProvider::leased),
@@ -278,7 +284,7 @@ impl TokenProvider {
     /// that the home provider can be dropped.
     fn serve_in<T>(
         &self,
-        tenant: &crate::Tenant,
+        tenant: &crate::tenant::Tenant,
         serve: impl Fn(&TokenProvider) -> T,
     ) -> Result<T, TokenError> {
         let tenant = tenant.as_str();

@@ -32,9 +32,9 @@ pub struct TokenProviderBuilder {
     client_capabilities: Vec<String>,
     meter: MeterChoice,
     #[cfg(feature = "shared-cache")]
-    shared_cache: Option<Arc<dyn crate::SharedTokenCache>>,
+    shared_cache: Option<Arc<dyn crate::shared_cache::SharedTokenCache>>,
     #[cfg(feature = "shared-cache")]
-    encryption_key: Option<crate::EncryptionKey>,
+    encryption_key: Option<crate::shared_cache::EncryptionKey>,
     tenant_limits: TenantLimits,
 }
 
@@ -225,7 +225,7 @@ impl TokenProviderBuilder {
     /// # Ok(()) }
     /// ```
     #[cfg(feature = "shared-cache")]
-    pub fn shared_cache(mut self, cache: impl crate::SharedTokenCache) -> Self {
+    pub fn shared_cache(mut self, cache: impl crate::shared_cache::SharedTokenCache) -> Self {
         self.shared_cache = Some(Arc::new(cache));
         self
     }
@@ -234,7 +234,7 @@ impl TokenProviderBuilder {
     /// no secret of its own (feature `shared-cache`); with one, it replaces the credential's
     /// secret. The same on every replica.
     #[cfg(feature = "shared-cache")]
-    pub fn encryption_key(mut self, key: crate::EncryptionKey) -> Self {
+    pub fn encryption_key(mut self, key: crate::shared_cache::EncryptionKey) -> Self {
         self.encryption_key = Some(key);
         self
     }
@@ -422,7 +422,7 @@ mod tests {
     #[test]
     fn a_shared_cache_moves_jitter_after_the_refresh_point() {
         let credential = || {
-            crate::ClientSecretCredential::new(
+            crate::credential::ClientSecretCredential::new(
                 "contoso",
                 "00000000-0000-0000-0000-000000000001",
                 "s",
@@ -432,7 +432,7 @@ mod tests {
         let scope = "api://x/.default";
         let plain = TokenProvider::builder(credential(), scope).build().unwrap();
         assert!(!plain.inner.options.jitter_after_point);
-        let cache = crate::RedisTokenCache::new("redis://127.0.0.1:1").unwrap();
+        let cache = crate::shared_cache::RedisTokenCache::new("redis://127.0.0.1:1").unwrap();
         let shared = TokenProvider::builder(credential(), scope)
             .shared_cache(cache)
             .build()

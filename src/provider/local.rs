@@ -460,11 +460,11 @@ mod tests {
     fn provider() -> TokenProvider {
         #[derive(Debug)]
         struct Never;
-        impl crate::Credential for Never {
+        impl crate::credential::Credential for Never {
             fn request_token<'a>(
                 &'a self,
-                _: crate::TokenRequest<'a>,
-            ) -> futures::future::BoxFuture<'a, Result<AccessToken, crate::TokenError>>
+                _: crate::credential::TokenRequest<'a>,
+            ) -> futures::future::BoxFuture<'a, Result<AccessToken, crate::error::TokenError>>
             {
                 Box::pin(std::future::pending())
             }
