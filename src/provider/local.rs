@@ -24,8 +24,9 @@
 //! copied at its second request and then costs what a single provider does, while providers
 //! asked in turn, more than the table holds, are never copied per request. (Two providers
 //! asked alternately whose slots share an entry, which takes more than [`COPIES`] providers
-//! alive, both stay on their published leases: served right and without allocating, on counts
-//! shared with other threads.)
+//! alive, copy nothing: one that held the copy keeps it, the other, and both when neither held
+//! one, stay on their published leases, served right and without allocating, on counts shared
+//! with other threads.)
 //!
 //! A lease names its provider weakly: the refusal path (a 401) upgrades it, the cached path
 //! never touches it. Copies of providers that are gone are dropped when the thread next copies
@@ -339,6 +340,12 @@ pub(super) fn lease(inner: &Arc<Inner>, generation: u64) -> Option<Lease> {
             match &entry.copy {
                 Some(copy) if copy.of(inner) => {
                     if copy.0.generation == Some(generation) {
+                        // "Asked twice in a row" means with no request of its own copy in
+                        // between: else two providers alternating at one entry would take the
+                        // copy from each other at every other request (an allocation each).
+                        if entry.missed != usize::MAX {
+                            entry.missed = usize::MAX;
+                        }
                         Decision::Serve(copy.clone())
                     } else {
                         Decision::Copy
@@ -571,6 +578,34 @@ mod tests {
         }
     }
 
+    /// A thread's copy stays while another provider at its entry is asked in between: the
+    /// other is served its published lease and copies nothing, never being asked twice in a row
+    /// there. Seen failing (the two took the copy from each other at every other request, with
+    /// allocations) with the miss mark kept across a request served from the copy.
+    #[test]
+    fn a_copy_stays_while_another_provider_at_its_entry_is_asked_in_between() {
+        let a = provider();
+        publish(&a, 1, Some("a.a.a"));
+        lease(&a.inner, 1);
+        let copy = lease(&a.inner, 1).unwrap();
+        let b = provider_at_entry_of(&a);
+        publish(&b, 1, Some("b.b.b"));
+        let mut served = Vec::with_capacity(16);
+        let allocations = allocations_by(|| {
+            for _ in 0..8 {
+                served.push(lease(&b.inner, 1));
+                served.push(lease(&a.inner, 1));
+            }
+        });
+        assert_eq!(allocations, 0, "alternating at one entry allocated");
+        for pair in served.chunks(2) {
+            let (b_lease, a_lease) = (pair[0].as_ref().unwrap(), pair[1].as_ref().unwrap());
+            assert_eq!(b_lease.token().secret(), "b.b.b");
+            assert!(is_published(&b, b_lease), "b stays on its published lease");
+            assert!(Arc::ptr_eq(&a_lease.0, &copy.0), "a keeps its copy");
+        }
+    }
+
     /// A dropped provider's slot goes to a new provider, whose requests find the old copy at
     /// their entry, under the same generation number: never served (the copy's `Weak` pins the
     /// old provider's address, so `Lease::of` tells them apart). Seen failing with the
@@ -658,11 +693,16 @@ mod tests {
     /// (Other tests make providers meanwhile, so slots are not all consecutive.)
     fn per_entry(per_entry: usize) -> Vec<TokenProvider> {
         let mut by_entry: Vec<Vec<TokenProvider>> = (0..COPIES).map(|_| Vec::new()).collect();
+        // Kept until the end: a provider dropped here would free its slot for the next one made,
+        // at the same full entry, again and again (the lowest free slot goes first).
+        let mut surplus = Vec::new();
         while by_entry.iter().any(|e| e.len() < per_entry) {
             let p = provider();
             let entry = &mut by_entry[p.inner.slot.entry()];
             if entry.len() < per_entry {
                 entry.push(p);
+            } else {
+                surplus.push(p);
             }
         }
         (0..per_entry)
@@ -778,13 +818,20 @@ mod tests {
     fn a_thread_keeps_a_copy_for_each_of_many_providers() {
         let _many = many_providers();
         // Dense slots give distinct entries, but other tests' providers take slots meanwhile.
-        let mut by_entry = std::collections::HashMap::new();
+        // Those at a taken entry are kept until the end: dropped, each would free its slot for
+        // the next one made, at the same entry (the lowest free slot goes first).
+        let (mut by_entry, mut surplus) = (std::collections::HashMap::new(), Vec::new());
         for _ in 0..10_000 {
             if by_entry.len() == 40 {
                 break;
             }
             let p = provider();
-            by_entry.entry(p.inner.slot.entry()).or_insert(p);
+            match by_entry.entry(p.inner.slot.entry()) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(p);
+                }
+                std::collections::hash_map::Entry::Occupied(_) => surplus.push(p),
+            }
         }
         assert_eq!(by_entry.len(), 40, "40 providers with an entry each");
         let providers: Vec<_> = by_entry.into_values().collect();
