@@ -14,11 +14,13 @@
 //! cargo bench --bench hot_path -- --quick # fewer rounds
 //! ```
 
+#[path = "support/interleaved.rs"]
+mod interleaved;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::hint::black_box;
-use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::FutureExt;
@@ -236,40 +238,6 @@ fn arms(
     ]
 }
 
-/// ns per request over `batch` requests on each of `threads` threads started together:
-/// aggregate wall time / all requests (so 2 threads doing twice the work in the same time give
-/// half the figure of one).
-fn measure(arm: &Arm, threads: usize, batch: u64) -> f64 {
-    let barrier = Arc::new(Barrier::new(threads + 1));
-    let done = Arc::new(Barrier::new(threads + 1));
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            let (barrier, done) = (barrier.clone(), done.clone());
-            scope.spawn(move || {
-                let mut send = arm();
-                // Warm: per-thread state, caches.
-                for _ in 0..1_000 {
-                    black_box(send());
-                }
-                barrier.wait();
-                for _ in 0..batch {
-                    black_box(send());
-                }
-                done.wait();
-            });
-        }
-        barrier.wait();
-        let started = Instant::now();
-        done.wait();
-        started.elapsed().as_nanos() as f64 / (batch * threads as u64) as f64
-    })
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (rounds, batch) = if quick { (5, 100_000) } else { (15, 300_000) };
@@ -333,29 +301,15 @@ fn main() {
         );
     }
 
-    let mut one: Vec<Vec<f64>> = vec![Vec::new(); arms.len()];
-    let mut many: Vec<Vec<f64>> = vec![Vec::new(); arms.len()];
-    for round in 0..rounds {
-        for k in 0..arms.len() {
-            let i = (k + round) % arms.len();
-            one[i].push(measure(&arms[i].1, 1, batch));
-            many[i].push(measure(&arms[i].1, cores, batch));
-        }
-    }
-
-    println!(
-        "\nns/request, medians of {rounds} interleaved batches of {batch} requests per thread; {cores} cores"
+    let names: Vec<&str> = arms.iter().map(|(name, _)| *name).collect();
+    let medians = interleaved::table(
+        &names,
+        |i, threads| interleaved::measure(&|_| (arms[i].1)(), threads, 1_000, batch),
+        rounds,
+        batch,
+        cores,
+        42,
     );
-    println!(
-        "{:<42} {:>10} {:>14} {:>12}",
-        "cached path", "1 caller", "1 per core", "throughput"
-    );
-    let mut medians = Vec::new();
-    for (i, (name, _)) in arms.iter().enumerate() {
-        let (m1, mn) = (median(&mut one[i]), median(&mut many[i]));
-        medians.push((m1, mn));
-        println!("{name:<42} {m1:>10.1} {mn:>14.1} {:>11.2}x", m1 / mn);
-    }
     let floor = medians[2].0;
     println!(
         "\nEntraAuth over the shared-HeaderValue floor, 1 caller: {:+.1} ns (budget: 50 ns)",

@@ -23,13 +23,16 @@
 //! cargo bench --bench tenants -- --time   # the times only
 //! ```
 
+#[path = "support/interleaved.rs"]
+mod interleaved;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -307,39 +310,6 @@ fn arms(home: &TokenProvider, token: &AccessToken) -> Vec<(&'static str, Arm)> {
     ]
 }
 
-/// ns per request over `batch` requests on each of `threads` threads started together:
-/// aggregate wall time / all requests.
-fn measure(arm: &Arm, threads: usize, batch: u64) -> f64 {
-    let barrier = Barrier::new(threads + 1);
-    let done = Barrier::new(threads + 1);
-    std::thread::scope(|scope| {
-        for thread in 0..threads {
-            let (barrier, done) = (&barrier, &done);
-            scope.spawn(move || {
-                let mut send = arm(thread);
-                // Warm: every tenant once and more, per-thread state, caches.
-                for _ in 0..2 * TENANTS {
-                    black_box(send());
-                }
-                barrier.wait();
-                for _ in 0..batch {
-                    black_box(send());
-                }
-                done.wait();
-            });
-        }
-        barrier.wait();
-        let started = Instant::now();
-        done.wait();
-        started.elapsed().as_nanos() as f64 / (batch * threads as u64) as f64
-    })
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn print_memory(title: &str, rows: &[(Pass, Vec<f64>)]) {
     println!("{title}");
     print!("  {:<16} {:>10}", "each thread", "1 thread");
@@ -409,28 +379,15 @@ fn main() {
         );
     }
 
-    let mut one: Vec<Vec<f64>> = vec![Vec::new(); arms.len()];
-    let mut many: Vec<Vec<f64>> = vec![Vec::new(); arms.len()];
-    for round in 0..rounds {
-        for k in 0..arms.len() {
-            let i = (k + round) % arms.len();
-            one[i].push(measure(&arms[i].1, 1, batch));
-            many[i].push(measure(&arms[i].1, cores, batch));
-        }
-    }
-    println!(
-        "\nns/request, medians of {rounds} interleaved batches of {batch} requests per thread; {cores} cores"
+    let names: Vec<&str> = arms.iter().map(|(name, _)| *name).collect();
+    let medians = interleaved::table(
+        &names,
+        |i, threads| interleaved::measure(&*arms[i].1, threads, 2 * TENANTS, batch),
+        rounds,
+        batch,
+        cores,
+        46,
     );
-    println!(
-        "{:<46} {:>10} {:>14} {:>12}",
-        "cached path", "1 caller", "1 per core", "throughput"
-    );
-    let mut medians = Vec::new();
-    for (i, (name, _)) in arms.iter().enumerate() {
-        let (m1, mn) = (median(&mut one[i]), median(&mut many[i]));
-        medians.push((m1, mn));
-        println!("{name:<46} {m1:>10.1} {mn:>14.1} {:>11.2}x", m1 / mn);
-    }
     println!(
         "\nover the floor, 1 caller (budget: 100 ns): tenants in turn {:+.1} ns, one hot tenant {:+.1} ns",
         medians[1].0 - medians[0].0,
