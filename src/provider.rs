@@ -72,6 +72,7 @@ use crate::token::AccessToken;
 
 mod builder;
 mod claims;
+mod coarse;
 mod fetch;
 mod local;
 mod metrics;

@@ -91,6 +91,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 
+use super::coarse::{monotonic_clock, wall_clock};
 use super::state::{Cached, Freshness};
 use super::{Inner, TokenProvider};
 use crate::token::AccessToken;
@@ -407,43 +408,6 @@ fn forget(inner: &Arc<Inner>) {
 
 fn since_epoch(t: SystemTime) -> Duration {
     t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()
-}
-
-/// The wall clock, since the Unix epoch: the kernel's coarse clock where there is one (read
-/// without a system call, at tick resolution), which keeps the check within the hot path's
-/// budget.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn wall_clock() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-    Duration::new(
-        u64::try_from(t.tv_sec).unwrap_or_default(),
-        u32::try_from(t.tv_nsec).unwrap_or_default(),
-    )
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn wall_clock() -> Duration {
-    since_epoch(SystemTime::now())
-}
-
-/// The monotonic clock, which is never stepped: the kernel's coarse one where there is one
-/// (read without a system call, at tick resolution, a few milliseconds against margins of
-/// seconds).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn monotonic_clock() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    Duration::new(
-        u64::try_from(t.tv_sec).unwrap_or_default(),
-        u32::try_from(t.tv_nsec).unwrap_or_default(),
-    )
-}
-
-/// Elsewhere, the standard monotonic clock, since the first read (a precise read: correctness
-/// before the saving).
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn monotonic_clock() -> Duration {
-    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    BASE.get_or_init(std::time::Instant::now).elapsed()
 }
 
 #[cfg(test)]

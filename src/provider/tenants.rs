@@ -24,6 +24,7 @@ use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use super::TokenProvider;
+use super::coarse::monotonic_clock;
 use crate::error::TokenError;
 
 /// How many failed tenants the negative cache remembers.
@@ -50,7 +51,7 @@ pub(super) type MakeProvider = dyn Fn(&str, Weak<TenantProviders>) -> TokenProvi
 
 /// A provider's other tenants.
 pub(super) struct TenantProviders {
-    providers: ArcSwap<HashMap<Box<str>, Arc<Entry>>>,
+    providers: ArcSwap<Map>,
     /// Serialises changes of `providers`; holds the negative cache.
     changes: Mutex<Failures>,
     limits: TenantLimits,
@@ -58,7 +59,15 @@ pub(super) struct TenantProviders {
     failure_memory: Duration,
     make: Box<MakeProvider>,
     epoch: Instant,
+    /// The coarse monotonic clock at `epoch`.
+    coarse_epoch: Duration,
+    /// Whole seconds by which tokio's clock is ahead of the coarse one since `epoch`, as last
+    /// read off the cached path: 0 in a service (tokio's clock is the monotonic clock, give or
+    /// take a tick), what a test advanced a paused clock by.
+    skew: AtomicU64,
 }
+
+type Map = HashMap<Box<str>, Arc<Entry>, foldhash::fast::RandomState>;
 
 struct Entry {
     provider: TokenProvider,
@@ -77,19 +86,39 @@ impl TenantProviders {
         make: Box<MakeProvider>,
     ) -> Self {
         TenantProviders {
-            providers: ArcSwap::from_pointee(HashMap::new()),
+            providers: ArcSwap::from_pointee(Map::default()),
             changes: Mutex::new(Failures::default()),
             limits,
             failure_memory,
             make,
             epoch: Instant::now(),
+            coarse_epoch: monotonic_clock(),
+            skew: AtomicU64::new(0),
         }
     }
 
-    fn now_secs(&self) -> u64 {
-        Instant::now()
-            .saturating_duration_since(self.epoch)
+    fn coarse_secs(&self) -> u64 {
+        monotonic_clock()
+            .saturating_sub(self.coarse_epoch)
             .as_secs()
+    }
+
+    /// Seconds since `epoch` for a use mark, on the cached path: the coarse clock.
+    fn mark(&self) -> u64 {
+        self.coarse_secs() + self.skew.load(Ordering::Relaxed)
+    }
+
+    /// Seconds since `epoch`, off the cached path: tokio's clock, which tests pause; keeps
+    /// `skew` so that the marks follow it.
+    fn now_secs(&self) -> u64 {
+        let now = Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_secs();
+        let skew = now.saturating_sub(self.coarse_secs());
+        if self.skew.load(Ordering::Relaxed) != skew {
+            self.skew.store(skew, Ordering::Relaxed);
+        }
+        now
     }
 
     /// `serve` run on the provider of `tenant` (ASCII lower case) if it has one, marked used:
@@ -101,7 +130,7 @@ impl TenantProviders {
     ) -> Option<T> {
         let providers = self.providers.load();
         let entry = providers.get(tenant)?;
-        let now = self.now_secs();
+        let now = self.mark();
         // Written only when the second changed: many requests of one tenant on many cores do
         // not all write the same line.
         if entry.last_used.load(Ordering::Relaxed) != now {
@@ -129,8 +158,8 @@ impl TenantProviders {
             return Err(error.clone());
         }
         let now_secs = self.now_secs();
-        let mut providers: HashMap<Box<str>, Arc<Entry>> =
-            HashMap::with_capacity(current.len() + 1);
+        let mut providers =
+            Map::with_capacity_and_hasher(current.len() + 1, current.hasher().clone());
         let idle = self.limits.max_idle.as_secs();
         let mut kept: Vec<(&Box<str>, &Arc<Entry>)> = Vec::with_capacity(current.len());
         for (name, entry) in current.iter() {
