@@ -80,6 +80,14 @@ mod roles;
 mod state;
 mod telemetry;
 mod tenants;
+/// Taken by the tests that make many providers and by those that count on slots being
+/// reused (see `local`): one making hundreds meanwhile would take the slots freed under the
+/// other.
+#[cfg(test)]
+fn many_providers() -> std::sync::MutexGuard<'static, ()> {
+    static MANY_PROVIDERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    MANY_PROVIDERS.lock().unwrap_or_else(|p| p.into_inner())
+}
 #[cfg(test)]
 mod tests;
 mod throttle;

@@ -21,12 +21,12 @@ struct ScanningAllocator;
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for ScanningAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_allocation();
+        count_allocation(layout.size());
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count_allocation();
+        count_allocation(layout.size());
         unsafe { System.alloc_zeroed(layout) }
     }
 
@@ -49,11 +49,21 @@ unsafe impl GlobalAlloc for ScanningAllocator {
 thread_local! {
     /// This thread's allocations while [`allocations_by`] counts them.
     static ALLOCATIONS: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    /// The bytes of this thread's allocations while [`bytes_allocated_by`] counts them.
+    static BYTES: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
-fn count_allocation() {
+fn count_allocation(size: usize) {
     // `try_with`: thread-local storage may be gone while a thread exits.
     let _ = ALLOCATIONS.try_with(|n| n.set(n.get().map(|n| n + 1)));
+    let _ = BYTES.try_with(|n| n.set(n.get().map(|n| n + size)));
+}
+
+/// How many bytes `f` allocated on this thread (freed or not).
+pub(crate) fn bytes_allocated_by(f: impl FnOnce()) -> usize {
+    BYTES.with(|n| n.set(Some(0)));
+    f();
+    BYTES.with(|n| n.take()).unwrap_or_default()
 }
 
 /// How many allocations `f` made on this thread.

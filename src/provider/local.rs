@@ -443,13 +443,7 @@ mod tests {
         TokenProvider::new(Never, "https://graph.microsoft.com/.default").unwrap()
     }
 
-    /// Taken by the tests that make many providers and by those that count on slots being
-    /// reused: one making hundreds meanwhile would take the slots freed under the other.
-    static MANY_PROVIDERS: Mutex<()> = Mutex::new(());
-
-    fn many_providers() -> std::sync::MutexGuard<'static, ()> {
-        MANY_PROVIDERS.lock().unwrap_or_else(|p| p.into_inner())
-    }
+    use crate::provider::many_providers;
 
     /// `p` publishes `secret` (or no token) as `generation`, as `perform` does.
     fn publish(p: &TokenProvider, generation: u64, secret: Option<&str>) {
