@@ -154,13 +154,15 @@ impl DefaultProvider {
 /// Refusals are not remembered (each gets its own error), nor requests judged by an origin.
 #[derive(Clone, Copy)]
 pub(crate) struct LastDestination {
-    /// `scheme:authority`, `len` bytes of it; `len == 0` when nothing is remembered.
-    key: [u8; LAST_DESTINATION_BYTES],
+    /// The authority as written, `len` bytes of it; `len == 0` when nothing is remembered.
+    authority: [u8; LAST_DESTINATION_BYTES],
     len: u8,
+    /// The scheme: https, or else http (requests with any other scheme are judged every time).
+    https: bool,
     verdict: Verdict,
 }
 
-/// Destinations longer than this are judged every time (hosts are short; the key stays small
+/// Authorities longer than this are judged every time (hosts are short; the key stays small
 /// enough to copy with the service).
 const LAST_DESTINATION_BYTES: usize = 96;
 
@@ -174,8 +176,9 @@ enum Verdict {
 impl Default for LastDestination {
     fn default() -> Self {
         LastDestination {
-            key: [0; LAST_DESTINATION_BYTES],
+            authority: [0; LAST_DESTINATION_BYTES],
             len: 0,
+            https: true,
             verdict: Verdict::SendWithoutToken,
         }
     }
@@ -188,29 +191,34 @@ impl fmt::Debug for LastDestination {
 }
 
 impl LastDestination {
+    /// Compared with the scheme as a flag and one comparison of the authority's bytes: this
+    /// runs on every request.
     fn is(&self, scheme: &str, authority: &str) -> bool {
-        let key = &self.key[..usize::from(self.len)];
         self.len != 0
-            && key.len() == scheme.len() + 1 + authority.len()
-            && &key[..scheme.len()] == scheme.as_bytes()
-            && key[scheme.len()] == b':'
-            && &key[scheme.len() + 1..] == authority.as_bytes()
+            && usize::from(self.len) == authority.len()
+            && scheme == if self.https { "https" } else { "http" }
+            && self.authority.get(..authority.len()) == Some(authority.as_bytes())
     }
 
     fn remember(&mut self, scheme: &str, authority: &str, verdict: Verdict) {
-        let len = scheme.len() + 1 + authority.len();
-        let Ok(len8) = u8::try_from(len) else {
+        let https = match scheme {
+            "https" => true,
+            "http" => false,
+            _ => {
+                self.len = 0;
+                return;
+            }
+        };
+        let (Ok(len), Some(key)) = (
+            u8::try_from(authority.len()),
+            self.authority.get_mut(..authority.len()),
+        ) else {
             self.len = 0;
             return;
         };
-        if len > LAST_DESTINATION_BYTES {
-            self.len = 0;
-            return;
-        }
-        self.key[..scheme.len()].copy_from_slice(scheme.as_bytes());
-        self.key[scheme.len()] = b':';
-        self.key[scheme.len() + 1..len].copy_from_slice(authority.as_bytes());
-        self.len = len8;
+        key.copy_from_slice(authority.as_bytes());
+        self.len = len;
+        self.https = https;
         self.verdict = verdict;
     }
 }

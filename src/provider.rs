@@ -296,7 +296,7 @@ impl TokenProvider {
         tenant: &crate::tenant::Tenant,
         serve: impl Fn(&TokenProvider) -> T,
     ) -> Result<T, TokenError> {
-        let tenant = tenant.as_str();
+        let (handle, tenant) = (tenant, tenant.as_str());
         if self.inner.tenant.as_deref() == Some(tenant) {
             return Ok(serve(self));
         }
@@ -312,7 +312,7 @@ impl TokenProvider {
                 &upgraded
             }
         };
-        if let Some(served) = registry.with_cached(tenant, &serve) {
+        if let Some(served) = registry.with_cached(handle, &serve) {
             return Ok(served);
         }
         check_requested(tenant)?;

@@ -41,6 +41,11 @@ impl Tenant {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether `other` names the same tenant: the same handle (a clone) at once, else by name.
+    pub(crate) fn same(&self, other: &Tenant) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
 }
 
 impl fmt::Debug for Tenant {

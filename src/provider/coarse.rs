@@ -44,3 +44,16 @@ pub(super) fn monotonic_clock() -> Duration {
     static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     BASE.get_or_init(std::time::Instant::now).elapsed()
 }
+
+/// Whole seconds of the monotonic clock: its coarse reading's seconds, with no arithmetic on
+/// the nanoseconds (a use mark needs no more).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(super) fn monotonic_secs() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    u64::try_from(t.tv_sec).unwrap_or_default()
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(super) fn monotonic_secs() -> u64 {
+    monotonic_clock().as_secs()
+}

@@ -23,18 +23,20 @@
 //! error in a small negative cache for the provider's `max_backoff`: asked again within it, the
 //! error is the answer at once, so an eviction does not turn into a new request to Entra.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
-use super::TokenProvider;
-use super::coarse::monotonic_clock;
+use super::coarse::monotonic_secs;
+use super::{TenantsLink, TokenProvider};
 use crate::error::TokenError;
+use crate::tenant::Tenant;
 
 /// How many failed tenants the negative cache remembers.
 const REMEMBERED_FAILURES: usize = 256;
@@ -79,8 +81,8 @@ pub(super) struct TenantProviders {
     failure_memory: Duration,
     make: Box<MakeProvider>,
     epoch: Instant,
-    /// The coarse monotonic clock at `epoch`.
-    coarse_epoch: Duration,
+    /// The coarse monotonic clock's seconds at `epoch`.
+    coarse_epoch: u64,
     /// Whole seconds by which tokio's clock is ahead of the coarse one since `epoch`, as last
     /// read off the cached path: 0 in a service (tokio's clock is the monotonic clock, give or
     /// take a tick), what a test advanced a paused clock by.
@@ -93,6 +95,43 @@ struct Entry {
     provider: TokenProvider,
     /// Seconds since `epoch` when last used.
     last_used: AtomicU64,
+    /// Set when a sweep drops it: a thread that remembers it (see [`Last`]) looks it up again.
+    dropped: AtomicBool,
+}
+
+impl Entry {
+    /// Whether this entry is `registry`'s. Comparing addresses is sound: the entry's provider
+    /// holds its registry as a `Weak`, which pins the allocation, so no other registry can live
+    /// at that address while the entry exists.
+    fn of(&self, registry: &TenantProviders) -> bool {
+        matches!(&self.provider.inner.tenants, TenantsLink::Member(weak) if std::ptr::eq(weak.as_ptr(), registry))
+    }
+}
+
+thread_local! {
+    /// The tenant this thread last asked for repeatedly: a request naming it again finds it
+    /// without a map.
+    static LAST: RefCell<Last> = const { RefCell::new(Last { held: None, missed: (0, 0) }) };
+}
+
+/// A thread's memory of its last tenant. A tenant's requests often come in runs (a job for one
+/// customer, a page of calls for one signed-in user); each request of a run then costs a
+/// comparison (of `Tenant` handles, or else of names) instead of a hash, a map load and a
+/// probe. Remembered at the second lookup in a row (by registry and hash), so that tenants
+/// asked in turn take no count on their entry, and forgotten when the entry is dropped.
+struct Last {
+    held: Option<Remembered>,
+    /// The registry's address and the tenant's hash of the last lookup that did not find `held`.
+    missed: (usize, u64),
+}
+
+struct Remembered {
+    /// The address of the registry whose map holds `entry`: unique while `entry` is held (see
+    /// [`Entry::of`]).
+    registry: usize,
+    /// The request's own handle: the same handle again compares by address.
+    tenant: Tenant,
+    entry: Arc<Entry>,
 }
 
 #[derive(Default)]
@@ -121,15 +160,13 @@ impl TenantProviders {
             failure_memory,
             make,
             epoch: Instant::now(),
-            coarse_epoch: monotonic_clock(),
+            coarse_epoch: monotonic_secs(),
             skew: AtomicU64::new(0),
         }
     }
 
     fn coarse_secs(&self) -> u64 {
-        monotonic_clock()
-            .saturating_sub(self.coarse_epoch)
-            .as_secs()
+        monotonic_secs().saturating_sub(self.coarse_epoch)
     }
 
     /// Seconds since `epoch` for a use mark, on the cached path: the coarse clock.
@@ -156,26 +193,65 @@ impl TenantProviders {
     }
 
     fn shard_index(&self, tenant: &str) -> usize {
-        // Bits the maps' own probing does not use (it takes the low bits and the top seven).
-        (self.hasher.hash_one(tenant) >> 32) as usize % SHARDS
+        shard_of(self.hasher.hash_one(tenant))
     }
 
-    /// `serve` run on the provider of `tenant` (ASCII lower case) if it has one, marked used:
-    /// borrowed from the map, so that a cached request takes no count on it.
+    /// `serve` run on the provider of `tenant` if it has one, marked used: borrowed from the
+    /// map, so that a cached request takes no count on it.
     pub(super) fn with_cached<T>(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         serve: impl FnOnce(&TokenProvider) -> T,
     ) -> Option<T> {
-        let providers = self.shard(tenant)?.load();
-        let entry = providers.get(tenant)?;
+        let registry = std::ptr::from_ref(self) as usize;
+        let mut serve = Some(serve);
+        // `try_`: thread-local storage is gone while a thread exits, and a borrow cannot
+        // overlap (serving takes no tenant), but a miss is never wrong, only slower.
+        let served = LAST.try_with(|last| {
+            let last = last.try_borrow().ok()?;
+            let held = last.held.as_ref()?;
+            if held.registry != registry
+                || !held.tenant.same(tenant)
+                || held.entry.dropped.load(Ordering::Relaxed)
+            {
+                return None;
+            }
+            Some(self.serve_entry(&held.entry, serve.take()?))
+        });
+        if let Ok(Some(served)) = served {
+            return Some(served);
+        }
+        let serve = serve?;
+        let name = tenant.as_str();
+        let hash = self.hasher.hash_one(name);
+        let shards = self.shards.get()?;
+        let providers = shards.get(shard_of(hash))?.load();
+        let entry = providers.get(name)?;
+        let _ = LAST.try_with(|last| {
+            let Ok(mut last) = last.try_borrow_mut() else {
+                return;
+            };
+            if last.missed == (registry, hash) {
+                last.held = entry.of(self).then(|| Remembered {
+                    registry,
+                    tenant: tenant.clone(),
+                    entry: Arc::clone(entry),
+                });
+            } else {
+                last.missed = (registry, hash);
+            }
+        });
+        Some(self.serve_entry(entry, serve))
+    }
+
+    fn serve_entry<T>(&self, entry: &Entry, serve: impl FnOnce(&TokenProvider) -> T) -> T {
         let now = self.mark();
         // Written only when the second changed: many requests of one tenant on many cores do
         // not all write the same line.
         if entry.last_used.load(Ordering::Relaxed) != now {
             entry.last_used.store(now, Ordering::Relaxed);
         }
-        Some(serve(&entry.provider))
+        serve(&entry.provider)
     }
 
     /// How many tenants have a provider now.
@@ -215,6 +291,7 @@ impl TenantProviders {
                 Arc::new(Entry {
                     provider: provider.clone(),
                     last_used: AtomicU64::new(now_secs),
+                    dropped: AtomicBool::new(false),
                 }),
             );
             shard.store(Arc::new(providers));
@@ -247,6 +324,7 @@ impl TenantProviders {
             return;
         }
         for (name, entry) in &gone {
+            entry.dropped.store(true, Ordering::Relaxed);
             failures.remember(name, &entry.provider, now + self.failure_memory);
         }
         let mut rebuilt: Vec<Map> = (0..SHARDS)
@@ -260,6 +338,12 @@ impl TenantProviders {
             shard.store(Arc::new(map));
         }
     }
+}
+
+/// The shard of a tenant whose id hashes to `hash`: bits the maps' own probing does not use (it
+/// takes the low bits and the top seven).
+fn shard_of(hash: u64) -> usize {
+    (hash >> 32) as usize % SHARDS
 }
 
 impl Failures {
@@ -365,5 +449,61 @@ mod tests {
             &newest.inner,
             &home.for_tenant(&tenant(299)).unwrap().inner
         ));
+    }
+
+    fn same(a: &TokenProvider, b: &TokenProvider) -> bool {
+        Arc::ptr_eq(&a.inner, &b.inner)
+    }
+
+    /// The thread's remembered tenant serves only that tenant: asked in runs and in turn, by
+    /// new handles (compared by name) and by one handle (by address), each request gets its
+    /// own tenant's provider. Seen failing with the name comparison skipped.
+    #[test]
+    fn the_remembered_tenant_serves_only_itself() {
+        let home = home(100);
+        let [a, b] = [tenant(1), tenant(2)];
+        let (pa, pb) = (home.for_tenant(&a).unwrap(), home.for_tenant(&b).unwrap());
+        for name in [&a, &a, &b, &b, &a, &b, &a, &a, &a, &b] {
+            let expected = if name == &a { &pa } else { &pb };
+            assert!(same(&home.for_tenant(name).unwrap(), expected), "{name}");
+        }
+        let (ha, hb) = (Tenant::new(&a), Tenant::new(&b));
+        for handle in [&ha, &ha, &hb, &ha, &hb, &hb, &ha] {
+            let expected = if handle == &ha { &pa } else { &pb };
+            assert!(same(&home.in_tenant(handle).unwrap(), expected), "{handle}");
+        }
+    }
+
+    /// A tenant dropped from the map is not served from a thread's memory of it: the next
+    /// request makes its provider anew. Seen failing (the dropped provider served) with the
+    /// dropped mark ignored.
+    #[test]
+    fn a_dropped_tenant_is_not_served_from_memory() {
+        let home = home(1);
+        let first = home.for_tenant(&tenant(1)).unwrap();
+        for _ in 0..3 {
+            assert!(same(&home.for_tenant(&tenant(1)).unwrap(), &first));
+        }
+        // At the limit of one: adding another drops the first.
+        home.for_tenant(&tenant(2)).unwrap();
+        let again = home.for_tenant(&tenant(1)).unwrap();
+        assert!(!same(&again, &first), "the dropped provider was served");
+        assert!(same(&home.for_tenant(&tenant(1)).unwrap(), &again));
+    }
+
+    /// Two providers' tenants of one name are two tenants' providers: the thread's memory of
+    /// one provider's is never served for the other. Seen failing with the registry not
+    /// compared.
+    #[test]
+    fn the_remembered_tenant_is_one_providers() {
+        let (graph, arm) = (home(100), home(100));
+        let name = tenant(7);
+        let from_graph = graph.for_tenant(&name).unwrap();
+        let from_arm = arm.for_tenant(&name).unwrap();
+        assert!(!same(&from_graph, &from_arm));
+        for _ in 0..3 {
+            assert!(same(&graph.for_tenant(&name).unwrap(), &from_graph));
+        }
+        assert!(same(&arm.for_tenant(&name).unwrap(), &from_arm));
     }
 }
