@@ -196,7 +196,12 @@ impl LastDestination {
     fn is(&self, scheme: &str, authority: &str) -> bool {
         self.len != 0
             && usize::from(self.len) == authority.len()
-            && scheme == if self.https { "https" } else { "http" }
+            // Each side a constant: compared inline, not by a call.
+            && if self.https {
+                scheme == "https"
+            } else {
+                scheme == "http"
+            }
             && self.authority.get(..authority.len()) == Some(authority.as_bytes())
     }
 

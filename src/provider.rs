@@ -270,17 +270,25 @@ impl TokenProvider {
 
     /// What a request naming `tenant` (or none: this provider's own) gets: this thread's lease
     /// on the cached token of the provider for that tenant, or that provider, to wait on. A
-    /// cached request takes no count on the provider (see [`tenants`]).
+    /// cached request takes no count on the provider (see [`tenants`]). Inlined: a request
+    /// without a tenant goes straight to this provider's lease.
+    #[inline]
     pub(crate) fn lease_in(
         &self,
         tenant: Option<&crate::tenant::Tenant>,
     ) -> Result<Leased, TokenError> {
         match tenant {
             None => Ok(self.leased()),
-            Some(tenant) => self.serve_in(tenant, TokenProvider::leased),
+            Some(tenant) => self.lease_in_tenant(tenant),
         }
     }
 
+    #[inline(never)]
+    fn lease_in_tenant(&self, tenant: &crate::tenant::Tenant) -> Result<Leased, TokenError> {
+        self.serve_in(tenant, TokenProvider::leased)
+    }
+
+    #[inline]
     fn leased(&self) -> Leased {
         match self.lease() {
             Some(lease) => Leased::Cached(lease),
