@@ -11,11 +11,7 @@ use std::time::SystemTime;
 /// budget.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(super) fn wall_clock() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-    Duration::new(
-        u64::try_from(t.tv_sec).unwrap_or_default(),
-        u32::try_from(t.tv_nsec).unwrap_or_default(),
-    )
+    read(rustix::time::ClockId::RealtimeCoarse)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -30,11 +26,7 @@ pub(super) fn wall_clock() -> Duration {
 /// seconds).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(super) fn monotonic_clock() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    Duration::new(
-        u64::try_from(t.tv_sec).unwrap_or_default(),
-        u32::try_from(t.tv_nsec).unwrap_or_default(),
-    )
+    read(rustix::time::ClockId::MonotonicCoarse)
 }
 
 /// Elsewhere, the standard monotonic clock, since the first read (a precise read: correctness
@@ -56,4 +48,15 @@ pub(super) fn monotonic_secs() -> u64 {
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub(super) fn monotonic_secs() -> u64 {
     monotonic_clock().as_secs()
+}
+
+/// `clock`'s reading as a duration since its origin.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline]
+fn read(clock: rustix::time::ClockId) -> Duration {
+    let t = rustix::time::clock_gettime(clock);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or_default(),
+        u32::try_from(t.tv_nsec).unwrap_or_default(),
+    )
 }
