@@ -10,8 +10,9 @@ use tower_service::Service;
 
 use crate::authorize::AuthorizeRequest;
 use crate::error::{Error, TokenError};
-use crate::provider::{Acquire, Lease, TokenProvider};
+use crate::provider::{Acquire, Lease, Ticket, TokenProvider};
 use crate::refusal::{self, Answer, InspectResponse, Renewing};
+use crate::token::AccessToken;
 
 pin_project! {
     /// The response future of [`EntraAuth`](crate::EntraAuth).
@@ -40,9 +41,8 @@ pin_project! {
         Calling {
             #[pin]
             future: S::Future,
-            // Kept to act on the API's refusal of this token (see `refusal`): this thread's
-            // lease, so that holding it touches no count another core touches.
-            used: Option<Lease>,
+            // Kept to act on the API's refusal of this token (see `refusal`).
+            used: Option<Used>,
         },
         // A claims challenge came back: a token with those claims is fetched before the
         // response is returned, so that a replay carries it.
@@ -56,6 +56,25 @@ pin_project! {
 }
 
 /// A request waiting for a token, with the ready service that will send it.
+/// What a request's future keeps of the token it was sent with, to act on the API's refusal.
+pub(crate) enum Used {
+    /// A lease (the token fetched for this request, or this thread's lease).
+    Lease(Lease),
+    /// A ticket: no count at all (a service clone's remembered lease, see `LastLease`).
+    Ticket(Ticket),
+}
+
+impl Used {
+    fn redeem(self) -> Option<(TokenProvider, Option<AccessToken>)> {
+        match self {
+            Used::Lease(lease) => lease
+                .provider()
+                .map(|provider| (provider, Some(lease.token().clone()))),
+            Used::Ticket(ticket) => ticket.redeem(),
+        }
+    }
+}
+
 struct Waiting<S, R> {
     acquire: Acquire,
     service: Option<S>,
@@ -64,11 +83,11 @@ struct Waiting<S, R> {
 }
 
 impl<S: Service<R>, R> ResponseFuture<S, R> {
-    pub(crate) fn calling(future: S::Future, lease: Lease) -> Self {
+    pub(crate) fn calling(future: S::Future, used: Used) -> Self {
         ResponseFuture {
             state: State::Calling {
                 future,
-                used: Some(lease),
+                used: Some(used),
             },
         }
     }
@@ -135,15 +154,20 @@ where
                     };
                     request.set_authorization(token.header_value().clone());
                     let future = service.call(request);
-                    let used = Some(Lease::fetched(provider, token));
+                    let used = Some(Used::Lease(Lease::fetched(provider, token)));
                     this.state.set(State::Calling { future, used });
                 }
                 StateProj::Calling { future, used } => {
                     let response = ready!(future.poll(cx)).map_err(Error::Inner)?;
-                    let Some(lease) = used.take() else {
+                    // Checked here, inline: nearly every response is no refusal, and is returned
+                    // without a move through the refusal path.
+                    if used.is_none() || !refusal::refuses(&response) {
+                        return Poll::Ready(Ok(response));
+                    }
+                    let Some(used) = used.take() else {
                         return Poll::Ready(Ok(response));
                     };
-                    match refusal::answer(|| lease.provider(), lease.token(), response) {
+                    match refusal::answer(|| used.redeem(), response) {
                         Answer::Ready(response) => return Poll::Ready(Ok(response)),
                         Answer::Renewing(renewing) => {
                             this.state.set(State::Renewing { renewing });

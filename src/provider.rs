@@ -74,6 +74,7 @@ mod builder;
 mod claims;
 mod coarse;
 mod fetch;
+mod last_lease;
 mod local;
 mod metrics;
 mod roles;
@@ -91,12 +92,15 @@ fn many_providers() -> std::sync::MutexGuard<'static, ()> {
 #[cfg(test)]
 mod tests;
 mod throttle;
+mod ticket;
 mod watch;
 
 pub use builder::TokenProviderBuilder;
 pub(crate) use claims::{Reaction, Renewal};
+pub(crate) use last_lease::LastLease;
 pub(crate) use local::Lease;
 pub use telemetry::ProviderStats;
+pub(crate) use ticket::Ticket;
 
 use engine::Engine;
 use state::{Cached, Command, Freshness, Input, Note, ProviderOptions, Refused};
@@ -281,6 +285,21 @@ impl TokenProvider {
             None => Ok(self.leased()),
             Some(tenant) => self.lease_in_tenant(tenant),
         }
+    }
+
+    /// [`lease_in`](Self::lease_in) for one service clone, which remembers the lease (see
+    /// [`LastLease`]); the clone serves from it first.
+    #[inline(never)]
+    pub(crate) fn lease_and_remember(
+        &self,
+        tenant: Option<&crate::tenant::Tenant>,
+        last: &mut LastLease,
+    ) -> Result<Leased, TokenError> {
+        let leased = self.lease_in(tenant)?;
+        if let Leased::Cached(lease) = &leased {
+            last.served(self, tenant, lease);
+        }
+        Ok(leased)
     }
 
     #[inline(never)]

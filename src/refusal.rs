@@ -122,7 +122,14 @@ impl InspectResponse for reqwest::Response {}
 /// Named once: looking a header up by a `&str` parses the name on every response.
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
+/// Whether `response` refuses the token it was sent with (a 401, or gRPC's UNAUTHENTICATED).
+#[inline]
+pub(crate) fn refuses(response: &impl InspectResponse) -> bool {
+    is_refusal(response.status_code(), response.header_map())
+}
+
 /// Whether the answer refuses the request's credentials: 401, or gRPC `UNAUTHENTICATED`.
+#[inline]
 fn is_refusal(status: StatusCode, headers: &HeaderMap) -> bool {
     // gRPC answers HTTP 200 and says UNAUTHENTICATED (16) in `grpc-status`, in the headers of a
     // trailers-only response.
@@ -171,23 +178,24 @@ pub(crate) enum Answer<Res> {
     Renewing(Box<Renewing<Res>>),
 }
 
-/// Reads `response` to a request that carried `used`, and has its provider act on a refusal.
-/// A refused token is dealt with even when the request will not be replayed, so that the next
-/// request carries a new one. The provider is only asked for on a refusal: the tower future
-/// holds it weakly (upgrading it touches counts shared by every core), and may find it gone.
+/// Reads `response` to a request, and has the provider of the token it carried act on a
+/// refusal. A refused token is dealt with even when the request will not be replayed, so that
+/// the next request carries a new one. `used` gives the provider and the token only on a
+/// refusal: the tower future holds them weakly or by a ticket (finding them touches counts
+/// shared by every core), and may find the provider gone (`None`), or the token no longer
+/// cached (`Some((provider, None))`).
 pub(crate) fn answer<Res: InspectResponse, P: Borrow<TokenProvider>>(
-    provider: impl FnOnce() -> Option<P>,
-    used: &AccessToken,
+    used: impl FnOnce() -> Option<(P, Option<AccessToken>)>,
     mut response: Res,
 ) -> Answer<Res> {
     let reaction = reaction(&response);
     if reaction == Reaction::None {
         return Answer::Ready(response);
     }
-    let Some(provider) = provider() else {
+    let Some((provider, used)) = used() else {
         return Answer::Ready(response);
     };
-    match provider.borrow().on_refusal(used, reaction) {
+    match provider.borrow().on_refusal(used.as_ref(), reaction) {
         Renewal::None => Answer::Ready(response),
         Renewal::Renewed => {
             mark_token_renewed(&mut response);
@@ -197,7 +205,7 @@ pub(crate) fn answer<Res: InspectResponse, P: Borrow<TokenProvider>>(
         // size of the inner future on the path every request takes.
         Renewal::Fetching(acquire) => Answer::Renewing(Box::new(Renewing {
             acquire,
-            refused: used.clone(),
+            refused: used,
             response: Some(response),
         })),
     }
@@ -208,7 +216,8 @@ pin_project! {
     /// the response, marked when it brought a new token.
     pub(crate) struct Renewing<Res> {
         acquire: Acquire,
-        refused: AccessToken,
+        // `None`: the refused token was already replaced, so any token is a renewal.
+        refused: Option<AccessToken>,
         response: Option<Res>,
     }
 }
@@ -221,7 +230,7 @@ impl<Res: InspectResponse> Future for Renewing<Res> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let renewed = ready!(Pin::new(this.acquire).poll(cx))
-            .is_ok_and(|token| !token.same_token(this.refused));
+            .is_ok_and(|token| this.refused.as_ref().is_none_or(|r| !token.same_token(r)));
         let Some(mut response) = this.response.take() else {
             return Poll::Ready(Err(TokenError::configuration(
                 "response future polled after completion",

@@ -102,12 +102,13 @@ impl Middleware for EntraAuthMiddleware {
                 .map_err(reqwest_middleware::Error::middleware)?;
             req.set_authorization(token.header_value().clone());
             let response = next.clone().run(req, extensions).await?;
-            let response = match refusal::answer(|| Some(&provider), &token, response) {
-                Answer::Ready(response) => response,
-                Answer::Renewing(renewing) => renewing
-                    .await
-                    .map_err(reqwest_middleware::Error::middleware)?,
-            };
+            let response =
+                match refusal::answer(|| Some((&provider, Some(token.clone()))), response) {
+                    Answer::Ready(response) => response,
+                    Answer::Renewing(renewing) => renewing
+                        .await
+                        .map_err(reqwest_middleware::Error::middleware)?,
+                };
             match copy {
                 Some(again) if replays.take(&response) => req = again,
                 _ => return Ok(response),

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use crate::authorize::AuthorizeRequest;
 use crate::destination::{Decision, LastDestination, ProviderRoutes, Targets};
 use crate::error::Error;
-use crate::future::ResponseFuture;
-use crate::provider::{Leased, TokenProvider};
+use crate::future::{ResponseFuture, Used};
+use crate::provider::{LastLease, Leased, TokenProvider};
 use crate::refusal::InspectResponse;
 
 /// Sets `Authorization: Bearer <token>` on each request, then calls the inner service.
@@ -39,6 +39,8 @@ pub struct EntraAuth<S> {
     targets: Arc<Targets>,
     /// This clone's last destination and verdict (see `LastDestination`).
     last: LastDestination,
+    /// This clone's last lease, served again while it is fresh (see `LastLease`).
+    last_lease: LastLease,
 }
 
 impl<S> EntraAuth<S> {
@@ -49,6 +51,7 @@ impl<S> EntraAuth<S> {
             inner,
             targets: Arc::new(Targets::one(provider)),
             last: LastDestination::default(),
+            last_lease: LastLease::default(),
         }
     }
 
@@ -57,6 +60,7 @@ impl<S> EntraAuth<S> {
             inner,
             targets,
             last: LastDestination::default(),
+            last_lease: LastLease::default(),
         }
     }
 
@@ -111,12 +115,17 @@ where
             }
             Decision::Refuse(e) => return ResponseFuture::failed(e),
         };
-        match provider.lease_in(request.tenant()) {
+        if let Some((header, ticket)) = self.last_lease.serve(provider, request.tenant()) {
+            request.set_authorization(header.clone());
+            let future = self.inner.call(request);
+            return ResponseFuture::calling(future, Used::Ticket(ticket));
+        }
+        match provider.lease_and_remember(request.tenant(), &mut self.last_lease) {
             Err(e) => ResponseFuture::failed(e),
             Ok(Leased::Cached(lease)) => {
                 request.set_authorization(lease.token().header_value().clone());
                 let future = self.inner.call(request);
-                ResponseFuture::calling(future, lease)
+                ResponseFuture::calling(future, Used::Lease(lease))
             }
             Ok(Leased::Cold(provider)) => {
                 // Take the service that poll_ready readied; leave a fresh clone for the next call.

@@ -46,6 +46,11 @@ impl Tenant {
     pub(crate) fn same(&self, other: &Tenant) -> bool {
         Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
     }
+
+    /// The handle's address: the same for its clones.
+    pub(crate) fn address(&self) -> usize {
+        Arc::as_ptr(&self.0).cast::<u8>() as usize
+    }
 }
 
 impl fmt::Debug for Tenant {

@@ -355,7 +355,7 @@ impl Settings {
                 generation: Default::default(),
                 published: Default::default(),
                 refresh_timer: Default::default(),
-                slot: super::local::Slot::new(),
+                slot: super::local::Slot::new(provider),
                 engine: Engine::new(State::new(self.fetch_budget)),
                 options: self.options.clone(),
                 throttle: Default::default(),

@@ -50,11 +50,12 @@ impl TokenProvider {
 
     /// Acts on an API's refusal of `used`: drops it on `invalid_token`, fetches a token with the
     /// claims of a claims challenge. Each at most once per
-    /// [`FORCED_RENEWAL_INTERVAL`](super::state::FORCED_RENEWAL_INTERVAL).
-    pub(crate) fn on_refusal(&self, used: &AccessToken, reaction: Reaction) -> Renewal {
+    /// [`FORCED_RENEWAL_INTERVAL`](super::state::FORCED_RENEWAL_INTERVAL). `used` is `None`
+    /// when the refused token is known to be no longer the cached one (already replaced).
+    pub(crate) fn on_refusal(&self, used: Option<&AccessToken>, reaction: Reaction) -> Renewal {
         match reaction {
             Reaction::None => Renewal::None,
-            Reaction::Invalidate => match self.refuse(used) {
+            Reaction::Invalidate => match self.refuse_if_cached(used) {
                 Refused::Dropped | Refused::AlreadyReplaced => Renewal::Renewed,
                 Refused::RateLimited => Renewal::None,
             },
@@ -75,6 +76,17 @@ impl TokenProvider {
                     Some(acquire) => Renewal::Fetching(acquire),
                     None => Renewal::None,
                 }
+            }
+        }
+    }
+
+    /// [`refuse`](TokenProvider::refuse) `used`; `None` was already replaced.
+    fn refuse_if_cached(&self, used: Option<&AccessToken>) -> Refused {
+        match used {
+            Some(used) => self.refuse(used),
+            None => {
+                self.inner.telemetry.invalidated(Refused::AlreadyReplaced);
+                Refused::AlreadyReplaced
             }
         }
     }

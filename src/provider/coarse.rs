@@ -10,11 +10,13 @@ use std::time::SystemTime;
 /// without a system call, at tick resolution), which keeps the check within the hot path's
 /// budget.
 #[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline]
 pub(super) fn wall_clock() -> Duration {
     read(rustix::time::ClockId::RealtimeCoarse)
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[inline]
 pub(super) fn wall_clock() -> Duration {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -25,6 +27,7 @@ pub(super) fn wall_clock() -> Duration {
 /// (read without a system call, at tick resolution, a few milliseconds against margins of
 /// seconds).
 #[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline]
 pub(super) fn monotonic_clock() -> Duration {
     read(rustix::time::ClockId::MonotonicCoarse)
 }
@@ -32,6 +35,7 @@ pub(super) fn monotonic_clock() -> Duration {
 /// Elsewhere, the standard monotonic clock, since the first read (a precise read: correctness
 /// before the saving).
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[inline]
 pub(super) fn monotonic_clock() -> Duration {
     static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     BASE.get_or_init(std::time::Instant::now).elapsed()

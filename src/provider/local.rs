@@ -85,6 +85,7 @@
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -125,43 +126,72 @@ impl Entry {
 static SLOTS: Mutex<Slots> = Mutex::new(Slots {
     next: 0,
     free: BinaryHeap::new(),
+    providers: Vec::new(),
 });
+
+/// The source of [`Slot`] ids: never reused, unlike slots.
+static SLOT_IDS: AtomicU64 = AtomicU64::new(1);
 
 struct Slots {
     next: usize,
     /// Lowest first, so that up to [`COPIES`] providers alive have an entry each.
     free: BinaryHeap<Reverse<usize>>,
+    /// Each slot's id and provider, for a [`Ticket`](super::ticket::Ticket) to find it.
+    providers: Vec<(u64, Weak<Inner>)>,
 }
 
 /// A provider's index in every thread's table of copies (modulo its length): its own while it
 /// lives, taken back when it is dropped (a copy left at a reused slot names its old provider,
-/// so it is never served for the new one).
-pub(super) struct Slot(usize);
+/// so it is never served for the new one); and an id of its own, never reused, which tells a
+/// slot's providers apart.
+pub(super) struct Slot(usize, u64);
 
 impl Slot {
-    pub(super) fn new() -> Slot {
+    /// A slot for `provider`, which is being made.
+    pub(super) fn new(provider: &Weak<Inner>) -> Slot {
+        let id = SLOT_IDS.fetch_add(1, Ordering::Relaxed);
         let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
-        match slots.free.pop() {
-            Some(Reverse(slot)) => Slot(slot),
+        let index = match slots.free.pop() {
+            Some(Reverse(slot)) => slot,
             None => {
                 slots.next += 1;
-                Slot(slots.next - 1)
+                slots.next - 1
             }
+        };
+        if slots.providers.len() <= index {
+            slots.providers.resize_with(index + 1, || (0, Weak::new()));
         }
+        slots.providers[index] = (id, provider.clone());
+        Slot(index, id)
     }
 
     fn entry(&self) -> usize {
         self.0 % COPIES
     }
+
+    /// The slot's index and id.
+    pub(super) fn key(&self) -> (usize, u64) {
+        (self.0, self.1)
+    }
+}
+
+/// The provider at `slot` if it is still the one with `id`, and alive.
+pub(super) fn provider_at(slot: usize, id: u64) -> Option<Arc<Inner>> {
+    let slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    match slots.providers.get(slot) {
+        Some((at, provider)) if *at == id => provider.upgrade(),
+        _ => None,
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        SLOTS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .free
-            .push(Reverse(self.0));
+        let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+        // The provider is being dropped: its `Weak` would keep its allocation.
+        if let Some(entry) = slots.providers.get_mut(self.0) {
+            *entry = (0, Weak::new());
+        }
+        slots.free.push(Reverse(self.0));
     }
 }
 
@@ -242,7 +272,20 @@ impl Lease {
     /// so a lease past its refresh point on it goes to tokio's clock, which decides. It stops
     /// while the machine is suspended; the wall clock covers that.
     pub(super) fn fresh_by_monotonic_clock(&self) -> bool {
-        monotonic_clock() < self.0.monotonic_refresh_at
+        self.fresh_at_monotonic(monotonic_clock())
+    }
+
+    /// Whether the wall clock, read as `now`, says the lease is before its refresh point (what
+    /// [`by_wall_clock`](Self::by_wall_clock) calls fresh).
+    #[inline]
+    pub(super) fn fresh_at_wall(&self, now: Duration) -> bool {
+        now < self.0.wall_refresh_at
+    }
+
+    /// [`fresh_by_monotonic_clock`](Self::fresh_by_monotonic_clock) with the clock read.
+    #[inline]
+    pub(super) fn fresh_at_monotonic(&self, now: Duration) -> bool {
+        now < self.0.monotonic_refresh_at
     }
 
     /// The generation the token was published under (`None` on the cold path).
@@ -258,8 +301,8 @@ impl Lease {
     /// Whether this copy was made for `inner`'s provider. Comparing addresses is sound because
     /// `provider` is a `Weak`, which pins the allocation: no other provider can live at this
     /// address while the copy exists (see the module docs).
-    fn of(&self, inner: &Arc<Inner>) -> bool {
-        std::ptr::eq(self.0.provider.as_ptr(), Arc::as_ptr(inner))
+    pub(super) fn of(&self, inner: &Inner) -> bool {
+        std::ptr::eq(self.0.provider.as_ptr(), inner)
     }
 
     /// This thread's own copy of `self`: its own token bytes and counts. Off the cached path

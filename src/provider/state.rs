@@ -312,8 +312,9 @@ pub(super) enum Input<'a, F> {
     /// An explicit request for a token carrying these (merged) claims: joins the same claims'
     /// fetch, or starts one; never rate-limited.
     Claims(String),
-    /// An API refused the token with a claims challenge for these (merged) claims.
-    ClaimsChallenge(&'a AccessToken, String),
+    /// An API refused the token with a claims challenge for these (merged) claims; `None` when
+    /// the refused token is known to be no longer the cached one.
+    ClaimsChallenge(Option<&'a AccessToken>, String),
     /// An API refused the token (401 `invalid_token`, or `invalidate`).
     Refusal(&'a AccessToken),
     /// The wall clock says the cached token of this id has expired while tokio's clock (which
@@ -606,13 +607,13 @@ impl<F: Clone> State<F> {
     fn claims_challenge(
         &mut self,
         now: Instant,
-        used: &AccessToken,
+        used: Option<&AccessToken>,
         merged: String,
     ) -> Transition<F> {
         self.drop_dead_fetches(now);
         if let Some(c) = &self.current
             && c.claims.as_deref() == Some(merged.as_str())
-            && !c.token.same_token(used)
+            && used.is_none_or(|used| !c.token.same_token(used))
             && c.usable(now)
         {
             return Transition::new(Command::Serve(c.token.clone()));
@@ -1292,34 +1293,41 @@ mod tests {
         let now = Instant::now();
         let mut s = holding("a", now);
         let refused = s.current().unwrap().token.clone();
-        let Command::Start(start) = s.claims_challenge(now, &refused, CLAIMS.into()).command else {
+        let Command::Start(start) = s
+            .claims_challenge(now, Some(&refused), CLAIMS.into())
+            .command
+        else {
             panic!("no claims fetch")
         };
         assert_eq!(start.mode, Mode::Claims(CLAIMS.into()));
         s.started(&start, "claims");
         // The same claims join it.
         assert!(matches!(
-            s.claims_challenge(now, &refused, CLAIMS.into()).command,
+            s.claims_challenge(now, Some(&refused), CLAIMS.into())
+                .command,
             Command::Join("claims", _)
         ));
         let c = token("c", now, HOUR, None);
         finish(&mut s, &start, Ok(&c), now);
         s.free(start.id);
         // Its token answers the same claims for a request that carried the old token...
-        let Command::Serve(t) = s.claims_challenge(now, &refused, CLAIMS.into()).command else {
+        let Command::Serve(t) = s
+            .claims_challenge(now, Some(&refused), CLAIMS.into())
+            .command
+        else {
             panic!()
         };
         assert_eq!(t.secret(), "c");
         // ...but not when it is the refused one, nor for other claims, within the interval.
         let other = r#"{"access_token":{"nbf":{"essential":true,"value":"2"}}}"#;
         for claims in [CLAIMS, other] {
-            let limited = s.claims_challenge(now, &c, claims.into());
+            let limited = s.claims_challenge(now, Some(&c), claims.into());
             assert!(matches!(limited.command, Command::Nothing));
             assert_eq!(limited.note, Note::ClaimsRateLimited);
         }
         let later = now + FORCED_RENEWAL_INTERVAL;
         assert!(matches!(
-            s.claims_challenge(later, &c, other.into()).command,
+            s.claims_challenge(later, Some(&c), other.into()).command,
             Command::Start(_)
         ));
     }

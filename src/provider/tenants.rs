@@ -91,7 +91,7 @@ pub(super) struct TenantProviders {
 
 type Map = HashMap<Arc<str>, Arc<Entry>, foldhash::fast::RandomState>;
 
-struct Entry {
+pub(super) struct Entry {
     provider: TokenProvider,
     /// Seconds since `epoch` when last used.
     last_used: AtomicU64,
@@ -100,6 +100,17 @@ struct Entry {
 }
 
 impl Entry {
+    /// The tenant's provider.
+    pub(super) fn provider(&self) -> &TokenProvider {
+        &self.provider
+    }
+
+    /// Whether the entry is `registry`'s and still held there.
+    #[inline]
+    pub(super) fn serves(&self, registry: &TenantProviders) -> bool {
+        self.of(registry) && !self.dropped.load(Ordering::Relaxed)
+    }
+
     /// Whether this entry is `registry`'s. Comparing addresses is sound: the entry's provider
     /// holds its registry as a `Weak`, which pins the allocation, so no other registry can live
     /// at that address while the entry exists.
@@ -167,11 +178,6 @@ impl TenantProviders {
 
     fn coarse_secs(&self) -> u64 {
         monotonic_secs().saturating_sub(self.coarse_epoch)
-    }
-
-    /// Seconds since `epoch` for a use mark, on the cached path: the coarse clock.
-    fn mark(&self) -> u64 {
-        self.coarse_secs() + self.skew.load(Ordering::Relaxed)
     }
 
     /// Seconds since `epoch`, off the cached path: tokio's clock, which tests pause; keeps
@@ -245,13 +251,26 @@ impl TenantProviders {
     }
 
     fn serve_entry<T>(&self, entry: &Entry, serve: impl FnOnce(&TokenProvider) -> T) -> T {
-        let now = self.mark();
+        self.mark_used(entry, monotonic_secs());
+        serve(&entry.provider)
+    }
+
+    /// Marks `entry` used now, `coarse_secs` being the coarse monotonic clock's whole seconds.
+    #[inline]
+    pub(super) fn mark_used(&self, entry: &Entry, coarse_secs: u64) {
+        let now = coarse_secs.saturating_sub(self.coarse_epoch) + self.skew.load(Ordering::Relaxed);
         // Written only when the second changed: many requests of one tenant on many cores do
         // not all write the same line.
         if entry.last_used.load(Ordering::Relaxed) != now {
             entry.last_used.store(now, Ordering::Relaxed);
         }
-        serve(&entry.provider)
+    }
+
+    /// The entry of `tenant`, if it has one: for a service clone to remember (off the cached
+    /// path: it takes a count).
+    pub(super) fn entry(&self, tenant: &str) -> Option<Arc<Entry>> {
+        let entry = self.shard(tenant)?.load().get(tenant).cloned()?;
+        entry.of(self).then_some(entry)
     }
 
     /// How many tenants have a provider now.

@@ -95,6 +95,7 @@ impl Generation {
         (self.0.load(Ordering::Relaxed) >> 1) + 1
     }
 
+    #[inline]
     pub(super) fn read(&self) -> Published {
         // Acquire: pairs with `publish`, so that a token loaded after this is at least as new
         // as this generation's (a newer one is copied again at the next request).
