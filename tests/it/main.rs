@@ -20,6 +20,7 @@ mod core_provider;
 mod custom_credential;
 mod destination;
 mod hyper_client;
+mod last_lease;
 mod liveness;
 mod managed_identity;
 mod managed_identity_day;
