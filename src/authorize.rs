@@ -35,9 +35,11 @@ pub trait AuthorizeRequest: sealed::Sealed {
 impl<B> sealed::Sealed for http::Request<B> {}
 
 impl<B> AuthorizeRequest for http::Request<B> {
+    #[inline]
     fn has_authorization(&self) -> bool {
         self.headers().contains_key(AUTHORIZATION)
     }
+    #[inline]
     fn set_authorization(&mut self, value: HeaderValue) {
         self.headers_mut().insert(AUTHORIZATION, value);
     }
@@ -60,9 +62,11 @@ impl sealed::Sealed for reqwest::Request {}
 
 #[cfg(feature = "reqwest")]
 impl AuthorizeRequest for reqwest::Request {
+    #[inline]
     fn has_authorization(&self) -> bool {
         self.headers().contains_key(AUTHORIZATION)
     }
+    #[inline]
     fn set_authorization(&mut self, value: HeaderValue) {
         self.headers_mut().insert(AUTHORIZATION, value);
     }

@@ -309,6 +309,32 @@ impl Targets {
     /// pass and the origin must pass too, choosing the same provider.
     /// [`decide`](Self::decide), remembering the verdict for the next request to the same
     /// scheme and authority in `last` (one per service clone).
+    /// The provider `last` remembers for `request`'s destination, if it remembers one that
+    /// attaches a token: the cached path's check, inline. Anything else (another destination, a
+    /// destination that gets no token, an origin to judge too) is for
+    /// [`decide_remembering`](Self::decide_remembering).
+    #[inline]
+    pub(crate) fn remembered<R: AuthorizeRequest>(
+        &self,
+        request: &R,
+        last: &LastDestination,
+    ) -> Option<&TokenProvider> {
+        if self.origin.is_some() {
+            return None;
+        }
+        let (Some(scheme), Some(authority)) = (request.scheme(), request.authority()) else {
+            return None;
+        };
+        if !last.is(scheme, authority) {
+            return None;
+        }
+        match last.verdict {
+            Verdict::Route(i) => self.routes.routes.get(i).map(|(_, provider)| provider),
+            Verdict::Default => self.default.as_ref().map(|d| &d.provider),
+            Verdict::SendWithoutToken => None,
+        }
+    }
+
     pub(crate) fn decide_remembering<R: AuthorizeRequest>(
         &self,
         request: &R,

@@ -104,7 +104,32 @@ where
         self.inner.poll_ready(cx).map_err(Error::Inner)
     }
 
+    #[inline]
     fn call(&mut self, mut request: R) -> Self::Future {
+        // The cached path, inline: a remembered destination and a remembered lease. The rest,
+        // out of line, decides and leases anew.
+        if let Some(provider) = self.targets.remembered(&request, &self.last)
+            && let Some((header, ticket)) = self.last_lease.serve(provider, request.tenant())
+        {
+            if request.has_authorization() {
+                return ResponseFuture::passthrough(self.inner.call(request));
+            }
+            request.set_authorization(header.clone());
+            let future = self.inner.call(request);
+            return ResponseFuture::calling(future, Used::Ticket(ticket));
+        }
+        self.call_through_provider(request)
+    }
+}
+
+impl<S> EntraAuth<S> {
+    /// The request through the destination's decision and the provider's lease.
+    #[inline(never)]
+    fn call_through_provider<R>(&mut self, mut request: R) -> ResponseFuture<S, R>
+    where
+        S: Service<R> + Clone,
+        R: AuthorizeRequest,
+    {
         if request.has_authorization() {
             return ResponseFuture::passthrough(self.inner.call(request));
         }
@@ -115,11 +140,6 @@ where
             }
             Decision::Refuse(e) => return ResponseFuture::failed(e),
         };
-        if let Some((header, ticket)) = self.last_lease.serve(provider, request.tenant()) {
-            request.set_authorization(header.clone());
-            let future = self.inner.call(request);
-            return ResponseFuture::calling(future, Used::Ticket(ticket));
-        }
         match provider.lease_and_remember(request.tenant(), &mut self.last_lease) {
             Err(e) => ResponseFuture::failed(e),
             Ok(Leased::Cached(lease)) => {
