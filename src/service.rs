@@ -108,7 +108,8 @@ where
     fn call(&mut self, mut request: R) -> Self::Future {
         // The cached path, inline: a remembered destination and a remembered lease. The rest,
         // out of line, decides and leases anew.
-        if let Some(provider) = self.targets.remembered(&request, &self.last)
+        let remembered = self.targets.remembered(&request, &self.last);
+        if let Some(provider) = remembered
             && let Some((header, ticket)) = self.last_lease.serve(provider, request.tenant())
         {
             if request.has_authorization() {
@@ -118,41 +119,57 @@ where
             let future = self.inner.call(request);
             return ResponseFuture::calling(future, Used::Ticket(ticket));
         }
-        self.call_through_provider(request)
+        call_through_provider(
+            &mut self.inner,
+            &self.targets,
+            &mut self.last,
+            &mut self.last_lease,
+            remembered,
+            request,
+        )
     }
 }
 
-impl<S> EntraAuth<S> {
-    /// The request through the destination's decision and the provider's lease.
-    #[inline(never)]
-    fn call_through_provider<R>(&mut self, mut request: R) -> ResponseFuture<S, R>
-    where
-        S: Service<R> + Clone,
-        R: AuthorizeRequest,
-    {
-        if request.has_authorization() {
-            return ResponseFuture::passthrough(self.inner.call(request));
-        }
-        let provider = match self.targets.decide_remembering(&request, &mut self.last) {
+/// The request through the destination's decision (unless `remembered` already names the
+/// provider) and the provider's lease.
+#[inline(never)]
+fn call_through_provider<S, R>(
+    inner: &mut S,
+    targets: &Targets,
+    last: &mut LastDestination,
+    last_lease: &mut LastLease,
+    remembered: Option<&TokenProvider>,
+    mut request: R,
+) -> ResponseFuture<S, R>
+where
+    S: Service<R> + Clone,
+    R: AuthorizeRequest,
+{
+    if request.has_authorization() {
+        return ResponseFuture::passthrough(inner.call(request));
+    }
+    let provider = match remembered {
+        Some(provider) => provider,
+        None => match targets.decide_remembering(&request, last) {
             Decision::Attach(provider) => provider,
             Decision::SendWithoutToken => {
-                return ResponseFuture::passthrough(self.inner.call(request));
+                return ResponseFuture::passthrough(inner.call(request));
             }
             Decision::Refuse(e) => return ResponseFuture::failed(e),
-        };
-        match provider.lease_and_remember(request.tenant(), &mut self.last_lease) {
-            Err(e) => ResponseFuture::failed(e),
-            Ok(Leased::Cached(lease)) => {
-                request.set_authorization(lease.token().header_value().clone());
-                let future = self.inner.call(request);
-                ResponseFuture::calling(future, Used::Lease(lease))
-            }
-            Ok(Leased::Cold(provider)) => {
-                // Take the service that poll_ready readied; leave a fresh clone for the next call.
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::acquiring(provider.acquire(), ready, request, provider)
-            }
+        },
+    };
+    match provider.lease_and_remember(request.tenant(), last_lease) {
+        Err(e) => ResponseFuture::failed(e),
+        Ok(Leased::Cached(lease)) => {
+            request.set_authorization(lease.token().header_value().clone());
+            let future = inner.call(request);
+            ResponseFuture::calling(future, Used::Lease(lease))
+        }
+        Ok(Leased::Cold(provider)) => {
+            // Take the service that poll_ready readied; leave a fresh clone for the next call.
+            let clone = inner.clone();
+            let ready = std::mem::replace(inner, clone);
+            ResponseFuture::acquiring(provider.acquire(), ready, request, provider)
         }
     }
 }
