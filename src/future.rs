@@ -55,7 +55,6 @@ pin_project! {
     }
 }
 
-/// A request waiting for a token, with the ready service that will send it.
 /// What a request's future keeps of the token it was sent with, to act on the API's refusal.
 pub(crate) enum Used {
     /// A lease (the token fetched for this request, or this thread's lease).
@@ -75,6 +74,7 @@ impl Used {
     }
 }
 
+/// A request waiting for a token, with the ready service that will send it.
 struct Waiting<S, R> {
     acquire: Acquire,
     service: Option<S>,
@@ -161,7 +161,7 @@ where
                     let response = ready!(future.poll(cx)).map_err(Error::Inner)?;
                     // Checked here, inline: nearly every response is no refusal, and is returned
                     // without a move through the refusal path.
-                    if used.is_none() || !refusal::refuses(&response) {
+                    if !refusal::refuses(&response) {
                         return Poll::Ready(Ok(response));
                     }
                     let Some(used) = used.take() else {
