@@ -131,59 +131,100 @@ where
 {
     type Output = Result<S::Response, Error<S::Error>>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let mut state = self.project().state;
         loop {
-            match this.state.as_mut().project() {
-                StateProj::Acquiring { waiting } => {
-                    let Waiting {
-                        acquire,
-                        service,
-                        request,
-                        provider,
-                    } = &mut **waiting;
-                    let token = match ready!(Pin::new(acquire).poll(cx)) {
-                        Ok(token) => token,
-                        Err(e) => return Poll::Ready(Err(Error::Token(e))),
-                    };
-                    let (Some(mut service), Some(mut request)) = (service.take(), request.take())
-                    else {
-                        return Poll::Ready(Err(Error::Token(TokenError::configuration(
-                            "response future polled after completion",
-                        ))));
-                    };
-                    request.set_authorization(token.header_value().clone());
-                    let future = service.call(request);
-                    let used = Some(Used::Lease(Lease::fetched(provider, token)));
-                    this.state.set(State::Calling { future, used });
+            // The cached path's state, inline: nearly every response comes back at once and is
+            // no refusal. Every other state, and a refusal, go out of line, so that this poll
+            // stays small enough for its caller to inline.
+            if let StateProj::Calling { future, used } = state.as_mut().project() {
+                let response = ready!(future.poll(cx)).map_err(Error::Inner)?;
+                if !refusal::refuses(&response) {
+                    return Poll::Ready(Ok(response));
                 }
-                StateProj::Calling { future, used } => {
-                    let response = ready!(future.poll(cx)).map_err(Error::Inner)?;
-                    // Checked here, inline: nearly every response is no refusal, and is returned
-                    // without a move through the refusal path.
-                    if !refusal::refuses(&response) {
-                        return Poll::Ready(Ok(response));
-                    }
-                    let Some(used) = used.take() else {
-                        return Poll::Ready(Ok(response));
-                    };
-                    match refusal::answer(|| used.redeem(), response) {
-                        Answer::Ready(response) => return Poll::Ready(Ok(response)),
-                        Answer::Renewing(renewing) => {
-                            this.state.set(State::Renewing { renewing });
-                        }
-                    }
-                }
-                StateProj::Renewing { renewing } => {
-                    return Pin::new(&mut **renewing).poll(cx).map_err(Error::Token);
-                }
-                StateProj::Failed { error } => {
-                    let error = error.take().unwrap_or_else(|| {
-                        TokenError::configuration("response future polled after completion")
-                    });
-                    return Poll::Ready(Err(Error::Token(error)));
+                let Some(used) = used.take() else {
+                    return Poll::Ready(Ok(response));
+                };
+                match refused(state.as_mut(), used, response) {
+                    Some(response) => return Poll::Ready(Ok(response)),
+                    None => continue,
                 }
             }
+            if let Some(output) = ready!(poll_states(state.as_mut(), cx)) {
+                return Poll::Ready(output);
+            }
+        }
+    }
+}
+
+/// The API refused the token `used`: the provider's reaction (see `refusal`). The response, or
+/// `None` when the state is now renewing the token.
+#[inline(never)]
+fn refused<S, R>(
+    mut state: Pin<&mut State<S, R>>,
+    used: Used,
+    response: S::Response,
+) -> Option<S::Response>
+where
+    S: Service<R>,
+    S::Response: InspectResponse,
+{
+    match refusal::answer(|| used.redeem(), response) {
+        Answer::Ready(response) => Some(response),
+        Answer::Renewing(renewing) => {
+            state.set(State::Renewing { renewing });
+            None
+        }
+    }
+}
+
+/// Every state but a call's: waiting for a token (`None` once the request is sent: the state is
+/// now calling), renewing after a claims challenge, failed.
+#[inline(never)]
+#[allow(clippy::type_complexity)]
+fn poll_states<S, R>(
+    mut state: Pin<&mut State<S, R>>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<S::Response, Error<S::Error>>>>
+where
+    S: Service<R>,
+    S::Response: InspectResponse,
+    R: AuthorizeRequest,
+{
+    match state.as_mut().project() {
+        StateProj::Acquiring { waiting } => {
+            let Waiting {
+                acquire,
+                service,
+                request,
+                provider,
+            } = &mut **waiting;
+            let token = match ready!(Pin::new(acquire).poll(cx)) {
+                Ok(token) => token,
+                Err(e) => return Poll::Ready(Some(Err(Error::Token(e)))),
+            };
+            let (Some(mut service), Some(mut request)) = (service.take(), request.take()) else {
+                return Poll::Ready(Some(Err(Error::Token(TokenError::configuration(
+                    "response future polled after completion",
+                )))));
+            };
+            request.set_authorization(token.header_value().clone());
+            let future = service.call(request);
+            let used = Some(Used::Lease(Lease::fetched(provider, token)));
+            state.set(State::Calling { future, used });
+            Poll::Ready(None)
+        }
+        // Polled by the caller itself.
+        StateProj::Calling { .. } => Poll::Ready(None),
+        StateProj::Renewing { renewing } => Pin::new(&mut **renewing)
+            .poll(cx)
+            .map(|output| Some(output.map_err(Error::Token))),
+        StateProj::Failed { error } => {
+            let error = error.take().unwrap_or_else(|| {
+                TokenError::configuration("response future polled after completion")
+            });
+            Poll::Ready(Some(Err(Error::Token(error))))
         }
     }
 }
