@@ -302,7 +302,7 @@ fn main() {
     }
 
     let names: Vec<&str> = arms.iter().map(|(name, _)| *name).collect();
-    let medians = interleaved::table(
+    let table = interleaved::table(
         &names,
         |i, threads| interleaved::measure(&|_| (arms[i].1)(), threads, 1_000, batch),
         rounds,
@@ -310,10 +310,10 @@ fn main() {
         cores,
         42,
     );
-    let floor = medians[2].0;
+    let medians = &table.medians;
+    let (over, low, high) = table.over(4, 2);
     println!(
-        "\nEntraAuth over the shared-HeaderValue floor, 1 caller: {:+.1} ns (budget: 50 ns)",
-        medians[4].0 - floor
+        "\nEntraAuth over the shared-HeaderValue floor, 1 caller: {over:+.1} ns (budget: 50 ns; the median of {rounds} rounds' differences, which ranged {low:+.1} to {high:+.1})"
     );
     println!(
         "throughput with {cores} callers vs 1: TokenProvider::token() {:.2}x, EntraAuth {:.2}x, no header {:.2}x (goal: 1.8x on 2 cores)",

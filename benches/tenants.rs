@@ -406,7 +406,7 @@ fn main() {
     }
 
     let names: Vec<&str> = arms.iter().map(|(name, _)| *name).collect();
-    let medians = interleaved::table(
+    let table = interleaved::table(
         &names,
         |i, threads| interleaved::measure(&*arms[i].1, threads, 2 * TENANTS, batch),
         rounds,
@@ -414,15 +414,22 @@ fn main() {
         cores,
         46,
     );
+    let medians = &table.medians;
+    // Differences between arms are the medians of each round's (both arms timed in the same
+    // round), with their range: on a shared machine one round's difference can be far off.
+    let over = |a, b| {
+        let (median, low, high) = table.over(a, b);
+        format!("{median:+.1} ns ({low:+.0}..{high:+.0})")
+    };
     println!(
-        "\nover the floor, 1 caller (budget: 100 ns): tenants in turn {:+.1} ns, one hot tenant {:+.1} ns",
-        medians[1].0 - medians[0].0,
-        medians[3].0 - medians[2].0,
+        "\nover the floor, 1 caller, medians of {rounds} rounds' differences (their range): tenants in turn {}, one hot tenant {} (budget: 100 ns)",
+        over(1, 0),
+        over(3, 2),
     );
     println!(
-        "one hot tenant over the least its checks cost: {:+.1} ns (the least itself: {:+.1} ns over the floor)",
-        medians[3].0 - medians[5].0,
-        medians[5].0 - medians[2].0,
+        "one hot tenant over the least its checks cost: {} (the least itself: {} over the floor)",
+        over(3, 5),
+        over(5, 2),
     );
     println!(
         "{cores} callers vs 1 (budget: 1.8x): tenants in turn {:.2}x, one hot tenant {:.2}x, floor {:.2}x / {:.2}x",

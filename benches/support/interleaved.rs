@@ -42,9 +42,36 @@ pub fn measure(
     })
 }
 
+/// What [`table`] measured: each arm's medians, and its one-caller figure of each round.
+pub struct Table {
+    /// Medians (1 caller, `cores` callers), in arm order.
+    pub medians: Vec<(f64, f64)>,
+    /// One caller, per arm, per round (in round order).
+    rounds: Vec<Vec<f64>>,
+}
+
+impl Table {
+    /// How much more arm `a` costs than arm `b` with one caller: the median of the rounds'
+    /// differences (both arms timed within the same round, so that a machine's slower spell
+    /// falls on both), and the smallest and largest of them.
+    pub fn over(&self, a: usize, b: usize) -> (f64, f64, f64) {
+        let mut d: Vec<f64> = self.rounds[a]
+            .iter()
+            .zip(&self.rounds[b])
+            .map(|(x, y)| x - y)
+            .collect();
+        let (low, high) = d
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| {
+                (l.min(x), h.max(x))
+            });
+        (median(&mut d), low, high)
+    }
+}
+
 /// Times every arm (`time(arm, threads)`) with 1 and `cores` callers, `rounds` times in turn
 /// (the order rotated each round), prints the medians as a table whose names are `width` wide,
-/// and returns them (1 caller, `cores` callers) in arm order.
+/// and returns them with each round's figures.
 pub fn table(
     names: &[&str],
     time: impl Fn(usize, usize) -> f64,
@@ -52,7 +79,7 @@ pub fn table(
     batch: u64,
     cores: usize,
     width: usize,
-) -> Vec<(f64, f64)> {
+) -> Table {
     let mut one: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut many: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     for round in 0..rounds {
@@ -71,11 +98,14 @@ pub fn table(
     );
     let mut medians = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let (m1, mn) = (median(&mut one[i]), median(&mut many[i]));
+        let (m1, mn) = (median(&mut one[i].clone()), median(&mut many[i]));
         medians.push((m1, mn));
         println!("{name:<width$} {m1:>10.1} {mn:>14.1} {:>11.2}x", m1 / mn);
     }
-    medians
+    Table {
+        medians,
+        rounds: one,
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
