@@ -103,14 +103,29 @@ struct Api {
 }
 
 impl Api {
+    /// The API behind `EntraAuth` with `provider`'s tokens.
+    fn behind(
+        &self,
+        provider: &TokenProvider,
+    ) -> impl Service<
+        Request<String>,
+        Response = Response<String>,
+        Error = tower_entra::Error<Infallible>,
+    > + use<> {
+        ServiceBuilder::new()
+            .layer(loopback_auth(provider))
+            .service(self.service())
+    }
+
     fn service(
         &self,
     ) -> impl Service<
         Request<String>,
         Response = Response<String>,
         Error = Infallible,
-        Future = impl Send,
-    > + Clone {
+        Future = impl Send + use<>,
+    > + Clone
+    + use<> {
         let api = self.clone();
         tower::service_fn(move |request: Request<String>| {
             let header = request
@@ -185,6 +200,23 @@ where
     service.ready().await.unwrap().call(request).await.unwrap()
 }
 
+/// One more request (naming no tenant) sent through `service` and held at the API, which has
+/// seen it carry `expected`: the sender of the API's answer, and the request's future.
+async fn hold_one<S>(
+    service: &mut S,
+    api: &Api,
+    expected: &str,
+) -> (oneshot::Sender<StatusCode>, S::Future)
+where
+    S: Service<Request<String>>,
+    S::Error: std::fmt::Debug,
+{
+    let answer = api.hold_next();
+    let held = service.ready().await.unwrap().call(to_api(None));
+    assert_eq!(api.last(), expected, "sent from memory");
+    (answer, held)
+}
+
 /// Sends `n` requests naming `tenant` through `service`, each carrying `expected`.
 async fn send_n<S>(service: &mut S, api: &Api, tenant: Option<&Tenant>, n: usize, expected: &str)
 where
@@ -206,9 +238,7 @@ async fn a_remembered_lease_is_dropped_with_its_token() {
     let issuer = Issuer::new("p");
     let provider = TokenProvider::new(issuer.clone(), SCOPE).unwrap();
     let api = Api::default();
-    let mut service = ServiceBuilder::new()
-        .layer(loopback_auth(&provider))
-        .service(api.service());
+    let mut service = api.behind(&provider);
     send_n(&mut service, &api, None, FILL, "Bearer p-home-0").await;
     assert_eq!(issuer.asked(), 1);
 
@@ -230,9 +260,7 @@ async fn a_remembered_tenant_lease_serves_only_that_tenant() {
     let issuer = Issuer::new("p");
     let provider = TokenProvider::new(issuer.clone(), SCOPE).unwrap();
     let api = Api::default();
-    let mut service = ServiceBuilder::new()
-        .layer(loopback_auth(&provider))
-        .service(api.service());
+    let mut service = api.behind(&provider);
     let (a, b) = (Tenant::new(CONTOSO), Tenant::new(FABRIKAM));
 
     // Tokens count across tenants: A's is the first, B's the second, the home token the third.
@@ -274,9 +302,7 @@ async fn a_dropped_tenant_is_not_served_from_a_services_memory() {
         .build()
         .unwrap();
     let api = Api::default();
-    let mut service = ServiceBuilder::new()
-        .layer(loopback_auth(&provider))
-        .service(api.service());
+    let mut service = api.behind(&provider);
     let (a, b) = (Tenant::new(CONTOSO), Tenant::new(FABRIKAM));
 
     send_n(
@@ -354,9 +380,7 @@ async fn a_refusal_of_a_remembered_lease_drops_its_token() {
     let issuer = Issuer::new("p");
     let provider = TokenProvider::new(issuer.clone(), SCOPE).unwrap();
     let api = Api::default();
-    let mut service = ServiceBuilder::new()
-        .layer(loopback_auth(&provider))
-        .service(api.service());
+    let mut service = api.behind(&provider);
     send_n(&mut service, &api, None, FILL, "Bearer p-home-0").await;
 
     api.refuse_next();
@@ -383,14 +407,10 @@ async fn a_late_refusal_of_a_replaced_remembered_lease_keeps_the_new_token() {
     let issuer = Issuer::new("p");
     let provider = TokenProvider::new(issuer.clone(), SCOPE).unwrap();
     let api = Api::default();
-    let mut service = ServiceBuilder::new()
-        .layer(loopback_auth(&provider))
-        .service(api.service());
+    let mut service = api.behind(&provider);
     send_n(&mut service, &api, None, FILL, "Bearer p-home-0").await;
 
-    let answer = api.hold_next();
-    let held = service.ready().await.unwrap().call(to_api(None));
-    assert_eq!(api.last(), "Bearer p-home-0", "sent from memory");
+    let (answer, held) = hold_one(&mut service, &api, "Bearer p-home-0").await;
 
     provider.invalidate(&provider.token().await.unwrap());
     send_n(&mut service, &api, None, FILL, "Bearer p-home-1").await;
@@ -422,23 +442,17 @@ async fn a_refusal_whose_provider_is_gone_does_nothing() {
     let issuer = Issuer::new("old");
     let provider = TokenProvider::new(issuer.clone(), SCOPE).unwrap();
     let api = Api::default();
-    let mut service = ServiceBuilder::new()
-        .layer(loopback_auth(&provider))
-        .service(api.service());
+    let mut service = api.behind(&provider);
     send_n(&mut service, &api, None, FILL, "Bearer old-home-0").await;
 
-    let answer = api.hold_next();
-    let held = service.ready().await.unwrap().call(to_api(None));
-    assert_eq!(api.last(), "Bearer old-home-0", "sent from memory");
+    let (answer, held) = hold_one(&mut service, &api, "Bearer old-home-0").await;
     drop(service);
     drop(provider);
     assert_eq!(Arc::strong_count(&issuer), 1, "the provider is gone");
 
     let new_issuer = Issuer::new("new");
     let new_provider = TokenProvider::new(new_issuer.clone(), SCOPE).unwrap();
-    let mut new_service = ServiceBuilder::new()
-        .layer(loopback_auth(&new_provider))
-        .service(api.service());
+    let mut new_service = api.behind(&new_provider);
     send_n(&mut new_service, &api, None, FILL, "Bearer new-home-0").await;
 
     answer.send(StatusCode::UNAUTHORIZED).unwrap();
