@@ -1,4 +1,12 @@
 //! [`ResponseFuture`]: waits for a token when none is cached, then calls the inner service.
+//!
+//! Nearly every request is sent at once with a cached token and its response is no refusal, so
+//! the future is laid out for that: the inner future and a ticket (three numbers, see
+//! [`Ticket`]) in the open, and every other state (waiting for a token, renewing after a claims
+//! challenge, failed) in one field of boxes. On the cached path it holds no count and nothing
+//! to drop but the inner future, and its poll hands out of line only values, never its own
+//! address: a refusal goes out with the ticket and the response, a rare state is taken out of
+//! the future, polled, and put back.
 
 use std::fmt;
 use std::future::Future;
@@ -10,91 +18,70 @@ use tower_service::Service;
 
 use crate::authorize::AuthorizeRequest;
 use crate::error::{Error, TokenError};
-use crate::provider::{Acquire, Lease, Ticket, TokenProvider};
+use crate::provider::{Acquire, Ticket, TokenProvider};
 use crate::refusal::{self, Answer, InspectResponse, Renewing};
-use crate::token::AccessToken;
 
 pin_project! {
     /// The response future of [`EntraAuth`](crate::EntraAuth).
     ///
-    /// With a cached token it is the inner future and a token handle, nothing boxed. Its
-    /// `Debug` shows the state it is in, nothing else.
+    /// With a cached token it is the inner future and a ticket, nothing boxed. Its `Debug`
+    /// shows the state it is in, nothing else.
     pub struct ResponseFuture<S, R>
     where
         S: Service<R>,
     {
+        // The inner service's future, once the request is sent.
         #[pin]
-        state: State<S, R>,
+        call: Option<S::Future>,
+        // What acting on the API's refusal of the request's token needs (see `refusal`); `None`
+        // for a request sent as it came.
+        ticket: Option<Ticket>,
+        // Every state but a call's.
+        rare: Option<Rare<S, R>>,
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<S, R>
-    where
-        S: Service<R>,
-    {
-        // Boxed: only the cold path pays for it, and the cached path's future stays small.
-        Acquiring {
-            waiting: Box<Waiting<S, R>>,
-        },
-        Calling {
-            #[pin]
-            future: S::Future,
-            // Kept to act on the API's refusal of this token (see `refusal`).
-            used: Option<Used>,
-        },
-        // A claims challenge came back: a token with those claims is fetched before the
-        // response is returned, so that a replay carries it.
-        Renewing {
-            renewing: Box<Renewing<S::Response>>,
-        },
-        Failed {
-            error: Option<TokenError>,
-        },
-    }
-}
-
-/// What a request's future keeps of the token it was sent with, to act on the API's refusal.
-pub(crate) enum Used {
-    /// A lease (the token fetched for this request, or this thread's lease).
-    Lease(Lease),
-    /// A ticket: no count at all (a service clone's remembered lease, see `LastLease`).
-    Ticket(Ticket),
-}
-
-impl Used {
-    fn redeem(self) -> Option<(TokenProvider, Option<AccessToken>)> {
-        match self {
-            Used::Lease(lease) => lease
-                .provider()
-                .map(|provider| (provider, Some(lease.token().clone()))),
-            Used::Ticket(ticket) => ticket.redeem(),
-        }
-    }
+/// The states off the cached path, each boxed (a token error is a box itself).
+enum Rare<S: Service<R>, R> {
+    /// No usable token: the request waits for one, with the ready service that will send it.
+    Acquiring(Box<Waiting<S, R>>),
+    /// A claims challenge came back: a token with those claims is fetched before the response
+    /// is returned, so that a replay carries it.
+    Renewing(Box<Renewing<S::Response>>),
+    /// The request was not sent.
+    Failed(TokenError),
 }
 
 /// A request waiting for a token, with the ready service that will send it.
 struct Waiting<S, R> {
     acquire: Acquire,
-    service: Option<S>,
-    request: Option<R>,
+    service: S,
+    request: R,
     provider: TokenProvider,
 }
 
+/// What polling a rare state came to.
+enum Step<S: Service<R>, R> {
+    Pending(Rare<S, R>),
+    Done(Result<S::Response, Error<S::Error>>),
+    /// The token came: the request is sent.
+    Call(S::Future, Ticket),
+}
+
 impl<S: Service<R>, R> ResponseFuture<S, R> {
-    pub(crate) fn calling(future: S::Future, used: Used) -> Self {
+    pub(crate) fn calling(future: S::Future, ticket: Ticket) -> Self {
         ResponseFuture {
-            state: State::Calling {
-                future,
-                used: Some(used),
-            },
+            call: Some(future),
+            ticket: Some(ticket),
+            rare: None,
         }
     }
 
     pub(crate) fn passthrough(future: S::Future) -> Self {
         ResponseFuture {
-            state: State::Calling { future, used: None },
+            call: Some(future),
+            ticket: None,
+            rare: None,
         }
     }
 
@@ -105,20 +92,22 @@ impl<S: Service<R>, R> ResponseFuture<S, R> {
         provider: TokenProvider,
     ) -> Self {
         ResponseFuture {
-            state: State::Acquiring {
-                waiting: Box::new(Waiting {
-                    acquire,
-                    service: Some(service),
-                    request: Some(request),
-                    provider,
-                }),
-            },
+            call: None,
+            ticket: None,
+            rare: Some(Rare::Acquiring(Box::new(Waiting {
+                acquire,
+                service,
+                request,
+                provider,
+            }))),
         }
     }
 
     pub(crate) fn failed(error: TokenError) -> Self {
         ResponseFuture {
-            state: State::Failed { error: Some(error) },
+            call: None,
+            ticket: None,
+            rare: Some(Rare::Failed(error)),
         }
     }
 }
@@ -133,99 +122,78 @@ where
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
+        let mut this = self.project();
         loop {
-            // The cached path's state, inline: nearly every response comes back at once and is
-            // no refusal. Every other state, and a refusal, go out of line, so that this poll
-            // stays small enough for its caller to inline.
-            if let StateProj::Calling { future, used } = state.as_mut().project() {
-                let response = ready!(future.poll(cx)).map_err(Error::Inner)?;
-                if !refusal::refuses(&response) {
-                    return Poll::Ready(Ok(response));
-                }
-                let Some(used) = used.take() else {
+            if let Some(call) = this.call.as_mut().as_pin_mut() {
+                let response = ready!(call.poll(cx)).map_err(Error::Inner)?;
+                let Some(ticket) = this.ticket.filter(|_| refusal::refuses(&response)) else {
                     return Poll::Ready(Ok(response));
                 };
-                match refused(state.as_mut(), used, response) {
-                    Some(response) => return Poll::Ready(Ok(response)),
-                    None => continue,
+                *this.ticket = None;
+                match refused(ticket, response) {
+                    Answer::Ready(response) => return Poll::Ready(Ok(response)),
+                    Answer::Renewing(renewing) => {
+                        this.call.set(None);
+                        *this.rare = Some(Rare::Renewing(renewing));
+                    }
                 }
             }
-            if let Some(output) = ready!(poll_states(state.as_mut(), cx)) {
-                return Poll::Ready(output);
+            // Taken out and put back, so that only this local's address goes out of line, never
+            // the future's.
+            let Some(rare) = this.rare.take() else {
+                return Poll::Ready(Err(Error::Token(TokenError::configuration(
+                    "response future polled after completion",
+                ))));
+            };
+            match poll_rare(rare, cx) {
+                Step::Pending(rare) => {
+                    *this.rare = Some(rare);
+                    return Poll::Pending;
+                }
+                Step::Done(output) => return Poll::Ready(output),
+                Step::Call(future, ticket) => {
+                    this.call.set(Some(future));
+                    *this.ticket = Some(ticket);
+                }
             }
         }
     }
 }
 
-/// The API refused the token `used`: the provider's reaction (see `refusal`). The response, or
-/// `None` when the state is now renewing the token.
+/// The API refused the token `ticket` names: the provider's reaction (see `refusal`).
 #[inline(never)]
-fn refused<S, R>(
-    mut state: Pin<&mut State<S, R>>,
-    used: Used,
-    response: S::Response,
-) -> Option<S::Response>
-where
-    S: Service<R>,
-    S::Response: InspectResponse,
-{
-    match refusal::answer(|| used.redeem(), response) {
-        Answer::Ready(response) => Some(response),
-        Answer::Renewing(renewing) => {
-            state.set(State::Renewing { renewing });
-            None
-        }
-    }
+fn refused<Res: InspectResponse>(ticket: Ticket, response: Res) -> Answer<Res> {
+    refusal::answer(|| ticket.redeem(), response)
 }
 
-/// Every state but a call's: waiting for a token (`None` once the request is sent: the state is
-/// now calling), renewing after a claims challenge, failed.
+/// Polls a state off the cached path.
 #[inline(never)]
-#[allow(clippy::type_complexity)]
-fn poll_states<S, R>(
-    mut state: Pin<&mut State<S, R>>,
-    cx: &mut Context<'_>,
-) -> Poll<Option<Result<S::Response, Error<S::Error>>>>
+fn poll_rare<S, R>(rare: Rare<S, R>, cx: &mut Context<'_>) -> Step<S, R>
 where
     S: Service<R>,
     S::Response: InspectResponse,
     R: AuthorizeRequest,
 {
-    match state.as_mut().project() {
-        StateProj::Acquiring { waiting } => {
-            let Waiting {
-                acquire,
-                service,
-                request,
-                provider,
-            } = &mut **waiting;
-            let token = match ready!(Pin::new(acquire).poll(cx)) {
-                Ok(token) => token,
-                Err(e) => return Poll::Ready(Some(Err(Error::Token(e)))),
-            };
-            let (Some(mut service), Some(mut request)) = (service.take(), request.take()) else {
-                return Poll::Ready(Some(Err(Error::Token(TokenError::configuration(
-                    "response future polled after completion",
-                )))));
-            };
-            request.set_authorization(token.header_value().clone());
-            let future = service.call(request);
-            let used = Some(Used::Lease(Lease::fetched(provider, token)));
-            state.set(State::Calling { future, used });
-            Poll::Ready(None)
-        }
-        // Polled by the caller itself.
-        StateProj::Calling { .. } => Poll::Ready(None),
-        StateProj::Renewing { renewing } => Pin::new(&mut **renewing)
-            .poll(cx)
-            .map(|output| Some(output.map_err(Error::Token))),
-        StateProj::Failed { error } => {
-            let error = error.take().unwrap_or_else(|| {
-                TokenError::configuration("response future polled after completion")
-            });
-            Poll::Ready(Some(Err(Error::Token(error))))
-        }
+    match rare {
+        Rare::Acquiring(mut waiting) => match Pin::new(&mut waiting.acquire).poll(cx) {
+            Poll::Pending => Step::Pending(Rare::Acquiring(waiting)),
+            Poll::Ready(Err(e)) => Step::Done(Err(Error::Token(e))),
+            Poll::Ready(Ok(token)) => {
+                let Waiting {
+                    mut service,
+                    mut request,
+                    provider,
+                    ..
+                } = *waiting;
+                request.set_authorization(token.header_value().clone());
+                Step::Call(service.call(request), Ticket::fetched(&provider, &token))
+            }
+        },
+        Rare::Renewing(mut renewing) => match Pin::new(&mut *renewing).poll(cx) {
+            Poll::Pending => Step::Pending(Rare::Renewing(renewing)),
+            Poll::Ready(output) => Step::Done(output.map_err(Error::Token)),
+        },
+        Rare::Failed(error) => Step::Done(Err(Error::Token(error))),
     }
 }
 
@@ -236,11 +204,12 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The state's name only: the service and the response need not be Debug, and the
         // request may carry the token.
-        let state = match &self.state {
-            State::Acquiring { .. } => "Acquiring",
-            State::Calling { .. } => "Calling",
-            State::Renewing { .. } => "Renewing",
-            State::Failed { .. } => "Failed",
+        let state = match (&self.call, &self.rare) {
+            (Some(_), _) => "Calling",
+            (None, Some(Rare::Acquiring(_))) => "Acquiring",
+            (None, Some(Rare::Renewing(_))) => "Renewing",
+            (None, Some(Rare::Failed(_))) => "Failed",
+            (None, None) => "Done",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &format_args!("{state}"))

@@ -175,8 +175,8 @@ enum TenantsLink {
 
 /// What a request gets from a provider ([`TokenProvider::lease_in`]).
 pub(crate) enum Leased {
-    /// This thread's lease on the cached token.
-    Cached(Lease),
+    /// This thread's lease on the cached token, and its ticket.
+    Cached(Lease, Ticket),
     /// No usable token: the provider to wait on.
     Cold(TokenProvider),
 }
@@ -296,7 +296,7 @@ impl TokenProvider {
         last: &mut LastLease,
     ) -> Result<Leased, TokenError> {
         let leased = self.lease_in(tenant)?;
-        if let Leased::Cached(lease) = &leased {
+        if let Leased::Cached(lease, _) = &leased {
             last.served(self, tenant, lease);
         }
         Ok(leased)
@@ -310,7 +310,10 @@ impl TokenProvider {
     #[inline]
     fn leased(&self) -> Leased {
         match self.lease() {
-            Some(lease) => Leased::Cached(lease),
+            Some(lease) => {
+                let ticket = Ticket::new(&self.inner, &lease);
+                Leased::Cached(lease, ticket)
+            }
             None => Leased::Cold(self.clone()),
         }
     }
@@ -395,7 +398,7 @@ impl TokenProvider {
             // may have been stepped back): no precise clock needed.
             Freshness::Fresh
                 if published.fresh
-                    && lease.generation() == Some(published.generation)
+                    && lease.generation() == published.generation
                     && lease.fresh_by_monotonic_clock() =>
             {
                 return Some(lease);

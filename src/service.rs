@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::authorize::AuthorizeRequest;
 use crate::destination::{Decision, LastDestination, ProviderRoutes, Targets};
 use crate::error::Error;
-use crate::future::{ResponseFuture, Used};
+use crate::future::ResponseFuture;
 use crate::provider::{LastLease, Leased, TokenProvider};
 use crate::refusal::InspectResponse;
 
@@ -117,7 +117,7 @@ where
             }
             request.set_authorization(header.clone());
             let future = self.inner.call(request);
-            return ResponseFuture::calling(future, Used::Ticket(ticket));
+            return ResponseFuture::calling(future, ticket);
         }
         call_through_provider(
             &mut self.inner,
@@ -160,10 +160,10 @@ where
     };
     match provider.lease_and_remember(request.tenant(), last_lease) {
         Err(e) => ResponseFuture::failed(e),
-        Ok(Leased::Cached(lease)) => {
+        Ok(Leased::Cached(lease, ticket)) => {
             request.set_authorization(lease.token().header_value().clone());
             let future = inner.call(request);
-            ResponseFuture::calling(future, Used::Lease(lease))
+            ResponseFuture::calling(future, ticket)
         }
         Ok(Leased::Cold(provider)) => {
             // Take the service that poll_ready readied; leave a fresh clone for the next call.

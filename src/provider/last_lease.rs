@@ -99,7 +99,7 @@ impl LastLease {
             return None;
         }
         let published = inner.generation.read();
-        if !published.fresh || lease.generation() != Some(published.generation) {
+        if !published.fresh || lease.generation() != published.generation {
             return None;
         }
         let wall = wall_clock();

@@ -92,9 +92,9 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 
+use super::Inner;
 use super::coarse::{monotonic_clock, wall_clock};
 use super::state::{Cached, Freshness};
-use super::{Inner, TokenProvider};
 use crate::token::AccessToken;
 
 /// How many copies a thread keeps at most: its table's entries. A power of two, so that a slot
@@ -214,40 +214,16 @@ struct Held {
     /// on the fresh bit (see [`Lease::fresh_by_monotonic_clock`]).
     monotonic_refresh_at: Duration,
     provider: Weak<Inner>,
-    /// The provider's generation the token was published under; `None` for a lease made on the
-    /// cold path, which no thread serves from.
-    generation: Option<u64>,
+    /// The provider's generation the token was published under.
+    generation: u64,
     usable_until: Instant,
     refresh_at: Instant,
 }
 
 impl Lease {
-    /// A lease for a token that was just fetched (the cold path): no thread serves it again.
-    pub(crate) fn fetched(provider: &TokenProvider, token: AccessToken) -> Lease {
-        Lease(Arc::new(Held {
-            usable_until: token.expires_at(),
-            refresh_at: token.expires_at(),
-            cached_id: 0,
-            wall_usable_until: since_epoch(token.expires_on()),
-            wall_refresh_at: since_epoch(token.expires_on()),
-            monotonic_refresh_at: Duration::ZERO,
-            token,
-            provider: Arc::downgrade(&provider.inner),
-            generation: None,
-        }))
-    }
-
     /// The token the request carries.
     pub(crate) fn token(&self) -> &AccessToken {
         &self.0.token
-    }
-
-    /// The provider, if it still exists: for the refusal path only (it touches shared counts).
-    pub(crate) fn provider(&self) -> Option<TokenProvider> {
-        self.0
-            .provider
-            .upgrade()
-            .map(|inner| TokenProvider { inner })
     }
 
     pub(super) fn freshness(&self, now: Instant) -> Freshness {
@@ -288,8 +264,8 @@ impl Lease {
         now < self.0.monotonic_refresh_at
     }
 
-    /// The generation the token was published under (`None` on the cold path).
-    pub(super) fn generation(&self) -> Option<u64> {
+    /// The generation the token was published under.
+    pub(super) fn generation(&self) -> u64 {
         self.0.generation
     }
 
@@ -343,7 +319,7 @@ impl Published {
                 // The token's own bytes and count: this lease is shared by every thread.
                 token: cached.token.clone(),
                 provider: Arc::downgrade(inner),
-                generation: Some(generation),
+                generation,
                 usable_until: cached.usable_until,
                 refresh_at: cached.refresh_at,
             })
@@ -383,7 +359,7 @@ pub(super) fn lease(inner: &Arc<Inner>, generation: u64) -> Option<Lease> {
             let entry = &mut held[inner.slot.entry()];
             match &entry.copy {
                 Some(copy) if copy.of(inner) => {
-                    if copy.0.generation == Some(generation) {
+                    if copy.0.generation == generation {
                         // "Asked twice in a row" means with no request of its own copy in
                         // between: else two providers alternating at one entry would take the
                         // copy from each other at every other request (an allocation each).
@@ -456,6 +432,7 @@ fn since_epoch(t: SystemTime) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::TokenProvider;
     use crate::provider::state::ProviderOptions;
     use crate::scanning_allocator::allocations_by;
 
@@ -502,7 +479,7 @@ mod tests {
             held.borrow()[p.inner.slot.entry()]
                 .copy
                 .clone()
-                .filter(|l| l.of(&p.inner) && l.0.generation == Some(generation))
+                .filter(|l| l.of(&p.inner) && l.0.generation == generation)
         })
     }
 
@@ -733,7 +710,7 @@ mod tests {
                     format!("t.{i}.new"),
                     "round {round}"
                 );
-                assert_eq!(served.generation(), Some(3));
+                assert_eq!(served.generation(), 3);
                 // The first round may set up this thread's reads of the published leases.
                 if round > 0 {
                     assert_eq!(allocations, 0, "provider {i}, round {round}");

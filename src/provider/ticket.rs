@@ -35,6 +35,25 @@ impl Ticket {
         }
     }
 
+    /// The ticket of `token`, just fetched by `provider` for a request that waited: it names
+    /// the provider's cache entry if the token is the cached one, else none (`0` is no entry's
+    /// id), which a refusal reads as a token already replaced.
+    pub(crate) fn fetched(provider: &TokenProvider, token: &AccessToken) -> Ticket {
+        let inner = &provider.inner;
+        let (slot, slot_id) = inner.slot.key();
+        let cached_id = inner
+            .current
+            .load()
+            .as_ref()
+            .filter(|cached| cached.token.same_token(token))
+            .map_or(0, |cached| cached.id);
+        Ticket {
+            slot,
+            slot_id,
+            cached_id,
+        }
+    }
+
     /// The provider, if it is still alive; with the token, if it is still the provider's cached
     /// one (else it was replaced, which is all a refusal needs to know of it).
     pub(crate) fn redeem(&self) -> Option<(TokenProvider, Option<AccessToken>)> {
