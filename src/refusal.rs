@@ -181,9 +181,9 @@ pub(crate) enum Answer<Res> {
 /// Reads `response` to a request, and has the provider of the token it carried act on a
 /// refusal. A refused token is dealt with even when the request will not be replayed, so that
 /// the next request carries a new one. `used` gives the provider and the token only on a
-/// refusal: the tower future holds them weakly or by a ticket (finding them touches counts
-/// shared by every core), and may find the provider gone (`None`), or the token no longer
-/// cached (`Some((provider, None))`).
+/// refusal: the tower future holds them by a ticket (finding them touches counts shared by
+/// every core), and may find the provider gone (`None`), or the token no longer cached
+/// (`Some((provider, None))`).
 pub(crate) fn answer<Res: InspectResponse, P: Borrow<TokenProvider>>(
     used: impl FnOnce() -> Option<(P, Option<AccessToken>)>,
     mut response: Res,

@@ -27,12 +27,7 @@ pub(crate) struct Ticket {
 impl Ticket {
     /// The ticket of `lease`, a lease on `inner`'s token.
     pub(super) fn new(inner: &Inner, lease: &Lease) -> Ticket {
-        let (slot, slot_id) = inner.slot.key();
-        Ticket {
-            slot,
-            slot_id,
-            cached_id: lease.cached_id(),
-        }
+        Ticket::at(inner, lease.cached_id())
     }
 
     /// The ticket of `token`, just fetched by `provider` for a request that waited: it names
@@ -40,13 +35,17 @@ impl Ticket {
     /// id), which a refusal reads as a token already replaced.
     pub(crate) fn fetched(provider: &TokenProvider, token: &AccessToken) -> Ticket {
         let inner = &provider.inner;
-        let (slot, slot_id) = inner.slot.key();
         let cached_id = inner
             .current
             .load()
             .as_ref()
             .filter(|cached| cached.token.same_token(token))
             .map_or(0, |cached| cached.id);
+        Ticket::at(inner, cached_id)
+    }
+
+    fn at(inner: &Inner, cached_id: u64) -> Ticket {
+        let (slot, slot_id) = inner.slot.key();
         Ticket {
             slot,
             slot_id,
