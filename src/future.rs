@@ -3,10 +3,10 @@
 //! Nearly every request is sent at once with a cached token and its response is no refusal, so
 //! the future is laid out for that: the inner future and a ticket (three numbers, see
 //! [`Ticket`]) in the open, and every other state (waiting for a token, renewing after a claims
-//! challenge, failed) in one field of boxes. On the cached path it holds no count and nothing
-//! to drop but the inner future, and its poll hands out of line only values, never its own
-//! address: a refusal goes out with the ticket and the response, a rare state is taken out of
-//! the future, polled, and put back.
+//! challenge, failed) in one box, a word that is null on the cached path. There it holds no
+//! count and nothing to drop but the inner future, and its poll hands out of line only values,
+//! never its own address: a refusal goes out with the ticket and the response, a rare state is
+//! taken out of the future, polled, and put back.
 
 use std::fmt;
 use std::future::Future;
@@ -36,18 +36,18 @@ pin_project! {
         // What acting on the API's refusal of the request's token needs (see `refusal`); `None`
         // for a request sent as it came.
         ticket: Option<Ticket>,
-        // Every state but a call's.
-        rare: Option<Rare<S, R>>,
+        // Every state but a call's, in one box: a word on the cached path.
+        rare: Option<Box<Rare<S, R>>>,
     }
 }
 
-/// The states off the cached path, each boxed (a token error is a box itself).
+/// The states off the cached path.
 enum Rare<S: Service<R>, R> {
     /// No usable token: the request waits for one, with the ready service that will send it.
-    Acquiring(Box<Waiting<S, R>>),
+    Acquiring(Waiting<S, R>),
     /// A claims challenge came back: a token with those claims is fetched before the response
     /// is returned, so that a replay carries it.
-    Renewing(Box<Renewing<S::Response>>),
+    Renewing(Renewing<S::Response>),
     /// The request was not sent.
     Failed(TokenError),
 }
@@ -62,7 +62,7 @@ struct Waiting<S, R> {
 
 /// What polling a rare state came to.
 enum Step<S: Service<R>, R> {
-    Pending(Rare<S, R>),
+    Pending(Box<Rare<S, R>>),
     Done(Result<S::Response, Error<S::Error>>),
     /// The token came: the request is sent.
     Call(S::Future, Ticket),
@@ -94,7 +94,7 @@ impl<S: Service<R>, R> ResponseFuture<S, R> {
         ResponseFuture {
             call: None,
             ticket: None,
-            rare: Some(Rare::Acquiring(Box::new(Waiting {
+            rare: Some(Box::new(Rare::Acquiring(Waiting {
                 acquire,
                 service,
                 request,
@@ -107,7 +107,7 @@ impl<S: Service<R>, R> ResponseFuture<S, R> {
         ResponseFuture {
             call: None,
             ticket: None,
-            rare: Some(Rare::Failed(error)),
+            rare: Some(Box::new(Rare::Failed(error))),
         }
     }
 }
@@ -134,16 +134,14 @@ where
                     Answer::Ready(response) => return Poll::Ready(Ok(response)),
                     Answer::Renewing(renewing) => {
                         this.call.set(None);
-                        *this.rare = Some(Rare::Renewing(renewing));
+                        *this.rare = Some(Box::new(Rare::Renewing(*renewing)));
                     }
                 }
             }
             // Taken out and put back, so that only this local's address goes out of line, never
             // the future's.
             let Some(rare) = this.rare.take() else {
-                return Poll::Ready(Err(Error::Token(TokenError::configuration(
-                    "response future polled after completion",
-                ))));
+                return Poll::Ready(Err(spent()));
             };
             match poll_rare(rare, cx) {
                 Step::Pending(rare) => {
@@ -168,33 +166,46 @@ fn refused<Res: InspectResponse>(ticket: Ticket, response: Res) -> Answer<Res> {
 
 /// Polls a state off the cached path.
 #[inline(never)]
-fn poll_rare<S, R>(rare: Rare<S, R>, cx: &mut Context<'_>) -> Step<S, R>
+fn poll_rare<S, R>(mut rare: Box<Rare<S, R>>, cx: &mut Context<'_>) -> Step<S, R>
 where
     S: Service<R>,
     S::Response: InspectResponse,
     R: AuthorizeRequest,
 {
-    match rare {
-        Rare::Acquiring(mut waiting) => match Pin::new(&mut waiting.acquire).poll(cx) {
-            Poll::Pending => Step::Pending(Rare::Acquiring(waiting)),
+    match &mut *rare {
+        Rare::Acquiring(waiting) => match Pin::new(&mut waiting.acquire).poll(cx) {
+            Poll::Pending => Step::Pending(rare),
             Poll::Ready(Err(e)) => Step::Done(Err(Error::Token(e))),
             Poll::Ready(Ok(token)) => {
-                let Waiting {
+                let Rare::Acquiring(Waiting {
                     mut service,
                     mut request,
                     provider,
                     ..
-                } = *waiting;
+                }) = *rare
+                else {
+                    return Step::Done(Err(spent()));
+                };
                 request.set_authorization(token.header_value().clone());
                 Step::Call(service.call(request), Ticket::fetched(&provider, &token))
             }
         },
-        Rare::Renewing(mut renewing) => match Pin::new(&mut *renewing).poll(cx) {
-            Poll::Pending => Step::Pending(Rare::Renewing(renewing)),
+        Rare::Renewing(renewing) => match Pin::new(renewing).poll(cx) {
+            Poll::Pending => Step::Pending(rare),
             Poll::Ready(output) => Step::Done(output.map_err(Error::Token)),
         },
-        Rare::Failed(error) => Step::Done(Err(Error::Token(error))),
+        Rare::Failed(_) => match *rare {
+            Rare::Failed(error) => Step::Done(Err(Error::Token(error))),
+            _ => Step::Done(Err(spent())),
+        },
     }
+}
+
+/// What a future polled after it returned answers.
+fn spent<E>() -> Error<E> {
+    Error::Token(TokenError::configuration(
+        "response future polled after completion",
+    ))
 }
 
 impl<S, R> fmt::Debug for ResponseFuture<S, R>
@@ -204,7 +215,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The state's name only: the service and the response need not be Debug, and the
         // request may carry the token.
-        let state = match (&self.call, &self.rare) {
+        let state = match (&self.call, self.rare.as_deref()) {
             (Some(_), _) => "Calling",
             (None, Some(Rare::Acquiring(_))) => "Acquiring",
             (None, Some(Rare::Renewing(_))) => "Renewing",

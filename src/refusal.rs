@@ -120,7 +120,7 @@ impl sealed::ResponseParts for reqwest::Response {
 impl InspectResponse for reqwest::Response {}
 
 /// Named once: looking a header up by a `&str` parses the name on every response.
-const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// Whether `response` refuses the token it was sent with (a 401, or gRPC's UNAUTHENTICATED).
 #[inline]
@@ -133,7 +133,7 @@ pub(crate) fn refuses(response: &impl InspectResponse) -> bool {
 fn is_refusal(status: StatusCode, headers: &HeaderMap) -> bool {
     // gRPC answers HTTP 200 and says UNAUTHENTICATED (16) in `grpc-status`, in the headers of a
     // trailers-only response.
-    status == StatusCode::UNAUTHORIZED || headers.get(GRPC_STATUS).is_some_and(|v| v == "16")
+    status == StatusCode::UNAUTHORIZED || headers.get(&GRPC_STATUS).is_some_and(|v| v == "16")
 }
 
 /// The challenges of a refusal; none for any other answer.

@@ -18,21 +18,29 @@
 //!
 //! # Why serving it is sound
 //!
-//! The lease names its provider weakly, which pins the provider's address (see
-//! [`local`](super::local)), so comparing addresses compares providers. A tenant's lease is
-//! served only for a request that names the same tenant, through the same registry (the entry's
-//! provider names its registry weakly, which pins that address too), while the entry has not
-//! been dropped from the registry. The generation and the fresh bit are read from the provider
-//! on every request, as the thread's table does: a refresh, an invalidation or a claims
-//! challenge is seen by the next request.
+//! The remembered lease holds the provider it was asked of by count, which pins that
+//! provider's address, so comparing addresses compares providers; and with the provider, its
+//! registry of tenants, which never changes. A tenant's entry is remembered only if it is that
+//! registry's (its provider names the registry weakly, which pins that address too), and served
+//! only for a request that names the same tenant, while the entry has not been dropped from the
+//! registry. The lease was checked to be the serving provider's when it was remembered. The
+//! generation word (the generation and the fresh bit) is read from the serving provider on
+//! every request, as the thread's table does: a refresh, an invalidation or a claims challenge
+//! is seen by the next request.
+//!
+//! What a request compares is kept in the service clone itself (the header, the refresh points,
+//! the word to expect), so that serving reads two shared words: the generation, and a tenant's
+//! dropped mark.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderValue;
 
 use super::coarse::{monotonic_clock, wall_clock};
-use super::tenants::Entry;
+use super::tenants::{Entry, TenantProviders};
 use super::ticket::Ticket;
+use super::watch::Generation;
 use super::{Inner, Lease, TenantsLink, TokenProvider};
 use crate::tenant::Tenant;
 
@@ -46,16 +54,28 @@ pub(crate) struct LastLease {
     missed: (usize, usize),
 }
 
+/// The remembered lease, with what a request compares kept by value (see the module docs).
 struct Held {
-    lease: Lease,
+    /// The provider asked (for a tenant, the home provider): compared by address, which the
+    /// count pins.
+    asked: Arc<Inner>,
+    /// The provider the token is from: `asked`, or the tenant's.
+    serving: Arc<Inner>,
+    /// The generation word that says the token is still the published one and fresh.
+    word: u64,
+    header: HeaderValue,
+    wall_refresh_at: Duration,
+    monotonic_refresh_at: Duration,
     /// What the response future keeps of the token (no count).
     ticket: Ticket,
     /// The wall clock's second when the monotonic clock was last read, and that read's second.
     checked_at_wall: u64,
     monotonic_secs: u64,
-    /// For a tenant: its handle, and its entry in the registry (its provider, its dropped mark,
-    /// its use mark).
-    tenant: Option<(Tenant, Arc<Entry>)>,
+    /// For a tenant: its handle, its entry in the registry (its dropped mark, its use mark),
+    /// and the registry.
+    tenant: Option<(Tenant, Arc<Entry>, Arc<TenantProviders>)>,
+    /// The lease itself, which keeps the copy these values came from.
+    _lease: Lease,
 }
 
 impl Clone for LastLease {
@@ -81,29 +101,23 @@ impl LastLease {
         tenant: Option<&Tenant>,
     ) -> Option<(&HeaderValue, Ticket)> {
         let held = self.held.as_mut()?;
-        let (inner, registry): (&Inner, _) = match (tenant, &held.tenant) {
-            (None, None) => (&provider.inner, None),
-            (Some(asked), Some((remembered, entry))) => {
-                let TenantsLink::Home(registry) = &provider.inner.tenants else {
-                    return None;
-                };
-                if !remembered.same(asked) || !entry.serves(registry) {
-                    return None;
-                }
-                (&entry.provider().inner, Some(registry))
-            }
-            _ => return None,
-        };
-        let lease = &held.lease;
-        if !lease.of(inner) {
+        if !Arc::ptr_eq(&held.asked, &provider.inner) {
             return None;
         }
-        let published = inner.generation.read();
-        if !published.fresh || lease.generation() != published.generation {
+        match (tenant, &held.tenant) {
+            (None, None) => {}
+            (Some(asked), Some((remembered, entry, _))) => {
+                if !remembered.same(asked) || entry.dropped() {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+        if held.serving.generation.word() != held.word {
             return None;
         }
         let wall = wall_clock();
-        if !lease.fresh_at_wall(wall) {
+        if wall >= held.wall_refresh_at {
             return None;
         }
         // The monotonic clock, the bound on the fresh bit, is read again once the wall clock's
@@ -112,16 +126,16 @@ impl LastLease {
         // stepped or a machine suspended moves the second.
         if wall.as_secs() != held.checked_at_wall {
             let monotonic = monotonic_clock();
-            if !lease.fresh_at_monotonic(monotonic) {
+            if monotonic >= held.monotonic_refresh_at {
                 return None;
             }
             held.checked_at_wall = wall.as_secs();
             held.monotonic_secs = monotonic.as_secs();
         }
-        if let (Some(registry), Some((_, entry))) = (registry, &held.tenant) {
+        if let Some((_, entry, registry)) = &held.tenant {
             registry.mark_used(entry, held.monotonic_secs);
         }
-        Some((lease.token().header_value(), held.ticket))
+        Some((&held.header, held.ticket))
     }
 
     /// `lease`, served by `provider`'s path for `tenant`: remembered if the same provider and
@@ -143,7 +157,7 @@ impl LastLease {
         }
         let Some(tenant) = tenant else {
             if lease.of(&provider.inner) {
-                self.held = Some(Held::new(Ticket::new(&provider.inner, lease), lease, None));
+                self.held = Some(Held::new(provider, &provider.inner, lease, None));
             }
             return;
         };
@@ -155,22 +169,35 @@ impl LastLease {
         let Some(entry) = registry.entry(tenant.as_str()) else {
             return;
         };
-        if lease.of(&entry.provider().inner) {
-            let ticket = Ticket::new(&entry.provider().inner, lease);
-            self.held = Some(Held::new(ticket, lease, Some((tenant.clone(), entry))));
+        let serving = entry.provider().inner.clone();
+        if lease.of(&serving) {
+            let tenant = Some((tenant.clone(), entry, registry.clone()));
+            self.held = Some(Held::new(provider, &serving, lease, tenant));
         }
     }
 }
 
 impl Held {
-    fn new(ticket: Ticket, lease: &Lease, tenant: Option<(Tenant, Arc<Entry>)>) -> Held {
+    /// `lease`, a lease on `serving`'s token, for requests asking `asked`.
+    fn new(
+        asked: &TokenProvider,
+        serving: &Arc<Inner>,
+        lease: &Lease,
+        tenant: Option<(Tenant, Arc<Entry>, Arc<TenantProviders>)>,
+    ) -> Held {
         Held {
-            lease: lease.clone(),
-            ticket,
+            asked: asked.inner.clone(),
+            serving: serving.clone(),
+            word: Generation::fresh_word(lease.generation()),
+            header: lease.token().header_value().clone(),
+            wall_refresh_at: lease.wall_refresh_at(),
+            monotonic_refresh_at: lease.monotonic_refresh_at(),
+            ticket: Ticket::new(serving, lease),
             // No second yet: the first request reads both clocks.
             checked_at_wall: u64::MAX,
             monotonic_secs: 0,
             tenant,
+            _lease: lease.clone(),
         }
     }
 }

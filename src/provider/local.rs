@@ -85,6 +85,7 @@
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
@@ -129,27 +130,28 @@ static SLOTS: Mutex<Slots> = Mutex::new(Slots {
     providers: Vec::new(),
 });
 
-/// The source of [`Slot`] ids: never reused, unlike slots.
-static SLOT_IDS: AtomicU64 = AtomicU64::new(1);
+/// The source of [`Slot`] ids: never reused, unlike slots (one more than this counter, so never
+/// zero: a ticket's niche).
+static SLOT_IDS: AtomicU64 = AtomicU64::new(0);
 
 struct Slots {
     next: usize,
     /// Lowest first, so that up to [`COPIES`] providers alive have an entry each.
     free: BinaryHeap<Reverse<usize>>,
     /// Each slot's id and provider, for a [`Ticket`](super::ticket::Ticket) to find it.
-    providers: Vec<(u64, Weak<Inner>)>,
+    providers: Vec<Option<(NonZeroU64, Weak<Inner>)>>,
 }
 
 /// A provider's index in every thread's table of copies (modulo its length): its own while it
 /// lives, taken back when it is dropped (a copy left at a reused slot names its old provider,
 /// so it is never served for the new one); and an id of its own, never reused, which tells a
 /// slot's providers apart.
-pub(super) struct Slot(usize, u64);
+pub(super) struct Slot(usize, NonZeroU64);
 
 impl Slot {
     /// A slot for `provider`, which is being made.
     pub(super) fn new(provider: &Weak<Inner>) -> Slot {
-        let id = SLOT_IDS.fetch_add(1, Ordering::Relaxed);
+        let id = NonZeroU64::MIN.saturating_add(SLOT_IDS.fetch_add(1, Ordering::Relaxed));
         let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
         let index = match slots.free.pop() {
             Some(Reverse(slot)) => slot,
@@ -159,9 +161,9 @@ impl Slot {
             }
         };
         if slots.providers.len() <= index {
-            slots.providers.resize_with(index + 1, || (0, Weak::new()));
+            slots.providers.resize_with(index + 1, || None);
         }
-        slots.providers[index] = (id, provider.clone());
+        slots.providers[index] = Some((id, provider.clone()));
         Slot(index, id)
     }
 
@@ -170,16 +172,16 @@ impl Slot {
     }
 
     /// The slot's index and id.
-    pub(super) fn key(&self) -> (usize, u64) {
+    pub(super) fn key(&self) -> (usize, NonZeroU64) {
         (self.0, self.1)
     }
 }
 
 /// The provider at `slot` if it is still the one with `id`, and alive.
-pub(super) fn provider_at(slot: usize, id: u64) -> Option<Arc<Inner>> {
+pub(super) fn provider_at(slot: usize, id: NonZeroU64) -> Option<Arc<Inner>> {
     let slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
     match slots.providers.get(slot) {
-        Some((at, provider)) if *at == id => provider.upgrade(),
+        Some(Some((at, provider))) if *at == id => provider.upgrade(),
         _ => None,
     }
 }
@@ -189,7 +191,7 @@ impl Drop for Slot {
         let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
         // The provider is being dropped: its `Weak` would keep its allocation.
         if let Some(entry) = slots.providers.get_mut(self.0) {
-            *entry = (0, Weak::new());
+            *entry = None;
         }
         slots.free.push(Reverse(self.0));
     }
@@ -251,17 +253,21 @@ impl Lease {
         self.fresh_at_monotonic(monotonic_clock())
     }
 
-    /// Whether the wall clock, read as `now`, says the lease is before its refresh point (what
-    /// [`by_wall_clock`](Self::by_wall_clock) calls fresh).
-    #[inline]
-    pub(super) fn fresh_at_wall(&self, now: Duration) -> bool {
-        now < self.0.wall_refresh_at
-    }
-
     /// [`fresh_by_monotonic_clock`](Self::fresh_by_monotonic_clock) with the clock read.
     #[inline]
     pub(super) fn fresh_at_monotonic(&self, now: Duration) -> bool {
         now < self.0.monotonic_refresh_at
+    }
+
+    /// The refresh point on the wall clock (see [`by_wall_clock`](Self::by_wall_clock)).
+    pub(super) fn wall_refresh_at(&self) -> Duration {
+        self.0.wall_refresh_at
+    }
+
+    /// The refresh point on the coarse monotonic clock (see
+    /// [`fresh_by_monotonic_clock`](Self::fresh_by_monotonic_clock)).
+    pub(super) fn monotonic_refresh_at(&self) -> Duration {
+        self.0.monotonic_refresh_at
     }
 
     /// The generation the token was published under.

@@ -105,10 +105,10 @@ impl Entry {
         &self.provider
     }
 
-    /// Whether the entry is `registry`'s and still held there.
+    /// Whether a sweep dropped the entry from its registry.
     #[inline]
-    pub(super) fn serves(&self, registry: &TenantProviders) -> bool {
-        self.of(registry) && !self.dropped.load(Ordering::Relaxed)
+    pub(super) fn dropped(&self) -> bool {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Whether this entry is `registry`'s. Comparing addresses is sound: the entry's provider

@@ -10,17 +10,19 @@
 //! still the provider's cached one. Redeeming it takes that lock and a count: on the refusal
 //! path only.
 
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use super::local::{self, Lease};
 use super::{Inner, TokenProvider};
 use crate::token::AccessToken;
 
-/// A provider's token, named by numbers: see the module docs.
+/// A provider's token, named by numbers: see the module docs. A slot id is never zero, so an
+/// `Option<Ticket>` is as small as a ticket.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Ticket {
     slot: usize,
-    slot_id: u64,
+    slot_id: NonZeroU64,
     cached_id: u64,
 }
 

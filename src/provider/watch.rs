@@ -95,6 +95,18 @@ impl Generation {
         (self.0.load(Ordering::Relaxed) >> 1) + 1
     }
 
+    /// The word as it reads while the token of `generation` is published and fresh: what a
+    /// request that remembers a lease compares [`word`](Self::word) with.
+    pub(super) fn fresh_word(generation: u64) -> u64 {
+        generation << 1 | FRESH
+    }
+
+    /// The word, with the ordering of [`read`](Self::read).
+    #[inline]
+    pub(super) fn word(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
     #[inline]
     pub(super) fn read(&self) -> Published {
         // Acquire: pairs with `publish`, so that a token loaded after this is at least as new
