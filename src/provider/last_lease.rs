@@ -74,8 +74,6 @@ struct Held {
     /// For a tenant: its handle, its entry in the registry (its dropped mark, its use mark),
     /// and the registry.
     tenant: Option<(Tenant, Arc<Entry>, Arc<TenantProviders>)>,
-    /// The lease itself, which keeps the copy these values came from.
-    _lease: Lease,
 }
 
 impl Clone for LastLease {
@@ -197,7 +195,6 @@ impl Held {
             checked_at_wall: u64::MAX,
             monotonic_secs: 0,
             tenant,
-            _lease: lease.clone(),
         }
     }
 }
