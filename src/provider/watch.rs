@@ -101,17 +101,17 @@ impl Generation {
         generation << 1 | FRESH
     }
 
-    /// The word, with the ordering of [`read`](Self::read).
+    /// The word itself: what [`read`](Self::read) decodes.
     #[inline]
     pub(super) fn word(&self) -> u64 {
+        // Acquire: pairs with `publish`, so that a token loaded after this is at least as new
+        // as this generation's (a newer one is copied again at the next request).
         self.0.load(Ordering::Acquire)
     }
 
     #[inline]
     pub(super) fn read(&self) -> Published {
-        // Acquire: pairs with `publish`, so that a token loaded after this is at least as new
-        // as this generation's (a newer one is copied again at the next request).
-        let word = self.0.load(Ordering::Acquire);
+        let word = self.word();
         Published {
             generation: word >> 1,
             fresh: word & FRESH != 0,
